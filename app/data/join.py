@@ -1,0 +1,214 @@
+"""Joining Open Images with YFCC100M on the Flickr id, and turning the result into shards."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from tqdm import tqdm
+
+from app import resources
+from app.config import DataConfig
+from app.data import oid, records, yfcc
+from app.data.badrows import BadRows
+from app.data.hierarchy import Hierarchy
+from app.data.language import detect_language
+from app.data.tags import build_vocabulary, clean_tags
+from app.fileio import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sources:
+    """The input files of one prepare run."""
+
+    oid: oid.OidPaths
+    yfcc: Path
+    autotags: Optional[Path] = None
+    extra_tags: Optional[Path] = None
+    images: Optional[Path] = None
+
+
+def load_autotag_mapping(path: Path = resources.ALIGNED_AUTOTAGS) -> dict:
+    """Reads `autotag,oid_mid` rows (`0` = no Open Images class) as `{autotag: mid}`."""
+    mapping = {}
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            concept, sep, mid = line.rstrip("\n").rpartition(",")
+            if not sep:
+                raise ValueError(f"{path}:{line_no}: expected 'autotag,mid', got {line!r}")
+            if mid != "0":
+                mapping[concept] = mid
+    return mapping
+
+
+def prepare(sources: Sources, out_dir: str | Path, config: DataConfig, progress: bool = True) -> dict:
+    """Reads every source, joins them, and writes shards plus metadata into `out_dir`.
+
+    Args:
+        sources: the Open Images / YFCC100M files.
+        out_dir: the dataset folder (`tfrecords/NAME`).
+        config: tag limit/threshold and shard layout.
+        progress: show progress bars.
+
+    Returns:
+        The stats dictionary that is also written to `stats.json`.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bad = BadRows()
+    classes = oid.read_classes(sources.oid.classes)
+    mids = [mid for mid, _ in classes]
+    class_index = {mid: i for i, mid in enumerate(mids)}
+    hierarchy = Hierarchy.from_json(sources.oid.hierarchy, mids)
+
+    images = {}
+    for split in oid.SPLITS:
+        rows = list(oid.read_images(sources.oid.images[split], bad))
+        images[split] = _dedupe_images(rows, str(sources.oid.images[split]), bad)
+    wanted = {str(im.flickr_id).encode() for split in images for im in images[split]}
+
+    user_tags, sources_of = _read_tags(sources, wanted, bad, progress)
+    autotags = _read_autotags(sources.autotags, wanted, class_index, bad) if sources.autotags else {}
+
+    stats = {"splits": {}, "bad_rows": None, "languages": collections.Counter(), "config": vars(config)}
+    split_records = {}
+    for split in oid.SPLITS:
+        human = _group_labels(sources.oid.human_labels.get(split), bad, machine=False)
+        machine = _group_labels(sources.oid.machine_labels.get(split), bad, machine=True)
+        out = []
+        counts = collections.Counter()
+        for image in tqdm(images[split], desc=f"join {split}", disable=not progress, unit="img"):
+            tags = clean_tags(user_tags.get(image.flickr_id, ()), config.lowercase)
+            source = sources_of.get(image.flickr_id, "none")
+            verified = hierarchy.expand(human.get(image.image_id, ()))
+            machine_scores = {m: s for m, s in machine.get(image.image_id, ()) if m in class_index}
+            record = records.PhotoRecord(
+                image_id=image.image_id,
+                flickr_id=image.flickr_id,
+                tags=tags,
+                language=detect_language(tags),
+                tag_source=source,
+                **_targets(verified, machine_scores, class_index),
+                **autotags.get(image.flickr_id, {}),
+                image=_load_image(sources.images, image, bad) if sources.images else b"",
+            )
+            out.append(record)
+            counts[f"tags_from_{source}"] += 1
+            counts["with_tags"] += bool(tags)
+            counts["with_image"] += bool(record.image)
+            counts["with_verified_labels"] += bool(verified)
+            counts["tags_kept"] += len(tags)
+            stats["languages"][record.language] += 1
+        counts["images"] = len(out)
+        stats["splits"][split] = dict(counts)
+        split_records[split] = out
+
+    vocab = build_vocabulary((r.tags for r in split_records["train"]), config.tag_limit, config.tag_threshold)
+    for split, recs in split_records.items():
+        records.write_shards(recs, out_dir, split, config.records_per_shard, config.min_shards)
+    write_metadata(out_dir, classes, sources.oid.hierarchy, vocab)
+    stats["vocabulary_size"] = vocab.size
+    stats["bad_rows"] = bad.to_dict()
+    stats["languages"] = dict(stats["languages"].most_common())
+    atomic_write_json(out_dir / "stats.json", stats)
+    atomic_write_json(out_dir / "data_config.json", vars(config))
+    log.info("%s", bad.report())
+    return stats
+
+
+def write_metadata(out_dir: Path, classes: list, hierarchy_path: Path, vocab) -> None:
+    """Writes classes.csv, hierarchy.json and vocab.tsv beside the shards."""
+    atomic_write_text(out_dir / "classes.csv", "".join(f"{mid},{_csv_field(name)}\n" for mid, name in classes))
+    atomic_write_text(out_dir / "hierarchy.json", Path(hierarchy_path).read_text(encoding="utf-8"))
+    vocab.save(out_dir / "vocab.tsv")
+
+
+def _csv_field(text: str) -> str:
+    return f'"{text}"' if "," in text or '"' in text else text
+
+
+def _dedupe_images(rows: list, path: str, bad: BadRows) -> list:
+    seen, out = set(), []
+    for row in rows:
+        if row.image_id in seen:
+            bad.add("oid_duplicate_image", path, row.line_no, row.image_id)
+            continue
+        seen.add(row.image_id)
+        out.append(row)
+    return out
+
+
+def _read_tags(sources: Sources, wanted: set, bad: BadRows, progress: bool) -> tuple[dict, dict]:
+    size = os.path.getsize(sources.yfcc)
+    tags, origin = {}, {}
+    with tqdm(total=size, desc="scan YFCC100M", unit="B", unit_scale=True, disable=not progress) as bar:
+        for photo in yfcc.scan_dataset(sources.yfcc, wanted, bad, progress=bar.update):
+            tags[photo.photo_id] = photo.user_tags
+            origin[photo.photo_id] = "yfcc"
+    if sources.extra_tags:
+        missing = {str(i).encode() for i in (int(w) for w in wanted) if i not in tags}
+        for photo_id, extra in yfcc.read_extra_tags(sources.extra_tags, missing, bad):
+            if photo_id not in tags:
+                tags[photo_id] = extra
+                origin[photo_id] = "extra"
+    return tags, origin
+
+
+def _read_autotags(path: Path, wanted: set, class_index: dict, bad: BadRows) -> dict:
+    mapping = load_autotag_mapping()
+    out = {}
+    for photo_id, concepts in yfcc.read_autotags(path, wanted, bad):
+        best: dict = {}
+        for concept, score in concepts.items():
+            mid = mapping.get(concept)
+            if mid in class_index and score > best.get(class_index[mid], 0.0):
+                best[class_index[mid]] = score
+        ids = sorted(best)
+        out[photo_id] = {"autotag_ids": ids, "autotag_scores": [best[i] for i in ids]}
+    return out
+
+
+def _group_labels(path: Optional[Path], bad: BadRows, machine: bool) -> dict:
+    grouped = collections.defaultdict(list)
+    if path is not None:
+        for image_id, mid, confidence in oid.read_labels(path, bad, machine=machine):
+            grouped[image_id].append((mid, confidence if machine else int(confidence)))
+    return grouped
+
+
+def _targets(verified: dict, machine: dict, class_index: dict) -> dict:
+    """Training targets: verified labels where present, machine confidence elsewhere."""
+    targets = {class_index[m]: float(s) for m, s in machine.items()}
+    targets.update({class_index[m]: float(v) for m, v in verified.items()})
+    ids = sorted(i for i, t in targets.items() if t > 0)
+    machine_ids = sorted(class_index[m] for m in machine)
+    return {
+        "label_ids": ids,
+        "label_targets": [targets[i] for i in ids],
+        "verified_pos": sorted(class_index[m] for m, v in verified.items() if v == 1),
+        "verified_neg": sorted(class_index[m] for m, v in verified.items() if v == 0),
+        "machine_ids": machine_ids,
+        "machine_scores": [float(machine[m]) for m in sorted(machine, key=class_index.get)],
+    }
+
+
+def _load_image(folder: Path, image: oid.OidImage, bad: BadRows) -> bytes:
+    path = folder / f"{image.image_id}.jpg"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        bad.add("image_missing", str(path), 0, image.image_id)
+        return b""
+    digest = base64.b64encode(hashlib.md5(data).digest()).decode()
+    if image.md5 and digest != image.md5:
+        bad.add("image_md5_mismatch", str(path), 0, f"{digest} != OriginalMD5 {image.md5}")
+        return b""
+    return data

@@ -1,0 +1,149 @@
+"""User-tag decoding, cleaning, the tag limit and the train-split vocabulary."""
+
+from __future__ import annotations
+
+import collections
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+from urllib.parse import unquote_to_bytes
+
+from app.fileio import atomic_write_text
+
+PAD_ID = 0
+OOV_ID = 1
+PAD_TOKEN = "[PAD]"
+OOV_TOKEN = "[OOV]"
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_DIGITS_ONLY = re.compile(r"[0-9]+\Z")
+
+
+class TagDecodeError(ValueError):
+    """A text field that is not valid URL-encoded UTF-8; `reason` is `bad_escape` or `non_utf8`."""
+
+    def __init__(self, reason: str, value: str):
+        super().__init__(f"{reason}: {value!r}")
+        self.reason = reason
+        self.value = value
+
+
+def decode_field(raw: str) -> str:
+    """Decodes one URL-encoded text field exactly (`+` is a space, `%XX` a UTF-8 byte).
+
+    Raises:
+        TagDecodeError: on a `%` not followed by two hex digits, or escapes that are not UTF-8.
+    """
+    if "%" not in raw:
+        return raw.replace("+", " ")
+    if _BAD_ESCAPE.search(raw):
+        raise TagDecodeError("bad_escape", raw)
+    try:
+        return unquote_to_bytes(raw.replace("+", " ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise TagDecodeError("non_utf8", raw) from None
+
+
+def decode_tags(raw: str) -> list[str]:
+    """Splits a YFCC100M user-tag field on commas, then decodes each tag (so `%2C` stays inside)."""
+    return [decode_field(tag) for tag in raw.split(",") if tag]
+
+
+def clean_tags(tags: Iterable[str], lowercase: bool = False) -> list[str]:
+    """Cleans decoded tags, keeping the user's order.
+
+    Drops tags made only of digits ("2009") and empty tags, strips surrounding spaces, and
+    keeps the first occurrence of a repeated tag. YFCC100M tags are already lower-case, so case
+    folding is off by default; `lowercase=True` folds the extra Flickr-API tags the same way.
+    """
+    out, seen = [], set()
+    for tag in tags:
+        tag = tag.strip()
+        if lowercase:
+            tag = tag.lower()
+        if not tag or _DIGITS_ONLY.match(tag) or tag in seen:
+            continue
+        seen.add(tag)
+        out.append(tag)
+    return out
+
+
+@dataclass
+class Vocabulary:
+    """Tag vocabulary: id 0 is padding, id 1 out-of-vocabulary, then tags by count.
+
+    Args:
+        tokens: tags in id order starting at id 2.
+        counts: their train-split counts (after the tag limit).
+        limit: the tag limit it was built with.
+        threshold: the minimum count it was built with.
+    """
+
+    tokens: list
+    counts: list
+    limit: int
+    threshold: int
+
+    @property
+    def size(self) -> int:
+        """Number of ids, padding and OOV included."""
+        return len(self.tokens) + 2
+
+    def ids(self, tags: Sequence[str]) -> list[int]:
+        index = self.index
+        return [index.get(t, OOV_ID) for t in tags[: self.limit]]
+
+    @property
+    def index(self) -> dict:
+        if not hasattr(self, "_index"):
+            self._index = {t: i + 2 for i, t in enumerate(self.tokens)}
+        return self._index
+
+    def save(self, path: str | Path) -> None:
+        """Writes `tag<TAB>count` lines (ids follow line order, from 2) under a header, atomically."""
+        lines = [f"# limit={self.limit} threshold={self.threshold} pad_id={PAD_ID} oov_id={OOV_ID}\n"]
+        lines += [f"{_escape(token)}\t{count}\n" for token, count in zip(self.tokens, self.counts)]
+        atomic_write_text(path, "".join(lines))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Vocabulary":
+        with open(path, encoding="utf-8", newline="") as handle:
+            header = handle.readline()
+            meta = dict(kv.split("=") for kv in header[1:].split())
+            tokens, counts = [], []
+            for line_no, line in enumerate(handle, start=2):
+                token, sep, count = line.rstrip("\n").rpartition("\t")
+                if not sep or not count.isdigit():
+                    raise ValueError(f"{path}:{line_no}: expected 'tag<TAB>count', got {line!r}")
+                tokens.append(_unescape(token))
+                counts.append(int(count))
+        return cls(tokens, counts, int(meta["limit"]), int(meta["threshold"]))
+
+
+def _escape(token: str) -> str:
+    return token.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def _unescape(token: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"t": "\t", "n": "\n"}.get(m.group(1), m.group(1)), token)
+
+
+def count_tags(tag_lists: Iterable[Sequence[str]], limit: int) -> collections.Counter:
+    """Counts tags over photos after cutting each photo's list to the first `limit` tags."""
+    counter: collections.Counter = collections.Counter()
+    for tags in tag_lists:
+        counter.update(tags[:limit])
+    return counter
+
+
+def build_vocabulary(tag_lists: Iterable[Sequence[str]], limit: int, threshold: int) -> Vocabulary:
+    """Builds the vocabulary: tags seen at least `threshold` times among photos' first `limit` tags.
+
+    Pass the train split only. Example from the study: `[dog,cat,pet,cute,woof]` and `[pet,dog]`
+    with limit 2 and threshold 2 give `{dog}`.
+    """
+    if limit < 1 or threshold < 1:
+        raise ValueError(f"limit and threshold must be >= 1. Received: limit={limit}, threshold={threshold}")
+    counter = count_tags(tag_lists, limit)
+    kept = sorted(((t, c) for t, c in counter.items() if c >= threshold), key=lambda tc: (-tc[1], tc[0]))
+    return Vocabulary([t for t, _ in kept], [c for _, c in kept], limit, threshold)

@@ -1,0 +1,498 @@
+"""The embedded demo world: a realistic Open Images + YFCC100M dataset generated offline.
+
+Everything is written in the real source formats (Open Images V5 CSVs and hierarchy, the
+25-field `yfcc100m_dataset`, the autotags pack, an extra-tags TSV and JPEGs) and then goes
+through the normal readers in `app.data.join`. What makes it hard in the ways Flickr is hard:
+
+* scenes follow themes, so classes co-occur (dogs with balls, cars with traffic lights);
+* the image and the tags complement each other: background objects (trees, windows, street
+  lights) are visible but rarely tagged, while persons (man/woman/boy/girl) and drinks
+  (wine/beer/coffee) share one look per group, so only the tags tell them apart;
+* tags are multilingual (about 75% English), with synonyms, inflections, homographs,
+  misspellings, multi-word and split multi-word tags, Zipfian noise tags (years, cameras,
+  places, user names), heavy-tailed counts, relevant tags early, and about 30% untagged photos;
+* human-verified labels are sparse, machine labels are >= 0.5 and sometimes wrong.
+
+`truth.jsonl` records each photo's true classes and which were visible and tagged.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+from PIL import Image
+
+from app import resources
+from app.data import oid
+from app.data.hierarchy import Hierarchy
+from app.data.join import Sources, load_autotag_mapping
+from app.data.lexicon import LANGUAGES, parse_lexicon
+
+# (theme, weight, main classes with weights, background classes, chance of a person)
+THEMES = [
+    ("pets", 10, "Dog:6 Cat:5 Bird:1 Parrot:0.5 Fish:0.5 Teddy bear:0.3 Football:0.6", "Chair/Door/Window/Table", 0.35),
+    ("street", 8, "Car:5 Bus:2 Truck:1.5 Bicycle:3 Motorcycle:1.5", "Traffic light/Street light/House/Tree/Window", 0.4),
+    ("city", 8, "House:3 Skyscraper:3 Tower:2 Castle:1.5 Fountain:1 Lighthouse:0.8 Flag:1", "Tree/Street light/Window/Door/Car", 0.3),
+    ("nature", 9, "Tree:4 Flower:4 Rose:2 Sunflower:1.5 Butterfly:1.5 Bee:1 Mushroom:1 Bird:2", "Bench/Tree", 0.2),
+    ("food", 7, "Pizza:3 Cake:3 Hamburger:2 Ice cream:1.5 Bread:2 Wine:2 Beer:2 Coffee:3", "Table/Chair/Candle", 0.3),
+    ("fruit", 4, "Apple:3 Banana:2 Orange:2 Lemon:1.5 Strawberry:2 Tomato:1.5 Pumpkin:1", "Table", 0.1),
+    ("zoo", 5, "Elephant:3 Giraffe:2 Zebra:2 Lion:2 Tiger:1.5 Monkey:2 Penguin:1.5 Bear:1", "Tree", 0.2),
+    ("farm", 4, "Horse:4 Sheep:3 Pig:2 Chicken:2 Duck:2", "Tree/House", 0.3),
+    ("water", 5, "Boat:5 Swan:2 Duck:2 Lighthouse:1 Surfboard:1.5 Umbrella:1 Sunglasses:1", "Flag", 0.4),
+    ("travel", 4, "Airplane:3 Train:3 Backpack:2 Tent:1.5 Camera:1.5 Sunglasses:1 Hat:1", "Window/Bench", 0.5),
+    ("music", 3, "Guitar:5 Drum:3", "Chair/Window", 0.9),
+    ("home", 4, "Book:3 Laptop:3 Mobile phone:3 Clock:2 Candle:1 Coffee:1.5", "Table/Chair/Window/Door", 0.4),
+    ("holiday", 3, "Christmas tree:3 Candle:2 Balloon:2 Cake:1 Snowman:1.5 Teddy bear:1", "Window/Door", 0.4),
+    ("sport", 3, "Football:3 Skateboard:2 Surfboard:2 Kite:1.5 Bicycle:1", "Tree/Flag", 0.8),
+    ("people", 8, "Hat:2 Sunglasses:1.5 Umbrella:1 Backpack:1 Mobile phone:1", "Street light/Window", 1.0),
+]
+PERSONS = "Man:4 Woman:4 Girl:2 Boy:2"
+# Classes in one group look the same: only tags can tell them apart.
+LOOK_ALIKE = [("Man", "Woman", "Boy", "Girl"), ("Wine", "Beer", "Coffee"), ("Flower", "Rose")]
+BACKGROUND_TAG_RATE = 0.08
+TINY = {"Bee", "Candle", "Mobile phone", "Traffic light"}
+SHAPES = ("circle", "ring", "square", "diamond", "triangle", "cross", "hbar", "vbar")
+TEXTURES = ("solid", "hstripes", "vstripes", "checker", "dots")
+COLORS = np.array([(220, 40, 40), (40, 170, 60), (40, 80, 220), (240, 200, 30), (150, 60, 190),
+                   (30, 190, 200), (240, 130, 30), (120, 80, 40), (240, 240, 240), (30, 30, 30)], np.float32)
+NOISE_TAGS = ("canon nikon sony iphone dslr 50mm eos d90 travel summer vacation holiday family friends nature "
+              "art light sky night bw blackandwhite instagram square iphoneography street city beach park "
+              "london paris berlin rome madrid california new+york san+francisco los+angeles zürich köln "
+              "são+paulo méxico chat pain gift hdr macro bokeh sunset trip fun party wedding geotagged").split()
+SPLIT_TAGS = {"new+york": ("new", "york"), "san+francisco": ("san", "francisco"), "los+angeles": ("los", "angeles")}
+
+
+@dataclass
+class WorldConfig:
+    """Size, seed and noise levels of the demo world.
+
+    Args:
+        train_size / validation_size / test_size: Open Images photos per split.
+        extra_yfcc: YFCC100M photos that are not in Open Images.
+        image_size: JPEG side in pixels.
+        seed: the same seed gives byte-identical files.
+        language_mix: share of photos per tag language.
+        untagged_share: photos whose tag field is empty.
+        misspell_rate: chance that a class name is misspelt.
+        noise_scale: scale of the heavy-tailed number of noise tags.
+        machine_error_rate: chance of a wrong machine label per photo.
+        missing_from_yfcc: OID photos absent from YFCC100M whose tags come from the extra-tags TSV.
+        unmatched_share: OID photos neither in YFCC100M nor in the extra-tags TSV.
+    """
+
+    train_size: int = 4000
+    validation_size: int = 1000
+    test_size: int = 1000
+    extra_yfcc: int = 3000
+    image_size: int = 64
+    seed: int = 0
+    language_mix: dict = field(default_factory=lambda: {"en": 0.75, "de": 0.08, "fr": 0.07, "es": 0.06, "it": 0.04})
+    untagged_share: float = 0.24
+    misspell_rate: float = 0.05
+    noise_scale: float = 2.5
+    machine_error_rate: float = 0.3
+    missing_from_yfcc: float = 0.03
+    unmatched_share: float = 0.01
+
+
+@dataclass
+class Photo:
+    split: str
+    objects: list  # (class name, role) with role "main" | "background"
+    language: str = "un"
+    tags: list = field(default_factory=list)
+    tagged: list = field(default_factory=list)
+    image_id: str = ""
+    flickr_id: int = 0
+
+
+class _World:
+    def __init__(self, config: WorldConfig):
+        self.config = config
+        self.rng = np.random.default_rng(config.seed)
+        self.lexicon = parse_lexicon()
+        classes = oid.read_classes(resources.CHALLENGE_CLASSES_CSV)
+        self.mid = {name: mid for mid, name in classes}
+        self.hierarchy = Hierarchy.from_json(resources.HIERARCHY_JSON, [m for m, _ in classes])
+        self.themes = [(name, w, _weights(main), bg.split("/"), p) for name, w, main, bg, p in THEMES]
+        self.persons = _weights(PERSONS)
+        populated = sorted({c for _, _, m, bg, _ in self.themes for c in [*m[0], *bg]} | set(self.persons[0]))
+        missing = [c for c in populated if c not in self.mid or c not in self.lexicon]
+        if missing:
+            raise ValueError(f"demo classes missing from the class list or lexicon: {missing}")
+        self.populated = populated
+        self.looks = self._assign_looks(populated)
+        self.noise_vocab = self._noise_vocabulary()
+
+    def _assign_looks(self, names: list) -> dict:
+        combos = [(s, c, t) for s in range(len(SHAPES)) for c in range(len(COLORS)) for t in range(len(TEXTURES))]
+        order = self.rng.permutation(len(combos))
+        looks, i = {}, 0
+        for name in names:
+            group = next((g for g in LOOK_ALIKE if name in g), (name,))
+            if group[0] in looks:
+                looks[name] = looks[group[0]]
+                continue
+            looks[name] = combos[order[i]]
+            i += 1
+        return looks
+
+    def _noise_vocabulary(self) -> list:
+        letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+        made = ["".join(self.rng.choice(letters, self.rng.integers(4, 10))) for _ in range(3000)]
+        users = [f"{w}{self.rng.integers(1, 99)}" for w in made[:300]]
+        years = [str(y) for y in range(2004, 2015)]
+        vocab = list(NOISE_TAGS) + years + ["rock%2C+paper"] + made[300:] + users
+        return vocab
+
+    # === Scenes ===
+    def scene(self, split: str) -> Photo:
+        rng = self.rng
+        weights = np.array([t[1] for t in self.themes], float)
+        _, _, (names, probs), background, person_rate = self.themes[rng.choice(len(self.themes), p=weights / weights.sum())]
+        count = min(len(names), 1 + rng.binomial(2, 0.3))
+        main = list(rng.choice(names, size=count, replace=False, p=probs))
+        if rng.random() < person_rate:
+            main.insert(int(rng.integers(0, len(main) + 1)), str(rng.choice(self.persons[0], p=self.persons[1])))
+        if rng.random() < 0.1:  # an object from another theme
+            other = self.themes[rng.integers(len(self.themes))][2][0]
+            main.append(str(rng.choice(other)))
+        objects = [(str(n), "main") for n in dict.fromkeys(main)]
+        for name in background:
+            if rng.random() < 0.35 and name not in main:
+                objects.append((name, "background"))
+        return Photo(split, objects)
+
+    def truth_classes(self, photo: Photo) -> list:
+        mids = set()
+        for name, _ in photo.objects:
+            mids.add(self.mid[name])
+            mids |= self.hierarchy.ancestors[self.mid[name]]
+        return sorted(mids)
+
+    # === Tags ===
+    def make_tags(self, photo: Photo) -> None:
+        rng, cfg = self.rng, self.config
+        langs = list(cfg.language_mix)
+        mix = np.array([cfg.language_mix[l] for l in langs], float)
+        photo.language = str(rng.choice(langs, p=mix / mix.sum()))
+        if rng.random() < cfg.untagged_share:
+            return
+        relevant = []
+        for name, role in photo.objects:
+            rate = BACKGROUND_TAG_RATE if role == "background" else 0.9
+            if rng.random() >= rate:
+                continue
+            photo.tagged.append(name)
+            lang = "en" if rng.random() < 0.12 else photo.language
+            words = self.lexicon[name][lang]
+            word = words[min(int(rng.zipf(2.0)) - 1, len(words) - 1)]
+            if rng.random() < cfg.misspell_rate:
+                word = _misspell(word, rng)
+            if "+" in word and rng.random() < 0.3:
+                relevant.extend(word.split("+"))
+            else:
+                relevant.append(word)
+            if rng.random() < 0.25 and len(words) > 1:  # a synonym or inflection too
+                relevant.append(words[int(rng.integers(len(words)))])
+        noise = []
+        for _ in range(min(int(rng.pareto(1.2) * cfg.noise_scale), 400)):
+            word = self.noise_vocab[min(int(rng.zipf(1.3)) - 1, len(self.noise_vocab) - 1)]
+            noise.extend(SPLIT_TAGS[word] if word in SPLIT_TAGS and rng.random() < 0.3 else [word])
+        keys = [j + rng.exponential(0.8) for j in range(len(relevant))]
+        keys += list(rng.uniform(0.5, 1.5 + len(noise), size=len(noise)))
+        merged = [w for _, w in sorted(zip(keys, relevant + noise), key=lambda kw: kw[0])]
+        photo.tags = list(dict.fromkeys(merged))
+
+    # === Labels ===
+    def machine_labels(self, photo: Photo) -> list:
+        rng, out = self.rng, {}
+        for name, role in photo.objects:
+            group = next((g for g in LOOK_ALIKE if name in g), (name,))
+            seen_as = name if rng.random() < 0.6 else str(rng.choice(group))  # look-alikes get confused
+            if rng.random() < (0.85 if role == "main" else 0.4):
+                out[self.mid[seen_as]] = round(float(rng.uniform(0.6 if role == "main" else 0.5, 1.0)), 1)
+        if rng.random() < self.config.machine_error_rate:
+            wrong = self.populated[int(rng.integers(len(self.populated)))]
+            out.setdefault(self.mid[wrong], round(float(rng.uniform(0.5, 0.75)), 1))
+        return sorted(out.items())
+
+    def human_labels(self, photo: Photo, truth: list, machine: list) -> list:
+        rng = self.rng
+        truth_set = set(truth)
+        leaves = [self.mid[n] for n, _ in photo.objects]
+        positives = list(dict.fromkeys(str(m) for m in rng.permutation(leaves)[: 1 + rng.binomial(2, 0.5)]))
+        if rng.random() < 0.3:
+            positives.append(str(rng.choice(truth)))
+        negatives = [m for m, _ in machine if m not in truth_set]
+        for _ in range(rng.integers(1, 4)):
+            candidate = self.mid[self.populated[int(rng.integers(len(self.populated)))]]
+            if candidate not in truth_set:
+                negatives.append(candidate)
+        labels = [(m, 1) for m in dict.fromkeys(positives)] + [(m, 0) for m in dict.fromkeys(negatives)]
+        return [labels[i] for i in rng.permutation(len(labels))]
+
+    # === Images ===
+    def render(self, photo: Photo) -> bytes:
+        rng, size = self.rng, self.config.image_size
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        top, bottom = rng.uniform(60, 200, 3), rng.uniform(60, 200, 3)
+        canvas = top + (bottom - top) * (yy[..., None] / size)
+        for _ in range(rng.integers(2, 6)):  # clutter
+            mask = _shape_mask(int(rng.integers(len(SHAPES))), xx, yy, rng.uniform(0, size, 2), size * rng.uniform(0.04, 0.1))
+            canvas[mask] = rng.uniform(50, 200, 3)
+        order = sorted(photo.objects, key=lambda o: o[1] != "background")
+        for name, role in order:
+            shape, color, texture = self.looks[name]
+            scale = rng.uniform(0.1, 0.16) if role == "background" or name in TINY else rng.uniform(0.2, 0.34)
+            center = rng.uniform(size * 0.2, size * 0.8, 2)
+            mask = _shape_mask(shape, xx, yy, center, size * scale)
+            shade = _texture(texture, xx, yy)
+            rgb = np.clip(COLORS[color] + rng.normal(0, 12, 3), 0, 255)
+            canvas[mask] = (rgb * shade[..., None])[mask]
+        canvas += rng.normal(0, 10, canvas.shape)
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+        return buffer.getvalue()
+
+
+def _weights(text: str) -> tuple:
+    names, weights = [], []
+    for token in _split_weighted(text):
+        name, weight = token.rsplit(":", 1)
+        names.append(name)
+        weights.append(float(weight))
+    w = np.array(weights)
+    return names, w / w.sum()
+
+
+def _split_weighted(text: str) -> list:
+    """Splits `Teddy bear:0.3 Dog:6` into `['Teddy bear:0.3', 'Dog:6']` (names may hold spaces)."""
+    out, current = [], []
+    for word in text.split():
+        current.append(word)
+        if ":" in word:
+            out.append(" ".join(current))
+            current = []
+    return out
+
+
+def _misspell(word: str, rng) -> str:
+    if len(word) < 4:
+        return word
+    i = int(rng.integers(1, len(word) - 1))
+    if rng.random() < 0.5:
+        return word[:i] + word[i + 1:]
+    return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+
+
+def _shape_mask(shape: int, xx, yy, center, radius):
+    dx, dy = xx - center[0], yy - center[1]
+    kind = SHAPES[shape]
+    if kind == "circle":
+        return dx * dx + dy * dy <= radius * radius
+    if kind == "ring":
+        d2 = dx * dx + dy * dy
+        return (d2 <= radius * radius) & (d2 >= (0.55 * radius) ** 2)
+    if kind == "square":
+        return np.maximum(abs(dx), abs(dy)) <= 0.8 * radius
+    if kind == "diamond":
+        return abs(dx) + abs(dy) <= radius
+    if kind == "triangle":
+        return (dy <= 0.8 * radius) & (dy >= -0.8 * radius) & (abs(dx) <= (dy + 0.8 * radius) * 0.6)
+    if kind == "cross":
+        return ((abs(dx) <= 0.3 * radius) & (abs(dy) <= radius)) | ((abs(dy) <= 0.3 * radius) & (abs(dx) <= radius))
+    if kind == "hbar":
+        return (abs(dx) <= radius) & (abs(dy) <= 0.4 * radius)
+    return (abs(dy) <= radius) & (abs(dx) <= 0.4 * radius)
+
+
+def _texture(texture: int, xx, yy):
+    kind = TEXTURES[texture]
+    if kind == "solid":
+        return np.ones_like(xx)
+    if kind == "hstripes":
+        return np.where((yy // 3) % 2 == 0, 1.0, 0.5)
+    if kind == "vstripes":
+        return np.where((xx // 3) % 2 == 0, 1.0, 0.5)
+    if kind == "checker":
+        return np.where(((xx // 4) + (yy // 4)) % 2 == 0, 1.0, 0.45)
+    return np.where(((xx % 4) < 2) & ((yy % 4) < 2), 0.4, 1.0)
+
+
+IMAGE_HEADER = ["ImageID", "Subset", "OriginalURL", "OriginalLandingURL", "License", "AuthorProfileURL", "Author",
+                "Title", "OriginalSize", "OriginalMD5", "Thumbnail300KURL", "Rotation"]
+LABEL_HEADER = ["ImageID", "Source", "LabelName", "Confidence"]
+IMAGE_FILES = {"train": "train-images-with-labels-with-rotation.csv", "validation": "validation-images-with-rotation.csv",
+               "test": "test-images-with-rotation.csv"}
+
+
+def write_world(out_dir: str | Path, config: WorldConfig = WorldConfig()) -> Sources:
+    """Generates the demo world into `out_dir` in the real source formats.
+
+    Writes `oid/` (Open Images CSVs, class list, hierarchy), `yfcc100m_dataset`,
+    `yfcc100m_autotags`, `extra_tags.tsv`, `images/ImageID.jpg` and `truth.jsonl`.
+
+    Args:
+        out_dir: folder to (re)create.
+        config: sizes, seed and noise levels.
+
+    Returns:
+        The `Sources` to pass to `app.data.join.prepare`.
+    """
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "oid").mkdir(parents=True)
+    (out / "images").mkdir()
+    world = _World(config)
+    rng = world.rng
+    sizes = {"train": config.train_size, "validation": config.validation_size, "test": config.test_size}
+    photos = [world.scene(split) for split, n in sizes.items() for _ in range(n)]
+    extra = [world.scene("none") for _ in range(config.extra_yfcc)]
+    ids = _unique_ints(rng, 10**9, 10**10, len(photos) + len(extra))
+    image_ids = _unique_ints(rng, 1, 2**62, len(photos))
+    for photo, flickr_id in zip(photos + extra, ids.tolist()):
+        photo.flickr_id = int(flickr_id)
+        world.make_tags(photo)
+    for photo, image_id in zip(photos, image_ids.tolist()):
+        photo.image_id = f"{image_id:016x}"
+
+    shutil.copy(resources.CHALLENGE_CLASSES_CSV, out / "oid" / "challenge-2019-classes-description-500.csv")
+    shutil.copy(resources.BOXABLE_CLASSES_CSV, out / "oid" / "class-descriptions-boxable.csv")
+    shutil.copy(resources.HIERARCHY_JSON, out / "oid" / "bbox_labels_600_hierarchy.json")
+
+    where = rng.random(len(photos))
+    in_yfcc = where >= config.missing_from_yfcc + config.unmatched_share
+    in_extra = where < config.missing_from_yfcc
+    truth_lines, extra_lines = [], []
+    writers = {}
+    handles = []
+    for split in sizes:
+        handles.append(open(out / "oid" / IMAGE_FILES[split], "w", encoding="utf-8", newline=""))
+        handles.append(open(out / "oid" / f"{split}-annotations-human-imagelabels-boxable.csv", "w", newline=""))
+        handles.append(open(out / "oid" / f"{split}-annotations-machine-imagelabels.csv", "w", newline=""))
+        writers[split] = [csv.writer(h, lineterminator="\n") for h in handles[-3:]]
+        writers[split][0].writerow(IMAGE_HEADER)
+        writers[split][1].writerow(LABEL_HEADER)
+        writers[split][2].writerow(LABEL_HEADER)
+    try:
+        for i, photo in enumerate(photos):
+            meta, human, machine = writers[photo.split]
+            jpeg = world.render(photo)
+            (out / "images" / f"{photo.image_id}.jpg").write_bytes(jpeg)
+            meta.writerow(_image_row(photo, jpeg, i, rng))
+            truth = world.truth_classes(photo)
+            machine_labels = world.machine_labels(photo)
+            for mid, confidence in world.human_labels(photo, truth, machine_labels):
+                human.writerow([photo.image_id, "verification" if i % 3 else "crowdsource-verification", mid, confidence])
+            for mid, confidence in machine_labels:
+                machine.writerow([photo.image_id, "machine", mid, confidence])
+            if in_extra[i]:
+                extra_lines.append(f"{photo.flickr_id}\t{_encode_tags(photo.tags)}\n")
+            truth_lines.append(json.dumps(_truth(world, photo, truth, bool(in_yfcc[i] or in_extra[i])),
+                                          ensure_ascii=False) + "\n")
+    finally:
+        for handle in handles:
+            handle.close()
+
+    yfcc_photos = [p for p, keep in zip(photos, in_yfcc) if keep] + extra
+    order = rng.permutation(len(yfcc_photos))
+    mapping = load_autotag_mapping()
+    concepts = {}
+    for concept, mid in sorted(mapping.items()):
+        concepts.setdefault(mid, []).append(concept)
+    with open(out / "yfcc100m_dataset", "w", encoding="utf-8", newline="\n") as data, \
+            open(out / "yfcc100m_autotags", "w", encoding="utf-8", newline="\n") as auto:
+        for line_no, index in enumerate(order.tolist()):
+            photo = yfcc_photos[index]
+            data.write(_yfcc_line(line_no, photo, rng) + "\n")
+            auto.write(f"{photo.flickr_id}\t{_autotags(world, photo, concepts, rng)}\n")
+    (out / "extra_tags.tsv").write_text("".join(extra_lines), encoding="utf-8")
+    (out / "truth.jsonl").write_text("".join(truth_lines), encoding="utf-8")
+    return Sources(oid=oid.OidPaths.find(out / "oid"), yfcc=out / "yfcc100m_dataset",
+                   autotags=out / "yfcc100m_autotags", extra_tags=out / "extra_tags.tsv", images=out / "images")
+
+
+def _unique_ints(rng, low: int, high: int, count: int) -> np.ndarray:
+    """`count` distinct integers in [low, high), in random (seeded) order."""
+    draws = rng.integers(low, high, size=2 * count + 16, dtype=np.int64)
+    _, first = np.unique(draws, return_index=True)
+    return draws[np.sort(first)][:count]
+
+
+def _truth(world: _World, photo: Photo, truth: list, has_tags_source: bool) -> dict:
+    tagged = set(photo.tagged) if has_tags_source else set()
+    return {
+        "image_id": photo.image_id,
+        "flickr_id": photo.flickr_id,
+        "split": photo.split,
+        "language": photo.language,
+        "classes": truth,
+        "objects": [{"class": world.mid[n], "name": n, "role": r, "visible": True, "tagged": n in tagged,
+                     "look_alike": any(n in g for g in LOOK_ALIKE)} for n, r in photo.objects],
+        "tags": photo.tags if has_tags_source else [],
+    }
+
+
+def _encode_tags(tags: list) -> str:
+    """Tags in YFCC100M form: each URL-encoded with `+` for a space, joined by commas."""
+    return ",".join(quote(t, safe="+%") for t in tags)
+
+
+def _image_row(photo: Photo, jpeg: bytes, i: int, rng) -> list:
+    farm, server = int(rng.integers(1, 10)), int(rng.integers(1000, 9999))
+    secret = f"{int(rng.integers(16**9, 16**10)):010x}"
+    form = i % 4
+    if form == 0:
+        url = f"https://farm{farm}.staticflickr.com/{server}/{photo.flickr_id}_{secret}_o.jpg"
+    elif form == 1:
+        url = f"https://c{farm % 8 + 1}.staticflickr.com/{farm}/{server}/{photo.flickr_id}_{secret}_o.jpg"
+    elif form == 2:
+        url = f"https://live.staticflickr.com/{server}/{photo.flickr_id}_{secret}_o.jpg"
+    else:
+        url = f"https://farm{farm}.staticflickr.com//{server}/{photo.flickr_id}_{secret}_o.jpg"
+    user = f"user{photo.flickr_id % 997}"
+    md5 = base64.b64encode(hashlib.md5(jpeg).digest()).decode()
+    title = " ".join(photo.tags[:3]) or "untitled, photo"
+    return [photo.image_id, photo.split, url, f"https://www.flickr.com/photos/{user}/{photo.flickr_id}",
+            "https://creativecommons.org/licenses/by/2.0/", f"https://www.flickr.com/people/{user}/", user,
+            title, len(jpeg), md5, f"https://c{farm}.staticflickr.com/{farm}/{server}/{photo.flickr_id}_{secret}_z.jpg",
+            "0.0"]
+
+
+def _yfcc_line(line_no: int, photo: Photo, rng) -> str:
+    farm, server = int(rng.integers(1, 10)), int(rng.integers(1000, 9999))
+    secret, original = (f"{int(rng.integers(16**9, 16**10)):010x}" for _ in range(2))
+    url = f"http://farm{farm}.staticflickr.com/{server}/{photo.flickr_id}_{secret}.jpg"
+    digest = "".join(f"{b:x}" for b in hashlib.md5(url.encode()).digest())
+    user = f"{int(rng.integers(10**7, 10**8))}@N0{int(rng.integers(0, 8))}"
+    taken = f"20{int(rng.integers(4, 14)):02d}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d} 12:00:00.0"
+    device = str(rng.choice(["Canon+EOS+400D", "NIKON+D90", "Apple+iPhone+4", "SONY+DSC-W55", ""]))
+    title = quote(" ".join(t.replace("+", " ") for t in photo.tags[:2]) or "IMG", safe="").replace("%20", "+")
+    description = quote("A photo, taken on my trip" if rng.random() < 0.3 else "", safe="").replace("%20", "+")
+    lon, lat = (f"{rng.uniform(-180, 180):.6f}", f"{rng.uniform(-80, 80):.6f}") if rng.random() < 0.4 else ("", "")
+    fields = [str(line_no), str(photo.flickr_id), digest, user, f"user{photo.flickr_id % 997}", taken,
+              str(int(rng.integers(1.1e9, 1.4e9))), device, title, description, _encode_tags(photo.tags), "",
+              lon, lat, "16" if lon else "", f"http://www.flickr.com/photos/{user}/{photo.flickr_id}/", url,
+              "Attribution License", "http://creativecommons.org/licenses/by/2.0/", str(server), str(farm),
+              secret, original, "jpg", "0"]
+    return "\t".join(fields)
+
+
+def _autotags(world: _World, photo: Photo, concepts: dict, rng) -> str:
+    out = []
+    for name, role in photo.objects:
+        options = concepts.get(world.mid[name])
+        if options and rng.random() < (0.7 if role == "main" else 0.3):
+            out.append(f"{quote(str(rng.choice(options)), safe='').replace('%20', '+')}:{rng.uniform(0.5, 1.0):.3f}")
+    return ",".join(out)
