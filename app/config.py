@@ -109,10 +109,10 @@ class TrainConfig:
         shuffle_buffer: tf.data shuffle buffer size.
     """
 
-    epochs: int = 10
+    epochs: int = 40
     time_budget_hours: Optional[float] = None
     batch_size: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-2
     strategy: str = "default"
     cpu_devices: int = 2
     seed: int = 0

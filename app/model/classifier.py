@@ -1,0 +1,119 @@
+"""The classifier, built in one place: tag branch + ResNet50 image branch -> shared head.
+
+    tag_ids ─ TagDropout ─ Embedding(mask_zero) ─ masked max|avg pool ─┐
+    image ─ ResNetPreprocess ─ ResNet50(pooling=avg) ─ LayerNorm ──────┴─ Concatenate
+        ─ n × (Dropout ─ Dense(q, relu, L2)) ─ Dropout ─ Dense(classes, sigmoid)
+
+The head takes image *features*, and `attach_backbone` puts ResNet50 in front of it. So a
+frozen backbone's features can be computed once per image and the head trained on them, while
+the saved model still maps pixels to scores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from app.config import ModelConfig
+from app.model.layers import MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D, ResNetPreprocess, TagDropout
+
+FEATURE_DIM = 2048
+IMAGENET_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def build_head(config: ModelConfig, vocab_size: int, num_classes: int, tag_limit: int, seed: int = 0) -> keras.Model:
+    """Builds the model on tag ids and/or image features (whichever `config.model` uses).
+
+    Args:
+        config: the model configuration.
+        vocab_size: tag ids including padding (0) and OOV (1).
+        num_classes: output classes (500 for the challenge).
+        tag_limit: tag input length.
+        seed: seed for tag dropout.
+
+    Returns:
+        A functional model with inputs `tag_ids` `[batch, tag_limit]` int32 and/or
+        `image_features` `[batch, 2048]`, and output `scores` `[batch, num_classes]`.
+    """
+    regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
+    inputs, branches = {}, []
+
+    # === Tag branch ===
+    if config.uses_tags:
+        tag_ids = keras.Input((tag_limit,), dtype="int32", name="tag_ids")
+        inputs["tag_ids"] = tag_ids
+        x = TagDropout(config.tag_dropout, seed=seed, name="tag_dropout")(tag_ids)
+        x = keras.layers.Embedding(vocab_size, config.embedding_dim, mask_zero=True, name="tag_embedding")(x)
+        pooling = MaskedGlobalMaxPooling1D if config.pooling == "max" else MaskedGlobalAveragePooling1D
+        branches.append(pooling(name=f"tag_{config.pooling}_pool")(x))
+
+    # === Image branch (features) ===
+    if config.uses_image:
+        features = keras.Input((FEATURE_DIM,), name="image_features")
+        inputs["image_features"] = features
+        # ResNet's pooled features are non-negative with a scale that depends on the weights;
+        # normalising them puts both branches on one scale before fusion.
+        branches.append(keras.layers.LayerNormalization(name="image_feature_norm")(features))
+
+    # === Head ===
+    x = keras.layers.Concatenate(name="fuse")(branches) if len(branches) > 1 else branches[0]
+    for i in range(config.hidden_layers):
+        x = keras.layers.Dropout(config.dropout, seed=seed + i, name=f"dropout_{i}")(x)
+        x = keras.layers.Dense(config.hidden_units, activation="relu", kernel_regularizer=regularizer,
+                               name=f"hidden_{i}")(x)
+    x = keras.layers.Dropout(config.dropout, seed=seed + 99, name="dropout_out")(x)
+    scores = keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32", name="scores")(x)
+    return keras.Model(inputs, scores, name=f"{config.model}_head")
+
+
+def resolve_image_weights(weights: str) -> str | None:
+    """Maps `none` / `imagenet` / a path to what `keras.applications.ResNet50` takes.
+
+    `imagenet` is only used from the Keras cache: nothing is downloaded.
+
+    Raises:
+        FileNotFoundError: with the place to put the weights file.
+    """
+    if weights in (None, "", "none"):
+        return None
+    if weights == "imagenet":
+        cache = Path(keras.config.keras_home() if hasattr(keras.config, "keras_home") else "~/.keras").expanduser()
+        path = cache / "models" / IMAGENET_NOTOP
+        if not path.exists():
+            raise FileNotFoundError(
+                f"ImageNet weights for ResNet50 are not in the Keras cache ({path}). Nothing is downloaded at run "
+                f"time: copy '{IMAGENET_NOTOP}' there (or pass --image-weights PATH), or use --image-weights none."
+            )
+        return "imagenet"
+    path = Path(weights)
+    if not path.exists():
+        raise FileNotFoundError(f"image weights file not found: {path}")
+    return str(path)
+
+
+def build_backbone(image_size: int, weights: str = "none", trainable: bool = False) -> keras.Model:
+    """ResNet50 without top, average-pooled, with its preprocessing inside: uint8 pixels -> 2048 features."""
+    resolved = resolve_image_weights(weights)
+    image = keras.Input((image_size, image_size, 3), name="image")
+    x = ResNetPreprocess(name="resnet_preprocess")(image)
+    resnet = keras.applications.ResNet50(include_top=False, weights=resolved, pooling="avg",
+                                         input_shape=(image_size, image_size, 3))
+    resnet.trainable = trainable
+    # BatchNorm stays in inference mode even when fine-tuning (the Keras transfer-learning advice):
+    # small batches would otherwise wreck its statistics.
+    features = resnet(x, training=False)
+    return keras.Model(image, features, name="image_backbone")
+
+
+def attach_backbone(head: keras.Model, backbone: keras.Model | None) -> keras.Model:
+    """Returns the pixels-in model: `tag_ids` and/or `image` -> scores, sharing the head's layers."""
+    if backbone is None or "image_features" not in head.input:
+        return head
+    inputs = {name: keras.Input(tensor.shape[1:], dtype=tensor.dtype, name=name)
+              for name, tensor in head.input.items() if name != "image_features"}
+    image = keras.Input(backbone.input.shape[1:], dtype="uint8", name="image")
+    inputs["image"] = image
+    head_inputs = {name: inputs[name] for name in head.input if name != "image_features"}
+    head_inputs["image_features"] = backbone(image)
+    return keras.Model(inputs, head(head_inputs), name=head.name.replace("_head", "_classifier"))

@@ -1,0 +1,100 @@
+"""Small custom layers: masked pooling over tags, whole-photo tag dropout, ResNet preprocessing."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+PACKAGE = "cic"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MaskedGlobalMaxPooling1D(keras.layers.Layer):
+    """Max over the time axis of `[batch, steps, features]`, ignoring masked (padding) steps.
+
+    Keras's `GlobalMaxPooling1D` ignores the mask, so padding vectors leak into the max. Here a
+    row with every step masked (a photo without tags) gives zeros, never -inf.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return ops.max(inputs, axis=1)
+        keep = ops.expand_dims(ops.cast(mask, "bool"), -1)
+        lowest = ops.full_like(inputs, float("-inf"))
+        pooled = ops.max(ops.where(keep, inputs, lowest), axis=1)
+        any_kept = ops.any(keep, axis=1)
+        return ops.where(any_kept, pooled, ops.zeros_like(pooled))
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MaskedGlobalAveragePooling1D(keras.layers.Layer):
+    """Mean over the unmasked steps of `[batch, steps, features]`; zeros for an all-masked row."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return ops.mean(inputs, axis=1)
+        weights = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
+        total = ops.sum(inputs * weights, axis=1)
+        count = ops.sum(weights, axis=1)
+        return total / ops.maximum(count, ops.ones_like(count))
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TagDropout(keras.layers.Layer):
+    """In training, replaces all of a photo's tag ids with padding with probability `rate`.
+
+    This teaches the fused model to do well on photos without tags. Inactive at inference.
+
+    Args:
+        rate: probability of dropping a photo's tags.
+        seed: optional seed for the drop decisions.
+    """
+
+    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate must be in [0, 1). Received: rate={rate}")
+        self.rate = rate
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, tag_ids, training=False):
+        if not training or self.rate == 0.0:
+            return tag_ids
+        draws = keras.random.uniform((ops.shape(tag_ids)[0], 1), seed=self.seed_generator)
+        return ops.where(draws < self.rate, ops.zeros_like(tag_ids), tag_ids)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ResNetPreprocess(keras.layers.Layer):
+    """ResNet50 ("caffe") preprocessing inside the model: RGB 0..255 -> BGR minus ImageNet means."""
+
+    MEANS = (103.939, 116.779, 123.68)
+
+    def call(self, images):
+        images = ops.cast(images, self.compute_dtype)
+        bgr = ops.flip(images, axis=-1)
+        return bgr - ops.convert_to_tensor(self.MEANS, dtype=self.compute_dtype)

@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny prepared demo world, built once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPUs for MirroredStrategy tests; this must happen before TensorFlow starts.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """A small demo world written in the real formats and prepared into shards.
+
+    Returns:
+        `(sources, data_dir)`.
+    """
+    from app.config import DataConfig
+    from app.data.join import prepare
+    from app.data.world import WorldConfig, write_world
+
+    root = tmp_path_factory.mktemp("world")
+    sources = write_world(root / "raw", WorldConfig(train_size=240, validation_size=80, test_size=80,
+                                                     extra_yfcc=60, image_size=32, seed=3))
+    data_dir = root / "shards"
+    prepare(sources, data_dir, DataConfig(tag_limit=10, tag_threshold=2, records_per_shard=64), progress=False)
+    return sources, data_dir
