@@ -220,7 +220,11 @@ class _World:
             group = next((g for g in LOOK_ALIKE if name in g), (name,))
             seen_as = name if rng.random() < 0.6 else str(rng.choice(group))  # look-alikes get confused
             if rng.random() < (0.85 if role == "main" else 0.4):
-                out[self.mid[seen_as]] = round(float(rng.uniform(0.6 if role == "main" else 0.5, 1.0)), 1)
+                confidence = round(float(rng.uniform(0.6 if role == "main" else 0.5, 1.0)), 1)
+                out[self.mid[seen_as]] = confidence
+                for parent in sorted(self.hierarchy.ancestors[self.mid[seen_as]]):  # as Open Images does
+                    if rng.random() < 0.8:
+                        out[parent] = max(out.get(parent, 0.0), confidence)
         if rng.random() < self.config.machine_error_rate:
             wrong = self.populated[int(rng.integers(len(self.populated)))]
             out.setdefault(self.mid[wrong], round(float(rng.uniform(0.5, 0.75)), 1))

@@ -96,3 +96,68 @@ def average_precisions_loop(scores: np.ndarray, verified: np.ndarray) -> np.ndar
         steps = np.flatnonzero(recall[1:] != recall[:-1]) + 1
         out[c] = float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
     return out
+
+
+def top_k_scores(scores: np.ndarray, verified: np.ndarray, k: int) -> dict:
+    """Precision, recall and F1 at top-k, ranking each image's verified classes only.
+
+    Images without a verified positive are skipped. Precision divides by `min(k, verified classes)`.
+    """
+    masked = np.where(verified != UNVERIFIED, scores, -np.inf)
+    top = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    rows = np.arange(len(scores))[:, None]
+    hits = (verified[rows, top] == POSITIVE) & np.isfinite(masked[rows, top])
+    positives = (verified == POSITIVE).sum(axis=1)
+    judged = np.minimum(k, (verified != UNVERIFIED).sum(axis=1))
+    keep = positives > 0
+    precision = float(np.mean(hits[keep].sum(1) / judged[keep])) if keep.any() else float("nan")
+    recall = float(np.mean(hits[keep].sum(1) / positives[keep])) if keep.any() else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {f"precision@{k}": precision, f"recall@{k}": recall, f"f1@{k}": f1}
+
+
+def threshold_scores(scores: np.ndarray, verified: np.ndarray, thresholds) -> dict:
+    """Micro and macro F1 and Hamming loss on verified labels, at one threshold or one per class."""
+    judged = verified != UNVERIFIED
+    predicted = scores >= np.broadcast_to(np.asarray(thresholds, dtype=float), scores.shape[1:])
+    truth = verified == POSITIVE
+    tp = (predicted & truth & judged).sum(0).astype(float)
+    fp = (predicted & ~truth & judged).sum(0).astype(float)
+    fn = (~predicted & truth & judged).sum(0).astype(float)
+    micro = 2 * tp.sum() / max(2 * tp.sum() + fp.sum() + fn.sum(), 1.0)
+    has_pos = truth.sum(0) > 0
+    per_class = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=(2 * tp + fp + fn) > 0)
+    hamming = float((fp.sum() + fn.sum()) / max(judged.sum(), 1))
+    return {"micro_f1": float(micro), "macro_f1": float(per_class[has_pos].mean()) if has_pos.any() else float("nan"),
+            "hamming_loss": hamming}
+
+
+def tune_class_thresholds(scores: np.ndarray, verified: np.ndarray, default: float = 0.5) -> np.ndarray:
+    """Per-class thresholds that maximise F1 on verified labels (e.g. of the validation split).
+
+    Classes without a verified positive keep `default`.
+    """
+    thresholds = np.full(scores.shape[1], default)
+    for c in range(scores.shape[1]):
+        judged = verified[:, c] != UNVERIFIED
+        truth = verified[judged, c] == POSITIVE
+        if not truth.any():
+            continue
+        s = scores[judged, c]
+        order = np.argsort(-s, kind="stable")
+        s, t = s[order], truth[order]
+        tp = np.cumsum(t)
+        fp = np.cumsum(~t)
+        f1 = 2 * tp / (tp + fp + truth.sum())
+        best = int(np.argmax(f1))
+        thresholds[c] = s[best]
+    return thresholds
+
+
+def summary_metrics(scores: np.ndarray, verified: np.ndarray, thresholds=0.5) -> dict:
+    """mAP plus the top-k, threshold and Hamming metrics, on verified labels."""
+    out = {"map": mean_average_precision(scores, verified)}
+    for k in (1, 3, 5):
+        out.update(top_k_scores(scores, verified, k))
+    out.update(threshold_scores(scores, verified, thresholds))
+    return out

@@ -117,3 +117,8 @@ def attach_backbone(head: keras.Model, backbone: keras.Model | None) -> keras.Mo
     head_inputs = {name: inputs[name] for name in head.input if name != "image_features"}
     head_inputs["image_features"] = backbone(image)
     return keras.Model(inputs, head(head_inputs), name=head.name.replace("_head", "_classifier"))
+
+
+def load_classifier(path: str | Path) -> keras.Model:
+    """Loads a saved `.keras` classifier (this module registers its custom layers)."""
+    return keras.saving.load_model(path)

@@ -17,7 +17,7 @@ from app.config import RunConfig
 from app.data.pipeline import DatasetInfo, load_eval_arrays, make_dataset
 from app.data.preprocess import TagLookup
 from app.fileio import atomic_write_json, atomic_write_text
-from app.model.classifier import attach_backbone, build_backbone, build_head
+from app.model.classifier import attach_backbone, build_backbone, build_head, load_classifier
 from app.training.loop import LoopSpec, predict_scores, steps_for, train_loop, validation_metrics
 from app.training.optimizer import LazyAdam
 from app.training.strategy import get_strategy, is_chief
@@ -136,6 +136,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, progress
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(t.seed)
     info = DatasetInfo.load(data_dir)
+    config.data.lowercase = info.lowercase  # serving must clean tags as the data was cleaned
     vocab = info.vocabulary(config.data.tag_limit, config.data.tag_threshold) if m.uses_tags else None
     lookup = TagLookup(vocab, info.lowercase) if vocab is not None else None
     log.info("%s model on %s: %d classes, vocabulary %s, strategy %s with %d replica(s)", m.model, data_dir,
@@ -173,10 +174,11 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, progress
     if not chief:  # the chief holds the best model and scores it
         return RunResult(run_dir, history, {"model": m.model, "epochs": len(history)}, time.time() - started)
 
-    best = keras.saving.load_model(run_dir / MODEL_FILE)
+    best = load_classifier(run_dir / MODEL_FILE)
     trained.set_weights((best.get_layer(head.name) if data.frozen else best).get_weights())
     val, test = evaluate("validation"), evaluate("test")
     metrics = {"val_map": val["val_map"], "val_loss": val["val_loss"], "test_map": test["val_map"],
-               "test_loss": test["val_loss"], "epochs": len(history), "model": m.model}
+               "test_loss": test["val_loss"], "epochs": len(history), "model": m.model,
+               "data": str(data_dir), "seconds": round(time.time() - started, 1)}
     atomic_write_json(run_dir / "metrics.json", metrics)
     return RunResult(run_dir, history, metrics, time.time() - started)

@@ -1,0 +1,111 @@
+"""A SavedModel for TensorFlow Serving: raw tags and image bytes in, scores and top-k out.
+
+All preprocessing is in the graph and is the code the tf.data pipeline uses in training
+(`app.data.preprocess`): tag cleaning, the tag limit, padding, vocabulary lookup, image decoding
+and resizing; ResNet preprocessing is inside the Keras model itself.
+
+Signatures:
+    serving_default(tags: string [batch, None], image_bytes: string [batch])
+        Tags as users write them, padded with "" to a common length (empty tags are dropped).
+    serve_yfcc(tags: string [batch], image_bytes: string [batch])
+        One comma-separated, percent-encoded YFCC100M tag field per photo.
+Outputs: scores [batch, classes], top_k_scores, top_k_mids, top_k_names [batch, k], image_ok [batch]
+(False where the bytes were empty or not JPEG/PNG: that photo is scored as if it had a black image).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+from app.data.preprocess import TagLookup, decode_images, split_yfcc_tags
+from app.evaluation.scoring import TrainedRun
+
+
+class _Untracked:
+    """Holds the Keras model outside the SavedModel's object graph (see ServingModule)."""
+
+    def __init__(self, model):
+        self.model = model
+
+
+class ServingModule(tf.Module):
+    """The exported graph around a trained run's Keras model.
+
+    Args:
+        run: the trained run.
+        classes: `(mid, name)` in output order.
+        top_k: how many top classes to return.
+    """
+
+    def __init__(self, run: TrainedRun, classes: list, top_k: int = 5):
+        super().__init__(name="contextual_classifier")
+        m = run.config.model
+        # The SavedModel tracks the model's tf.Variables directly, and not the Keras model: tracked
+        # through the Keras model, TF1-style loaders (TF Serving, `saved_model_cli run`) cannot find
+        # them (keras-team/keras#20095), and tracked both ways each is stored twice
+        # (keras-team/keras#23553, as in `ExportArchive`).
+        self.model_variables = [w.value for w in run.model.weights]
+        self._keras = _Untracked(run.model)
+        self.uses_tags, self.uses_image = m.uses_tags, m.uses_image
+        self.image_size = m.image_size
+        self.lookup = TagLookup(run.vocab, run.config.data.lowercase) if m.uses_tags else None
+        self.top_k = min(top_k, len(classes))
+        self.mids = tf.constant([mid for mid, _ in classes])
+        self.names = tf.constant([name for _, name in classes])
+
+    def predict(self, tags: tf.RaggedTensor, image_bytes: tf.Tensor) -> dict:
+        """Scores ragged raw tags and encoded images."""
+        inputs = {}
+        image_ok = tf.strings.length(image_bytes) > 0
+        if self.uses_tags:
+            inputs["tag_ids"] = self.lookup(tags)
+        if self.uses_image:
+            inputs["image"], image_ok = decode_images(image_bytes, self.image_size)
+        scores = tf.cast(self._keras.model(inputs, training=False), tf.float32)
+        top = tf.math.top_k(scores, k=self.top_k)
+        return {"scores": scores, "top_k_scores": top.values, "top_k_mids": tf.gather(self.mids, top.indices),
+                "top_k_names": tf.gather(self.names, top.indices), "image_ok": image_ok}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="tags"),
+                                  tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serving_default(self, tags, image_bytes):
+        return self.predict(tf.RaggedTensor.from_tensor(tags, padding=""), image_bytes)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tags"),
+                                  tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve_yfcc(self, tags, image_bytes):
+        return self.predict(split_yfcc_tags(tags), image_bytes)
+
+
+def next_version(base: Path) -> int:
+    """1 + the highest numeric version folder under `base` (TF Serving's layout), or 1."""
+    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()] if base.exists() else []
+    return max(versions, default=0) + 1
+
+
+def export(run_dir: str | Path, out: str | Path | None = None, version: int | None = None, top_k: int = 5) -> Path:
+    """Writes `out/VERSION/` (default `run_dir/serving/NEXT/`) atomically and returns it."""
+    from app.data.oid import read_classes
+
+    run = TrainedRun.load(run_dir)
+    base = Path(out) if out else Path(run_dir) / "serving"
+    version = version or next_version(base)
+    target = base / str(version)
+    if target.exists():
+        raise FileExistsError(f"{target} exists; pick another --version")
+    module = ServingModule(run, read_classes(Path(run_dir) / "classes.csv"), top_k)
+    tmp = base / f".tmp-{version}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    base.mkdir(parents=True, exist_ok=True)
+    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default,
+                                                       "serve_yfcc": module.serve_yfcc})
+    os.replace(tmp, target)
+    return target
+
+
+def directory_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
