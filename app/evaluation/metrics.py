@@ -37,11 +37,13 @@ def average_precisions(scores: np.ndarray, verified: np.ndarray) -> np.ndarray:
         raise ValueError(f"scores and verified labels must have one shape. Received: {scores.shape} and "
                          f"{verified.shape}")
     num_classes = scores.shape[1]
-    num_gt = (verified == POSITIVE).sum(axis=0)
-    valid = (verified != UNVERIFIED) & (scores > 0)
-    cls, img = np.nonzero(valid.T)  # class-major, images ascending within a class
-    score = scores[img, cls]
+    # Work on the verified entries only (about 10 per image), never on dense [images, classes] arrays.
+    img, cls = np.nonzero(verified != UNVERIFIED)
     hit = verified[img, cls] == POSITIVE
+    num_gt = np.bincount(cls[hit], minlength=num_classes)
+    score = scores[img, cls]
+    keep = score > 0
+    img, cls, score, hit = img[keep], cls[keep], score[keep], hit[keep]
     # Class ascending, score descending, later image first among ties.
     order = np.lexsort((-img, -score, cls))
     cls, hit = cls[order], hit[order]
