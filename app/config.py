@@ -58,7 +58,9 @@ class ModelConfig:
         hidden_units: their width `q`.
         dropout: dropout rate before each Dense.
         l2: L2 factor on the Dense kernels and the embedding.
-        tag_dropout: probability of dropping all of a photo's tags in training.
+        tag_dropout: probability of dropping all of a photo's tags in training (contextual model
+            only: it makes the image branch carry photos without tags; a tags-only model would just
+            lose examples).
         image_size: square input size of the image branch.
         image_weights: `none`, `imagenet` (from the Keras cache) or a path to a weights file.
         train_backbone: fine-tune ResNet50 instead of freezing it.
@@ -71,7 +73,7 @@ class ModelConfig:
     hidden_units: int = 128
     dropout: float = 0.1
     l2: float = 1e-5
-    tag_dropout: float = 0.0
+    tag_dropout: float = 0.5
     image_size: int = 64
     image_weights: str = "none"
     train_backbone: bool = False
@@ -109,7 +111,7 @@ class TrainConfig:
         shuffle_buffer: tf.data shuffle buffer size.
     """
 
-    epochs: int = 40
+    epochs: int = 80
     time_budget_hours: Optional[float] = None
     batch_size: int = 128
     learning_rate: float = 1e-2

@@ -86,6 +86,8 @@ def test_frozen_backbone_features_are_computed_once(tiny_world, tmp_path):
     _, data_dir = tiny_world
     config = tiny_run_config(model="contextual", tag_dropout=0.2)
     config.train.epochs = 1
+    config.train.loss_on = "verified"  # masked loss on verified labels only
+    config.train.mixed_precision = True  # float16 compute (CPU here), float32 scores
     train(data_dir, tmp_path / "run", config, progress=False)
     cache = sorted(p.name for p in (tmp_path / "run" / "cache").iterdir())
     assert cache == ["test-features-32.npz", "train-features-32.npz", "validation-features-32.npz"]
@@ -95,6 +97,8 @@ def test_frozen_backbone_features_are_computed_once(tiny_world, tmp_path):
     assert (tmp_path / "run" / "cache" / "train-features-32.npz").stat().st_mtime_ns == stamp
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
     assert set(model.input) == {"tag_ids", "image"}
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test_map"] > 0
 
 
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_world, tmp_path):

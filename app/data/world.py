@@ -35,7 +35,7 @@ from app import resources
 from app.data import oid
 from app.data.hierarchy import Hierarchy
 from app.data.join import Sources, load_autotag_mapping
-from app.data.lexicon import LANGUAGES, parse_lexicon
+from app.data.lexicon import parse_lexicon
 
 # (theme, weight, main classes with weights, background classes, chance of a person)
 THEMES = [

@@ -43,7 +43,9 @@ def build_head(config: ModelConfig, vocab_size: int, num_classes: int, tag_limit
     if config.uses_tags:
         tag_ids = keras.Input((tag_limit,), dtype="int32", name="tag_ids")
         inputs["tag_ids"] = tag_ids
-        x = TagDropout(config.tag_dropout, seed=seed, name="tag_dropout")(tag_ids)
+        x = tag_ids
+        if config.uses_image and config.tag_dropout > 0:
+            x = TagDropout(config.tag_dropout, seed=seed, name="tag_dropout")(x)
         x = keras.layers.Embedding(vocab_size, config.embedding_dim, mask_zero=True, name="tag_embedding")(x)
         pooling = MaskedGlobalMaxPooling1D if config.pooling == "max" else MaskedGlobalAveragePooling1D
         branches.append(pooling(name=f"tag_{config.pooling}_pool")(x))

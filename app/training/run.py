@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -129,14 +129,24 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, progress
     started = time.time()
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    m, t = config.model, config.train
+    t = config.train
     strategy = strategy or get_strategy(t.strategy, t.cpu_devices)
     chief = is_chief(strategy)
-    if t.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16" if t.mixed_precision else "float32")
+    try:
+        return _train(data_dir, run_dir, config, progress, strategy, chief, started)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(data_dir: Path, run_dir: Path, config: RunConfig, progress: bool, strategy, chief: bool,
+           started: float) -> RunResult:
+    m, t = config.model, config.train
     keras.utils.set_random_seed(t.seed)
     info = DatasetInfo.load(data_dir)
-    config.data.lowercase = info.lowercase  # serving must clean tags as the data was cleaned
+    # serving must clean tags as the data was cleaned
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, lowercase=info.lowercase))
     vocab = info.vocabulary(config.data.tag_limit, config.data.tag_threshold) if m.uses_tags else None
     lookup = TagLookup(vocab, info.lowercase) if vocab is not None else None
     log.info("%s model on %s: %d classes, vocabulary %s, strategy %s with %d replica(s)", m.model, data_dir,
