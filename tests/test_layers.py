@@ -4,7 +4,8 @@ import pytest
 
 from app.config import ModelConfig
 from app.model.classifier import attach_backbone, build_backbone, build_head, resolve_image_weights
-from app.model.layers import MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D, ResNetPreprocess, TagDropout
+from app.model.layers import (MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D, ResNetPreprocess,
+                              SparseReadEmbedding, TagDropout)
 
 
 def embed_and_pool(pool, ids):
@@ -43,6 +44,17 @@ def test_keras_global_max_pooling_really_leaks_padding():
     assert np.asarray(model(np.array([[3, 0]], "int32"))).max() == 100.0
 
 
+def test_sparse_read_embedding_matches_keras_embedding():
+    ids = np.array([[3, 1, 0], [8, 0, 0]], "int32")
+    dense = keras.layers.Embedding(9, 4, mask_zero=True)
+    sparse = SparseReadEmbedding(9, 4, mask_zero=True)
+    dense.build((None, 3))
+    sparse.build((None, 3))
+    sparse.set_weights(dense.get_weights())
+    np.testing.assert_array_equal(np.asarray(sparse(ids)), np.asarray(dense(ids)))
+    np.testing.assert_array_equal(np.asarray(sparse.compute_mask(ids)), ids != 0)
+
+
 def test_tag_dropout_drops_whole_photos_only_in_training():
     layer = TagDropout(0.5, seed=1)
     ids = np.arange(1, 801, dtype="int32").reshape(200, 4)
@@ -56,7 +68,8 @@ def test_tag_dropout_drops_whole_photos_only_in_training():
 
 
 @pytest.mark.parametrize("layer", [MaskedGlobalMaxPooling1D(name="p"), MaskedGlobalAveragePooling1D(name="p"),
-                                   TagDropout(0.25, seed=3, name="p"), ResNetPreprocess(name="p")])
+                                   TagDropout(0.25, seed=3, name="p"), ResNetPreprocess(name="p"),
+                                   SparseReadEmbedding(9, 4, mask_zero=True, name="p")])
 def test_get_config_round_trip(layer):
     again = layer.__class__.from_config(layer.get_config())
     assert again.get_config() == layer.get_config()

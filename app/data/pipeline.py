@@ -125,7 +125,7 @@ def make_dataset(
         ex = records.parse_batch(serialized)
         inputs = {}
         if lookup is not None:
-            inputs["tag_ids"] = lookup(ex["tags"])
+            inputs["tag_ids"] = lookup(ex["tags"], cleaned=True)  # prepare cleaned them
         if image_size is not None:
             inputs["image"], _ = decode_images(ex["image"], image_size)
         if with_ids:

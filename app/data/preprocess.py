@@ -28,9 +28,16 @@ class TagLookup(tf.Module):
         values = tf.range(2, 2 + len(vocab.tokens), dtype=tf.int64) if vocab.tokens else tf.constant([OOV_ID], tf.int64)
         self.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=OOV_ID)
 
-    def __call__(self, tags: tf.RaggedTensor) -> tf.Tensor:
-        """Maps ragged `[batch, None]` tag strings to `[batch, limit]` ids (0 = padding)."""
-        tags = clean_tags(tags, self.lowercase)
+    def __call__(self, tags: tf.RaggedTensor, cleaned: bool = False) -> tf.Tensor:
+        """Maps ragged `[batch, None]` tag strings to `[batch, limit]` ids (0 = padding).
+
+        Args:
+            tags: raw tags (serving) or tags from shards.
+            cleaned: the tags were already cleaned by `app.data.tags.clean_tags` (as in shards);
+                cleaning is idempotent, so this only skips repeated work. Serving cleans.
+        """
+        if not cleaned:
+            tags = clean_tags(tags, self.lowercase)
         tags = tags[:, : self.limit]
         ids = tf.ragged.map_flat_values(self.table.lookup, tags)
         return tf.cast(ids.to_tensor(default_value=PAD_ID, shape=[None, self.limit]), tf.int32)

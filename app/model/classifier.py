@@ -1,6 +1,6 @@
 """The classifier, built in one place: tag branch + ResNet50 image branch -> shared head.
 
-    tag_ids ─ TagDropout ─ Embedding(mask_zero) ─ masked max|avg pool ─┐
+    tag_ids ─ TagDropout ─ Embedding(mask_zero, sparse reads) ─ masked max|avg pool ─┐
     image ─ ResNetPreprocess ─ ResNet50(pooling=avg) ─ LayerNorm ──────┴─ Concatenate
         ─ n × (Dropout ─ Dense(q, relu, L2)) ─ Dropout ─ Dense(classes, sigmoid)
 
@@ -16,7 +16,8 @@ from pathlib import Path
 import keras
 
 from app.config import ModelConfig
-from app.model.layers import MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D, ResNetPreprocess, TagDropout
+from app.model.layers import (MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D, ResNetPreprocess,
+                              SparseReadEmbedding, TagDropout)
 
 FEATURE_DIM = 2048
 IMAGENET_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -46,7 +47,7 @@ def build_head(config: ModelConfig, vocab_size: int, num_classes: int, tag_limit
         x = tag_ids
         if config.uses_image and config.tag_dropout > 0:
             x = TagDropout(config.tag_dropout, seed=seed, name="tag_dropout")(x)
-        x = keras.layers.Embedding(vocab_size, config.embedding_dim, mask_zero=True, name="tag_embedding")(x)
+        x = SparseReadEmbedding(vocab_size, config.embedding_dim, mask_zero=True, name="tag_embedding")(x)
         pooling = MaskedGlobalMaxPooling1D if config.pooling == "max" else MaskedGlobalAveragePooling1D
         branches.append(pooling(name=f"tag_{config.pooling}_pool")(x))
 

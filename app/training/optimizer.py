@@ -28,8 +28,9 @@ class LazyAdam(keras.optimizers.Adam):
         alpha = tf.cast(learning_rate, dtype) * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
-        m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * grad
-        v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(grad)
+        # Resource gathers: reading whole tables here would also force copy-on-write on update.
+        m_rows = beta_1 * tf.gather(m.value, rows) + (1 - beta_1) * grad
+        v_rows = beta_2 * tf.gather(v.value, rows) + (1 - beta_2) * tf.square(grad)
         self.assign(m, tf.IndexedSlices(m_rows, rows))
         self.assign(v, tf.IndexedSlices(v_rows, rows))
         update = alpha * m_rows / (tf.sqrt(v_rows) + tf.cast(self.epsilon, dtype))
