@@ -79,7 +79,6 @@ def make_dataset(
     verified_only: bool = False,
     input_context: Optional[tf.distribute.InputContext] = None,
     shuffle_buffer: int = 10000,
-    with_ids: bool = False,
     repeat: bool = False,
 ) -> tf.data.Dataset:
     """Batches of `(inputs, targets, loss_mask)` from a split's shards.
@@ -95,7 +94,6 @@ def make_dataset(
         verified_only: the loss mask is 1 only on verified (positive or negative) labels.
         input_context: under a distribution strategy, each input pipeline reads its own shards.
         shuffle_buffer: shuffle buffer size.
-        with_ids: add `image_id` to the inputs (for evaluation output).
         repeat: repeat forever before batching, so that every batch is full (a step then has
             the same examples whatever the number of replicas).
 
@@ -121,15 +119,18 @@ def make_dataset(
     ds = ds.batch(batch_size)
     num_classes = info.num_classes
 
+    keys = ["label_ids", "label_targets"]  # parse only what this pipeline uses
+    keys += ["tags"] if lookup is not None else []
+    keys += ["image"] if image_size is not None else []
+    keys += ["verified_pos", "verified_neg"] if verified_only else []
+
     def to_inputs(serialized):
-        ex = records.parse_batch(serialized)
+        ex = records.parse_batch(serialized, keys)
         inputs = {}
         if lookup is not None:
             inputs["tag_ids"] = lookup(ex["tags"], cleaned=True)  # prepare cleaned them
         if image_size is not None:
             inputs["image"], _ = decode_images(ex["image"], image_size)
-        if with_ids:
-            inputs["image_id"] = ex["image_id"]
         targets = dense_rows(ex["label_ids"], ex["label_targets"], num_classes)
         if verified_only:
             mask = dense_rows(ex["verified_pos"], None, num_classes) + dense_rows(ex["verified_neg"], None, num_classes)
