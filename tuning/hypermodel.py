@@ -46,8 +46,8 @@ class TagHyperModel(kt.HyperModel):
 
     Args:
         data_dir: a prepared dataset folder.
-        model: `tags` (the study's) or `contextual` (frozen image features are not used here:
-            the contextual search uses the tag branch plus cached backbone features when given).
+        model: `tags` (the study's search) or `contextual` (the tag branch plus frozen-backbone
+            image features, given as `image_features`).
         epochs: maximum epochs per trial.
         trial_time_budget_s: stop a trial's training after this many seconds.
         image_features: optional `(train, validation)` arrays of backbone features for `contextual`.

@@ -22,6 +22,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python tuning/search.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+import keras_tuner as kt  # noqa: E402
+
 from app.cli import setup_logging  # noqa: E402
 
 log = logging.getLogger("search")
@@ -42,23 +44,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-class ProgressRandomSearch:
-    """Factory for a RandomSearch that logs one line per finished trial."""
+class ProgressRandomSearch(kt.RandomSearch):
+    """RandomSearch that logs one summary line per finished trial."""
 
-    @staticmethod
-    def create(**kwargs):
-        import keras_tuner as kt
-
-        class _Search(kt.RandomSearch):
-            def on_trial_end(self, trial):
-                super().on_trial_end(trial)
-                hp = trial.hyperparameters.values
-                score = trial.score if trial.score is not None else float("nan")
-                log.info("trial %s: val mAP %.4f | limit %s threshold %s units %s %s batch %s dropout %s lr %.2g "
-                         "l2 %.2g", trial.trial_id, score, hp["tag_limit"], hp["tag_threshold"], hp["units"],
-                         hp["pooling"], hp["batch_size"], hp["dropout"], hp["learning_rate"], hp["l2"])
-
-        return _Search(**kwargs)
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        hp = trial.hyperparameters.values
+        score = trial.score if trial.score is not None else float("nan")
+        log.info("trial %s: val mAP %.4f | limit %s threshold %s units %s %s batch %s dropout %s lr %.2g l2 %.2g",
+                 trial.trial_id, score, hp["tag_limit"], hp["tag_threshold"], hp["units"], hp["pooling"],
+                 hp["batch_size"], hp["dropout"], hp["learning_rate"], hp["l2"])
 
 
 def image_features(data_dir: Path, image_size: int, cache: Path) -> tuple:
@@ -66,10 +61,10 @@ def image_features(data_dir: Path, image_size: int, cache: Path) -> tuple:
     from app.config import ModelConfig, RunConfig
     from app.data.pipeline import DatasetInfo
     from app.model.classifier import build_backbone
-    from app.training.run import _Data
+    from app.training.run import RunInputs
 
     config = RunConfig(model=ModelConfig(model="image", image_size=image_size))
-    data = _Data(DatasetInfo.load(data_dir), config, None, build_backbone(image_size), cache, progress=False)
+    data = RunInputs(DatasetInfo.load(data_dir), config, None, build_backbone(image_size), cache, progress=False)
     return data.arrays["train"]["image_features"], data.arrays["validation"]["image_features"]
 
 
@@ -168,8 +163,6 @@ def write_summary(out: Path, rows: list, hypermodel) -> dict:
 def main(argv=None) -> dict | None:
     args = parse_args(argv)
     setup_logging()
-    import keras_tuner as kt
-
     from tuning.hypermodel import TagHyperModel
 
     out = args.out or Path("tuning/runs") / args.data.name
@@ -178,10 +171,10 @@ def main(argv=None) -> dict | None:
     features = image_features(args.data, args.image_size, out / "cache") if args.model == "contextual" else None
     hypermodel = TagHyperModel(args.data, args.model, args.epochs,
                                args.trial_time_budget * 60 if args.trial_time_budget else None, features, args.seed)
-    tuner = ProgressRandomSearch.create(hypermodel=hypermodel, objective=kt.Objective("val_map", "max"),
-                                        # KerasTuner reads seed 0 as "pick one at random"
-                                        max_trials=args.max_trials, seed=args.seed + 1, directory=str(out.parent),
-                                        project_name=out.name, overwrite=False)
+    tuner = ProgressRandomSearch(hypermodel=hypermodel, objective=kt.Objective("val_map", "max"),
+                                 # KerasTuner reads seed 0 as "pick one at random"
+                                 max_trials=args.max_trials, seed=args.seed + 1, directory=str(out.parent),
+                                 project_name=out.name, overwrite=False)
     tuner.search()
     if os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief":
         log.info("worker %s finished its trials", os.environ["KERASTUNER_TUNER_ID"])

@@ -6,6 +6,7 @@ as the model did in training.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from app.data.tags import OOV_ID, PAD_ID, Vocabulary
@@ -61,7 +62,10 @@ def clean_tags(tags: tf.RaggedTensor, lowercase: bool = False) -> tf.RaggedTenso
     )
 
 
-_HEX = tf.constant([int(c, 16) if c in "0123456789abcdefABCDEF" else -1 for c in map(chr, range(256))], tf.int32)
+# A plain array, not a tf.constant: importing this module must not start the TF runtime (logical
+# devices and multi-worker collectives are configured before that).
+_HEX = np.array([int(c, 16) if c in "0123456789abcdefABCDEF" else -1 for c in map(chr, range(256))], np.int32)
+_BYTES = np.array([bytes([i]) for i in range(256)], dtype=object)
 
 
 def percent_decode(text: tf.Tensor) -> tf.Tensor:
@@ -91,7 +95,7 @@ def percent_decode(text: tf.Tensor) -> tf.Tensor:
 
 
 def _bytes_to_string(byte_values: tf.RaggedTensor) -> tf.Tensor:
-    chars = tf.gather(tf.constant([bytes([i]) for i in range(256)]), byte_values.flat_values)
+    chars = tf.gather(tf.constant(_BYTES, tf.string), byte_values.flat_values)
     return tf.strings.reduce_join(byte_values.with_flat_values(chars), axis=1)
 
 

@@ -41,8 +41,17 @@ def save_model(model: keras.Model, path: Path) -> None:
     tmp.replace(path)
 
 
-class _Data:
-    """The inputs of one run: streamed from shards, or cached features for a frozen backbone."""
+class RunInputs:
+    """The inputs of one run: streamed from shards, or cached features for a frozen backbone.
+
+    Args:
+        info: the dataset folder.
+        config: the run configuration.
+        lookup: tags -> ids (None for image-only models).
+        backbone: the image backbone (used once per image when it is frozen).
+        cache_dir: where frozen-backbone features are cached.
+        progress: show progress.
+    """
 
     def __init__(self, info: DatasetInfo, config: RunConfig, lookup: Optional[TagLookup],
                  backbone: Optional[keras.Model], cache_dir: Path, progress: bool):
@@ -162,7 +171,7 @@ def _train(data_dir: Path, run_dir: Path, config: RunConfig, progress: bool, str
         head = build_head(m, vocab.size if vocab else 2, info.num_classes, config.data.tag_limit, seed=t.seed)
         backbone = build_backbone(m.image_size, m.image_weights, m.train_backbone) if m.uses_image else None
         full = attach_backbone(head, backbone)
-        data = _Data(info, config, lookup, backbone, run_dir / "cache", progress)
+        data = RunInputs(info, config, lookup, backbone, run_dir / "cache", progress)
         trained = head if data.frozen else full
         optimizer = LazyAdam(learning_rate=t.learning_rate)
         if t.mixed_precision:
