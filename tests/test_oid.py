@@ -145,3 +145,20 @@ def test_real_hierarchy_restricted_to_challenge_classes():
 def test_oid_paths_find_real_names_and_report_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="image metadata for train"):
         oid.OidPaths.find(tmp_path)
+
+
+def test_oid_paths_find_by_real_names_and_overrides(tmp_path):
+    for split in oid.SPLITS:
+        name = "train-images-with-labels-with-rotation.csv" if split == "train" else f"{split}-images-with-rotation.csv"
+        (tmp_path / name).write_text("ImageID,OriginalURL,OriginalMD5\n")
+        (tmp_path / f"{split}-annotations-human-imagelabels-boxable.csv").write_text("x\n")
+    (tmp_path / "bbox_labels_600_hierarchy.json").write_text("{}")
+    found = oid.OidPaths.find(tmp_path)
+    assert found.images["train"].name == "train-images-with-labels-with-rotation.csv"
+    assert found.hierarchy == tmp_path / "bbox_labels_600_hierarchy.json"
+    assert found.classes == resources.CHALLENGE_CLASSES_CSV  # shipped fallback
+    assert found.machine_labels["test"] is None
+    mine = tmp_path / "mine.csv"
+    assert oid.OidPaths.find(tmp_path, classes=mine, hierarchy=None).classes == mine
+    with pytest.raises(TypeError, match="unknown OidPaths overrides"):
+        oid.OidPaths.find(tmp_path, clases=mine)

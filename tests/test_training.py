@@ -90,11 +90,11 @@ def test_frozen_backbone_features_are_computed_once(tiny_world, tmp_path):
     config.train.mixed_precision = True  # float16 compute (CPU here), float32 scores
     train(data_dir, tmp_path / "run", config, progress=False)
     cache = sorted(p.name for p in (tmp_path / "run" / "cache").iterdir())
-    assert cache == ["test-features-32.npz", "train-features-32.npz", "validation-features-32.npz"]
-    stamp = (tmp_path / "run" / "cache" / "train-features-32.npz").stat().st_mtime_ns
+    assert cache == ["test-features-32-none.npy", "train-features-32-none.npy", "validation-features-32-none.npy"]
+    stamp = (tmp_path / "run" / "cache" / "train-features-32-none.npy").stat().st_mtime_ns
     config.train.epochs = 2  # resume: the cached features are reused, not recomputed
     train(data_dir, tmp_path / "run", config, progress=False)
-    assert (tmp_path / "run" / "cache" / "train-features-32.npz").stat().st_mtime_ns == stamp
+    assert (tmp_path / "run" / "cache" / "train-features-32-none.npy").stat().st_mtime_ns == stamp
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
     assert set(model.input) == {"tag_ids", "image"}
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
@@ -174,3 +174,20 @@ def test_multi_worker_with_two_local_processes(tiny_world, tmp_path):
     assert losses[0] == losses[1] and losses[0]  # the workers trained one model in lockstep
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())  # written by the chief only
     assert metrics["epochs"] == 2 and metrics["test_map"] > 0
+
+
+def test_feature_cache_holds_only_image_features(tiny_world, tmp_path):
+    """A cache reused by another run must not carry that run's targets or loss masks."""
+    from app.data.pipeline import DatasetInfo
+    from app.training.run import RunInputs
+
+    _, data_dir = tiny_world
+    info = DatasetInfo.load(data_dir)
+    backbone = build_backbone(32)
+    config = tiny_run_config(model="image")
+    everything = RunInputs(info, config, None, backbone, tmp_path, progress=False)
+    config.train.loss_on = "verified"
+    verified = RunInputs(info, config, None, backbone, tmp_path, progress=False)  # same cache folder
+    a, b = everything.arrays["train"], verified.arrays["train"]
+    np.testing.assert_array_equal(a["image_features"], b["image_features"])
+    assert a["mask"].min() == 1.0 and 0 < b["mask"].sum() < a["mask"].sum()

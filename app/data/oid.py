@@ -77,17 +77,19 @@ class OidPaths:
                 f"{split}-annotations-human-imagelabels.csv",
             )
             machine[split] = first(f"{split}-annotations-machine-imagelabels.csv")
+        classes, hierarchy = overrides.pop("classes", None), overrides.pop("hierarchy", None)
         found = cls(
-            classes=first("challenge-2019-classes-description-500.csv") or resources.CHALLENGE_CLASSES_CSV,
-            hierarchy=first("challenge-2019-label500-hierarchy.json", "bbox_labels_600_hierarchy.json")
+            classes=Path(classes) if classes else first("challenge-2019-classes-description-500.csv")
+            or resources.CHALLENGE_CLASSES_CSV,
+            hierarchy=Path(hierarchy) if hierarchy else first("challenge-2019-label500-hierarchy.json",
+                                                              "bbox_labels_600_hierarchy.json")
             or resources.HIERARCHY_JSON,
             images={**images, **overrides.pop("images", {})},
             human_labels={**human, **overrides.pop("human_labels", {})},
             machine_labels={**machine, **overrides.pop("machine_labels", {})},
         )
-        for key, value in overrides.items():
-            if value is not None:
-                object.__setattr__(found, key, Path(value))
+        if overrides:
+            raise TypeError(f"unknown OidPaths overrides: {sorted(overrides)}")
         missing = [f"{kind} for {split}" for split in SPLITS
                    for kind, table in (("image metadata", found.images), ("human labels", found.human_labels))
                    if table.get(split) is None]

@@ -71,29 +71,38 @@ class RunInputs:
                             verified_only=t.loss_on == "verified", input_context=ctx, shuffle_buffer=t.shuffle_buffer)
 
     def _features(self, split: str, backbone: keras.Model, cache_dir: Path, progress: bool) -> dict:
-        """Runs the frozen backbone once per image; cached as .npz so a resumed run skips it."""
-        path = cache_dir / f"{split}-features-{self.image_size}.npz"
+        """Image features from the frozen backbone (cached), plus this run's tag ids, targets and masks."""
+        arrays = {"image_features": self._image_features(split, backbone, cache_dir)}
+        parts: dict = {}
+        no_images = make_dataset(self.info, split, lookup=self.lookup, image_size=None, batch_size=1024,
+                                 verified_only=self.config.train.loss_on == "verified")
+        for inputs, targets, mask in no_images:  # shard order, as for the features
+            parts.setdefault("targets", []).append(targets.numpy())
+            parts.setdefault("mask", []).append(mask.numpy())
+            if "tag_ids" in inputs:
+                parts.setdefault("tag_ids", []).append(inputs["tag_ids"].numpy())
+        arrays.update({k: np.concatenate(v) for k, v in parts.items()})
+        return arrays
+
+    def _image_features(self, split: str, backbone: keras.Model, cache_dir: Path) -> np.ndarray:
+        """Runs the frozen backbone once per image; cached per image size and weights, so that a
+        resumed run (or another run given the cache) skips it. Nothing else is cached."""
+        weights = "".join(c if c.isalnum() else "_" for c in Path(self.config.model.image_weights).name)
+        path = cache_dir / f"{split}-features-{self.image_size}-{weights}.npy"
         if path.exists():
-            with np.load(path) as cached:
-                return dict(cached)
-        parts = {}
+            return np.load(path)
         started = time.time()
         extract = tf.function(lambda images: backbone(images, training=False))
-        for inputs, targets, mask in self._stream(split, 64):
-            batch = {"image_features": extract(inputs["image"]).numpy().astype(np.float32),
-                     "targets": targets.numpy(), "mask": mask.numpy()}
-            if "tag_ids" in inputs:
-                batch["tag_ids"] = inputs["tag_ids"].numpy()
-            for k, v in batch.items():
-                parts.setdefault(k, []).append(v)
-        arrays = {k: np.concatenate(v) for k, v in parts.items()}
+        images_only = make_dataset(self.info, split, lookup=None, image_size=self.image_size, batch_size=64)
+        features = np.concatenate([extract(inputs["image"]).numpy().astype(np.float32)
+                                   for inputs, _, _ in images_only])
         log.info("%s: backbone features for %d images in %.1fs (computed once, cached in %s)", split,
-                 len(arrays["targets"]), time.time() - started, path.name)
+                 len(features), time.time() - started, path.name)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, **arrays)
+        tmp = path.with_name(f".{path.stem}.tmp.npy")
+        np.save(tmp, features)
         tmp.replace(path)
-        return arrays
+        return features
 
     def train_dataset(self, epoch: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         t = self.config.train
