@@ -111,10 +111,10 @@ class TrainConfig:
         shuffle_buffer: tf.data shuffle buffer size.
     """
 
-    epochs: int = 80
+    epochs: int = 120
     time_budget_hours: Optional[float] = None
     batch_size: int = 128
-    learning_rate: float = 1e-2
+    learning_rate: float = 5e-3
     strategy: str = "default"
     cpu_devices: int = 2
     seed: int = 0

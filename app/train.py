@@ -64,10 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--train-backbone", action=argparse.BooleanOptionalAction, default=None,
                    help="fine-tune ResNet50 (default: frozen, features computed once)")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, help="maximum epochs [80]")
+    g.add_argument("--epochs", type=int, help="maximum epochs [120]")
     g.add_argument("--time-budget", type=float, help="hours; train as many epochs as fit")
     g.add_argument("--batch-size", type=int, help="global batch size [128]")
-    g.add_argument("--learning-rate", type=float, help="Adam learning rate [1e-2]")
+    g.add_argument("--learning-rate", type=float, help="Adam learning rate [5e-3]")
     g.add_argument("--strategy", help=f"{', '.join(STRATEGIES)} [default]")
     g.add_argument("--cpu-devices", type=int, help="logical CPUs for --strategy mirrored without GPUs [2]")
     g.add_argument("--seed", type=int, help="seed [0]")
