@@ -107,7 +107,7 @@ def write_summary(out: Path, rows: list, hypermodel) -> dict:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from app.fileio import atomic_write_json
+    from app.fileio import atomic_output, atomic_write_json
     from tuning.hypermodel import TAG_LIMITS, TAG_THRESHOLDS
 
     keys = ["tag_limit", "tag_threshold", "units", "pooling", "batch_size", "dropout", "learning_rate", "l2"]
@@ -118,12 +118,10 @@ def write_summary(out: Path, rows: list, hypermodel) -> dict:
                       "mean_map": float(np.mean(scores)), "std_map": float(np.std(scores)),
                       "maps": " ".join(f"{s:.4f}" for s in scores)})
     table.sort(key=lambda r: -r["mean_map"])
-    tmp = out / ".summary.csv.tmp"
-    with open(tmp, "w", newline="") as handle:
+    with atomic_output(out / "summary.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))
         writer.writeheader()
         writer.writerows(table)
-    tmp.replace(out / "summary.csv")
 
     for stat in ("mean", "std"):
         grid = np.full((len(TAG_LIMITS), len(TAG_THRESHOLDS)), np.nan)

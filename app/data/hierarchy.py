@@ -83,9 +83,6 @@ class Hierarchy:
             raise ValueError(f"{path}: hierarchy JSON needs a root object with 'LabelName'")
         return cls(tree, classes)
 
-    def known(self, mid: str) -> bool:
-        return mid in self._all_ancestors
-
     def level(self, mid: str) -> int:
         """Depth of a class within the (restricted) hierarchy: 1 for a top-level class."""
         ups = self.ancestors.get(mid, frozenset())

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -26,6 +25,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from app.evaluation.metrics import mean_average_precision
+from app.fileio import atomic_output
 from app.training.strategy import is_chief
 
 log = logging.getLogger(__name__)
@@ -193,9 +193,7 @@ def _read_history(path: Path) -> list:
 
 def _write_history(path: Path, history: list) -> None:
     keys = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
-    os.replace(tmp, path)

@@ -16,7 +16,7 @@ import tensorflow as tf
 from app.config import RunConfig
 from app.data.pipeline import DatasetInfo, load_eval_arrays, make_dataset
 from app.data.preprocess import TagLookup
-from app.fileio import atomic_write_json, atomic_write_text
+from app.fileio import atomic_output, atomic_write_json, atomic_write_text
 from app.model.classifier import attach_backbone, build_backbone, build_head, load_classifier
 from app.training.loop import LoopSpec, predict_scores, steps_for, train_loop, validation_metrics
 from app.training.optimizer import LazyAdam
@@ -36,9 +36,8 @@ class RunResult:
 
 def save_model(model: keras.Model, path: Path) -> None:
     """Saves a `.keras` file atomically (a reader never sees a half-written model)."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    model.save(tmp)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        model.save(tmp)
 
 
 class RunInputs:
@@ -98,10 +97,8 @@ class RunInputs:
                                    for inputs, _, _ in images_only])
         log.info("%s: backbone features for %d images in %.1fs (computed once, cached in %s)", split,
                  len(features), time.time() - started, path.name)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp.npy")
-        np.save(tmp, features)
-        tmp.replace(path)
+        with atomic_output(path) as tmp:
+            np.save(tmp, features)
         return features
 
     def train_dataset(self, epoch: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
