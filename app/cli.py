@@ -1,18 +1,122 @@
-"""Shared command-line helpers: logging set-up and quiet TensorFlow start-up."""
+"""Shared command-line helpers: logging, flags derived from the config dataclasses, one-line errors."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import dataclasses
+import functools
 import logging
 import os
+import sys
+import typing
+from typing import Any, Callable, Iterator, NoReturn
+
+VERBOSE_HINT = " (run with --verbose for the traceback)"
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Logs `HH:MM:SS level message` to stderr and silences TensorFlow's C++ start-up chatter."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Logs `HH:MM:SS level message` to stderr. TensorFlow's C++ start-up chatter (including
+    `failed call to cuInit` on machines without a GPU) is hidden unless `verbose`.
+
+    Call it before TensorFlow is imported: its C++ log level is read once, at import.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose and noisy == "tensorflow" else logging.WARNING)
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true", help="debug logs, TensorFlow's own logs and tracebacks")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (they are also off when stderr is not a terminal)")
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(group, kind: type, section: str, names: list[str] | None = None,
+                     defaults: Any = None) -> None:
+    """Adds one flag per dataclass field, with the field's help, type, choices and default.
+
+    Flags default to None (so that a config file's values stand unless a flag is given); the help
+    shows the dataclass default. Read the values back with `config_overrides`.
+
+    Args:
+        group: a parser or argument group.
+        kind: the config dataclass.
+        section: prefix of the flags' destinations (`data`, `model`, ...).
+        names: the fields to expose (default: all).
+        defaults: an instance whose values the help shows (default: `kind()`).
+    """
+    hints = typing.get_type_hints(kind)
+    shown = defaults if defaults is not None else kind()
+    for f in dataclasses.fields(kind):
+        if names is not None and f.name not in names:
+            continue
+        default = getattr(shown, f.name)
+        help_text = f"{f.metadata.get('help', '')} [default: {default}]".replace("%", "%%")
+        kwargs: dict = {"dest": f"{section}.{f.name}", "default": None, "help": help_text}
+        hint = hints[f.name]
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+            kwargs["choices"] = f.metadata.get("choices")
+            kwargs["metavar"] = f.name.upper() if kwargs["choices"] is None else None
+        group.add_argument(flag_name(f.name), **kwargs)
+
+
+def config_overrides(args: argparse.Namespace, section: str) -> dict:
+    """The `section` flags that were given, as `{field: value}`."""
+    prefix = f"{section}."
+    return {key[len(prefix):]: value for key, value in vars(args).items()
+            if key.startswith(prefix) and value is not None}
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Exits with `error: message` on stderr (one line, no traceback)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+USER_ERRORS = (ValueError, OSError)
+
+
+@contextlib.contextmanager
+def user_errors(verbose: bool = False) -> Iterator[None]:
+    """Turns input errors (bad files, values, paths, full disks) into `error: …` and exit code 2.
+
+    With `verbose`, the traceback is shown instead.
+    """
+    try:
+        yield
+    except USER_ERRORS as err:
+        if verbose:
+            raise
+        fail(describe(err) + VERBOSE_HINT)
+
+
+def describe(err: BaseException) -> str:
+    """One line for an exception: its message, with the file for OS errors."""
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or err}"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def guarded(main: Callable) -> Callable:
+    """Decorates a CLI `main(argv)`: input errors become one-line errors (see `user_errors`)."""
+
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        argv = sys.argv[1:] if argv is None else argv
+        with user_errors(verbose="--verbose" in argv):
+            return main(argv)
+
+    return wrapper

@@ -1,14 +1,22 @@
-"""Typed run configuration, one dataclass per concern, saved as JSON next to every output."""
+"""Typed configuration, one dataclass per concern, saved as JSON beside every output.
+
+Each field carries its help text (and choices) in its metadata, so command-line flags and their
+`--help` defaults are derived from here (`app.cli.add_config_flags`) and never restated.
+Fields marked `execution` say how a run executes, not what it computes (strategy, epochs to go
+on to, time budget): they may change when a run is resumed, so they are not part of a run's
+fingerprint (`RunConfig.fingerprint`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from app.fileio import atomic_write_text
+from app.fileio import atomic_write_json
 
 MODELS = ("contextual", "tags", "image")
 POOLINGS = ("max", "avg")
@@ -16,71 +24,71 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 LOSS_ON = ("all", "verified")
 
 
-def _check_choice(name: str, value: str, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}. Received: {name}={value!r}")
+def option(default: Any, help: str, choices: tuple | None = None, execution: bool = False) -> Any:
+    """A dataclass field with its command-line help, allowed values and kind."""
+    return field(default=default, metadata={"help": help, "choices": choices, "execution": execution})
+
+
+def _check_choices(config) -> None:
+    for f in dataclasses.fields(config):
+        choices = f.metadata.get("choices")
+        value = getattr(config, f.name)
+        if choices and value not in choices:
+            raise ValueError(f"{f.name} must be one of {', '.join(map(repr, choices))}. Received: {f.name}={value!r}")
+
+
+def _check_at_least(config, minimum: float, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}. Received: {name}={value!r}")
 
 
 @dataclass
 class DataConfig:
-    """How sources become shards and shards become model inputs.
+    """How a run reads a prepared dataset: which tags become model inputs."""
 
-    Args:
-        tag_limit: keep each photo's first N tags (the study's best: 20).
-        tag_threshold: a tag enters the vocabulary with at least T train-split occurrences
-            after the limit (the study's best: 10).
-        lowercase: fold tags to lower case when cleaning (YFCC100M tags already are).
-        records_per_shard: shard size target.
-        min_shards: at least this many shards per split, so that workers can split them.
-    """
-
-    tag_limit: int = 20
-    tag_threshold: int = 10
-    lowercase: bool = False
-    records_per_shard: int = 1024
-    min_shards: int = 2
+    tag_limit: int = option(20, "keep each photo's first N tags (the study's best: 20)")
+    tag_threshold: int = option(10, "vocabulary: tags seen at least T times among the train split's first N tags")
 
     def __post_init__(self):
-        if self.tag_limit < 1 or self.tag_threshold < 1:
-            raise ValueError(f"tag_limit and tag_threshold must be >= 1. Received: "
-                             f"tag_limit={self.tag_limit}, tag_threshold={self.tag_threshold}")
+        _check_at_least(self, 1, "tag_limit", "tag_threshold")
+
+
+@dataclass
+class PrepareConfig:
+    """How sources become a dataset folder (`app/prepare.py`)."""
+
+    tag_limit: int = option(20, "tag limit N of the vocabulary saved with the dataset")
+    tag_threshold: int = option(10, "tag threshold T of the vocabulary saved with the dataset")
+    lowercase: bool = option(False, "fold tags to lower case (YFCC100M tags already are)")
+    records_per_shard: int = option(1024, "records per TFRecord shard")
+    min_shards: int = option(2, "at least this many shards per split, so that workers can split them")
+
+    def __post_init__(self):
+        _check_at_least(self, 1, "tag_limit", "tag_threshold", "records_per_shard", "min_shards")
 
 
 @dataclass
 class ModelConfig:
-    """The classifier's shape (see `app.model.classifier.build_classifier`).
+    """The classifier's shape (see `app.model.classifier.build_head`)."""
 
-    Args:
-        model: `contextual` (tags + image), `tags` or `image`.
-        embedding_dim: tag embedding size `l`.
-        pooling: masked `max` or `avg` pooling over a photo's tags.
-        hidden_layers: number `n` of Dropout -> Dense(relu) blocks.
-        hidden_units: their width `q`.
-        dropout: dropout rate before each Dense.
-        l2: L2 factor on the Dense kernels and the embedding.
-        tag_dropout: probability of dropping all of a photo's tags in training (contextual model
-            only: it makes the image branch carry photos without tags; a tags-only model would just
-            lose examples).
-        image_size: square input size of the image branch.
-        image_weights: `none`, `imagenet` (from the Keras cache) or a path to a weights file.
-        train_backbone: fine-tune ResNet50 instead of freezing it.
-    """
-
-    model: str = "contextual"
-    embedding_dim: int = 128
-    pooling: str = "max"
-    hidden_layers: int = 1
-    hidden_units: int = 128
-    dropout: float = 0.1
-    l2: float = 1e-5
-    tag_dropout: float = 0.5
-    image_size: int = 64
-    image_weights: str = "none"
-    train_backbone: bool = False
+    model: str = option("contextual", "contextual (image + tags), tags or image", MODELS)
+    embedding_dim: int = option(128, "tag embedding size")
+    pooling: str = option("max", "masked pooling over a photo's tags", POOLINGS)
+    hidden_layers: int = option(1, "number of Dropout -> Dense(relu) blocks")
+    hidden_units: int = option(128, "width of the hidden blocks")
+    dropout: float = option(0.1, "dropout rate before each Dense")
+    l2: float = option(1e-5, "L2 factor on the Dense kernels")
+    tag_dropout: float = option(0.5, "contextual model: drop all of a photo's tags with this probability in training")
+    image_size: int = option(64, "square image side in pixels")
+    image_weights: str = option("none", "ResNet50 weights: none, imagenet (Keras cache only) or a file path")
+    train_backbone: bool = option(False, "fine-tune ResNet50 (default: frozen, features computed once)")
 
     def __post_init__(self):
-        _check_choice("model", self.model, MODELS)
-        _check_choice("pooling", self.pooling, POOLINGS)
+        _check_choices(self)
+        _check_at_least(self, 1, "embedding_dim", "hidden_units", "image_size")
+        _check_at_least(self, 0, "hidden_layers", "l2")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.tag_dropout < 1.0:
             raise ValueError(f"dropout rates must be in [0, 1). Received: dropout={self.dropout}, "
                              f"tag_dropout={self.tag_dropout}")
@@ -96,38 +104,27 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """How a model is trained.
+    """How a model is trained. The best epoch is the one with the highest validation mAP."""
 
-    Args:
-        epochs: maximum number of epochs.
-        time_budget_hours: stop starting new epochs once this much time has passed.
-        batch_size: global batch size (split over replicas).
-        learning_rate: Adam learning rate.
-        strategy: `default`, `one_device`, `mirrored` or `multi_worker`.
-        cpu_devices: with `mirrored` and no GPU, split the CPU into this many logical devices.
-        seed: seeds weights, shuffling and dropout.
-        loss_on: `all` targets (human + machine) or `verified` labels only.
-        mixed_precision: float16 compute on GPUs.
-        shuffle_buffer: tf.data shuffle buffer size.
-    """
-
-    epochs: int = 120
-    time_budget_hours: Optional[float] = None
-    batch_size: int = 128
-    learning_rate: float = 5e-3
-    strategy: str = "default"
-    cpu_devices: int = 2
-    seed: int = 0
-    loss_on: str = "all"
-    mixed_precision: bool = False
-    shuffle_buffer: int = 10000
+    epochs: int = option(120, "maximum epochs (a finished run re-run with more goes on)", execution=True)
+    time_budget_hours: Optional[float] = option(None, "stop starting epochs after this many hours", execution=True)
+    batch_size: int = option(128, "global batch size, split over replicas")
+    learning_rate: float = option(5e-3, "Adam learning rate")
+    strategy: str = option("default", "tf.distribute strategy", STRATEGIES, execution=True)
+    cpu_devices: int = option(2, "logical CPUs for --strategy mirrored without GPUs", execution=True)
+    seed: int = option(0, "seed of weights, shuffling and dropout")
+    loss_on: str = option("all", "train on all targets (verified + machine) or verified labels only", LOSS_ON)
+    mixed_precision: bool = option(False, "float16 compute (on GPUs)")
+    shuffle_buffer: int = option(10000, "tf.data shuffle buffer size")
+    worker_timeout: float = option(300.0, "multi_worker: seconds to wait for every peer to start", execution=True)
 
     def __post_init__(self):
-        _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("loss_on", self.loss_on, LOSS_ON)
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError(f"batch_size and epochs must be >= 1. Received: batch_size={self.batch_size}, "
-                             f"epochs={self.epochs}")
+        _check_choices(self)
+        _check_at_least(self, 1, "epochs", "batch_size", "cpu_devices", "shuffle_buffer")
+        _check_at_least(self, 0, "time_budget_hours", "worker_timeout")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 
 @dataclass
@@ -141,28 +138,79 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def fingerprint(self) -> dict:
+        """The fields that decide what a run computes (every field but the execution ones)."""
+        return {name: {f.name: getattr(getattr(self, name), f.name) for f in dataclasses.fields(kind)
+                       if not f.metadata.get("execution")} for name, kind in SECTIONS.items()}
+
     @classmethod
-    def from_dict(cls, raw: dict) -> "RunConfig":
-        """Builds a config; unknown keys are an error that names them."""
-        parts = {}
-        for name, kind in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
-            section = dict(raw.get(name, {}))
-            known = {f.name for f in dataclasses.fields(kind)}
-            unknown = sorted(set(section) - known)
-            if unknown:
-                raise ValueError(f"unknown {name} config keys {unknown}; known: {sorted(known)}")
-            parts[name] = kind(**section)
-        extra = sorted(set(raw) - {"data", "model", "train"})
+    def from_dict(cls, raw: dict, source: str = "config") -> "RunConfig":
+        """Builds a config; unknown keys and values of the wrong type are errors naming the key.
+
+        Args:
+            raw: `{"data": {...}, "model": {...}, "train": {...}}`; missing keys take defaults.
+            source: what to call the input in error messages (e.g. a file name).
+        """
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: expected a JSON object with data, model and train sections")
+        extra = sorted(set(raw) - set(SECTIONS))
         if extra:
-            raise ValueError(f"unknown config sections {extra}; expected data, model, train")
-        return cls(**parts)
+            raise ValueError(f"{source}: unknown config sections {extra}; expected {', '.join(SECTIONS)}")
+        return cls(**{name: build_section(kind, raw.get(name, {}), f"{source}: {name}") for name, kind in SECTIONS.items()})
 
     def save(self, path: str | Path) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from err
+        return cls.from_dict(read_json(path), str(path))
+
+
+def build_section(kind: type, section: Any, where: str):
+    """Builds one config dataclass from a dict, checking keys and value types.
+
+    Raises:
+        ValueError: naming the key, e.g. `config.json: train.epochs must be int. Received: '2'`.
+    """
+    if not isinstance(section, dict):
+        raise ValueError(f"{where} must be a JSON object. Received: {section!r}")
+    hints = typing.get_type_hints(kind)
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    for key, value in section.items():
+        if not _has_type(value, hints[key]):
+            raise ValueError(f"{where}.{key} must be {_type_name(hints[key])}. Received: {value!r}")
+    try:
+        return kind(**section)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) is typing.Union:
+        return any(_has_type(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Union:
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    return "null" if hint is type(None) else hint.__name__
+
+
+def read_json(path: str | Path) -> Any:
+    """Reads a JSON file; a syntax error names the file and line."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None

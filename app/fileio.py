@@ -1,30 +1,73 @@
-"""Atomic file writes: a reader never sees a half-written output."""
+"""Atomic file writes: a reader never sees a half-written output.
+
+Every output is written under a unique temporary name beside its target (so that concurrent
+writers never share one), flushed, given the normal umask permissions (not the 0600 that
+`mkstemp` creates) and renamed into place.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
+TEMP_MARK = ".tmp"
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Writes `data` to a temporary file beside `path`, fsyncs it, then renames it into place."""
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()
+
+
+def temp_path(path: str | Path) -> Path:
+    """A unique, not yet existing name beside `path`, keeping its suffix (Keras, matplotlib and
+    `np.save` insist on one). Names start with `.` and contain `.tmp`, so readers skip them."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.{os.getpid()}.", suffix=f"{TEMP_MARK}{path.suffix}")
+    os.close(fd)
+    os.unlink(name)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yields a temporary path beside `path`; renames it into place when the block succeeds.
+
+    Args:
+        path: the final file.
+
+    Yields:
+        Where to write. It is removed if the block fails.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_path(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
+        if tmp.is_file():
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Writes `data` to `path` atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -35,15 +78,12 @@ def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yields a temporary path beside `path` (same suffix, for writers that insist on one, like
-    Keras, matplotlib or `np.save`); renames it into place when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def remove_stale_temps(folder: str | Path) -> int:
+    """Deletes temporary files that a killed writer left in `folder` (call it while holding the
+    folder's lock, so that no live writer owns them). Returns how many were removed."""
+    removed = 0
+    for stale in Path(folder).glob(f".*{TEMP_MARK}*"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -1,9 +1,10 @@
-"""Prepare shards: Open Images + YFCC100M sources (or the embedded demo world) -> tfrecords/NAME.
+"""Prepare a dataset: Open Images + YFCC100M sources (or the embedded demo world) -> tfrecords/NAME.
 
-Usage:
     python app/prepare.py --oid-dir DIR --yfcc FILE [--autotags FILE] [--extra-tags FILE]
                           [--images DIR] --out tfrecords/NAME
     python app/prepare.py --demo [--demo-size N] [--seed S] --out tfrecords/demo
+
+The dataset is written into a temporary folder beside --out and swapped in only when complete.
 """
 
 from __future__ import annotations
@@ -17,72 +18,71 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/prepare.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import setup_logging  # noqa: E402
+from app.cli import add_common_flags, add_config_flags, config_overrides, guarded, setup_logging  # noqa: E402
+from app.config import PrepareConfig  # noqa: E402
 
 log = logging.getLogger("prepare")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Join Open Images with YFCC100M by Flickr id and write TFRecord shards.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_argument_group("real sources")
     src.add_argument("--oid-dir", type=Path, help="folder with the Open Images CSV/JSON files (real names)")
     src.add_argument("--yfcc", type=Path, help="yfcc100m_dataset file (25 or 23 fields; .gz/.bz2 ok)")
     src.add_argument("--autotags", type=Path, help="yfcc100m_autotags file (optional)")
     src.add_argument("--extra-tags", type=Path, help="TSV flickr_id<TAB>user_tags for photos missing in YFCC100M")
-    src.add_argument("--images", type=Path, help="folder with ImageID.jpg files (optional)")
+    src.add_argument("--images", type=Path, help="folder with the photos (optional; see app/download.py)")
     src.add_argument("--classes", type=Path, help="override: class descriptions CSV (MID,DisplayName)")
     src.add_argument("--hierarchy", type=Path, help="override: hierarchy JSON")
     demo = parser.add_argument_group("embedded demo world")
     demo.add_argument("--demo", action="store_true", help="generate the offline demo world and prepare it")
-    demo.add_argument("--demo-size", type=int, default=4000, help="train photos in the demo world (validation and test get a quarter each)")
-    demo.add_argument("--seed", type=int, default=0, help="demo world seed")
-    parser.add_argument("--out", type=Path, required=True, help="output dataset folder, e.g. tfrecords/demo")
-    parser.add_argument("--tag-limit", type=int, default=20, help="default tag limit N for the saved vocabulary")
-    parser.add_argument("--tag-threshold", type=int, default=10, help="vocabulary threshold T (train split)")
-    parser.add_argument("--lowercase", action="store_true", help="fold tags to lower case")
-    parser.add_argument("--records-per-shard", type=int, default=1024)
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument("--demo-size", type=int, default=4000,
+                      help="train photos in the demo world; validation and test get a quarter each [default: 4000]")
+    demo.add_argument("--seed", type=int, default=0, help="demo world seed [default: 0]")
+    parser.add_argument("--out", type=Path, required=True, help="(required) output dataset folder, e.g. tfrecords/demo")
+    add_config_flags(parser.add_argument_group("dataset"), PrepareConfig, "prepare")
+    add_common_flags(parser)
     args = parser.parse_args(argv)
     if not args.demo and (args.oid_dir is None or args.yfcc is None):
         parser.error("give --oid-dir and --yfcc, or --demo")
+    if args.demo and args.demo_size < 1:
+        parser.error(f"--demo-size must be >= 1. Received: {args.demo_size}")
     return args
 
 
+@guarded
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    setup_logging()
-    from app.config import DataConfig
+    setup_logging(args.verbose)
+    config = PrepareConfig(**config_overrides(args, "prepare"))
     from app.data import join, oid
+    from app.data.dataset import DatasetWriter
+    from app.data.sources import Sources
 
-    config = DataConfig(tag_limit=args.tag_limit, tag_threshold=args.tag_threshold, lowercase=args.lowercase,
-                        records_per_shard=args.records_per_shard)
     started = time.time()
-    if args.demo:
-        from app.data.world import WorldConfig, write_world
+    progress = not args.no_progress and sys.stderr.isatty()
+    with DatasetWriter(args.out) as writer:
+        if args.demo:
+            from app.demo.world import WorldConfig, write_world
 
-        raw = args.out / "raw"
-        log.info("generating the demo world (train=%d, seed=%d) in %s", args.demo_size, args.seed, raw)
-        held_out = max(50, args.demo_size // 4)
-        sources = write_world(raw, WorldConfig(train_size=args.demo_size, validation_size=held_out,
-                                               test_size=held_out, extra_yfcc=max(100, args.demo_size * 3 // 4),
-                                               seed=args.seed))
-    else:
-        overrides = {"classes": args.classes, "hierarchy": args.hierarchy}
-        sources = join.Sources(
-            oid=oid.OidPaths.find(args.oid_dir, **overrides),
-            yfcc=args.yfcc, autotags=args.autotags, extra_tags=args.extra_tags, images=args.images,
-        )
-    stats = join.prepare(sources, args.out, config, progress=not args.no_progress)
+            held_out = max(50, args.demo_size // 4)
+            log.info("generating the demo world (train=%d, seed=%d)", args.demo_size, args.seed)
+            sources = write_world(writer.path / "raw", WorldConfig(
+                train_size=args.demo_size, validation_size=held_out, test_size=held_out,
+                extra_yfcc=max(100, args.demo_size * 3 // 4), seed=args.seed))
+        else:
+            found = oid.OidPaths.find(args.oid_dir, classes=args.classes, hierarchy=args.hierarchy)
+            sources = Sources(oid=found, yfcc=args.yfcc, autotags=args.autotags, extra_tags=args.extra_tags,
+                              images=args.images)
+        stats = join.prepare(sources, writer, config, progress=progress)
+        stats["fingerprint"] = writer.commit()
     print(summary(stats, args.out, time.time() - started))
     return stats
 
 
 def summary(stats: dict, out: Path, seconds: float) -> str:
     """Formats the end-of-run summary."""
-    lines = [f"prepared {out} in {seconds:.1f}s"]
+    lines = [f"prepared {out} in {seconds:.1f}s (fingerprint {stats['fingerprint'][:12]})"]
     for split, c in stats["splits"].items():
         lines.append(
             f"  {split:<10} {c['images']:>7} images | tags from YFCC100M {c.get('tags_from_yfcc', 0)}, "

@@ -4,65 +4,52 @@ from __future__ import annotations
 
 import base64
 import collections
+import dataclasses
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from tqdm import tqdm
 
-from app import resources
-from app.config import DataConfig
+from app.config import PrepareConfig
 from app.data import oid, records, yfcc
 from app.data.badrows import BadRows
+from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetWriter
 from app.data.hierarchy import Hierarchy
 from app.data.language import detect_language
 from app.data.tags import build_vocabulary, clean_tags
+from app.data.sources import Sources
 from app.fileio import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Sources:
-    """The input files of one prepare run."""
+def prepare_dataset(sources: Sources, out_dir: str | Path, config: PrepareConfig, progress: bool = True) -> dict:
+    """Joins the sources into a new dataset folder, swapped into place when complete.
 
-    oid: oid.OidPaths
-    yfcc: Path
-    autotags: Optional[Path] = None
-    extra_tags: Optional[Path] = None
-    images: Optional[Path] = None
-
-
-def load_autotag_mapping(path: Path = resources.ALIGNED_AUTOTAGS) -> dict:
-    """Reads `autotag,oid_mid` rows (`0` = no Open Images class) as `{autotag: mid}`."""
-    mapping = {}
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            concept, sep, mid = line.rstrip("\n").rpartition(",")
-            if not sep:
-                raise ValueError(f"{path}:{line_no}: expected 'autotag,mid', got {line!r}")
-            if mid != "0":
-                mapping[concept] = mid
-    return mapping
+    Returns:
+        The stats (also in `stats.json`), plus the dataset's `fingerprint`.
+    """
+    with DatasetWriter(out_dir) as writer:
+        stats = prepare(sources, writer, config, progress)
+        return {**stats, "fingerprint": writer.commit()}
 
 
-def prepare(sources: Sources, out_dir: str | Path, config: DataConfig, progress: bool = True) -> dict:
-    """Reads every source, joins them, and writes shards plus metadata into `out_dir`.
+def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, progress: bool = True) -> dict:
+    """Reads every source, joins them, and writes shards plus metadata into the writer's folder.
 
     Args:
         sources: the Open Images / YFCC100M files.
-        out_dir: the dataset folder (`tfrecords/NAME`).
-        config: tag limit/threshold and shard layout.
+        writer: the dataset being written (the caller commits it).
+        config: vocabulary and shard layout.
         progress: show progress bars.
 
     Returns:
         The stats dictionary that is also written to `stats.json`.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writer.path
     bad = BadRows()
     classes = oid.read_classes(sources.oid.classes)
     mids = [mid for mid, _ in classes]
@@ -78,7 +65,7 @@ def prepare(sources: Sources, out_dir: str | Path, config: DataConfig, progress:
     user_tags, sources_of = _read_tags(sources, wanted, bad, progress)
     autotags = _read_autotags(sources.autotags, wanted, class_index, bad) if sources.autotags else {}
 
-    stats = {"splits": {}, "bad_rows": None, "languages": collections.Counter(), "config": vars(config)}
+    stats = {"splits": {}, "bad_rows": None, "languages": collections.Counter(), "config": dataclasses.asdict(config)}
     split_records = {}
     for split in oid.SPLITS:
         human = _group_labels(sources.oid.human_labels.get(split), bad, machine=False)
@@ -111,24 +98,25 @@ def prepare(sources: Sources, out_dir: str | Path, config: DataConfig, progress:
         stats["splits"][split] = dict(counts)
         split_records[split] = out
 
-    vocab = build_vocabulary((r.tags for r in split_records["train"]), config.tag_limit, config.tag_threshold)
+    vocab = build_vocabulary((r.tags for r in split_records["train"]), config.tag_limit, config.tag_threshold,
+                             config.lowercase)
     for split, recs in split_records.items():
-        records.write_shards(recs, out_dir, split, config.records_per_shard, config.min_shards)
+        count = records.shard_count(len(recs), config.records_per_shard, config.min_shards)
+        writer.add_shards(records.write_shards(recs, out_dir, split, count))
     write_metadata(out_dir, classes, sources.oid.hierarchy, vocab)
     stats["vocabulary_size"] = vocab.size
     stats["bad_rows"] = bad.to_dict()
     stats["languages"] = dict(stats["languages"].most_common())
-    atomic_write_json(out_dir / "stats.json", stats)
-    atomic_write_json(out_dir / "data_config.json", vars(config))
+    atomic_write_json(out_dir / STATS, stats)
     log.info("%s", bad.report())
     return stats
 
 
 def write_metadata(out_dir: Path, classes: list, hierarchy_path: Path, vocab) -> None:
     """Writes classes.csv, hierarchy.json and vocab.tsv beside the shards."""
-    atomic_write_text(out_dir / "classes.csv", "".join(f"{mid},{_csv_field(name)}\n" for mid, name in classes))
-    atomic_write_text(out_dir / "hierarchy.json", Path(hierarchy_path).read_text(encoding="utf-8"))
-    vocab.save(out_dir / "vocab.tsv")
+    atomic_write_text(out_dir / CLASSES, "".join(f"{mid},{_csv_field(name)}\n" for mid, name in classes))
+    atomic_write_text(out_dir / HIERARCHY, Path(hierarchy_path).read_text(encoding="utf-8"))
+    vocab.save(out_dir / VOCAB)
 
 
 def _csv_field(text: str) -> str:
@@ -163,7 +151,7 @@ def _read_tags(sources: Sources, wanted: set, bad: BadRows, progress: bool) -> t
 
 
 def _read_autotags(path: Path, wanted: set, class_index: dict, bad: BadRows) -> dict:
-    mapping = load_autotag_mapping()
+    mapping = yfcc.load_autotag_mapping()
     out = {}
     for photo_id, concepts in yfcc.read_autotags(path, wanted, bad):
         best: dict = {}

@@ -2,60 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from app.data import records
-from app.data.oid import read_classes
+from app.data.dataset import DatasetInfo
 from app.data.preprocess import TagLookup, decode_images
-from app.data.tags import Vocabulary, build_vocabulary
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-@dataclass
-class DatasetInfo:
-    """What a prepared dataset folder holds beside its shards."""
-
-    data_dir: Path
-    classes: list  # (mid, name)
-    vocab: Vocabulary
-    lowercase: bool
-    split_sizes: dict
-
-    @classmethod
-    def load(cls, data_dir: str | Path) -> "DatasetInfo":
-        data_dir = Path(data_dir)
-        if not (data_dir / "stats.json").exists():
-            raise FileNotFoundError(f"{data_dir}: not a prepared dataset (no stats.json); run `python app/prepare.py`")
-        stats = json.loads((data_dir / "stats.json").read_text())
-        return cls(data_dir, read_classes(data_dir / "classes.csv"), Vocabulary.load(data_dir / "vocab.tsv"),
-                   bool(stats["config"].get("lowercase", False)),
-                   {split: c["images"] for split, c in stats["splits"].items()})
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def vocabulary(self, limit: int, threshold: int) -> Vocabulary:
-        """The saved vocabulary if it matches, else one rebuilt from the train split's tags."""
-        if (limit, threshold) == (self.vocab.limit, self.vocab.threshold):
-            return self.vocab
-        return build_vocabulary(read_tags(self.data_dir, "train"), limit, threshold)
-
-
-def read_tags(data_dir: str | Path, split: str) -> list:
-    """All photos' tag lists of a split, in shard order (for vocabularies)."""
-    ds = tf.data.TFRecordDataset(records.shard_files(data_dir, split)).batch(4096)
-    out = []
+def iter_tags(files: list) -> Iterator[list]:
+    """Streams each photo's cleaned tags from shards, in shard order (for vocabularies)."""
+    ds = tf.data.TFRecordDataset(files).batch(4096)
     for batch in ds.map(lambda s: records.parse_batch(s, ["tags"])["tags"]):
-        out.extend([[t.decode("utf-8") for t in row] for row in batch.to_list()])
-    return out
+        for row in batch.to_list():
+            yield [t.decode("utf-8") for t in row]
 
 
 def dense_rows(ids: tf.RaggedTensor, values: tf.RaggedTensor | None, width: int) -> tf.Tensor:
@@ -80,57 +45,75 @@ def make_dataset(
     input_context: Optional[tf.distribute.InputContext] = None,
     shuffle_buffer: int = 10000,
     repeat: bool = False,
+    feature_files: Optional[list] = None,
+    feature_dim: int = 2048,
 ) -> tf.data.Dataset:
     """Batches of `(inputs, targets, loss_mask)` from a split's shards.
 
     Args:
         info: the dataset folder.
         split: `train`, `validation` or `test`.
-        lookup: maps tags to ids; None for image-only models.
-        image_size: decode images at this size; None to skip images.
+        lookup: maps tags to ids (`tag_ids`); None for image-only models.
+        image_size: decode images at this size (`image`); None to skip images.
         batch_size: per-replica batch size.
-        training: shuffle (seeded) and drop nothing; evaluation keeps shard order.
+        training: shuffle shards and records (seeded); evaluation keeps shard order.
         seed: shuffle seed (vary it per epoch for a new order).
         verified_only: the loss mask is 1 only on verified (positive or negative) labels.
         input_context: under a distribution strategy, each input pipeline reads its own shards.
-        shuffle_buffer: shuffle buffer size.
+        shuffle_buffer: records in the shuffle buffer (memory stays bounded by it).
         repeat: repeat forever before batching, so that every batch is full (a step then has
             the same examples whatever the number of replicas).
+        feature_files: one raw float32 file per shard, record-aligned with it (frozen-backbone
+            features, see `app.training.features`), read alongside as `image_features`.
+        feature_dim: floats per record in `feature_files`.
 
     Returns:
         A dataset of `(inputs dict, targets [b, C], loss_mask [b, C])`.
     """
-    files = records.shard_files(info.data_dir, split)
-    ds = tf.data.Dataset.from_tensor_slices(files)
+    files = info.shard_files(split)
+    sources = (files,) if feature_files is None else (files, feature_files)
+    ds = tf.data.Dataset.from_tensor_slices(sources)
     if input_context is not None and input_context.num_input_pipelines > 1:
         if len(files) < input_context.num_input_pipelines:
             raise ValueError(f"{split} has {len(files)} shards for {input_context.num_input_pipelines} workers; "
-                             f"prepare with more shards (--records-per-shard)")
+                             f"prepare with more shards (--min-shards)")
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+
+    def read(shard, features=None):
+        records_ds = tf.data.TFRecordDataset(shard)
+        if features is None:
+            return records_ds
+        return tf.data.Dataset.zip((records_ds, tf.data.FixedLenRecordDataset(features, feature_dim * 4)))
+
     if training:
         ds = ds.shuffle(len(files), seed=seed)
-        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), num_parallel_calls=AUTOTUNE,
+        ds = ds.interleave(lambda *s: read(*s), cycle_length=min(4, len(files)), num_parallel_calls=AUTOTUNE,
                            deterministic=True)
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
     else:  # shard order, as `load_eval_arrays` reads it
-        ds = ds.flat_map(tf.data.TFRecordDataset)
+        ds = ds.flat_map(lambda *s: read(*s))
     if repeat:
         ds = ds.repeat()
-    ds = ds.batch(batch_size)
-    num_classes = info.num_classes
+    parse = _parser(info.num_classes, lookup, image_size, verified_only)
+    return ds.batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
-    keys = ["label_ids", "label_targets"]  # parse only what this pipeline uses
+
+def _parser(num_classes: int, lookup: Optional[TagLookup], image_size: Optional[int], verified_only: bool):
+    """`(serialized batch[, feature bytes batch]) -> (inputs, targets, mask)`, parsing only what is used."""
+    keys = ["label_ids", "label_targets"]
     keys += ["tags"] if lookup is not None else []
     keys += ["image"] if image_size is not None else []
     keys += ["verified_pos", "verified_neg"] if verified_only else []
 
-    def to_inputs(serialized):
+    def parse(serialized, features=None):
         ex = records.parse_batch(serialized, keys)
         inputs = {}
         if lookup is not None:
             inputs["tag_ids"] = lookup(ex["tags"], cleaned=True)  # prepare cleaned them
         if image_size is not None:
             inputs["image"], _ = decode_images(ex["image"], image_size)
+        if features is not None:
+            inputs["image_features"] = tf.io.decode_raw(features, tf.float32)
         targets = dense_rows(ex["label_ids"], ex["label_targets"], num_classes)
         if verified_only:
             mask = dense_rows(ex["verified_pos"], None, num_classes) + dense_rows(ex["verified_neg"], None, num_classes)
@@ -138,7 +121,7 @@ def make_dataset(
             mask = tf.ones_like(targets)
         return inputs, targets, mask
 
-    return ds.map(to_inputs, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+    return parse
 
 
 @dataclass
@@ -155,7 +138,7 @@ class EvalArrays:
 def load_eval_arrays(info: DatasetInfo, split: str) -> EvalArrays:
     """Reads a split's verified labels, machine labels, languages and tag presence in shard order."""
     keys = ["image_id", "verified_pos", "verified_neg", "machine_ids", "machine_scores", "language", "tags"]
-    ds = tf.data.TFRecordDataset(records.shard_files(info.data_dir, split)).batch(4096)
+    ds = tf.data.TFRecordDataset(info.shard_files(split)).batch(4096)
     parts = {k: [] for k in ("ids", "verified", "machine", "lang", "tags")}
     c = info.num_classes
     for serialized in ds:

@@ -13,21 +13,31 @@ from app.data.tags import OOV_ID, PAD_ID, Vocabulary
 
 
 class TagLookup(tf.Module):
-    """Raw tag strings -> cleaned, cut, padded int32 ids, inside the graph.
+    """Tag strings -> cleaned, cut, padded int32 ids, inside the graph.
+
+    The one place where tags are cut to the tag limit and padded: the model's input length
+    (`limit`), the tf.data pipelines, serving and tuning all take it from here. Everything it
+    needs is in the vocabulary (tokens, tag limit, case folding), so a run's `vocab.tsv` fully
+    describes its tag inputs.
 
     Args:
-        vocab: the vocabulary (its `limit` is the tag limit).
-        lowercase: fold case as the data config did.
+        vocab: the vocabulary.
     """
 
-    def __init__(self, vocab: Vocabulary, lowercase: bool = False, name: str | None = None):
+    def __init__(self, vocab: Vocabulary, name: str | None = None):
         super().__init__(name=name)
+        self.vocab = vocab
         self.limit = vocab.limit
-        self.lowercase = lowercase
+        self.lowercase = vocab.lowercase
         # An empty vocabulary still needs one key: "" never survives cleaning, so it maps nothing.
         keys = tf.constant(vocab.tokens or [""], dtype=tf.string)
         values = tf.range(2, 2 + len(vocab.tokens), dtype=tf.int64) if vocab.tokens else tf.constant([OOV_ID], tf.int64)
         self.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=OOV_ID)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, padding and OOV included (the embedding's input dimension)."""
+        return self.vocab.size
 
     def __call__(self, tags: tf.RaggedTensor, cleaned: bool = False) -> tf.Tensor:
         """Maps ragged `[batch, None]` tag strings to `[batch, limit]` ids (0 = padding).

@@ -1,13 +1,12 @@
-"""The TFRecord schema of prepared shards, and an atomic shard writer.
+"""The TFRecord schema of prepared shards, and a streaming shard writer.
 
-A hand-written writer is used rather than a tensorflow-datasets builder: tfds would add its
-own version folders and `dataset_info` around the same `tf.train.Example` files, while tuning
-and serving need only this schema, and the writer below renames complete shards into place
-so that a crash never leaves a shard that a reader would pick up.
+Shards are written under temporary names and renamed when complete; the dataset folder as a whole
+is swapped into place by `app.data.dataset.DatasetWriter` once every shard is written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -16,7 +15,8 @@ from typing import Iterable
 
 import tensorflow as tf
 
-SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
+from app.data.dataset import shard_name
+
 
 
 @dataclass
@@ -96,42 +96,62 @@ def parse_batch(serialized: tf.Tensor, keys: Iterable[str] | None = None) -> dic
     return tf.io.parse_example(serialized, spec)
 
 
-def write_shards(records: list, out_dir: str | Path, split: str, per_shard: int, min_shards: int = 1) -> list:
-    """Writes records round-robin into shards, renaming each into place only when complete.
+class ShardWriter:
+    """Streams one split's records round-robin into `count` shards under temporary names.
+
+    `close()` renames complete shards into place and returns each shard's record count, size
+    and SHA-256 (of the bytes written, so the dataset fingerprint costs no second read).
 
     Args:
-        records: `PhotoRecord`s of one split.
-        out_dir: the dataset folder.
+        out_dir: the (temporary) dataset folder.
         split: `train`, `validation` or `test`.
-        per_shard: target records per shard.
-        min_shards: at least this many shards (for per-worker sharding).
-
-    Returns:
-        The final shard paths.
+        count: number of shards.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    count = max(min_shards, math.ceil(len(records) / max(per_shard, 1)), 1)
-    finals = [out_dir / SHARD_PATTERN.format(split=split, index=i, count=count) for i in range(count)]
-    temps = [p.with_name(f".{p.name}.tmp") for p in finals]
-    writers = [tf.io.TFRecordWriter(str(p)) for p in temps]
-    try:
-        for i, record in enumerate(records):
-            writers[i % count].write(encode(record))
-    finally:
-        for writer in writers:
+
+    def __init__(self, out_dir: str | Path, split: str, count: int):
+        if count < 1:
+            raise ValueError(f"count must be >= 1. Received: count={count}")
+        out_dir = Path(out_dir)
+        self.finals = [out_dir / shard_name(split, i, count) for i in range(count)]
+        self.temps = [p.with_name(f".{p.name}.tmp") for p in self.finals]
+        self.writers = [tf.io.TFRecordWriter(str(p)) for p in self.temps]
+        self.digests = [hashlib.sha256() for _ in range(count)]
+        self.records = [0] * count
+        self.written = 0
+
+    def write(self, record: PhotoRecord) -> None:
+        data = encode(record)
+        i = self.written % len(self.writers)
+        self.writers[i].write(data)
+        # The digest covers each record's length and bytes, in order: the same records give the same hash.
+        self.digests[i].update(len(data).to_bytes(8, "little"))
+        self.digests[i].update(data)
+        self.records[i] += 1
+        self.written += 1
+
+    def close(self) -> dict:
+        for writer in self.writers:
             writer.close()
-    for stale in set(out_dir.glob(f"{split}-*-of-*.tfrecord")) - set(finals):
-        stale.unlink()
-    for temp, final in zip(temps, finals):
-        os.replace(temp, final)
-    return finals
+        out = {}
+        for temp, final, digest, records in zip(self.temps, self.finals, self.digests, self.records):
+            os.replace(temp, final)
+            out[final.name] = {"records": records, "bytes": final.stat().st_size, "sha256": digest.hexdigest()}
+        return out
 
 
-def shard_files(data_dir: str | Path, split: str) -> list:
-    """Lists a split's complete shards in order; raises a clear error when there are none."""
-    files = sorted(str(p) for p in Path(data_dir).glob(f"{split}-*-of-*.tfrecord"))
-    if not files:
-        raise FileNotFoundError(f"{data_dir}: no '{split}' shards (expected {split}-00000-of-NNNNN.tfrecord); "
-                                f"run `python app/prepare.py` first")
-    return files
+def shard_count(records: int, per_shard: int, min_shards: int = 1) -> int:
+    """Shards for a split: `records / per_shard` rounded up, at least `min_shards`."""
+    return max(min_shards, math.ceil(records / per_shard), 1)
+
+
+def write_shards(records: Iterable[PhotoRecord], out_dir: str | Path, split: str, count: int) -> dict:
+    """Writes a split's records into `count` shards (see `ShardWriter`); returns the shards' metadata."""
+    writer = ShardWriter(out_dir, split, count)
+    try:
+        for record in records:
+            writer.write(record)
+    except BaseException:
+        for w in writer.writers:
+            w.close()
+        raise
+    return writer.close()

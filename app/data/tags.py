@@ -13,8 +13,6 @@ from app.fileio import atomic_write_text
 
 PAD_ID = 0
 OOV_ID = 1
-PAD_TOKEN = "[PAD]"
-OOV_TOKEN = "[OOV]"
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _DIGITS_ONLY = re.compile(r"[0-9]+\Z")
 
@@ -72,36 +70,32 @@ def clean_tags(tags: Iterable[str], lowercase: bool = False) -> list[str]:
 class Vocabulary:
     """Tag vocabulary: id 0 is padding, id 1 out-of-vocabulary, then tags by count.
 
+    It knows everything needed to turn a photo's tags into model inputs (see
+    `app.data.preprocess.TagLookup`): the tags, the tag limit, and how tags were cleaned.
+
     Args:
         tokens: tags in id order starting at id 2.
         counts: their train-split counts (after the tag limit).
-        limit: the tag limit it was built with.
+        limit: the tag limit it was built with (the model's input length).
         threshold: the minimum count it was built with.
+        lowercase: tags were case-folded when cleaned.
     """
 
     tokens: list
     counts: list
     limit: int
     threshold: int
+    lowercase: bool = False
 
     @property
     def size(self) -> int:
         """Number of ids, padding and OOV included."""
         return len(self.tokens) + 2
 
-    def ids(self, tags: Sequence[str]) -> list[int]:
-        index = self.index
-        return [index.get(t, OOV_ID) for t in tags[: self.limit]]
-
-    @property
-    def index(self) -> dict:
-        if not hasattr(self, "_index"):
-            self._index = {t: i + 2 for i, t in enumerate(self.tokens)}
-        return self._index
-
     def save(self, path: str | Path) -> None:
         """Writes `tag<TAB>count` lines (ids follow line order, from 2) under a header, atomically."""
-        lines = [f"# limit={self.limit} threshold={self.threshold} pad_id={PAD_ID} oov_id={OOV_ID}\n"]
+        lines = [f"# limit={self.limit} threshold={self.threshold} lowercase={int(self.lowercase)} "
+                 f"pad_id={PAD_ID} oov_id={OOV_ID}\n"]
         lines += [f"{_escape(token)}\t{count}\n" for token, count in zip(self.tokens, self.counts)]
         atomic_write_text(path, "".join(lines))
 
@@ -109,7 +103,11 @@ class Vocabulary:
     def load(cls, path: str | Path) -> "Vocabulary":
         with open(path, encoding="utf-8", newline="") as handle:
             header = handle.readline()
-            meta = dict(kv.split("=") for kv in header[1:].split())
+            try:
+                meta = dict(kv.split("=") for kv in header[1:].split())
+                limit, threshold = int(meta["limit"]), int(meta["threshold"])
+            except (ValueError, KeyError):
+                raise ValueError(f"{path}:1: expected '# limit=N threshold=T ...', got {header!r}") from None
             tokens, counts = [], []
             for line_no, line in enumerate(handle, start=2):
                 token, sep, count = line.rstrip("\n").rpartition("\t")
@@ -117,7 +115,7 @@ class Vocabulary:
                     raise ValueError(f"{path}:{line_no}: expected 'tag<TAB>count', got {line!r}")
                 tokens.append(_unescape(token))
                 counts.append(int(count))
-        return cls(tokens, counts, int(meta["limit"]), int(meta["threshold"]))
+        return cls(tokens, counts, limit, threshold, meta.get("lowercase", "0") == "1")
 
 
 def _escape(token: str) -> str:
@@ -136,14 +134,21 @@ def count_tags(tag_lists: Iterable[Sequence[str]], limit: int) -> collections.Co
     return counter
 
 
-def build_vocabulary(tag_lists: Iterable[Sequence[str]], limit: int, threshold: int) -> Vocabulary:
+def build_vocabulary(tag_lists: Iterable[Sequence[str]], limit: int, threshold: int,
+                     lowercase: bool = False) -> Vocabulary:
     """Builds the vocabulary: tags seen at least `threshold` times among photos' first `limit` tags.
 
-    Pass the train split only. Example from the study: `[dog,cat,pet,cute,woof]` and `[pet,dog]`
-    with limit 2 and threshold 2 give `{dog}`.
+    Pass the train split's cleaned tags only. Example from the study: `[dog,cat,pet,cute,woof]` and
+    `[pet,dog]` with limit 2 and threshold 2 give `{dog}`.
+
+    Args:
+        tag_lists: each photo's cleaned tags (streamed; only the counts are kept).
+        limit: the tag limit.
+        threshold: the minimum count.
+        lowercase: whether the tags were cleaned with case folding (recorded for serving).
     """
     if limit < 1 or threshold < 1:
         raise ValueError(f"limit and threshold must be >= 1. Received: limit={limit}, threshold={threshold}")
     counter = count_tags(tag_lists, limit)
     kept = sorted(((t, c) for t, c in counter.items() if c >= threshold), key=lambda tc: (-tc[1], tc[0]))
-    return Vocabulary([t for t, _ in kept], [c for _, c in kept], limit, threshold)
+    return Vocabulary([t for t, _ in kept], [c for _, c in kept], limit, threshold, lowercase)

@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
+from app import resources
 from app.data.badrows import BadRows
 from app.data.sources import open_text
 from app.data.tags import TagDecodeError, decode_field, decode_tags
@@ -208,3 +209,16 @@ def read_autotags(path: str | Path, wanted: Optional[set], bad: BadRows) -> Iter
             bad.add("autotags_bad_value", str(path), line_no, value)
             continue
         yield photo, concepts
+
+
+def load_autotag_mapping(path: Path = resources.ALIGNED_AUTOTAGS) -> dict:
+    """Reads `autotag,oid_mid` rows (`0` = no Open Images class) as `{autotag: mid}`."""
+    mapping = {}
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            concept, sep, mid = line.rstrip("\n").rpartition(",")
+            if not sep:
+                raise ValueError(f"{path}:{line_no}: expected 'autotag,mid', got {line!r}")
+            if mid != "0":
+                mapping[concept] = mid
+    return mapping

@@ -1,50 +1,52 @@
-"""Loading a trained run and scoring a split of its shards."""
+"""A finished run's model, ready to score shards, serve or predict."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from app.config import RunConfig
-from app.data.pipeline import DatasetInfo, make_dataset
+from app.data.dataset import DatasetInfo
+from app.data.pipeline import make_dataset
 from app.data.preprocess import TagLookup
-from app.data.tags import Vocabulary
-from app.model.classifier import load_classifier
+from app.training.rundir import RunDir
 
 
-@dataclass
-class TrainedRun:
-    """A run folder written by `app.training.run.train`."""
+class TrainedModel:
+    """The best model of a finished run, with its config, tag lookup and classes.
 
-    path: Path
-    config: RunConfig
-    model: keras.Model
-    vocab: Vocabulary | None
-    metrics: dict
+    Args:
+        run_dir: a run folder whose training finished.
 
-    @classmethod
-    def load(cls, path: str | Path) -> "TrainedRun":
-        path = Path(path)
-        if not (path / "model.keras").exists():
-            raise FileNotFoundError(f"{path}: no model.keras; train one with `python app/train.py`")
-        config = RunConfig.load(path / "config.json")
-        vocab = Vocabulary.load(path / "vocab.tsv") if (path / "vocab.tsv").exists() else None
-        metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
-        return cls(path, config, load_classifier(path / "model.keras"), vocab, metrics)
+    Raises:
+        RunError: the folder holds no finished run.
+    """
+
+    def __init__(self, run_dir: str | Path | RunDir):
+        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.run.require_complete()
+        self.config: RunConfig = self.run.load_config()
+        vocab = self.run.load_vocab()
+        self.tags = TagLookup(vocab) if self.config.model.uses_tags else None
+        self.classes = self.run.load_classes()
+        self.model: keras.Model = self.run.load_model()
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.run.name
+
+    def check_dataset(self, info: DatasetInfo) -> None:
+        """Refuses a dataset whose classes are not the run's (the outputs would mean other classes)."""
+        if [m for m, _ in info.classes] != [m for m, _ in self.classes]:
+            raise ValueError(f"{info.data_dir}: its class list differs from the one {self.run.path} was trained on")
 
     def score(self, info: DatasetInfo, split: str, batch_size: int = 256) -> np.ndarray:
         """Scores `[images, classes]` for a split, in shard order."""
+        self.check_dataset(info)
         m = self.config.model
-        lookup = TagLookup(self.vocab, self.config.data.lowercase) if m.uses_tags else None
-        ds = make_dataset(info, split, lookup=lookup, image_size=m.image_size if m.uses_image else None,
+        ds = make_dataset(info, split, lookup=self.tags, image_size=m.image_size if m.uses_image else None,
                           batch_size=batch_size)
         out = [np.asarray(self.model({k: v for k, v in x.items() if k in self.model.input}, training=False))
                for x, _, _ in ds]

@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 
 from app.config import ModelConfig
+from app.data.preprocess import TagLookup
 from app.model.layers import (MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D, ResNetPreprocess,
                               SparseReadEmbedding, TagDropout)
 
@@ -23,31 +24,33 @@ FEATURE_DIM = 2048
 IMAGENET_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
-def build_head(config: ModelConfig, vocab_size: int, num_classes: int, tag_limit: int, seed: int = 0) -> keras.Model:
+def build_head(config: ModelConfig, num_classes: int, tags: TagLookup | None, seed: int = 0) -> keras.Model:
     """Builds the model on tag ids and/or image features (whichever `config.model` uses).
 
     Args:
         config: the model configuration.
-        vocab_size: tag ids including padding (0) and OOV (1).
         num_classes: output classes (500 for the challenge).
-        tag_limit: tag input length.
-        seed: seed for tag dropout.
+        tags: the tag lookup (its limit is the input length, its vocabulary the embedding's
+            size); None for an image-only model.
+        seed: seed for dropout and tag dropout.
 
     Returns:
-        A functional model with inputs `tag_ids` `[batch, tag_limit]` int32 and/or
+        A functional model with inputs `tag_ids` `[batch, tags.limit]` int32 and/or
         `image_features` `[batch, 2048]`, and output `scores` `[batch, num_classes]`.
     """
     regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
     inputs, branches = {}, []
+    if config.uses_tags and tags is None:
+        raise ValueError(f"a {config.model!r} model needs a tag lookup")
 
     # === Tag branch ===
     if config.uses_tags:
-        tag_ids = keras.Input((tag_limit,), dtype="int32", name="tag_ids")
+        tag_ids = keras.Input((tags.limit,), dtype="int32", name="tag_ids")
         inputs["tag_ids"] = tag_ids
         x = tag_ids
         if config.uses_image and config.tag_dropout > 0:
             x = TagDropout(config.tag_dropout, seed=seed, name="tag_dropout")(x)
-        x = SparseReadEmbedding(vocab_size, config.embedding_dim, mask_zero=True, name="tag_embedding")(x)
+        x = SparseReadEmbedding(tags.vocab_size, config.embedding_dim, mask_zero=True, name="tag_embedding")(x)
         pooling = MaskedGlobalMaxPooling1D if config.pooling == "max" else MaskedGlobalAveragePooling1D
         branches.append(pooling(name=f"tag_{config.pooling}_pool")(x))
 

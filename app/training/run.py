@@ -1,9 +1,14 @@
-"""One training run, end to end: data -> model -> loop -> run folder with model, config and scores."""
+"""One training run, end to end: the one path that `app/train.py` and the KerasTuner search share.
+
+dataset folder -> run folder check (fingerprint, lock) -> model -> features (frozen backbone)
+-> trainer with callbacks -> best model by validation mAP -> validation and test mAP.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,196 +19,235 @@ import numpy as np
 import tensorflow as tf
 
 from app.config import RunConfig
-from app.data.pipeline import DatasetInfo, load_eval_arrays, make_dataset
+from app.data.dataset import DatasetInfo
+from app.data.pipeline import load_eval_arrays, make_dataset
 from app.data.preprocess import TagLookup
-from app.fileio import atomic_output, atomic_write_json, atomic_write_text
-from app.model.classifier import attach_backbone, build_backbone, build_head, load_classifier
-from app.training.loop import LoopSpec, predict_scores, steps_for, train_loop, validation_metrics
+from app.evaluation.metrics import mean_average_precision
+from app.model.classifier import attach_backbone, build_backbone, build_head, resolve_image_weights
+from app.training.callbacks import BestModel, Checkpoint, History, Progress, TimeBudget, read_history
+from app.training.features import FEATURE_DIM, FeatureStore
 from app.training.optimizer import LazyAdam
-from app.training.strategy import get_strategy, is_chief
+from app.training.rundir import COMPLETE, NEW, Fingerprint, RunDir, RunError
+from app.training.strategy import broadcast_from_chief, get_strategy, is_chief, worker_shards
+from app.training.trainer import Trainer, masked_bce, steps_for
 
-log = logging.getLogger(__name__)
-MODEL_FILE = "model.keras"
+log = logging.getLogger("app.training")
+STATES = {NEW: 0, "resume": 1, COMPLETE: 2}
+REFUSED = 9
 
 
 @dataclass
 class RunResult:
+    """What `train` did: `trained`, `complete` (finished earlier: nothing done) or `worker`
+    (a non-chief multi-worker process: the chief reports)."""
+
     run_dir: Path
+    status: str
     history: list
     metrics: dict
     seconds: float
 
 
-def save_model(model: keras.Model, path: Path) -> None:
-    """Saves a `.keras` file atomically (a reader never sees a half-written model)."""
-    with atomic_output(path) as tmp:
-        model.save(tmp)
-
-
-class RunInputs:
-    """The inputs of one run: streamed from shards, or cached features for a frozen backbone.
+@dataclass
+class RunOptions:
+    """How to execute a run, beyond its config.
 
     Args:
-        info: the dataset folder.
-        config: the run configuration.
-        lookup: tags -> ids (None for image-only models).
-        backbone: the image backbone (used once per image when it is frozen).
-        cache_dir: where frozen-backbone features are cached.
-        progress: show progress.
+        progress: show progress bars (on a terminal).
+        overwrite: replace a run folder that holds another run.
+        tags: a ready tag lookup (the tuner caches one per limit and threshold).
+        head: a ready head model (the tuner's `build()`); built from the config otherwise.
+        cache_dir: where frozen-backbone features are cached (default: the run's `cache/`).
+        keep_model: save `model.keras` and keep `backup/` (tuning trials only need the score).
     """
 
-    def __init__(self, info: DatasetInfo, config: RunConfig, lookup: Optional[TagLookup],
-                 backbone: Optional[keras.Model], cache_dir: Path, progress: bool):
-        self.info, self.config, self.lookup = info, config, lookup
-        m = config.model
-        self.frozen = m.uses_image and not m.train_backbone
-        self.image_size = m.image_size if m.uses_image else None
-        self.arrays = {}
-        if self.frozen:
-            for split in ("train", "validation", "test"):
-                self.arrays[split] = self._features(split, backbone, cache_dir, progress)
-
-    def _stream(self, split: str, batch_size: int, training=False, seed=0, ctx=None) -> tf.data.Dataset:
-        t = self.config.train
-        return make_dataset(self.info, split, lookup=self.lookup, image_size=self.image_size,
-                            batch_size=batch_size, training=training, seed=seed, repeat=training,
-                            verified_only=t.loss_on == "verified", input_context=ctx, shuffle_buffer=t.shuffle_buffer)
-
-    def _features(self, split: str, backbone: keras.Model, cache_dir: Path, progress: bool) -> dict:
-        """Image features from the frozen backbone (cached), plus this run's tag ids, targets and masks."""
-        arrays = {"image_features": self._image_features(split, backbone, cache_dir)}
-        parts: dict = {}
-        no_images = make_dataset(self.info, split, lookup=self.lookup, image_size=None, batch_size=1024,
-                                 verified_only=self.config.train.loss_on == "verified")
-        for inputs, targets, mask in no_images:  # shard order, as for the features
-            parts.setdefault("targets", []).append(targets.numpy())
-            parts.setdefault("mask", []).append(mask.numpy())
-            if "tag_ids" in inputs:
-                parts.setdefault("tag_ids", []).append(inputs["tag_ids"].numpy())
-        arrays.update({k: np.concatenate(v) for k, v in parts.items()})
-        return arrays
-
-    def _image_features(self, split: str, backbone: keras.Model, cache_dir: Path) -> np.ndarray:
-        """Runs the frozen backbone once per image; cached per image size and weights, so that a
-        resumed run (or another run given the cache) skips it. Nothing else is cached."""
-        weights = "".join(c if c.isalnum() else "_" for c in Path(self.config.model.image_weights).name)
-        path = cache_dir / f"{split}-features-{self.image_size}-{weights}.npy"
-        if path.exists():
-            return np.load(path)
-        started = time.time()
-        extract = tf.function(lambda images: backbone(images, training=False))
-        images_only = make_dataset(self.info, split, lookup=None, image_size=self.image_size, batch_size=64)
-        features = np.concatenate([extract(inputs["image"]).numpy().astype(np.float32)
-                                   for inputs, _, _ in images_only])
-        log.info("%s: backbone features for %d images in %.1fs (computed once, cached in %s)", split,
-                 len(features), time.time() - started, path.name)
-        with atomic_output(path) as tmp:
-            np.save(tmp, features)
-        return features
-
-    def train_dataset(self, epoch: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        t = self.config.train
-        per_replica = ctx.get_per_replica_batch_size(t.batch_size)
-        seed = t.seed * 1000 + epoch
-        if not self.frozen:
-            return self._stream("train", per_replica, training=True, seed=seed, ctx=ctx)
-        ds = tf.data.Dataset.from_tensor_slices(self._split_tuple("train"))
-        ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-        size = len(self.arrays["train"]["targets"])
-        return ds.shuffle(size, seed=seed).repeat().batch(per_replica).prefetch(tf.data.AUTOTUNE)
-
-    def eval_dataset(self, split: str) -> tf.data.Dataset:
-        if not self.frozen:
-            return self._stream(split, 256)
-        return tf.data.Dataset.from_tensor_slices(self._split_tuple(split)).batch(256)
-
-    def _split_tuple(self, split: str):
-        a = self.arrays[split]
-        inputs = {k: a[k] for k in ("tag_ids", "image_features") if k in a}
-        return inputs, a["targets"], a["mask"]
+    progress: bool = True
+    overwrite: bool = False
+    tags: Optional[TagLookup] = None
+    head: Optional[keras.Model] = None
+    cache_dir: Optional[Path] = None
+    keep_model: bool = True
 
 
-def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, progress: bool = True,
+def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options: RunOptions = RunOptions(),
           strategy: Optional[tf.distribute.Strategy] = None) -> RunResult:
-    """Trains one model and writes the run folder.
-
-    The folder gets `model.keras` (best by validation loss; pixels and tag ids in), `config.json`,
-    `vocab.tsv`, `classes.csv`, `history.csv`, TensorBoard `logs/` and `metrics.json` with the
-    validation and test mAP. Re-running on the same folder resumes.
+    """Trains one model into a run folder, or resumes it, or reports it finished.
 
     Args:
         data_dir: a prepared dataset folder.
-        run_dir: the output folder (`saved_models/NAME`).
+        run_dir: the run folder (`saved_models/NAME`); see `app.training.rundir`.
         config: data, model and training configuration.
-        progress: show progress bars.
-        strategy: an already created strategy (else made from `config.train.strategy`).
+        options: execution options.
+        strategy: an already created strategy (else made from `config.train`).
 
     Returns:
-        The run's history and final metrics.
+        The run's status, history and metrics.
+
+    Raises:
+        RunError, DatasetError, ValueError, FileNotFoundError: with a message for the user.
     """
     started = time.time()
-    data_dir, run_dir = Path(data_dir), Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    t = config.train
-    strategy = strategy or get_strategy(t.strategy, t.cpu_devices)
+    t, m = config.train, config.model
+    strategy = strategy or get_strategy(t.strategy, t.cpu_devices, t.worker_timeout)
     chief = is_chief(strategy)
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16" if t.mixed_precision else "float32")
-    try:
-        return _train(data_dir, run_dir, config, progress, strategy, chief, started)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+    info = DatasetInfo.load(data_dir)
+    _check_splits(info)
+    if m.uses_image:
+        resolve_image_weights(m.image_weights)  # fails before anything is written
+    run = RunDir(run_dir)
+    fingerprint = Fingerprint.of(info, config)
+    with run.lock() if chief else contextlib.nullcontext():
+        state = _agree_on_state(strategy, run, fingerprint, config, options.overwrite)
+        if state == COMPLETE:
+            history = read_history(run.history_path)
+            return RunResult(run.path, "complete", history, run.metrics() if chief else {}, time.time() - started)
+        tags = options.tags or (TagLookup(info.vocabulary(config.data.tag_limit, config.data.tag_threshold))
+                                if m.uses_tags else None)
+        if chief:
+            run.begin(fingerprint, config, info, tags.vocab if tags else None)
+        log.info("%s model on %s: %d classes, vocabulary %s, strategy %s with %d replica(s)", m.model, info.data_dir,
+                 info.num_classes, tags.vocab_size if tags else "-", t.strategy, strategy.num_replicas_in_sync)
+        previous_policy = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("mixed_float16" if t.mixed_precision else "float32")
+        try:
+            return _fit(info, run, config, options, strategy, chief, tags, started)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(data_dir: Path, run_dir: Path, config: RunConfig, progress: bool, strategy, chief: bool,
-           started: float) -> RunResult:
+def _check_splits(info: DatasetInfo) -> None:
+    for split in ("train", "validation"):
+        if not info.split_sizes.get(split):
+            raise ValueError(f"{info.data_dir}: the {split} split is empty; a run needs train photos and validation "
+                             f"photos (to choose the best epoch)")
+
+
+def _agree_on_state(strategy, run: RunDir, fingerprint: Fingerprint, config: RunConfig, overwrite: bool) -> str:
+    """The chief decides new / resume / complete (or refuses); every worker learns its decision."""
+    error, state = None, None
+    if is_chief(strategy):
+        try:
+            state = run.state(fingerprint, config)
+        except RunError as err:
+            if not overwrite:
+                error = err
+            else:
+                log.info("--overwrite: replacing %s", run.path)
+                run.clear()
+                state = NEW
+    code = broadcast_from_chief(strategy, REFUSED if error else STATES.get(state, 0))
+    if error is not None:
+        raise error
+    if code == REFUSED:
+        raise RunError(f"{run.path}: the chief refused the run folder (see its log)")
+    return next(name for name, value in STATES.items() if value == code)
+
+
+def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions, strategy, chief: bool,
+         tags: Optional[TagLookup], started: float) -> RunResult:
     m, t = config.model, config.train
     keras.utils.set_random_seed(t.seed)
-    info = DatasetInfo.load(data_dir)
-    # serving must clean tags as the data was cleaned
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, lowercase=info.lowercase))
-    vocab = info.vocabulary(config.data.tag_limit, config.data.tag_threshold) if m.uses_tags else None
-    lookup = TagLookup(vocab, info.lowercase) if vocab is not None else None
-    log.info("%s model on %s: %d classes, vocabulary %s, strategy %s with %d replica(s)", m.model, data_dir,
-             info.num_classes, vocab.size if vocab else "-", t.strategy, strategy.num_replicas_in_sync)
-    if chief:
-        config.save(run_dir / "config.json")
-        if vocab is not None:
-            vocab.save(run_dir / "vocab.tsv")
-        atomic_write_text(run_dir / "classes.csv", (data_dir / "classes.csv").read_text())
-        atomic_write_text(run_dir / "hierarchy.json", (data_dir / "hierarchy.json").read_text())
-
     with strategy.scope():
-        head = build_head(m, vocab.size if vocab else 2, info.num_classes, config.data.tag_limit, seed=t.seed)
+        head = options.head or build_head(m, info.num_classes, tags, seed=t.seed)
         backbone = build_backbone(m.image_size, m.image_weights, m.train_backbone) if m.uses_image else None
         full = attach_backbone(head, backbone)
-        data = RunInputs(info, config, lookup, backbone, run_dir / "cache", progress)
-        trained = head if data.frozen else full
+        frozen = m.uses_image and not m.train_backbone
+        trained = head if frozen else full
         optimizer = LazyAdam(learning_rate=t.learning_rate)
         if t.mixed_precision:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(trained.trainable_variables)
+    features = None
+    if frozen:
+        features = FeatureStore(options.cache_dir or run.cache_dir, info, m.image_size, m.image_weights)
+        features.extract(backbone, _feature_jobs(info, features, strategy), strategy, options.progress)
+    inputs = RunInputs(info, config, tags, features)
+    trainer = Trainer(strategy, trained, optimizer, t.batch_size, t.mixed_precision)
+    steps = steps_for(info.split_sizes["train"], t.batch_size)
+    history = trainer.fit(inputs.train_dataset, steps, t.epochs, inputs.validation_metrics,
+                          _callbacks(run, config, options, strategy, chief, full, steps))
+    if not chief:
+        return RunResult(run.path, "worker", history, {}, time.time() - started)
+    metrics = _final_metrics(run, config, options, inputs, trainer, head, frozen, history, started)
+    run.finish(metrics, config)
+    return RunResult(run.path, "trained", history, metrics, time.time() - started)
 
-    verified = {split: load_eval_arrays(info, split).verified for split in ("validation", "test")}
 
-    def evaluate(split: str = "validation") -> dict:
-        scores, targets, masks = predict_scores(trained, data.eval_dataset(split))
-        return validation_metrics(scores, targets, masks, verified[split])
+def _callbacks(run: RunDir, config: RunConfig, options: RunOptions, strategy, chief: bool, full: keras.Model,
+               steps: int) -> list:
+    t = config.train
+    best = BestModel(strategy, (lambda: run.save_model(full)) if chief and options.keep_model else None)
+    callbacks = [Checkpoint(run.backup_dir, chief, {"best": best.best}), best]
+    if chief:
+        callbacks.append(History(run.history_path, run.logs_dir))
+    if t.time_budget_hours is not None:
+        callbacks.append(TimeBudget(t.time_budget_hours * 3600))
+    return callbacks + [Progress(t.epochs, steps, bar=options.progress and chief)]
 
-    spec = LoopSpec(run_dir=run_dir, epochs=t.epochs,
-                    steps_per_epoch=steps_for(info.split_sizes["train"], t.batch_size),
-                    global_batch_size=t.batch_size, mixed_precision=t.mixed_precision, progress=progress,
-                    time_budget_s=t.time_budget_hours * 3600 if t.time_budget_hours else None)
-    history = train_loop(strategy, trained, optimizer, data.train_dataset, evaluate,
-                         lambda: save_model(full, run_dir / MODEL_FILE), spec)
-    if not chief:  # the chief holds the best model and scores it
-        return RunResult(run_dir, history, {"model": m.model, "epochs": len(history)}, time.time() - started)
 
-    best = load_classifier(run_dir / MODEL_FILE)
-    trained.set_weights((best.get_layer(head.name) if data.frozen else best).get_weights())
-    val, test = evaluate("validation"), evaluate("test")
-    metrics = {"val_map": val["val_map"], "val_loss": val["val_loss"], "test_map": test["val_map"],
-               "test_loss": test["val_loss"], "epochs": len(history), "model": m.model,
-               "data": str(data_dir), "seconds": round(time.time() - started, 1)}
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    return RunResult(run_dir, history, metrics, time.time() - started)
+def _feature_jobs(info: DatasetInfo, features: FeatureStore, strategy) -> list:
+    """The (shard, feature file) pairs this worker needs: its own train shards, all of the rest."""
+    index, count = worker_shards(strategy)
+    jobs = []
+    for split in ("train", "validation", "test"):
+        pairs = list(zip(info.shard_files(split), features.files(split)))
+        jobs += pairs[index::count] if split == "train" else pairs
+    return jobs
+
+
+def _final_metrics(run: RunDir, config: RunConfig, options: RunOptions, inputs: "RunInputs", trainer: Trainer,
+                   head: keras.Model, frozen: bool, history: list, started: float) -> dict:
+    best_epoch = max(history, key=lambda row: row["val_map"])
+    metrics = {"model": config.model.model, "epochs": len(history), "best_epoch": int(best_epoch["epoch"]),
+               "val_map": best_epoch["val_map"], "val_loss": best_epoch["val_loss"], "data": str(inputs.info.data_dir),
+               "seconds": round(time.time() - started, 1)}
+    if options.keep_model:
+        best = run.load_model()
+        trainer.model.set_weights((best.get_layer(head.name) if frozen else best).get_weights())
+        test = inputs.validation_metrics(trainer, "test")
+        metrics.update(test_map=test["val_map"], test_loss=test["val_loss"])
+    else:
+        shutil.rmtree(run.backup_dir, ignore_errors=True)
+    return metrics
+
+
+class RunInputs:
+    """The datasets of one run: shards streamed through tf.data, with frozen-backbone features
+    zipped in when the backbone is frozen.
+
+    Args:
+        info: the dataset.
+        config: the run configuration.
+        tags: the tag lookup (None for image-only models).
+        features: the feature store (None unless the backbone is frozen).
+    """
+
+    def __init__(self, info: DatasetInfo, config: RunConfig, tags: Optional[TagLookup],
+                 features: Optional[FeatureStore]):
+        self.info, self.config, self.tags, self.features = info, config, tags, features
+        m = config.model
+        self.image_size = m.image_size if m.uses_image and features is None else None
+        self._verified: dict = {}
+
+    def _dataset(self, split: str, batch_size: int, **kwargs) -> tf.data.Dataset:
+        t = self.config.train
+        return make_dataset(self.info, split, lookup=self.tags, image_size=self.image_size, batch_size=batch_size,
+                            verified_only=t.loss_on == "verified", shuffle_buffer=t.shuffle_buffer,
+                            feature_files=self.features.files(split) if self.features else None,
+                            feature_dim=FEATURE_DIM, **kwargs)
+
+    def train_dataset(self, epoch: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        t = self.config.train
+        return self._dataset("train", ctx.get_per_replica_batch_size(t.batch_size), training=True,
+                             seed=t.seed * 1000 + epoch, repeat=True, input_context=ctx)
+
+    def eval_dataset(self, split: str) -> tf.data.Dataset:
+        return self._dataset(split, 256)
+
+    def validation_metrics(self, trainer: Trainer, split: str = "validation") -> dict:
+        """`val_loss` (the training loss) and `val_map` (Open Images protocol) on a split."""
+        if split not in self._verified:
+            self._verified[split] = load_eval_arrays(self.info, split).verified
+        scores, targets, masks = trainer.predict(self.eval_dataset(split))
+        loss = float(np.mean(masked_bce(targets, scores, masks).numpy()))
+        return {"val_loss": loss, "val_map": mean_average_precision(scores, self._verified[split])}

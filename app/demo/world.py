@@ -18,24 +18,22 @@ through the normal readers in `app.data.join`. What makes it hard in the ways Fl
 
 from __future__ import annotations
 
-import base64
 import csv
-import hashlib
-import io
 import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
-from PIL import Image
 
 from app import resources
 from app.data import oid
 from app.data.hierarchy import Hierarchy
-from app.data.join import Sources, load_autotag_mapping
-from app.data.lexicon import parse_lexicon
+from app.data.sources import Sources
+from app.data.yfcc import load_autotag_mapping
+from app.demo.formats import IMAGE_FILES, IMAGE_HEADER, LABEL_HEADER, autotags_line, encode_tags, image_row, yfcc_line
+from app.demo.lexicon import parse_lexicon
+from app.demo.render import COLORS, SHAPES, TEXTURES, render
 
 # (theme, weight, main classes with weights, background classes, chance of a person)
 THEMES = [
@@ -59,11 +57,6 @@ PERSONS = "Man:4 Woman:4 Girl:2 Boy:2"
 # Classes in one group look the same: only tags can tell them apart.
 LOOK_ALIKE = [("Man", "Woman", "Boy", "Girl"), ("Wine", "Beer", "Coffee"), ("Flower", "Rose")]
 BACKGROUND_TAG_RATE = 0.08
-TINY = {"Bee", "Candle", "Mobile phone", "Traffic light"}
-SHAPES = ("circle", "ring", "square", "diamond", "triangle", "cross", "hbar", "vbar")
-TEXTURES = ("solid", "hstripes", "vstripes", "checker", "dots")
-COLORS = np.array([(220, 40, 40), (40, 170, 60), (40, 80, 220), (240, 200, 30), (150, 60, 190),
-                   (30, 190, 200), (240, 130, 30), (120, 80, 40), (240, 240, 240), (30, 30, 30)], np.float32)
 NOISE_TAGS = ("canon nikon sony iphone dslr 50mm eos d90 travel summer vacation holiday family friends nature "
               "art light sky night bw blackandwhite instagram square iphoneography street city beach park "
               "london paris berlin rome madrid california new+york san+francisco los+angeles zürich köln "
@@ -245,28 +238,6 @@ class _World:
         labels = [(m, 1) for m in dict.fromkeys(positives)] + [(m, 0) for m in dict.fromkeys(negatives)]
         return [labels[i] for i in rng.permutation(len(labels))]
 
-    # === Images ===
-    def render(self, photo: Photo) -> bytes:
-        rng, size = self.rng, self.config.image_size
-        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-        top, bottom = rng.uniform(60, 200, 3), rng.uniform(60, 200, 3)
-        canvas = top + (bottom - top) * (yy[..., None] / size)
-        for _ in range(rng.integers(2, 6)):  # clutter
-            mask = _shape_mask(int(rng.integers(len(SHAPES))), xx, yy, rng.uniform(0, size, 2), size * rng.uniform(0.04, 0.1))
-            canvas[mask] = rng.uniform(50, 200, 3)
-        order = sorted(photo.objects, key=lambda o: o[1] != "background")
-        for name, role in order:
-            shape, color, texture = self.looks[name]
-            scale = rng.uniform(0.1, 0.16) if role == "background" or name in TINY else rng.uniform(0.2, 0.34)
-            center = rng.uniform(size * 0.2, size * 0.8, 2)
-            mask = _shape_mask(shape, xx, yy, center, size * scale)
-            shade = _texture(texture, xx, yy)
-            rgb = np.clip(COLORS[color] + rng.normal(0, 12, 3), 0, 255)
-            canvas[mask] = (rgb * shade[..., None])[mask]
-        canvas += rng.normal(0, 10, canvas.shape)
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
-        return buffer.getvalue()
 
 
 def _weights(text: str) -> tuple:
@@ -297,47 +268,6 @@ def _misspell(word: str, rng) -> str:
     if rng.random() < 0.5:
         return word[:i] + word[i + 1:]
     return word[:i] + word[i + 1] + word[i] + word[i + 2:]
-
-
-def _shape_mask(shape: int, xx, yy, center, radius):
-    dx, dy = xx - center[0], yy - center[1]
-    kind = SHAPES[shape]
-    if kind == "circle":
-        return dx * dx + dy * dy <= radius * radius
-    if kind == "ring":
-        d2 = dx * dx + dy * dy
-        return (d2 <= radius * radius) & (d2 >= (0.55 * radius) ** 2)
-    if kind == "square":
-        return np.maximum(abs(dx), abs(dy)) <= 0.8 * radius
-    if kind == "diamond":
-        return abs(dx) + abs(dy) <= radius
-    if kind == "triangle":
-        return (dy <= 0.8 * radius) & (dy >= -0.8 * radius) & (abs(dx) <= (dy + 0.8 * radius) * 0.6)
-    if kind == "cross":
-        return ((abs(dx) <= 0.3 * radius) & (abs(dy) <= radius)) | ((abs(dy) <= 0.3 * radius) & (abs(dx) <= radius))
-    if kind == "hbar":
-        return (abs(dx) <= radius) & (abs(dy) <= 0.4 * radius)
-    return (abs(dy) <= radius) & (abs(dx) <= 0.4 * radius)
-
-
-def _texture(texture: int, xx, yy):
-    kind = TEXTURES[texture]
-    if kind == "solid":
-        return np.ones_like(xx)
-    if kind == "hstripes":
-        return np.where((yy // 3) % 2 == 0, 1.0, 0.5)
-    if kind == "vstripes":
-        return np.where((xx // 3) % 2 == 0, 1.0, 0.5)
-    if kind == "checker":
-        return np.where(((xx // 4) + (yy // 4)) % 2 == 0, 1.0, 0.45)
-    return np.where(((xx % 4) < 2) & ((yy % 4) < 2), 0.4, 1.0)
-
-
-IMAGE_HEADER = ["ImageID", "Subset", "OriginalURL", "OriginalLandingURL", "License", "AuthorProfileURL", "Author",
-                "Title", "OriginalSize", "OriginalMD5", "Thumbnail300KURL", "Rotation"]
-LABEL_HEADER = ["ImageID", "Source", "LabelName", "Confidence"]
-IMAGE_FILES = {"train": "train-images-with-labels-with-rotation.csv", "validation": "validation-images-with-rotation.csv",
-               "test": "test-images-with-rotation.csv"}
 
 
 def write_world(out_dir: str | Path, config: WorldConfig = WorldConfig()) -> Sources:
@@ -392,9 +322,9 @@ def write_world(out_dir: str | Path, config: WorldConfig = WorldConfig()) -> Sou
     try:
         for i, photo in enumerate(photos):
             meta, human, machine = writers[photo.split]
-            jpeg = world.render(photo)
+            jpeg = render(photo.objects, world.looks, rng, config.image_size)
             (out / "images" / f"{photo.image_id}.jpg").write_bytes(jpeg)
-            meta.writerow(_image_row(photo, jpeg, i, rng))
+            meta.writerow(image_row(photo, jpeg, i, rng))
             truth = world.truth_classes(photo)
             machine_labels = world.machine_labels(photo)
             for mid, confidence in world.human_labels(photo, truth, machine_labels):
@@ -402,7 +332,7 @@ def write_world(out_dir: str | Path, config: WorldConfig = WorldConfig()) -> Sou
             for mid, confidence in machine_labels:
                 machine.writerow([photo.image_id, "machine", mid, confidence])
             if in_extra[i]:
-                extra_lines.append(f"{photo.flickr_id}\t{_encode_tags(photo.tags)}\n")
+                extra_lines.append(f"{photo.flickr_id}\t{encode_tags(photo.tags)}\n")
             truth_lines.append(json.dumps(_truth(world, photo, truth, bool(in_yfcc[i] or in_extra[i])),
                                           ensure_ascii=False) + "\n")
     finally:
@@ -419,8 +349,8 @@ def write_world(out_dir: str | Path, config: WorldConfig = WorldConfig()) -> Sou
             open(out / "yfcc100m_autotags", "w", encoding="utf-8", newline="\n") as auto:
         for line_no, index in enumerate(order.tolist()):
             photo = yfcc_photos[index]
-            data.write(_yfcc_line(line_no, photo, rng) + "\n")
-            auto.write(f"{photo.flickr_id}\t{_autotags(world, photo, concepts, rng)}\n")
+            data.write(yfcc_line(line_no, photo, rng) + "\n")
+            auto.write(f"{photo.flickr_id}\t{autotags_line(photo.objects, world.mid, concepts, rng)}\n")
     (out / "extra_tags.tsv").write_text("".join(extra_lines), encoding="utf-8")
     (out / "truth.jsonl").write_text("".join(truth_lines), encoding="utf-8")
     return Sources(oid=oid.OidPaths.find(out / "oid"), yfcc=out / "yfcc100m_dataset",
@@ -448,55 +378,3 @@ def _truth(world: _World, photo: Photo, truth: list, has_tags_source: bool) -> d
     }
 
 
-def _encode_tags(tags: list) -> str:
-    """Tags in YFCC100M form: each URL-encoded with `+` for a space, joined by commas."""
-    return ",".join(quote(t, safe="+%") for t in tags)
-
-
-def _image_row(photo: Photo, jpeg: bytes, i: int, rng) -> list:
-    farm, server = int(rng.integers(1, 10)), int(rng.integers(1000, 9999))
-    secret = f"{int(rng.integers(16**9, 16**10)):010x}"
-    form = i % 4
-    if form == 0:
-        url = f"https://farm{farm}.staticflickr.com/{server}/{photo.flickr_id}_{secret}_o.jpg"
-    elif form == 1:
-        url = f"https://c{farm % 8 + 1}.staticflickr.com/{farm}/{server}/{photo.flickr_id}_{secret}_o.jpg"
-    elif form == 2:
-        url = f"https://live.staticflickr.com/{server}/{photo.flickr_id}_{secret}_o.jpg"
-    else:
-        url = f"https://farm{farm}.staticflickr.com//{server}/{photo.flickr_id}_{secret}_o.jpg"
-    user = f"user{photo.flickr_id % 997}"
-    md5 = base64.b64encode(hashlib.md5(jpeg).digest()).decode()
-    title = " ".join(photo.tags[:3]) or "untitled, photo"
-    return [photo.image_id, photo.split, url, f"https://www.flickr.com/photos/{user}/{photo.flickr_id}",
-            "https://creativecommons.org/licenses/by/2.0/", f"https://www.flickr.com/people/{user}/", user,
-            title, len(jpeg), md5, f"https://c{farm}.staticflickr.com/{farm}/{server}/{photo.flickr_id}_{secret}_z.jpg",
-            "0.0"]
-
-
-def _yfcc_line(line_no: int, photo: Photo, rng) -> str:
-    farm, server = int(rng.integers(1, 10)), int(rng.integers(1000, 9999))
-    secret, original = (f"{int(rng.integers(16**9, 16**10)):010x}" for _ in range(2))
-    url = f"http://farm{farm}.staticflickr.com/{server}/{photo.flickr_id}_{secret}.jpg"
-    digest = "".join(f"{b:x}" for b in hashlib.md5(url.encode()).digest())
-    user = f"{int(rng.integers(10**7, 10**8))}@N0{int(rng.integers(0, 8))}"
-    taken = f"20{int(rng.integers(4, 14)):02d}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d} 12:00:00.0"
-    device = str(rng.choice(["Canon+EOS+400D", "NIKON+D90", "Apple+iPhone+4", "SONY+DSC-W55", ""]))
-    title = quote(" ".join(t.replace("+", " ") for t in photo.tags[:2]) or "IMG", safe="").replace("%20", "+")
-    description = quote("A photo, taken on my trip" if rng.random() < 0.3 else "", safe="").replace("%20", "+")
-    lon, lat = (f"{rng.uniform(-180, 180):.6f}", f"{rng.uniform(-80, 80):.6f}") if rng.random() < 0.4 else ("", "")
-    fields = [str(line_no), str(photo.flickr_id), digest, user, f"user{photo.flickr_id % 997}", taken,
-              str(int(rng.integers(1.1e9, 1.4e9))), device, title, description, _encode_tags(photo.tags), "",
-              lon, lat, "16" if lon else "", f"http://www.flickr.com/photos/{user}/{photo.flickr_id}/", url,
-              "Attribution License", "http://creativecommons.org/licenses/by/2.0/", str(server), str(farm),
-              secret, original, "jpg", "0"]
-    return "\t".join(fields)
-
-
-def _autotags(world: _World, photo: Photo, concepts: dict, rng) -> str:
-    out = []
-    for name, role in photo.objects:
-        options = concepts.get(world.mid[name])
-        if options and rng.random() < (0.7 if role == "main" else 0.3):
-            out.append(f"{quote(str(rng.choice(options)), safe='').replace('%20', '+')}:{rng.uniform(0.5, 1.0):.3f}")
-    return ",".join(out)

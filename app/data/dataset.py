@@ -1,0 +1,208 @@
+"""The dataset folder (`tfrecords/NAME/`): the one module that knows its files.
+
+    NAME/{split}-00000-of-0000N.tfrecord   shards (schema: app/data/records.py)
+    NAME/classes.csv                       class order of the model outputs (MID,DisplayName)
+    NAME/hierarchy.json                    the Open Images class hierarchy used for the labels
+    NAME/vocab.tsv                         the vocabulary of the prepare run's tag limit/threshold
+    NAME/stats.json                        counts, bad rows, warnings, the prepare config
+    NAME/dataset.json                      completion marker: every file's size and hash, the fingerprint
+
+`DatasetWriter` builds a dataset in a temporary sibling folder and swaps it in whole, only once the
+marker is written, so a killed or failed prepare never leaves a mixed folder. `DatasetInfo.load`
+refuses a folder without the marker, with a missing, resized or unexpected shard.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.data.oid import read_classes
+from app.data.tags import Vocabulary, build_vocabulary
+from app.fileio import atomic_write_json
+
+MARKER = "dataset.json"
+STATS = "stats.json"
+CLASSES = "classes.csv"
+HIERARCHY = "hierarchy.json"
+VOCAB = "vocab.tsv"
+FORMAT = 2
+SPLITS = ("train", "validation", "test")
+SHARD_GLOB = "{split}-*-of-*.tfrecord"
+
+
+class DatasetError(ValueError):
+    """A dataset folder that is missing, incomplete or mixed."""
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class DatasetInfo:
+    """A complete dataset folder, checked against its marker.
+
+    Args:
+        data_dir: the folder.
+        classes: `(mid, name)` in output order.
+        vocab: the saved vocabulary.
+        split_sizes: photos per split.
+        fingerprint: hash of every file's content (recorded by the prepare run).
+        stats: the prepare run's `stats.json`.
+        shards: `{split: [shard paths]}` in order.
+        records: `{shard name: record count}`.
+    """
+
+    data_dir: Path
+    classes: list
+    vocab: Vocabulary
+    split_sizes: dict
+    fingerprint: str
+    stats: dict
+    shards: dict
+    records: dict
+
+    @classmethod
+    def load(cls, data_dir: str | Path) -> "DatasetInfo":
+        """Loads and checks a dataset folder.
+
+        Raises:
+            DatasetError: naming the folder and what is wrong, and saying to re-run prepare.
+        """
+        data_dir = Path(data_dir)
+        marker = _read_marker(data_dir)
+        _check_files(data_dir, marker["files"])
+        stats = json.loads((data_dir / STATS).read_text(encoding="utf-8"))
+        shards = {split: sorted(str(data_dir / n) for n in marker["files"] if n.startswith(f"{split}-"))
+                  for split in SPLITS}
+        counts = {name: meta["records"] for name, meta in marker["files"].items() if "records" in meta}
+        return cls(data_dir, read_classes(data_dir / CLASSES), Vocabulary.load(data_dir / VOCAB),
+                   {split: c["images"] for split, c in stats["splits"].items()}, marker["fingerprint"], stats, shards,
+                   counts)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def hierarchy_path(self) -> Path:
+        return self.data_dir / HIERARCHY
+
+    @property
+    def classes_path(self) -> Path:
+        return self.data_dir / CLASSES
+
+    def shard_files(self, split: str) -> list:
+        """A split's shards in order."""
+        if not self.shards.get(split):
+            raise DatasetError(f"{self.data_dir}: the dataset has no '{split}' shards")
+        return self.shards[split]
+
+    def shard_records(self, shard: str | Path) -> int:
+        """Records in a shard, as the prepare run wrote them."""
+        return self.records[Path(shard).name]
+
+    def vocabulary(self, limit: int, threshold: int) -> Vocabulary:
+        """The saved vocabulary if it matches, else one rebuilt by streaming the train split's tags."""
+        if (limit, threshold) == (self.vocab.limit, self.vocab.threshold):
+            return self.vocab
+        from app.data.pipeline import iter_tags
+
+        return build_vocabulary(iter_tags(self.shard_files("train")), limit, threshold, self.vocab.lowercase)
+
+
+def _read_marker(data_dir: Path) -> dict:
+    hint = "run `python app/prepare.py` to make it"
+    if not data_dir.is_dir():
+        raise DatasetError(f"{data_dir}: no dataset folder there; {hint}")
+    path = data_dir / MARKER
+    if not path.exists():
+        raise DatasetError(f"{data_dir}: incomplete dataset (no {MARKER}: the prepare run that wrote it did not "
+                           f"finish, or it predates this version); {hint}")
+    marker = json.loads(path.read_text(encoding="utf-8"))
+    if marker.get("format") != FORMAT:
+        raise DatasetError(f"{data_dir}: dataset format {marker.get('format')}, this version reads {FORMAT}; {hint}")
+    return marker
+
+
+def _check_files(data_dir: Path, files: dict) -> None:
+    again = "re-run `python app/prepare.py`"
+    for name, meta in files.items():
+        path = data_dir / name
+        if not path.is_file():
+            raise DatasetError(f"{path}: missing; the dataset is incomplete, {again}")
+        size = path.stat().st_size
+        if size != meta["bytes"]:
+            raise DatasetError(f"{path}: {size} bytes, but the prepare run wrote {meta['bytes']} "
+                               f"(truncated or replaced); {again}")
+    for split in SPLITS:
+        for extra in sorted(set(p.name for p in data_dir.glob(SHARD_GLOB.format(split=split))) - set(files)):
+            raise DatasetError(f"{data_dir / extra}: a shard that the prepare run of {MARKER} did not write "
+                               f"(a mixed folder); {again}")
+
+
+class DatasetWriter:
+    """Writes a dataset into a temporary sibling folder and swaps it into place on `commit`.
+
+    Use as a context manager: on an exception the temporary folder is removed and an existing
+    dataset at the target stays as it was. One writer per target at a time (a lock file).
+
+    Args:
+        target: the dataset folder to (re)place.
+    """
+
+    def __init__(self, target: str | Path):
+        self.target = Path(target)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.target.parent / f".{self.target.name}.lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatasetError(f"{self.target}: another prepare is writing this dataset") from None
+        for pattern in (f".{self.target.name}.tmp-*", f".{self.target.name}.old-*"):
+            for stale in self.target.parent.glob(pattern):  # left by a killed prepare
+                shutil.rmtree(stale, ignore_errors=True)
+        self.path = self.target.parent / f".{self.target.name}.tmp-{os.getpid()}"
+        self.path.mkdir()
+        self.shards: dict = {}
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._lock.close()
+
+    def add_shards(self, shards: dict) -> None:
+        """Records shards written into `self.path` as `{name: {"records", "bytes", "sha256"}}`."""
+        self.shards.update(shards)
+
+    def commit(self) -> str:
+        """Writes the marker and swaps the folder into place. Returns the fingerprint."""
+        files = dict(self.shards)
+        for name in (CLASSES, HIERARCHY, VOCAB, STATS):
+            path = self.path / name
+            files[name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+        atomic_write_json(self.path / MARKER, {"format": FORMAT, "fingerprint": digest, "files": files})
+        old = self.target.parent / f".{self.target.name}.old-{os.getpid()}"
+        if self.target.exists():
+            os.replace(self.target, old)
+        os.replace(self.path, self.target)
+        shutil.rmtree(old, ignore_errors=True)
+        return digest
+

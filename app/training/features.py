@@ -1,0 +1,114 @@
+"""Frozen-backbone features on disk, streamed beside their shards.
+
+With a frozen ResNet50, each image's 2048 features are computed once and written as one raw
+float32 file per data shard (`cache/features-KEY/{shard}.f32`), record for record in the shard's
+order. Training zips each shard with its feature file in tf.data, so rows stay aligned with the
+tags, targets and masks, which stream from the shards; nothing per photo is held in memory.
+KEY is the dataset fingerprint, the image size and the weights, so a cache is never reused for
+other inputs. A file is written under a temporary name and renamed when complete, so a killed
+extraction resumes from its last complete shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from app.data import records
+from app.data.dataset import DatasetInfo
+from app.data.preprocess import decode_images
+from app.fileio import atomic_output
+
+log = logging.getLogger("app.training")
+FEATURE_DIM = 2048
+SUFFIX = ".f32"
+
+
+def weights_key(weights: str) -> str:
+    """A short name for backbone weights: `none`, `imagenet`, or a file's name and content hash."""
+    if weights in ("none", "imagenet"):
+        return weights
+    path = Path(weights)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return "".join(c if c.isalnum() else "_" for c in path.stem)[:40] + "-" + digest
+
+
+class FeatureStore:
+    """The feature files of one dataset, image size and backbone weights.
+
+    Args:
+        cache_root: the run's (or a search's) `cache/` folder.
+        info: the dataset.
+        image_size: the backbone's input size.
+        weights: the backbone weights setting (see `ModelConfig.image_weights`).
+    """
+
+    def __init__(self, cache_root: Path, info: DatasetInfo, image_size: int, weights: str):
+        self.info, self.image_size = info, image_size
+        self.dir = Path(cache_root) / f"features-{info.fingerprint[:16]}-{image_size}-{weights_key(weights)}"
+
+    def files(self, split: str) -> list:
+        """Feature files aligned with `info.shard_files(split)`."""
+        return [str(self.dir / (Path(shard).stem + SUFFIX)) for shard in self.info.shard_files(split)]
+
+    def complete(self, shard: str, target: str) -> bool:
+        path = Path(target)
+        return path.exists() and path.stat().st_size == self.info.shard_records(shard) * FEATURE_DIM * 4
+
+    def extract(self, backbone: keras.Model, jobs: Iterable[tuple[str, str]], strategy: tf.distribute.Strategy,
+                progress: bool = True) -> None:
+        """Computes the features of every `(shard, feature file)` job that is not complete yet."""
+        todo = [(s, f) for s, f in jobs if not self.complete(s, f)]
+        if not todo:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        total = sum(self.info.shard_records(s) for s, _ in todo)
+        started = time.time()
+        run = _backbone_runner(backbone, strategy)
+        with tqdm(total=total, unit="img", desc="backbone features", disable=not (progress and sys.stderr.isatty())) as bar:
+            for shard, target in todo:
+                self._extract_shard(shard, target, run, bar)
+        log.info("backbone features: %d images in %.1fs (%d shards, cached in %s)", total, time.time() - started,
+                 len(todo), self.dir)
+
+    def _extract_shard(self, shard: str, target: str, run, bar) -> None:
+        size = self.image_size
+        images = tf.data.TFRecordDataset(shard).batch(64).map(
+            lambda s: decode_images(records.parse_batch(s, ["image"])["image"], size)[0],
+            num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+        with atomic_output(Path(target)) as tmp, open(tmp, "wb") as out:
+            for batch in images:
+                out.write(np.ascontiguousarray(run(batch), dtype=np.float32).tobytes())
+                bar.update(int(batch.shape[0]))
+        if not self.complete(shard, target):
+            raise RuntimeError(f"{target}: wrote the wrong number of features for {shard}")
+
+
+def _backbone_runner(backbone: keras.Model, strategy: tf.distribute.Strategy):
+    """A function `images -> features [batch, 2048]`, spread over local replicas with `mirrored`."""
+    local = tf.function(lambda images: backbone(images, training=False))
+    if not isinstance(strategy, tf.distribute.MirroredStrategy) or strategy.num_replicas_in_sync == 1:
+        return lambda images: local(images).numpy()
+
+    replicas = strategy.num_replicas_in_sync
+
+    @tf.function
+    def spread(images):
+        def my_slice(ctx):  # replica i takes the i-th block of rows (maybe empty)
+            per = (tf.shape(images)[0] + replicas - 1) // replicas
+            return images[ctx.replica_id_in_sync_group * per:(ctx.replica_id_in_sync_group + 1) * per]
+
+        per_replica = strategy.experimental_distribute_values_from_function(my_slice)
+        features = strategy.run(lambda x: backbone(x, training=False), args=(per_replica,))
+        return tf.concat(strategy.experimental_local_results(features), axis=0)
+
+    return lambda images: spread(images).numpy()

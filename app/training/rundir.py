@@ -1,0 +1,252 @@
+"""The run folder (`saved_models/NAME/`): the one module that knows its files.
+
+    run.json          what the run was made from (its fingerprint), its data folder and status
+    config.json       the full RunConfig (`python app/train.py --config` takes it)
+    vocab.tsv         the tag vocabulary (with the tag limit and cleaning: all a TagLookup needs)
+    classes.csv       output order of the 500 classes (MID,DisplayName)
+    hierarchy.json    the class hierarchy of the dataset
+    model.keras       the best model by validation mAP (tag ids and/or uint8 pixels in)
+    history.csv       one row per epoch; logs/ holds the same for TensorBoard
+    metrics.json      validation and test mAP of the best model
+    thresholds.json   per-class thresholds tuned on validation (written by evaluate)
+    backup/           the last epoch's checkpoint (resume after a kill)
+    cache/            frozen-backbone features, keyed by dataset, image size and weights
+    serving/N/        TensorFlow Serving exports (app/export.py)
+
+A run's fingerprint is the dataset's content hash, every config field that decides what is
+computed (not the execution settings: strategy, epochs to reach, time budget), and the code
+version. Re-running with the same fingerprint resumes or reports the finished run; another
+fingerprint in an existing folder is refused, naming what differs, unless `overwrite`. Nothing
+is written into the folder before that check. Writers hold a lock beside the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from app import __version__
+from app.config import RunConfig, read_json
+from app.data.dataset import CLASSES, HIERARCHY, VOCAB, DatasetInfo
+from app.data.oid import read_classes
+from app.data.tags import Vocabulary
+from app.fileio import atomic_output, atomic_write_json, atomic_write_text, remove_stale_temps
+
+RUN = "run.json"
+CONFIG = "config.json"
+MODEL = "model.keras"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+THRESHOLDS = "thresholds.json"
+
+NEW, RESUME, COMPLETE = "new", "resume", "complete"
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used as asked (mismatch, in use, not trained)."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a run is made from."""
+
+    dataset: str
+    config: dict
+    code: str
+
+    @classmethod
+    def of(cls, dataset: DatasetInfo, config: RunConfig) -> "Fingerprint":
+        return cls(dataset.fingerprint, config.fingerprint(), __version__)
+
+    def differences(self, other: "Fingerprint") -> list[str]:
+        """Human-readable differences, e.g. `model.hidden_units 128 -> 64`."""
+        out = []
+        if self.dataset != other.dataset:
+            out.append(f"dataset {self.dataset[:12]} -> {other.dataset[:12]}")
+        if self.code != other.code:
+            out.append(f"code version {self.code} -> {other.code}")
+        for section in sorted(set(self.config) | set(other.config)):
+            old, new = self.config.get(section, {}), other.config.get(section, {})
+            out += [f"{section}.{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                    if old.get(k) != new.get(k)]
+        return out
+
+
+class RunDir:
+    """A run folder. Reading needs no lock; writing happens inside `lock()`.
+
+    Args:
+        path: the folder (`saved_models/NAME`).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # === Paths of the files others write through their own writers ===
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL
+
+    @property
+    def history_path(self) -> Path:
+        return self.path / HISTORY
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.path / "backup"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.path / "cache"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.path / "serving"
+
+    # === State ===
+    def record(self) -> Optional[dict]:
+        """The run's `run.json`, or None for a folder that holds no run."""
+        path = self.path / RUN
+        return read_json(path) if path.exists() else None
+
+    def state(self, fingerprint: Fingerprint, config: RunConfig) -> str:
+        """`new`, `resume` or `complete` for a run with this fingerprint and config.
+
+        Raises:
+            RunError: the folder holds another run (names what differs), or files but no run.
+        """
+        record = self.record()
+        if record is None:
+            if self.path.exists() and any(p.name != "cache" for p in self.path.iterdir()):
+                raise RunError(f"{self.path}: not empty and not a run folder (no {RUN}); use another --name or "
+                               f"--overwrite")
+            return NEW
+        diff = Fingerprint(**record["fingerprint"]).differences(fingerprint)
+        if diff:
+            raise RunError(f"{self.path} holds another run ({'; '.join(diff)}); use another --name, or "
+                           f"--overwrite to replace it")
+        if record["status"] == COMPLETE and not _asks_for_more(record["finished"], config):
+            return COMPLETE
+        return RESUME
+
+    def metrics(self) -> dict:
+        return read_json(self.path / METRICS)
+
+    def require_complete(self) -> "RunDir":
+        """Raises a clear error unless the folder holds a finished run."""
+        record = self.record()
+        if record is None:
+            raise RunError(f"{self.path}: no trained run here (no {RUN}); train one with `python app/train.py`")
+        if record["status"] != COMPLETE or not self.model_path.exists():
+            raise RunError(f"{self.path}: the run has not finished training; re-run `python app/train.py` with the "
+                           f"same settings to resume it")
+        return self
+
+    # === Reading ===
+    def load_config(self) -> RunConfig:
+        return RunConfig.load(self.path / CONFIG)
+
+    def load_vocab(self) -> Optional[Vocabulary]:
+        path = self.path / VOCAB
+        return Vocabulary.load(path) if path.exists() else None
+
+    def load_classes(self) -> list:
+        return read_classes(self.path / CLASSES)
+
+    @property
+    def hierarchy_path(self) -> Path:
+        return self.path / HIERARCHY
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.record()["data"])
+
+    def load_thresholds(self):
+        import numpy as np
+
+        path = self.path / THRESHOLDS
+        return np.asarray(read_json(path)["thresholds"]) if path.exists() else None
+
+    def load_model(self):
+        from app.model.classifier import load_classifier
+
+        return load_classifier(self.model_path)
+
+    # === Writing (inside `lock()`) ===
+    @contextlib.contextmanager
+    def lock(self) -> Iterator["RunDir"]:
+        """Holds the run's lock (a file beside the folder); a second process gets a clear error."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.path.parent / f".{self.name}.lock"
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                raise RunError(f"{self.path} is in use by another process (pid {handle.read().strip() or '?'}); "
+                               f"wait for it or use another --name") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            if self.path.exists():
+                remove_stale_temps(self.path)
+            yield self
+
+    def clear(self) -> None:
+        """Empties the folder (for `--overwrite`), keeping a feature cache of the same dataset."""
+        if self.path.exists():
+            for child in self.path.iterdir():
+                if child.name != "cache":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+    def begin(self, fingerprint: Fingerprint, config: RunConfig, dataset: DatasetInfo,
+              vocab: Optional[Vocabulary]) -> None:
+        """Writes what the run is made from (after `state` accepted it)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        config.save(self.path / CONFIG)
+        if vocab is not None:
+            vocab.save(self.path / VOCAB)
+        atomic_write_text(self.path / CLASSES, dataset.classes_path.read_text(encoding="utf-8"))
+        atomic_write_text(self.path / HIERARCHY, dataset.hierarchy_path.read_text(encoding="utf-8"))
+        self._write_record(fingerprint, dataset.data_dir, "training", None)
+
+    def save_model(self, model) -> None:
+        with atomic_output(self.model_path) as tmp:
+            model.save(tmp)
+
+    def finish(self, metrics: dict, config: RunConfig) -> None:
+        """Writes the metrics and marks the run complete."""
+        atomic_write_json(self.path / METRICS, metrics)
+        record = self.record()
+        finished = {"epochs": config.train.epochs, "time_budget_hours": config.train.time_budget_hours}
+        self._write_record(Fingerprint(**record["fingerprint"]), Path(record["data"]), COMPLETE, finished)
+
+    def save_thresholds(self, thresholds, split: str) -> None:
+        atomic_write_json(self.path / THRESHOLDS, {"split": split, "thresholds": [float(t) for t in thresholds]})
+
+    def _write_record(self, fingerprint: Fingerprint, data: Path, status: str, finished: Optional[dict]) -> None:
+        atomic_write_json(self.path / RUN, {"fingerprint": asdict(fingerprint), "data": str(data), "status": status,
+                                            "finished": finished})
+
+
+def _asks_for_more(finished: dict, config: RunConfig) -> bool:
+    """True when the new execution settings go beyond those the run finished with."""
+    if config.train.epochs > finished["epochs"]:
+        return True
+    old, new = finished["time_budget_hours"], config.train.time_budget_hours
+    return old is not None and (new is None or new > old)
+
