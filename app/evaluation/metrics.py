@@ -55,10 +55,11 @@ def _detections(scores: np.ndarray, verified: np.ndarray, protocol: str) -> tupl
         raise ValueError(f"scores and verified labels must be [images, classes] arrays of one shape. "
                          f"Received: {scores.shape} and {verified.shape}")
     # Work on the verified entries only (about 10 per image), never on dense [images, classes] arrays.
-    img, cls = np.nonzero(verified != UNVERIFIED)
-    hit = verified[img, cls] == POSITIVE
+    flat = np.flatnonzero(verified.reshape(-1) != UNVERIFIED)  # row-major: by image, then class
+    cls = flat % scores.shape[1]
+    hit = verified.reshape(-1)[flat] == POSITIVE
     num_gt = np.bincount(cls[hit], minlength=scores.shape[1])
-    score = scores[img, cls]
+    score = scores.reshape(-1)[flat]
     if protocol == "challenge":
         keep = score > 0
         cls, score, hit = cls[keep], score[keep], hit[keep]
