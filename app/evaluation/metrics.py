@@ -16,7 +16,8 @@ Ties: the reference collects each class's detections in image order and ranks th
 among equal scores its order is whatever that sort gives. We rank classes whose scores are all
 distinct in one vectorised sort and re-rank each class with a tie by calling `np.argsort` on the
 same float64 array the reference builds. The image axis is the image order: pass images in
-ImageID order to match the reference on ties.
+ImageID order to match the reference on ties. That order also depends on numpy's sort kernel
+(numpy version, CPU features): we match the reference run with the same numpy on the same CPU.
 """
 
 from __future__ import annotations
