@@ -25,12 +25,19 @@ def late_fusion(image_scores: np.ndarray, tag_scores: np.ndarray, weight: float)
 
 
 def tune_fusion_weight(image_scores: np.ndarray, tag_scores: np.ndarray, verified: np.ndarray,
-                       grid: int = 21) -> tuple[float, float]:
+                       grid: int = 21, protocol: str = "challenge") -> tuple[float, float]:
     """The λ in [0, 1] (on a grid) that maximises mAP on the given (validation) split.
+
+    Args:
+        image_scores: `[images, classes]` image-only scores.
+        tag_scores: `[images, classes]` tags-only scores.
+        verified: `[images, classes]` expanded labels: 1, 0 or -1 (unverified).
+        grid: the number of evenly spaced weights tried.
+        protocol: the mAP's protocol, `"challenge"` or `"study"`.
 
     Returns:
         `(weight, map)`.
     """
-    results = [(float(w), mean_average_precision(late_fusion(image_scores, tag_scores, w), verified))
+    results = [(float(w), mean_average_precision(late_fusion(image_scores, tag_scores, w), verified, protocol))
                for w in np.linspace(0.0, 1.0, grid)]
     return max(results, key=lambda wm: wm[1])
