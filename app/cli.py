@@ -8,20 +8,27 @@ import dataclasses
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 import typing
 from typing import Any, Callable, Iterator, NoReturn
 
 VERBOSE_HINT = " (run with --verbose for the traceback)"
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """Logs `HH:MM:SS level message` to stderr. TensorFlow's C++ start-up chatter (including
-    `failed call to cuInit` on machines without a GPU) is hidden unless `verbose`.
+def setup_logging(verbose: bool = False, tensorflow: bool = True) -> None:
+    """Logs `HH:MM:SS level message` to stderr. TensorFlow's C++ start-up chatter (`Could not find
+    cuda drivers`, `failed call to cuInit` on machines without a GPU, absl's warnings) is hidden
+    unless `verbose`.
 
-    Call it before TensorFlow is imported: its C++ log level is read once, at import.
+    Call it before TensorFlow is imported: it imports TensorFlow itself (when `tensorflow`) with
+    the C-level stderr silenced, since that chatter is printed at import, before its log level
+    applies.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
+    if tensorflow and not verbose:
+        _import_tensorflow_quietly()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -29,6 +36,20 @@ def setup_logging(verbose: bool = False) -> None:
     )
     for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose and noisy == "tensorflow" else logging.WARNING)
+
+
+def _import_tensorflow_quietly() -> None:
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -120,3 +141,28 @@ def guarded(main: Callable) -> Callable:
             return main(argv)
 
     return wrapper
+
+
+_sigterm_watched = False
+
+
+def exit_on_sigterm() -> None:
+    """Makes SIGTERM end the process (exit code 143) even while a library blocks in C++ or
+    installs its own SIGTERM handler, as TensorFlow's multi-worker runtime does.
+
+    SIGTERM is blocked in this thread, and so in every thread started afterwards, and one watcher
+    thread waits for it. Call it before TensorFlow is imported (its threads start at import).
+    """
+    global _sigterm_watched
+    if _sigterm_watched or threading.current_thread() is not threading.main_thread():
+        return
+    _sigterm_watched = True
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def watch():
+        signal.sigwait({signal.SIGTERM})
+        logging.getLogger("app").error("received SIGTERM: stopping")
+        logging.shutdown()
+        os._exit(143)
+
+    threading.Thread(target=watch, name="sigterm-watcher", daemon=True).start()

@@ -24,9 +24,18 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 LOSS_ON = ("all", "verified")
 
 
-def option(default: Any, help: str, choices: tuple | None = None, execution: bool = False) -> Any:
-    """A dataclass field with its command-line help, allowed values and kind."""
-    return field(default=default, metadata={"help": help, "choices": choices, "execution": execution})
+def option(default: Any, help: str, choices: tuple | None = None, execution: bool = False,
+           needs: str | None = None) -> Any:
+    """A dataclass field with its command-line help, allowed values and kind.
+
+    Args:
+        default: the default value.
+        help: the flag's help text.
+        choices: the allowed values.
+        execution: how a run executes, not what it computes (left out of run fingerprints).
+        needs: only matters for models that use `tags`, the `image`, or both (`contextual`).
+    """
+    return field(default=default, metadata={"help": help, "choices": choices, "execution": execution, "needs": needs})
 
 
 def _check_choices(config) -> None:
@@ -48,8 +57,9 @@ def _check_at_least(config, minimum: float, *names: str) -> None:
 class DataConfig:
     """How a run reads a prepared dataset: which tags become model inputs."""
 
-    tag_limit: int = option(20, "keep each photo's first N tags (the study's best: 20)")
-    tag_threshold: int = option(10, "vocabulary: tags seen at least T times among the train split's first N tags")
+    tag_limit: int = option(20, "keep each photo's first N tags (the study's best: 20)", needs="tags")
+    tag_threshold: int = option(10, "vocabulary: tags seen at least T times among the train split's first N tags",
+                                needs="tags")
 
     def __post_init__(self):
         _check_at_least(self, 1, "tag_limit", "tag_threshold")
@@ -74,16 +84,19 @@ class ModelConfig:
     """The classifier's shape (see `app.model.classifier.build_head`)."""
 
     model: str = option("contextual", "contextual (image + tags), tags or image", MODELS)
-    embedding_dim: int = option(128, "tag embedding size")
-    pooling: str = option("max", "masked pooling over a photo's tags", POOLINGS)
+    embedding_dim: int = option(128, "tag embedding size", needs="tags")
+    pooling: str = option("max", "masked pooling over a photo's tags", POOLINGS, needs="tags")
     hidden_layers: int = option(1, "number of Dropout -> Dense(relu) blocks")
     hidden_units: int = option(128, "width of the hidden blocks")
     dropout: float = option(0.1, "dropout rate before each Dense")
     l2: float = option(1e-5, "L2 factor on the Dense kernels")
-    tag_dropout: float = option(0.5, "contextual model: drop all of a photo's tags with this probability in training")
-    image_size: int = option(64, "square image side in pixels")
-    image_weights: str = option("none", "ResNet50 weights: none, imagenet (Keras cache only) or a file path")
-    train_backbone: bool = option(False, "fine-tune ResNet50 (default: frozen, features computed once)")
+    tag_dropout: float = option(0.5, "contextual model: drop all of a photo's tags with this probability in training",
+                                needs="contextual")
+    image_size: int = option(64, "square image side in pixels", needs="image")
+    image_weights: str = option("none", "ResNet50 weights: none, imagenet (Keras cache only) or a file path",
+                                needs="image")
+    train_backbone: bool = option(False, "fine-tune ResNet50 (default: frozen, features computed once)",
+                                  needs="image")
 
     def __post_init__(self):
         _check_choices(self)
@@ -139,9 +152,13 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> dict:
-        """The fields that decide what a run computes (every field but the execution ones)."""
+        """The fields that decide what a run computes: not the execution ones, nor those its model
+        kind does not use (an image-only run has no tag limit)."""
+        m = self.model
+        used = {None: True, "tags": m.uses_tags, "image": m.uses_image, "contextual": m.model == "contextual"}
         return {name: {f.name: getattr(getattr(self, name), f.name) for f in dataclasses.fields(kind)
-                       if not f.metadata.get("execution")} for name, kind in SECTIONS.items()}
+                       if not f.metadata.get("execution") and used[f.metadata.get("needs")]}
+                for name, kind in SECTIONS.items()}
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "RunConfig":

@@ -22,7 +22,8 @@ if __package__ in (None, ""):  # `python app/evaluate.py`: make the repository r
 
 import numpy as np  # noqa: E402
 
-from app.cli import setup_logging  # noqa: E402
+from app.cli import add_common_flags, guarded, setup_logging  # noqa: E402
+from app.evaluation.metrics import PROTOCOLS  # noqa: E402
 
 log = logging.getLogger("evaluate")
 
@@ -101,86 +102,38 @@ def evaluate_csv(predictions: Path, labels: Path, hierarchy_path: Path, classes_
                           if scored[i]}}
 
 
-def evaluate_run(run_path: Path, data: Path | None, split: str, floor: float, compare: list) -> dict:
-    """Scores a trained run, its baselines and compared runs on one split."""
-    from app.data.hierarchy import Hierarchy
-    from app.data.pipeline import DatasetInfo, load_eval_arrays
-    from app.evaluation import baselines
-    from app.evaluation.metrics import average_precisions, mean_average_precision, summary_metrics, \
-        tune_class_thresholds
-    from app.evaluation.scoring import TrainedRun
-    from app.fileio import atomic_write_json
-
-    run = TrainedRun.load(run_path)
-    data = data or Path(run.metrics.get("data", "tfrecords/demo"))
-    info = DatasetInfo.load(data)
-    truth = load_eval_arrays(info, split)
-    val = load_eval_arrays(info, "validation")
-
-    def floored(s):
-        return np.where(s >= floor, s, 0.0) if floor > 0 else s
-
-    systems = {run.name: floored(run.score(info, split))}
-    val_scores = {run.name: floored(run.score(info, "validation"))}
-    thresholds = tune_class_thresholds(val_scores[run.name], val.verified)
-    atomic_write_json(run.path / "thresholds.json", {"split": "validation", "thresholds": thresholds.tolist()})
-    others = [TrainedRun.load(p) for p in compare]
-    for other in others:
-        systems[other.name] = floored(other.score(info, split))
-        val_scores[other.name] = floored(other.score(info, "validation"))
-    kinds = {r.config.model.model: r.name for r in [run, *others]}
-    if "tags" in kinds and "image" in kinds:
-        weight, _ = baselines.tune_fusion_weight(val_scores[kinds["image"]], val_scores[kinds["tags"]], val.verified)
-        systems[f"late fusion (λ={weight:.2f})"] = baselines.late_fusion(systems[kinds["image"]],
-                                                                         systems[kinds["tags"]], weight)
-    systems["machine labels"] = baselines.machine_label_scores(truth.machine)
-    train_verified = load_eval_arrays(info, "train").verified
-    systems["most likely"] = baselines.most_likely_scores(train_verified, len(truth.image_ids))
-
-    summary = {name: summary_metrics(s, truth.verified, thresholds if name == run.name else 0.5)
-               for name, s in systems.items()}
-    per_class = {name: average_precisions(s, truth.verified) for name, s in systems.items()}
-    lang = np.where(truth.languages == "en", "en", np.where(truth.languages == "un", "undetected", "other"))
-    slices = {"language": {}, "tags": {}}
-    sizes = {"language": {}, "tags": {}}
-    for key, groups in (("language", {g: lang == g for g in ("en", "other", "undetected")}),
-                        ("tags", {"with tags": truth.has_tags, "without tags": ~truth.has_tags})):
-        for label, rows in groups.items():
-            if rows.any():
-                slices[key][label] = {n: mean_average_precision(s[rows], truth.verified[rows]) for n, s in systems.items()}
-                sizes[key][label] = int(rows.sum())
-    hierarchy = Hierarchy.from_json(info.data_dir / "hierarchy.json", [m for m, _ in info.classes])
-    return {"name": run.name, "split": split, "floor": floor, "class_names": [n for _, n in info.classes],
-            "levels": [hierarchy.level(m) for m, _ in info.classes], "per_class": per_class, "summary": summary,
-            "slices": slices, "slice_sizes": sizes}
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     csv_mode = p.add_argument_group("CSV mode (any model)")
     csv_mode.add_argument("--predictions", type=Path, help="ImageID,LabelName,Score CSV")
     csv_mode.add_argument("--labels", type=Path, help="human-verified labels CSV (Open Images format)")
     csv_mode.add_argument("--hierarchy", type=Path, help="hierarchy JSON")
-    csv_mode.add_argument("--classes", type=Path, help="MID,DisplayName CSV (default: the 500 challenge classes)")
-    csv_mode.add_argument("--json", action="store_true", help="print JSON with every class's AP")
+    csv_mode.add_argument("--classes", type=Path, help="MID,DisplayName CSV [default: the 500 challenge classes]")
     run_mode = p.add_argument_group("run mode (a trained model)")
     run_mode.add_argument("--model", type=Path, help="run folder, e.g. saved_models/contextual")
-    run_mode.add_argument("--data", type=Path, help="dataset folder (default: the one the run was trained on)")
-    run_mode.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    run_mode.add_argument("--data", type=Path, help="dataset folder [default: the one the run was trained on]")
+    run_mode.add_argument("--split", default="test", choices=["train", "validation", "test"], help="[default: test]")
     run_mode.add_argument("--floor", type=float, default=0.0,
-                          help="scores below this become 0 (0.5 compares fairly with machine labels)")
+                          help="scores below this become 0 (0.5 compares fairly with machine labels) [default: 0]")
     run_mode.add_argument("--compare", type=Path, nargs="*", default=[],
-                          help="other runs (e.g. tags and image: adds late fusion)")
-    run_mode.add_argument("--report", type=Path, help="write report.md and plots here")
+                          help="other runs (a tags-only and an image-only one add late fusion)")
+    run_mode.add_argument("--report", type=Path, help="write report.md and plots into this folder")
+    both = p.add_argument_group("both modes")
+    both.add_argument("--protocol", choices=PROTOCOLS, default="challenge",
+                      help="challenge: a score of 0 is no prediction; study: every verified (image, class) is a "
+                           "detection, 0 included, as the 2020 study scored [default: challenge]")
+    both.add_argument("--json", action="store_true", help="print the full result as JSON (every class's AP)")
+    add_common_flags(p)
     args = p.parse_args(argv)
     if args.model is None and None in (args.predictions, args.labels, args.hierarchy):
         p.error("give --predictions, --labels and --hierarchy, or --model")
     return args
 
 
-def main(argv=None) -> dict:
+@guarded
+def main(argv=None):
     args = parse_args(argv)
-    setup_logging()
+    setup_logging(args.verbose, tensorflow=args.model is not None)
     if args.model is None:
         try:
             result = evaluate_csv(args.predictions, args.labels, args.hierarchy, args.classes)
@@ -191,18 +144,35 @@ def main(argv=None) -> dict:
         else:
             print(f"mAP {result['map']:.6f} over {result['classes_scored']} classes, {result['images']} images")
         return result
-    result = evaluate_run(args.model, args.data, args.split, args.floor, args.compare)
-    keys = ["map", "precision@1", "recall@5", "micro_f1", "macro_f1", "hamming_loss"]
-    print(f"{args.split} split, Open Images protocol" + (f", scores floored at {args.floor}" if args.floor else ""))
-    print(f"  {'system':<28}" + "".join(f"{k:>13}" for k in keys))
-    for name, metrics in result["summary"].items():
-        print(f"  {name:<28}" + "".join(f"{metrics[k]:>13.4f}" for k in keys))
+    from app.evaluation.run_mode import evaluate_run
+
+    result = evaluate_run(args.model, args.data, args.split, args.floor, args.compare, args.protocol)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print(format_summary(result))
     if args.report:
         from app.evaluation.report import write_report
 
         files = write_report(args.report, result)
-        print(f"  report: {args.report}/ ({', '.join(files)})")
+        print(f"  report: {args.report}/ ({', '.join(files)})", file=sys.stderr if args.json else sys.stdout)
     return result
+
+
+def format_summary(result) -> str:
+    """The comparison table, with the slices, for the terminal."""
+    keys = ["map", "precision@1", "recall@5", "micro_f1", "macro_f1", "hamming_loss"]
+    slice_cols = [(key, label) for key, group in result.slices.items() for label in group]
+    head = f"{result.split} split of {result.data}, {result.protocol} protocol" + (
+        f", scores floored at {result.floor}" if result.floor else "")
+    lines = [head, "  " + f"{'system':<28}" + "".join(f"{k:>13}" for k in keys)
+             + "".join(f"{label:>14}" for _, label in slice_cols)]
+    for name, metrics in result.summary.items():
+        lines.append(f"  {name:<28}" + "".join(f"{metrics[k]:>13.4f}" for k in keys)
+                     + "".join(f"{result.slices[key][label][name]:>14.4f}" for key, label in slice_cols))
+    sizes = ", ".join(f"{label} {result.slice_sizes[key][label]}" for key, label in slice_cols)
+    lines.append(f"  slices are mAP on photos: {sizes}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -15,25 +15,26 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/export.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import setup_logging  # noqa: E402
+from app.cli import add_common_flags, guarded, setup_logging  # noqa: E402
 
 
+@guarded
 def main(argv=None) -> Path:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="run folder, e.g. saved_models/contextual")
     p.add_argument("--out", type=Path, help="serving base folder (default: MODEL/serving)")
     p.add_argument("--version", type=int, help="version number (default: the next free one)")
-    p.add_argument("--top-k", type=int, default=5, help="classes returned in top_k_* outputs (default: 5)")
+    p.add_argument("--top-k", type=int, default=5, help="classes returned in top_k_* outputs [default: 5]")
+    add_common_flags(p)
     args = p.parse_args(argv)
-    setup_logging()
-    from app.evaluation.scoring import TrainedRun
+    if args.top_k < 1 or args.version is not None and args.version < 1:
+        p.error("--top-k and --version must be >= 1")
+    setup_logging(args.verbose)
+    from app.evaluation.scoring import TrainedModel
     from app.serving.signatures import directory_size, export
 
-    try:
-        target = export(args.model, args.out, args.version, args.top_k)
-    except (FileNotFoundError, FileExistsError) as err:
-        sys.exit(f"error: {err}")
-    weights = sum(w.numpy().nbytes for w in TrainedRun.load(args.model).model.weights)
+    target = export(args.model, args.out, args.version, args.top_k)
+    weights = sum(w.numpy().nbytes for w in TrainedModel(args.model).model.weights)
     size = directory_size(target)
     print(f"exported {target} ({size / 1e6:.1f} MB; weights {weights / 1e6:.1f} MB, ratio {size / weights:.2f})\n"
           f"  signatures: serving_default(tags [batch, None], image_bytes [batch]), serve_yfcc(tags [batch], ...)\n"

@@ -28,20 +28,21 @@ def load_predictor(path: Path):
     """A callable `(tags lists, image bytes list) -> outputs dict` from a run folder or a SavedModel."""
     import tensorflow as tf
 
-    if (path / "saved_model.pb").exists():
-        signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-    elif (path / "serving").is_dir() and any(p.name.isdigit() for p in (path / "serving").iterdir()):
-        latest = max((p for p in (path / "serving").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-        signature = tf.saved_model.load(str(latest)).signatures["serving_default"]
-    else:  # a run folder that was never exported: the same module, in process
-        from app.data.oid import read_classes
-        from app.evaluation.scoring import TrainedRun
-        from app.serving.signatures import ServingModule
+    from app.serving.signatures import ServingModule, latest_export
+    from app.training.rundir import RunDir
 
-        module = ServingModule(TrainedRun.load(path), read_classes(path / "classes.csv"))
+    export = path if (path / "saved_model.pb").exists() else latest_export(RunDir(path))
+    if export is not None:
+        module = tf.saved_model.load(str(export))
+        signature = module.signatures["serving_default"]
+    else:  # a run folder that was never exported: the same module, in process
+        from app.evaluation.scoring import TrainedModel
+
+        # Keep the module itself: its tf.function holds it only weakly.
+        module = ServingModule(TrainedModel(path))
         signature = module.serving_default
 
-    def predict(tags: list, images: list) -> dict:
+    def predict(tags: list, images: list, module=module) -> dict:
         width = max([len(t) for t in tags] + [1])
         padded = tf.constant([t + [""] * (width - len(t)) for t in tags], tf.string)
         out = signature(tags=padded, image_bytes=tf.constant(images, tf.string))

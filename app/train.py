@@ -24,7 +24,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/train.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import add_common_flags, add_config_flags, config_overrides, fail, guarded, setup_logging  # noqa: E402
+from app.cli import (add_common_flags, add_config_flags, config_overrides, exit_on_sigterm, fail, guarded,  # noqa: E402
+                     setup_logging)
 from app.config import SECTIONS, RunConfig  # noqa: E402
 
 log = logging.getLogger("train")
@@ -65,6 +66,8 @@ def main(argv=None):
     config = build_config(args)
     run_dir = args.out or Path("saved_models") / (args.name or config.model.model)
     multi_worker = config.train.strategy == "multi_worker"
+    if multi_worker and not args.local_workers:
+        exit_on_sigterm()  # before TensorFlow starts: its runtime would swallow SIGTERM
     if not multi_worker or args.local_workers:  # (workers started by hand must not all prepare it)
         ensure_demo_data(args)
     if args.local_workers:
@@ -120,6 +123,8 @@ def report(result, config: RunConfig, run_dir: Path, seconds: float) -> str:
     m = result.metrics
     if result.status == "worker":
         return f"worker finished {len(result.history)} epochs; the chief wrote {run_dir}/"
+    if not m:  # another multi-worker process than the chief, on a finished run
+        return f"worker: {run_dir}/ is already complete (the chief reports it); nothing was trained now"
     scores = (f"  best epoch {m['best_epoch']} of {m['epochs']}: validation mAP {m['val_map']:.4f} | "
               f"test mAP {m['test_map']:.4f} (Open Images protocol)")
     if result.status == "complete":

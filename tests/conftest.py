@@ -25,13 +25,14 @@ def tiny_world(tmp_path_factory):
     Returns:
         `(sources, data_dir)`.
     """
-    from app.config import DataConfig
-    from app.data.join import prepare
-    from app.data.world import WorldConfig, write_world
+    from app.config import PrepareConfig
+    from app.data.join import prepare_dataset
+    from app.demo.world import WorldConfig, write_world
 
     root = tmp_path_factory.mktemp("world")
     sources = write_world(root / "raw", WorldConfig(train_size=240, validation_size=80, test_size=80,
                                                      extra_yfcc=60, image_size=32, seed=3))
     data_dir = root / "shards"
-    prepare(sources, data_dir, DataConfig(tag_limit=10, tag_threshold=2, records_per_shard=64), progress=False)
+    prepare_dataset(sources, data_dir, PrepareConfig(tag_limit=10, tag_threshold=2, records_per_shard=64),
+                    progress=False)
     return sources, data_dir

@@ -106,9 +106,9 @@ def test_extra_metrics_by_hand():
     assert summary_metrics(scores, verified, thresholds)["macro_f1"] == pytest.approx((3 + 2 / 3) / 4)
 
 
-def test_run_mode_report(tiny_world, tmp_path):
+def test_run_mode_report_json_and_protocols(tiny_world, tmp_path, capsys):
     from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from app.training.run import train
+    from app.training.run import RunOptions, train
 
     _, data_dir = tiny_world
     runs = []
@@ -116,12 +116,12 @@ def test_run_mode_report(tiny_world, tmp_path):
         config = RunConfig(data=DataConfig(tag_limit=10, tag_threshold=2),
                            model=ModelConfig(model=kind, embedding_dim=16, hidden_units=32, image_size=32),
                            train=TrainConfig(epochs=1, batch_size=32))
-        train(data_dir, tmp_path / kind, config, progress=False)
+        train(data_dir, tmp_path / kind, config, RunOptions(progress=False))
         runs.append(tmp_path / kind)
     result = evaluate.main(["--model", str(runs[0]), "--compare", str(runs[1]), "--report", str(tmp_path / "r"),
                             "--floor", "0.5"])
-    assert {"tags", "image", "machine labels", "most likely"} <= set(result["summary"])
-    assert any(name.startswith("late fusion") for name in result["summary"])
+    assert {"tags", "image", "machine labels", "most likely"} <= set(result.summary)
+    assert any(name.startswith("late fusion") for name in result.summary)
     assert (runs[0] / "thresholds.json").exists()
     report = (tmp_path / "r" / "report.md").read_text()
     assert "10 best and 10 worst" in report and "By tag language" in report
@@ -131,3 +131,12 @@ def test_run_mode_report(tiny_world, tmp_path):
                 "by_tags.png"):
         with Image.open(tmp_path / "r" / png) as image:
             assert image.size[0] > 200 and len(set(image.convert("L").getdata())) > 5  # not blank
+    capsys.readouterr()
+    study = evaluate.main(["--model", str(runs[0]), "--json", "--protocol", "study"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["protocol"] == "study" and printed["summary"]["tags"]["map"] == pytest.approx(study.summary["tags"]["map"])
+    assert set(printed["per_class_ap"]["tags"]) == set(printed["classes"])  # every class's AP, keyed by MID
+    # every verified (image, class) is a detection under the study's rule, so the all-or-nothing
+    # most-likely baseline scores at least as well as under the challenge rule (where 0 is no prediction)
+    challenge = evaluate.main(["--model", str(runs[0])])
+    assert study.summary["most likely"]["map"] >= challenge.summary["most likely"]["map"]

@@ -3,9 +3,17 @@ import numpy as np
 import pytest
 
 from app.config import ModelConfig
+from app.data.preprocess import TagLookup
+from app.data.tags import Vocabulary
 from app.model.classifier import attach_backbone, build_backbone, build_head, resolve_image_weights
 from app.model.layers import (MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D, ResNetPreprocess,
                               SparseReadEmbedding, TagDropout)
+
+
+def tiny_lookup(vocab_size: int, limit: int) -> TagLookup:
+    """A tag lookup with `vocab_size` ids (padding and OOV included) and tag limit `limit`."""
+    tokens = [f"t{i}" for i in range(vocab_size - 2)]
+    return TagLookup(Vocabulary(tokens, [1] * len(tokens), limit=limit, threshold=1))
 
 
 def embed_and_pool(pool, ids):
@@ -84,7 +92,7 @@ def test_resnet_preprocessing_matches_keras():
 @pytest.mark.parametrize("kind", ["contextual", "tags", "image"])
 def test_model_variants_save_and_load(tmp_path, kind):
     config = ModelConfig(model=kind, embedding_dim=8, hidden_units=16, pooling="avg", tag_dropout=0.1)
-    head = build_head(config, vocab_size=12, num_classes=7, tag_limit=5)
+    head = build_head(config, num_classes=7, tags=tiny_lookup(vocab_size=12, limit=5))
     model = attach_backbone(head, build_backbone(32) if config.uses_image else None)
     inputs = {}
     if config.uses_tags:

@@ -4,7 +4,8 @@ import numpy as np
 import tensorflow as tf
 
 from app.data import records
-from app.data.pipeline import DatasetInfo, load_eval_arrays, make_dataset, read_tags
+from app.data.dataset import DatasetInfo
+from app.data.pipeline import iter_tags, load_eval_arrays, make_dataset
 from app.data.preprocess import TagLookup
 
 
@@ -15,10 +16,10 @@ def test_round_trip_sources_to_shards_and_back(tiny_world):
     assert {s: c["images"] for s, c in stats["splits"].items()} == {"train": 240, "validation": 80, "test": 80}
     assert stats["bad_rows"]["total"] == 0
     assert not list(data_dir.glob(".*tmp"))  # no half-written shard left behind
-    assert len(records.shard_files(data_dir, "train")) >= 2
     info = DatasetInfo.load(data_dir)
+    assert len(info.shard_files("train")) >= 2
     seen = 0
-    for serialized in tf.data.TFRecordDataset(records.shard_files(data_dir, "train")).batch(64):
+    for serialized in tf.data.TFRecordDataset(info.shard_files("train")).batch(64):
         ex = records.parse_batch(serialized)
         for i, image_id in enumerate(ex["image_id"].numpy().astype(str)):
             t = truth[image_id]
@@ -60,7 +61,7 @@ def test_rebuilt_vocabulary_matches_the_saved_one(tiny_world):
     info = DatasetInfo.load(data_dir)
     from app.data.tags import build_vocabulary
 
-    rebuilt = build_vocabulary(read_tags(data_dir, "train"), info.vocab.limit, info.vocab.threshold)
+    rebuilt = build_vocabulary(iter_tags(info.shard_files("train")), info.vocab.limit, info.vocab.threshold)
     assert rebuilt.tokens == info.vocab.tokens
     smaller = info.vocabulary(2, 5)
     assert smaller.limit == 2 and set(smaller.tokens) < set(info.vocab.tokens) | set(smaller.tokens)

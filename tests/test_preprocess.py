@@ -33,10 +33,11 @@ def test_tag_lookup_matches_python_cleaning_and_vocabulary():
     photos = [["2009", "dog", "dog", " new york ", "zzz", "café", "a,b"], [], ["123", "456"], ["x"] * 10000,
               ["Cat", "cat"]]
     ids = TagLookup(vocab)(tf.ragged.constant(photos, dtype=tf.string)).numpy()
-    expected = [vocab.ids(clean_tags(p)) for p in photos]
+    index = {t: i + 2 for i, t in enumerate(vocab.tokens)}
+    expected = [[index.get(t, OOV_ID) for t in clean_tags(p)][:4] for p in photos]  # Python cleaning, cut to 4
     assert ids.tolist() == [row + [0] * (4 - len(row)) for row in expected]
     assert ids[3].tolist() == [OOV_ID, 0, 0, 0]  # a 10,000-tag photo is cut, repeats removed
-    lower = TagLookup(Vocabulary(["cat"], [1], 4, 1), lowercase=True)(tf.ragged.constant([["Cat", "CAT"]]))
+    lower = TagLookup(Vocabulary(["cat"], [1], 4, 1, lowercase=True))(tf.ragged.constant([["Cat", "CAT"]]))
     assert lower.numpy().tolist() == [[2, 0, 0, 0]]
 
 

@@ -11,10 +11,10 @@ from PIL import Image
 
 from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from app.data.preprocess import decode_images
-from app.data.tags import clean_tags
-from app.evaluation.scoring import TrainedRun
+from app.data.tags import OOV_ID, clean_tags
+from app.evaluation.scoring import TrainedModel
 from app.serving.signatures import directory_size, export
-from app.training.run import train
+from app.training.run import RunOptions, train
 
 TRICKY = [
     ["dog", "hund", "2009"],
@@ -33,7 +33,7 @@ def exported(tiny_world, tmp_path_factory):
     config = RunConfig(data=DataConfig(tag_limit=10, tag_threshold=2),
                        model=ModelConfig(model="contextual", embedding_dim=16, hidden_units=32, image_size=32),
                        train=TrainConfig(epochs=1, batch_size=32))
-    train(data_dir, root / "run", config, progress=False)
+    train(data_dir, root / "run", config, RunOptions(progress=False))
     return root / "run", export(root / "run")
 
 
@@ -49,21 +49,22 @@ def test_export_layout_and_versioning(exported):
     again = export(run_dir)
     assert again.name == "2"
     shutil.rmtree(again)
-    weights = sum(w.numpy().nbytes for w in TrainedRun.load(run_dir).model.weights)
+    weights = sum(w.numpy().nbytes for w in TrainedModel(run_dir).model.weights)
     assert directory_size(target) < 1.5 * weights  # each variable stored once, not twice
 
 
 def test_signature_matches_the_python_model(exported):
     run_dir, target = exported
-    run = TrainedRun.load(run_dir)
+    run = TrainedModel(run_dir)
     loaded = tf.saved_model.load(str(target))
     images = [jpeg(40 * i) for i in range(len(TRICKY))]
     width = max(len(t) for t in TRICKY)
     padded = tf.constant([t + [""] * (width - len(t)) for t in TRICKY])
     out = loaded.signatures["serving_default"](tags=padded, image_bytes=tf.constant(images))
     # the reference: Python tag cleaning and vocabulary, the training pipeline's image decoding
-    ids = np.array([run.vocab.ids(clean_tags(t)) + [0] * (10 - len(run.vocab.ids(clean_tags(t)))) for t in TRICKY],
-                   "int32")
+    index = {t: i + 2 for i, t in enumerate(run.tags.vocab.tokens)}
+    rows = [[index.get(t, OOV_ID) for t in clean_tags(tags)][:10] for tags in TRICKY]  # Python cleaning, limit 10
+    ids = np.array([row + [0] * (10 - len(row)) for row in rows], "int32")
     pixels, _ = decode_images(tf.constant(images), 32)
     reference = np.asarray(run.model({"tag_ids": tf.constant(ids), "image": pixels}, training=False))
     np.testing.assert_allclose(out["scores"].numpy(), reference, rtol=0, atol=1e-5)

@@ -1,6 +1,8 @@
 import pytest
+import tensorflow as tf
 
 from app.data.language import detect_language
+from app.data.preprocess import TagLookup
 from app.data.tags import OOV_ID, PAD_ID, TagDecodeError, Vocabulary, build_vocabulary, clean_tags, decode_field, decode_tags
 
 
@@ -30,10 +32,12 @@ def test_vocabulary_ids_pad_and_oov_are_distinct(tmp_path):
     vocab = build_vocabulary([["a", "b"], ["a", "c"], ["b", "a"]], limit=5, threshold=2)
     assert vocab.tokens == ["a", "b"] and vocab.size == 4
     assert PAD_ID != OOV_ID
-    assert vocab.ids(["b", "zzz", "a"]) == [3, OOV_ID, 2]
+    ids = TagLookup(vocab)(tf.ragged.constant([["b", "zzz", "a"]])).numpy().tolist()
+    assert ids == [[3, OOV_ID, 2, PAD_ID, PAD_ID]]
+    vocab.lowercase = True
     vocab.save(tmp_path / "vocab.tsv")
     again = Vocabulary.load(tmp_path / "vocab.tsv")
-    assert (again.tokens, again.counts, again.limit, again.threshold) == (vocab.tokens, vocab.counts, 5, 2)
+    assert again == vocab  # tokens, counts, limit, threshold and case folding: all a TagLookup needs
 
 
 def test_vocabulary_file_round_trips_awkward_tags(tmp_path):

@@ -1,8 +1,9 @@
 import json
 import os
-import socket
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -12,10 +13,11 @@ import tensorflow as tf
 
 from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from app.model.classifier import attach_backbone, build_backbone, build_head
-from app.training.loop import masked_bce
 from app.training.optimizer import LazyAdam
-from app.training.run import train
+from app.training.run import RunOptions, train
 from app.training.strategy import get_strategy
+from app.training.trainer import masked_bce
+from test_layers import tiny_lookup
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +33,7 @@ def tiny_run_config(**model):
 def test_each_variant_learns_on_a_tiny_batch(kind, train_backbone):
     keras.utils.set_random_seed(0)
     config = ModelConfig(model=kind, embedding_dim=8, hidden_units=16, dropout=0.0, tag_dropout=0.0)
-    head = build_head(config, vocab_size=20, num_classes=6, tag_limit=4)
+    head = build_head(config, num_classes=6, tags=tiny_lookup(vocab_size=20, limit=4))
     backbone = build_backbone(32, trainable=train_backbone) if config.uses_image else None
     model = attach_backbone(head, backbone)
     rng = np.random.default_rng(0)
@@ -67,48 +69,102 @@ def test_lazy_adam_touches_only_the_rows_used():
     np.testing.assert_allclose(table.numpy(), dense.numpy(), rtol=1e-6)  # first step: same as dense Adam
 
 
+QUIET = RunOptions(progress=False)
+
+
 def test_train_writes_a_complete_run_folder(tiny_world, tmp_path):
     _, data_dir = tiny_world
-    result = train(data_dir, tmp_path / "run", tiny_run_config(model="tags"), progress=False)
+    result = train(data_dir, tmp_path / "run", tiny_run_config(model="tags"), QUIET)
     run = tmp_path / "run"
-    for name in ("model.keras", "config.json", "vocab.tsv", "classes.csv", "history.csv", "metrics.json"):
+    for name in ("run.json", "model.keras", "config.json", "vocab.tsv", "classes.csv", "hierarchy.json",
+                 "history.csv", "metrics.json"):
         assert (run / name).exists(), name
     assert list((run / "logs").iterdir())
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 < metrics["val_map"] <= 1 and 0 < metrics["test_map"] <= 1 and metrics["epochs"] == 2
+    history = [float(line.split(",")[0]) for line in (run / "history.csv").read_text().splitlines()[1:]]
+    assert history == [1.0, 2.0] and result.status == "trained"
+    best = max(result.history, key=lambda row: row["val_map"])  # the model is chosen by validation mAP
+    assert metrics["best_epoch"] == best["epoch"] and metrics["val_map"] == pytest.approx(best["val_map"], abs=1e-9)
     assert RunConfig.load(run / "config.json") == tiny_run_config(model="tags")
     model = keras.saving.load_model(run / "model.keras")
-    assert model(np.zeros((1, 10), "int32")).shape == (1, 500)
-    assert len(result.history) == 2
+    assert model({"tag_ids": np.zeros((1, 10), "int32")}).shape == (1, 500)
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name]  # no temporary file left behind
 
 
-def test_frozen_backbone_features_are_computed_once(tiny_world, tmp_path):
+
+def test_frozen_backbone_features_live_on_disk_per_shard_and_resume(tiny_world, tmp_path):
+    from app.data.dataset import DatasetInfo
+    from app.training.features import FeatureStore
+
     _, data_dir = tiny_world
     config = tiny_run_config(model="contextual", tag_dropout=0.2)
     config.train.epochs = 1
     config.train.loss_on = "verified"  # masked loss on verified labels only
     config.train.mixed_precision = True  # float16 compute (CPU here), float32 scores
-    train(data_dir, tmp_path / "run", config, progress=False)
-    cache = sorted(p.name for p in (tmp_path / "run" / "cache").iterdir())
-    assert cache == ["test-features-32-none.npy", "train-features-32-none.npy", "validation-features-32-none.npy"]
-    stamp = (tmp_path / "run" / "cache" / "train-features-32-none.npy").stat().st_mtime_ns
-    config.train.epochs = 2  # resume: the cached features are reused, not recomputed
-    train(data_dir, tmp_path / "run", config, progress=False)
-    assert (tmp_path / "run" / "cache" / "train-features-32-none.npy").stat().st_mtime_ns == stamp
+    train(data_dir, tmp_path / "run", config, QUIET)
+    info = DatasetInfo.load(data_dir)
+    store = FeatureStore(tmp_path / "run" / "cache", info, 32, "none")
+    assert store.dir.name.startswith(f"features-{info.fingerprint[:16]}-32-none")  # keyed by the dataset
+    files = [Path(f) for split in ("train", "validation", "test") for f in store.files(split)]
+    assert all(store.complete(s, str(f)) for split in ("train", "validation", "test")
+               for s, f in zip(info.shard_files(split), store.files(split)))
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    files[0].unlink()  # an extraction killed before this shard was renamed into place
+    config.train.epochs = 2  # more epochs: the run goes on, and only the missing shard is computed
+    result = train(data_dir, tmp_path / "run", config, QUIET)
+    assert result.status == "trained" and len(result.history) == 2
+    assert [f for f in files if f.stat().st_mtime_ns != stamps.get(f)] == [files[0]]
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
     assert set(model.input) == {"tag_ids", "image"}
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test_map"] > 0
 
 
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_world, tmp_path):
+def test_streamed_features_train_like_the_backbone_applied_on_the_fly(tiny_world, tmp_path):
+    """The cached features stay aligned with the shards' tags and targets through shuffling."""
+    from app.data.dataset import DatasetInfo
+    from app.data.pipeline import make_dataset
+    from app.data.preprocess import TagLookup
+    from app.training.features import FeatureStore
+    from app.training.trainer import Trainer
+
     _, data_dir = tiny_world
-    config = tiny_run_config(model="tags", dropout=0.2, tag_dropout=0.1)
-    whole = train(data_dir, tmp_path / "whole", config, progress=False)
-    config.train.epochs = 1  # "killed" after the first epoch's checkpoint...
-    train(data_dir, tmp_path / "resumed", config, progress=False)
-    config.train.epochs = 2  # ...then started again on the same folder
-    resumed = train(data_dir, tmp_path / "resumed", config, progress=False)
+    info = DatasetInfo.load(data_dir)
+    tags = TagLookup(info.vocab)
+    strategy = tf.distribute.get_strategy()
+    config = ModelConfig(model="contextual", embedding_dim=8, hidden_units=16, image_size=32, tag_dropout=0.3)
+    weights = []
+    for cached in (True, False):
+        keras.utils.set_random_seed(5)
+        head = build_head(config, info.num_classes, tags, seed=5)
+        backbone = build_backbone(32)
+        model = head if cached else attach_backbone(head, backbone)
+        store = FeatureStore(tmp_path, info, 32, "none")
+        if cached:
+            store.extract(backbone, zip(info.shard_files("train"), store.files("train")), strategy, progress=False)
+        optimizer = LazyAdam(learning_rate=0.01)
+        trainer = Trainer(strategy, model, optimizer, global_batch_size=32)
+
+        def dataset(epoch, ctx, cached=cached, store=store):
+            return make_dataset(info, "train", lookup=tags, image_size=None if cached else 32, batch_size=32,
+                                training=True, seed=epoch, repeat=True, shuffle_buffer=50,
+                                feature_files=store.files("train") if cached else None)
+
+        trainer.fit(dataset, steps_per_epoch=6, epochs=2, evaluate_fn=lambda t: {})
+        weights.append(head.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_more_epochs_continue_a_finished_run_to_the_uninterrupted_weights(tiny_world, tmp_path):
+    _, data_dir = tiny_world
+    config = tiny_run_config(model="tags", dropout=0.2)
+    whole = train(data_dir, tmp_path / "whole", config, QUIET)
+    config.train.epochs = 1
+    train(data_dir, tmp_path / "resumed", config, QUIET)
+    config.train.epochs = 2  # epochs are an execution setting: a finished run goes on
+    resumed = train(data_dir, tmp_path / "resumed", config, QUIET)
+    assert resumed.status == "trained"
     assert [round(h["loss"], 6) for h in resumed.history] == [round(h["loss"], 6) for h in whole.history]
     a = keras.saving.load_model(tmp_path / "whole" / "model.keras").get_weights()
     b = keras.saving.load_model(tmp_path / "resumed" / "model.keras").get_weights()
@@ -121,12 +177,27 @@ def test_mirrored_with_two_cpus_matches_one_device(tiny_world, tmp_path):
     _, data_dir = tiny_world
     config = tiny_run_config(model="tags", dropout=0.0)
     config.train.epochs = 1
-    single = train(data_dir, tmp_path / "single", config, progress=False)
+    single = train(data_dir, tmp_path / "single", config, QUIET)
     mirrored_strategy = get_strategy("mirrored", cpu_devices=2)
     assert mirrored_strategy.num_replicas_in_sync == 2
-    mirrored = train(data_dir, tmp_path / "mirrored", config, progress=False, strategy=mirrored_strategy)
+    mirrored = train(data_dir, tmp_path / "mirrored", config, QUIET, strategy=mirrored_strategy)
     assert mirrored.history[0]["loss"] == pytest.approx(single.history[0]["loss"], rel=1e-3)
     assert mirrored.metrics["val_map"] == pytest.approx(single.metrics["val_map"], abs=5e-3)
+
+
+def test_mirrored_feature_extraction_matches_one_device(tiny_world, tmp_path):
+    from app.data.dataset import DatasetInfo
+    from app.training.features import FeatureStore
+
+    _, data_dir = tiny_world
+    info = DatasetInfo.load(data_dir)
+    backbone = build_backbone(32)
+    out = []
+    for name, strategy in (("one", tf.distribute.get_strategy()), ("two", get_strategy("mirrored", cpu_devices=2))):
+        store = FeatureStore(tmp_path / name, info, 32, "none")
+        store.extract(backbone, zip(info.shard_files("validation"), store.files("validation")), strategy, False)
+        out.append(np.concatenate([np.fromfile(f, np.float32) for f in store.files("validation")]))
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-4, atol=1e-5)
 
 
 def test_bad_strategy_or_pooling_gets_a_clear_error(tmp_path):
@@ -134,60 +205,34 @@ def test_bad_strategy_or_pooling_gets_a_clear_error(tmp_path):
         get_strategy("tpu")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("TF_CONFIG", None)
-    for flags, message in [(["--strategy", "tpu"], "strategy='tpu'"), (["--pooling", "sum"], "pooling='sum'"),
+    for flags, message in [(["--strategy", "tpu"], "invalid choice: 'tpu'"), (["--pooling", "sum"], "invalid choice"),
                            (["--strategy", "multi_worker"], "needs TF_CONFIG")]:
         done = subprocess.run([sys.executable, "app/train.py", "--data", str(tmp_path), *flags], cwd=ROOT,
                               capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode != 0 and message in done.stderr, done.stderr[-500:]
+        assert "Traceback" not in done.stderr
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+def _worker_env(workers, index):
+    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+    return {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-def test_multi_worker_with_two_local_processes(tiny_world, tmp_path):
-    _, data_dir = tiny_world
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    procs = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "3"}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "app.train", "--data", str(data_dir), "--out", str(tmp_path / "run"),
-             "--model", "tags", "--tag-limit", "10", "--tag-threshold", "2", "--epochs", "2", "--batch-size", "32",
-             "--strategy", "multi_worker", "--no-progress"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = []
-    for proc in procs:
-        out, _ = proc.communicate(timeout=240)
-        outputs.append(out)
-        assert proc.returncode == 0, out[-2000:]
-    assert all("multi_worker with 2 replica(s)" in out for out in outputs)
-    losses = [[line.split("loss=")[1].split(",")[0] for line in out.splitlines() if "epoch 2:" in line]
-              for out in outputs]
-    assert losses[0] == losses[1] and losses[0]  # the workers trained one model in lockstep
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())  # written by the chief only
-    assert metrics["epochs"] == 2 and metrics["test_map"] > 0
+def test_multi_worker_gives_up_on_a_missing_peer_and_stops_on_sigterm(tmp_path):
+    from app.training.launch import free_ports
 
-
-def test_feature_cache_holds_only_image_features(tiny_world, tmp_path):
-    """A cache reused by another run must not carry that run's targets or loss masks."""
-    from app.data.pipeline import DatasetInfo
-    from app.training.run import RunInputs
-
-    _, data_dir = tiny_world
-    info = DatasetInfo.load(data_dir)
-    backbone = build_backbone(32)
-    config = tiny_run_config(model="image")
-    everything = RunInputs(info, config, None, backbone, tmp_path, progress=False)
-    config.train.loss_on = "verified"
-    verified = RunInputs(info, config, None, backbone, tmp_path, progress=False)  # same cache folder
-    a, b = everything.arrays["train"], verified.arrays["train"]
-    np.testing.assert_array_equal(a["image_features"], b["image_features"])
-    assert a["mask"].min() == 1.0 and 0 < b["mask"].sum() < a["mask"].sum()
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    command = [sys.executable, "app/train.py", "--data", str(tmp_path), "--strategy", "multi_worker", "--model", "tags"]
+    started = time.time()
+    alone = subprocess.run(command + ["--worker-timeout", "3"], cwd=ROOT, env=_worker_env(workers, 0),
+                           capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 2 and time.time() - started < 60
+    assert f"waiting for worker(s) {workers[1]} to start" in alone.stderr
+    assert f"gave up after 3s waiting for worker(s) {workers[1]}" in alone.stderr and "Traceback" not in alone.stderr
+    waiting = subprocess.Popen(command, cwd=ROOT, env=_worker_env(workers, 0), stderr=subprocess.PIPE, text=True)
+    try:
+        assert any("waiting for worker(s)" in waiting.stderr.readline() for _ in range(5))
+        waiting.send_signal(signal.SIGTERM)
+        assert waiting.wait(timeout=30) == 143
+    finally:
+        waiting.kill()

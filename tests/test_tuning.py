@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import keras_tuner as kt
+import pytest
 
 from app.config import RunConfig
 from tuning import search
@@ -27,8 +28,9 @@ def test_limit_and_threshold_change_the_vocabulary_and_input_shape(tiny_world):
     assert shapes[(2, 2)][0] == 2 and shapes[(10, 2)][0] == 10
     assert shapes[(10, 2)][1] > shapes[(10, 20)][1]  # a higher threshold keeps fewer tags
     assert shapes[(2, 2)][1] != shapes[(10, 2)][1]
-    cached = hypermodel.data(10, 2)
-    assert hypermodel.data(10, 2) is cached  # built once, reused across trials
+    cached = hypermodel.lookup(10, 2)
+    assert hypermodel.lookup(10, 2) is cached  # built once, reused across trials
+    assert shapes[(10, 2)] == (cached.limit, cached.vocab_size)  # the model's shape comes from the lookup
 
 
 def test_small_search_resumes_and_its_best_config_trains(tiny_world, tmp_path, capsys):
@@ -51,6 +53,10 @@ def test_small_search_resumes_and_its_best_config_trains(tiny_world, tmp_path, c
         assert (out / name).stat().st_size > 1000
     config = RunConfig.load(out / "best_config.json")
     assert config.data.tag_limit == best["tag_limit"] and config.model.pooling == best["pooling"]
+    assert config.model.image_size == 64 and config.model.image_weights == "none"  # every field is written
+    for trial in trials + ["trial_2"]:  # each trial trains into a run folder, like train.py, scored the same way
+        run_metrics = json.loads((out / trial / "run" / "metrics.json").read_text())
+        assert json.loads((out / trial / "trial.json").read_text())["score"] == pytest.approx(run_metrics["val_map"])
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "app/train.py", "--config", str(out / "best_config.json"), "--data",
                            str(data_dir), "--out", str(tmp_path / "best"), "--epochs", "1", "--no-progress"],

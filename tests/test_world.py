@@ -8,7 +8,7 @@ import pytest
 
 from app.data import oid, yfcc
 from app.data.badrows import BadRows
-from app.data.world import WorldConfig, write_world
+from app.demo.world import WorldConfig, write_world
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_images_and_tags_carry_different_information(stats_world):
 
 def test_relevant_tags_come_first(stats_world):
     _, truth = stats_world
-    from app.data.lexicon import parse_lexicon
+    from app.demo.lexicon import parse_lexicon
 
     names = {w for langs in parse_lexicon().values() for words in langs.values() for w in words}
     relevant, other = [], []

@@ -3,188 +3,148 @@
     python tuning/search.py --data tfrecords/demo --max-trials 20 [--trial-time-budget MIN] [--out tuning/runs/demo]
     python tuning/search.py ... --repeat-top 3 --seeds 3      # the study's protocol, automated
 
-Re-running with the same --out resumes: finished trials and finished repeats are not redone.
-Distributed tuning uses KerasTuner's chief/worker mode: start the same command in each process with
-KERASTUNER_TUNER_ID (`chief`, `tuner0`, `tuner1`, ...), KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT.
+Each trial trains with the code of `python app/train.py`, into its own run folder in the search
+folder, and is scored by its best epoch's validation mAP. Re-running with the same --out resumes:
+finished trials and repeats are not redone. Distributed tuning uses KerasTuner's chief/worker
+mode: start the same command in each process with KERASTUNER_TUNER_ID (`chief`, `tuner0`, ...),
+KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 if __package__ in (None, ""):  # `python tuning/search.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import keras_tuner as kt  # noqa: E402
-
-from app.cli import setup_logging  # noqa: E402
+from app.cli import add_common_flags, add_config_flags, config_overrides, guarded, setup_logging  # noqa: E402
+from app.config import option  # noqa: E402
 
 log = logging.getLogger("search")
+SUMMARY, BEST_CONFIG = "summary.csv", "best_config.json"
+
+
+@dataclass
+class SearchConfig:
+    """What the random search explores and how long it trains."""
+
+    max_trials: int = option(20, "trials of the random search")
+    epochs: int = option(20, "maximum epochs per trial")
+    trial_time_budget: Optional[float] = option(None, "minutes of training per trial")
+    model: str = option("tags", "tags (the study's search) or contextual (frozen image backbone)", ("tags", "contextual"))
+    image_size: int = option(64, "contextual: image size of the frozen backbone")
+    image_weights: str = option("none", "contextual: backbone weights (none, imagenet or a file)")
+    seed: int = option(0, "random search seed, and the first training seed")
+    repeat_top: int = option(0, "re-run the top K configurations of every (limit, threshold)")
+    seeds: int = option(3, "seeds per repeated configuration, the original one included")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=Path("tfrecords/demo"), help="prepared dataset folder")
-    p.add_argument("--max-trials", type=int, default=20)
-    p.add_argument("--trial-time-budget", type=float, help="minutes of training per trial")
-    p.add_argument("--epochs", type=int, default=20, help="maximum epochs per trial")
-    p.add_argument("--out", type=Path, help="search folder (default: tuning/runs/<data name>)")
-    p.add_argument("--model", choices=["tags", "contextual"], default="tags")
-    p.add_argument("--image-size", type=int, default=64, help="contextual: image size of the frozen backbone")
-    p.add_argument("--seed", type=int, default=0, help="random search seed (and the first training seed)")
-    p.add_argument("--repeat-top", type=int, default=0, help="re-run the top K configs of every (limit, threshold)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per repeated config, the original one included")
+    p.add_argument("--data", type=Path, default=Path("tfrecords/demo"), help="prepared dataset [default: %(default)s]")
+    p.add_argument("--out", type=Path, help="search folder [default: tuning/runs/<data name>]")
+    add_config_flags(p, SearchConfig, "search")
+    add_common_flags(p)
     return p.parse_args(argv)
-
-
-class ProgressRandomSearch(kt.RandomSearch):
-    """RandomSearch that logs one summary line per finished trial."""
-
-    def on_trial_end(self, trial):
-        super().on_trial_end(trial)
-        hp = trial.hyperparameters.values
-        score = trial.score if trial.score is not None else float("nan")
-        log.info("trial %s: val mAP %.4f | limit %s threshold %s units %s %s batch %s dropout %s lr %.2g l2 %.2g",
-                 trial.trial_id, score, hp["tag_limit"], hp["tag_threshold"], hp["units"], hp["pooling"],
-                 hp["batch_size"], hp["dropout"], hp["learning_rate"], hp["l2"])
-
-
-def image_features(data_dir: Path, image_size: int, cache: Path) -> tuple:
-    """Frozen-backbone features for train and validation, computed once (shard order)."""
-    from app.config import ModelConfig, RunConfig
-    from app.data.pipeline import DatasetInfo
-    from app.model.classifier import build_backbone
-    from app.training.run import RunInputs
-
-    config = RunConfig(model=ModelConfig(model="image", image_size=image_size))
-    data = RunInputs(DatasetInfo.load(data_dir), config, None, build_backbone(image_size), cache, progress=False)
-    return data.arrays["train"]["image_features"], data.arrays["validation"]["image_features"]
 
 
 def repeat_top(tuner, hypermodel, out: Path, top: int, seeds: int, first_seed: int) -> list:
     """Re-runs the top `top` trials of every (limit, threshold) with `seeds - 1` more seeds.
 
-    Results are appended to `repeats.jsonl` one by one, so an interrupted run resumes.
+    Each repeat is a run folder under `out/repeats/`, so an interrupted search resumes there and a
+    finished repeat is read back, not redone.
+
+    Returns:
+        `[(trial, [val mAP per seed])]` for every scored trial.
     """
-    path = out / "repeats.jsonl"
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            done[(row["trial_id"], row["seed"])] = row["val_map"]
     trials = [t for t in tuner.oracle.trials.values() if t.score is not None]
     by_pair: dict = {}
     for trial in sorted(trials, key=lambda t: -t.score):
         key = (trial.hyperparameters.get("tag_limit"), trial.hyperparameters.get("tag_threshold"))
         by_pair.setdefault(key, []).append(trial)
-    chosen = [t for group in by_pair.values() for t in group[:top]]
-    for trial in chosen:
-        for seed in range(first_seed + 1, first_seed + seeds):
-            if (trial.trial_id, seed) in done:
-                continue
-            model = hypermodel.build(trial.hyperparameters)
-            result = hypermodel.fit(trial.hyperparameters, model, seed=seed)
-            done[(trial.trial_id, seed)] = result["val_map"]
-            with open(path, "a") as handle:
-                handle.write(json.dumps({"trial_id": trial.trial_id, "seed": seed, "val_map": result["val_map"]}) + "\n")
-            log.info("repeat trial %s seed %d: val mAP %.4f", trial.trial_id, seed, result["val_map"])
-    return [(t, [t.score] + [done[(t.trial_id, s)] for s in range(first_seed + 1, first_seed + seeds)
-                             if (t.trial_id, s) in done]) for t in trials]
+    chosen = {t.trial_id for group in by_pair.values() for t in group[:top]}
+    rows = []
+    for trial in trials:
+        scores = [trial.score]
+        for seed in range(first_seed + 1, first_seed + seeds) if trial.trial_id in chosen else ():
+            hp = trial.hyperparameters
+            result = hypermodel.fit(hp, hypermodel.build(hp), run_dir=out / "repeats" / f"{trial.trial_id}-seed{seed}",
+                                    seed=seed)
+            scores.append(result["val_map"])
+            log.info("repeat of trial %s with seed %d: val mAP %.4f", trial.trial_id, seed, result["val_map"])
+        rows.append((trial, scores))
+    return rows
 
 
 def write_summary(out: Path, rows: list, hypermodel) -> dict:
-    """Writes summary.csv, heatmap_mean.png, heatmap_std.png, pooling.png and best_config.json."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Writes summary.csv, the plots and best_config.json; returns the best row."""
     import numpy as np
 
-    from app.fileio import atomic_output, atomic_write_json
-    from tuning.hypermodel import TAG_LIMITS, TAG_THRESHOLDS
+    from app.config import RunConfig
+    from app.fileio import atomic_output
+    from tuning.hypermodel import SEARCHED
+    from tuning.plots import write_plots
 
-    keys = ["tag_limit", "tag_threshold", "units", "pooling", "batch_size", "dropout", "learning_rate", "l2"]
     table = []
     for trial, scores in rows:
         hp = trial.hyperparameters.values
-        table.append({"trial_id": trial.trial_id, **{k: hp[k] for k in keys}, "runs": len(scores),
+        table.append({"trial_id": trial.trial_id, **{k: hp[k] for k in SEARCHED}, "runs": len(scores),
                       "mean_map": float(np.mean(scores)), "std_map": float(np.std(scores)),
                       "maps": " ".join(f"{s:.4f}" for s in scores)})
     table.sort(key=lambda r: -r["mean_map"])
-    with atomic_output(out / "summary.csv") as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_output(out / SUMMARY) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))
         writer.writeheader()
         writer.writerows(table)
-
-    for stat in ("mean", "std"):
-        grid = np.full((len(TAG_LIMITS), len(TAG_THRESHOLDS)), np.nan)
-        for row in table:  # best configuration (by mean) per cell
-            i, j = TAG_LIMITS.index(row["tag_limit"]), TAG_THRESHOLDS.index(row["tag_threshold"])
-            if np.isnan(grid[i, j]) or stat == "mean" and row["mean_map"] > grid[i, j]:
-                grid[i, j] = row[f"{stat}_map"]
-        fig, ax = plt.subplots(figsize=(6, 5))
-        image = ax.imshow(grid, cmap="viridis")
-        ax.set(xticks=range(len(TAG_THRESHOLDS)), xticklabels=TAG_THRESHOLDS, yticks=range(len(TAG_LIMITS)),
-               yticklabels=TAG_LIMITS, xlabel="tag threshold", ylabel="tag limit",
-               title=f"validation mAP ({stat}), best config per cell")
-        for (i, j), value in np.ndenumerate(grid):
-            if not np.isnan(value):
-                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7, color="w")
-        fig.colorbar(image)
-        fig.tight_layout()
-        fig.savefig(out / f"heatmap_{stat}.png", dpi=110)
-        plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(4, 4))
-    pools = ["max", "avg"]
-    values = [[r["mean_map"] for r in table if r["pooling"] == p] for p in pools]
-    ax.bar(pools, [np.mean(v) if v else 0 for v in values], yerr=[np.std(v) if v else 0 for v in values], capsize=6)
-    ax.set(ylabel="validation mAP (mean over trials)", title="masked max vs avg pooling")
-    fig.tight_layout()
-    fig.savefig(out / "pooling.png", dpi=110)
-    plt.close(fig)
-
+    write_plots(out, table)
     best = table[0]
     trial = next(t for t, _ in rows if t.trial_id == best["trial_id"])
-    config = hypermodel.run_config(trial.hyperparameters).to_dict()
-    atomic_write_json(out / "best_config.json", config)
+    config: RunConfig = hypermodel.run_config(trial.hyperparameters)
+    config.save(out / BEST_CONFIG)
     return best
 
 
-def main(argv=None) -> dict | None:
+@guarded
+def main(argv=None) -> Optional[dict]:
     args = parse_args(argv)
-    setup_logging()
-    from tuning.hypermodel import TagHyperModel
+    setup_logging(args.verbose)
+    search = SearchConfig(**config_overrides(args, "search"))
+    import keras_tuner as kt
+
+    from tuning.hypermodel import SearchTuner, TagHyperModel
 
     out = args.out or Path("tuning/runs") / args.data.name
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    features = image_features(args.data, args.image_size, out / "cache") if args.model == "contextual" else None
-    hypermodel = TagHyperModel(args.data, args.model, args.epochs,
-                               args.trial_time_budget * 60 if args.trial_time_budget else None, features, args.seed)
-    tuner = ProgressRandomSearch(hypermodel=hypermodel, objective=kt.Objective("val_map", "max"),
-                                 # KerasTuner reads seed 0 as "pick one at random"
-                                 max_trials=args.max_trials, seed=args.seed + 1, directory=str(out.parent),
-                                 project_name=out.name, overwrite=False)
+    hypermodel = TagHyperModel(args.data, search.model, search.epochs,
+                               search.trial_time_budget * 60 if search.trial_time_budget else None, search.seed,
+                               search.image_size, search.image_weights, out / "cache")
+    tuner = SearchTuner(hypermodel=hypermodel, objective=kt.Objective("val_map", "max"),
+                        # KerasTuner reads seed 0 as "pick one at random"
+                        max_trials=search.max_trials, seed=search.seed + 1, directory=str(out.parent),
+                        project_name=out.name, overwrite=False)
     tuner.search()
     if os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief":
         log.info("worker %s finished its trials", os.environ["KERASTUNER_TUNER_ID"])
         return None
-    rows = (repeat_top(tuner, hypermodel, out, args.repeat_top, args.seeds, args.seed) if args.repeat_top
+    rows = (repeat_top(tuner, hypermodel, out, search.repeat_top, search.seeds, search.seed) if search.repeat_top
             else [(t, [t.score]) for t in tuner.oracle.trials.values() if t.score is not None])
+    if not rows:
+        raise ValueError(f"{out}: no trial finished with a score; see the trial folders' messages")
     best = write_summary(out, rows, hypermodel)
     print(f"search finished in {time.time() - started:.0f}s: {len(rows)} trials in {out}/\n"
           f"  best val mAP {best['mean_map']:.4f} (± {best['std_map']:.4f} over {best['runs']} runs): "
           f"limit {best['tag_limit']}, threshold {best['tag_threshold']}, units {best['units']}, {best['pooling']} "
           f"pooling, batch {best['batch_size']}, dropout {best['dropout']}, lr {best['learning_rate']:.2g}, "
-          f"l2 {best['l2']:.2g}\n  train it: python app/train.py --config {out}/best_config.json")
+          f"l2 {best['l2']:.2g}\n  train it: python app/train.py --config {out}/{BEST_CONFIG} --name best")
     return best
 
 

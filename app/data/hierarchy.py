@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-ROOT_MID = "/m/0bl9f"
 
 
 class Hierarchy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -83,7 +84,7 @@ def make_dataset(
         records_ds = tf.data.TFRecordDataset(shard)
         if features is None:
             return records_ds
-        return tf.data.Dataset.zip((records_ds, tf.data.FixedLenRecordDataset(features, feature_dim * 4)))
+        return tf.data.Dataset.zip((records_ds, tf.data.FixedLengthRecordDataset(features, feature_dim * 4)))
 
     if training:
         ds = ds.shuffle(len(files), seed=seed)
@@ -94,18 +95,19 @@ def make_dataset(
         ds = ds.flat_map(lambda *s: read(*s))
     if repeat:
         ds = ds.repeat()
-    parse = _parser(info.num_classes, lookup, image_size, verified_only)
+    parse = _parser(info.num_classes, lookup, image_size, verified_only, feature_dim)
     return ds.batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
 
-def _parser(num_classes: int, lookup: Optional[TagLookup], image_size: Optional[int], verified_only: bool):
+def _parser(num_classes: int, lookup: Optional[TagLookup], image_size: Optional[int], verified_only: bool,
+            feature_dim: int):
     """`(serialized batch[, feature bytes batch]) -> (inputs, targets, mask)`, parsing only what is used."""
     keys = ["label_ids", "label_targets"]
     keys += ["tags"] if lookup is not None else []
     keys += ["image"] if image_size is not None else []
     keys += ["verified_pos", "verified_neg"] if verified_only else []
 
-    def parse(serialized, features=None):
+    def parse(serialized, features=None):  # features: raw float32 bytes, `feature_dim` per record
         ex = records.parse_batch(serialized, keys)
         inputs = {}
         if lookup is not None:
@@ -113,7 +115,7 @@ def _parser(num_classes: int, lookup: Optional[TagLookup], image_size: Optional[
         if image_size is not None:
             inputs["image"], _ = decode_images(ex["image"], image_size)
         if features is not None:
-            inputs["image_features"] = tf.io.decode_raw(features, tf.float32)
+            inputs["image_features"] = tf.reshape(tf.io.decode_raw(features, tf.float32), [-1, feature_dim])
         targets = dense_rows(ex["label_ids"], ex["label_targets"], num_classes)
         if verified_only:
             mask = dense_rows(ex["verified_pos"], None, num_classes) + dense_rows(ex["verified_neg"], None, num_classes)
@@ -133,6 +135,10 @@ class EvalArrays:
     machine: np.ndarray  # [N, C] float32 machine-label confidence, 0 where none
     languages: np.ndarray
     has_tags: np.ndarray
+
+    def take(self, rows: np.ndarray) -> "EvalArrays":
+        """The same arrays with their rows reordered or selected."""
+        return EvalArrays(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
 
 
 def load_eval_arrays(info: DatasetInfo, split: str) -> EvalArrays:

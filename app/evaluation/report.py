@@ -20,12 +20,12 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out_dir: str | Path, result: dict) -> list:
+def write_report(out_dir: str | Path, result) -> list:
     """Writes report.md and plots.
 
     Args:
         out_dir: the report folder.
-        result: from `app.evaluate.evaluate_run`: `name`, `split`, `class_names`, `levels`,
+        result: a `RunEvaluation` (`app.evaluation.run_mode`): `name`, `split`, `class_names`, `levels`,
             `per_class` ({system: AP array}), `summary` ({system: metrics}), `slices` ({slice: {system: mAP}}).
 
     Returns:
@@ -33,15 +33,15 @@ def write_report(out_dir: str | Path, result: dict) -> list:
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = np.array(result["class_names"])
-    per_class = result["per_class"]
-    model_ap = per_class[result["name"]]
+    names = np.array(result.class_names)
+    per_class = result.per_class
+    model_ap = per_class[result.name]
     scored = ~np.isnan(model_ap)
     files = []
 
     fig, ax = plt.subplots(figsize=(8, 4))
     for system, ap in per_class.items():
-        ax.plot(np.sort(ap[scored])[::-1], label=system, lw=2 if system == result["name"] else 1)
+        ax.plot(np.sort(ap[scored])[::-1], label=system, lw=2 if system == result.name else 1)
     ax.set(xlabel="class rank", ylabel="AP", title=f"Per-class AP ({scored.sum()} classes with positives)")
     ax.legend()
     _save(fig, out / "per_class_ap.png")
@@ -64,13 +64,13 @@ def write_report(out_dir: str | Path, result: dict) -> list:
         fig, ax = plt.subplots(figsize=(5, 5))
         ax.scatter(machine[both], model_ap[both], s=12)
         ax.plot([0, 1], [0, 1], "k--", lw=1)
-        ax.set(xlabel="machine labels AP", ylabel=f"{result['name']} AP", title="Per class: model vs machine labels")
+        ax.set(xlabel="machine labels AP", ylabel=f"{result.name} AP", title="Per class: model vs machine labels")
         _save(fig, out / "model_vs_machine.png")
         files.append("model_vs_machine.png")
         beats = [(names[i], model_ap[i], machine[i]) for i in np.flatnonzero(both) if model_ap[i] > machine[i]]
         beats.sort(key=lambda row: row[2] - row[1])
 
-    levels = np.array(result["levels"])
+    levels = np.array(result.levels)
     level_ids = sorted(set(levels[scored]))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     width = 0.8 / len(per_class)
@@ -84,7 +84,7 @@ def write_report(out_dir: str | Path, result: dict) -> list:
     files.append("ap_by_level.png")
 
     for key, title in (("language", "mAP by tag language"), ("tags", "mAP with and without tags")):
-        slices = result["slices"][key]
+        slices = result.slices[key]
         fig, ax = plt.subplots(figsize=(6, 3.5))
         labels = list(slices)
         systems = list(next(iter(slices.values())))
@@ -96,18 +96,18 @@ def write_report(out_dir: str | Path, result: dict) -> list:
         _save(fig, out / f"by_{key}.png")
         files.append(f"by_{key}.png")
 
-    lines = [f"# Evaluation of `{result['name']}` on the {result['split']} split", ""]
-    metric_keys = list(next(iter(result["summary"].values())))
+    lines = [f"# Evaluation of `{result.name}` on the {result.split} split", ""]
+    metric_keys = list(next(iter(result.summary.values())))
     lines += ["| system | " + " | ".join(metric_keys) + " |", "|---" * (len(metric_keys) + 1) + "|"]
-    for system, metrics in result["summary"].items():
+    for system, metrics in result.summary.items():
         lines.append(f"| {system} | " + " | ".join(f"{metrics[k]:.4f}" for k in metric_keys) + " |")
     for key, title in (("language", "By tag language (mAP)"), ("tags", "With and without tags (mAP)")):
-        slices = result["slices"][key]
+        slices = result.slices[key]
         systems = list(next(iter(slices.values())))
         lines += ["", f"## {title}", "", "| slice | images | " + " | ".join(systems) + " |",
                   "|---" * (len(systems) + 2) + "|"]
         for label, values in slices.items():
-            lines.append(f"| {label} | {result['slice_sizes'][key][label]} | "
+            lines.append(f"| {label} | {result.slice_sizes[key][label]} | "
                          + " | ".join(f"{values[s]:.4f}" for s in systems) + " |")
     lines += ["", "## 10 best and 10 worst classes", "", "| best | AP | worst | AP |", "|---|---|---|---|"]
     lines += [f"| {names[b]} | {model_ap[b]:.3f} | {names[w]} | {model_ap[w]:.3f} |" for b, w in zip(best, worst)]

@@ -18,7 +18,8 @@ from app.data.dataset import DatasetInfo
 from app.data.hierarchy import Hierarchy
 from app.data.pipeline import EvalArrays, load_eval_arrays
 from app.evaluation import baselines
-from app.evaluation.metrics import average_precisions, mean_average_precision, summary_metrics, tune_class_thresholds
+from app.evaluation.metrics import (average_precisions, check_protocol, mean_average_precision, summary_metrics,
+                                    tune_class_thresholds)
 from app.evaluation.scoring import TrainedModel
 
 log = logging.getLogger("app.evaluation")
@@ -42,12 +43,15 @@ class RunEvaluation:
         slices: `{"language"|"tags": {slice: {system: mAP}}}`.
         slice_sizes: `{"language"|"tags": {slice: photos}}`.
         fusion_weight: λ of the late-fusion baseline, tuned on validation (when compared).
+        protocol: `challenge` (a score of 0 is no prediction) or `study` (every verified
+            (image, class) is a detection, 0 included, as the 2020 study scored).
     """
 
     name: str
     data: str
     split: str
     floor: float
+    protocol: str
     class_mids: list
     class_names: list
     levels: list
@@ -62,17 +66,19 @@ class RunEvaluation:
         """Everything, with per-class AP keyed by MID (null where a class has no positive)."""
         per_class = {system: {mid: (None if np.isnan(ap[i]) else float(ap[i])) for i, mid in enumerate(self.class_mids)}
                      for system, ap in self.per_class.items()}
-        return {"name": self.name, "data": self.data, "split": self.split, "floor": self.floor,
+        return {"name": self.name, "data": self.data, "split": self.split, "floor": self.floor, "protocol": self.protocol,
                 "summary": self.summary, "slices": self.slices, "slice_sizes": self.slice_sizes,
                 "fusion_weight": self.fusion_weight, "classes": dict(zip(self.class_mids, self.class_names)),
                 "positives": dict(zip(self.class_mids, self.positives)), "per_class_ap": per_class}
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split: str = "test", floor: float = 0.0,
-                 compare: Sequence[str | Path] = ()) -> RunEvaluation:
+                 compare: Sequence[str | Path] = (), protocol: str = "challenge") -> RunEvaluation:
     """Scores a finished run, the runs in `compare` and the baselines on one split.
 
-    The run's per-class thresholds are tuned for F1 on validation and saved in its folder.
+    Photos are ranked in ImageID order, as the reference evaluator takes them, so that ties
+    break exactly as there. The run's per-class thresholds are tuned for F1 on validation and
+    saved in its folder.
 
     Args:
         run_dir: the run to evaluate.
@@ -80,11 +86,15 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
         split: `train`, `validation` or `test`.
         floor: zero scores under this (0.5 compares fairly with machine labels).
         compare: other finished runs; a tags-only and an image-only one add late fusion.
+        protocol: `challenge` or `study` (see `RunEvaluation`).
     """
+    check_protocol(protocol)
     run = TrainedModel(run_dir)
     info = DatasetInfo.load(data_dir or run.run.data_dir)
     others = [TrainedModel(path) for path in compare]
     truth, val = load_eval_arrays(info, split), load_eval_arrays(info, "validation")
+    order, val_order = np.argsort(truth.image_ids, kind="stable"), np.argsort(val.image_ids, kind="stable")
+    truth, val = truth.take(order), val.take(val_order)
 
     def floored(scores: np.ndarray) -> np.ndarray:
         return np.where(scores >= floor, scores, 0.0) if floor > 0 else scores
@@ -92,40 +102,40 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
     systems, val_scores = {}, {}
     for model in [run, *others]:
         log.info("scoring %s on %s and validation", model.name, split)
-        systems[model.name] = floored(model.score(info, split))
-        val_scores[model.name] = floored(model.score(info, "validation"))
+        systems[model.name] = floored(model.score(info, split))[order]
+        val_scores[model.name] = floored(model.score(info, "validation"))[val_order]
     thresholds = tune_class_thresholds(val_scores[run.name], val.verified)
     with run.run.lock():
         run.run.save_thresholds(thresholds, "validation")
-    weight = _add_late_fusion(systems, val_scores, [run, *others], val)
+    weight = _add_late_fusion(systems, val_scores, [run, *others], val, protocol)
     systems[MACHINE] = baselines.machine_label_scores(truth.machine)
     systems[MOST_LIKELY] = baselines.most_likely_scores(load_eval_arrays(info, "train").verified, len(truth.image_ids))
     hierarchy = Hierarchy.from_json(info.hierarchy_path, [m for m, _ in info.classes])
     result = RunEvaluation(
-        name=run.name, data=str(info.data_dir), split=split, floor=floor,
+        name=run.name, data=str(info.data_dir), split=split, floor=floor, protocol=protocol,
         class_mids=[m for m, _ in info.classes], class_names=[n for _, n in info.classes],
         levels=[hierarchy.level(m) for m, _ in info.classes],
         positives=(truth.verified == 1).sum(axis=0).tolist(),
-        summary={name: summary_metrics(s, truth.verified, thresholds if name == run.name else 0.5)
+        summary={name: summary_metrics(s, truth.verified, thresholds if name == run.name else 0.5, protocol)
                  for name, s in systems.items()},
-        per_class={name: average_precisions(s, truth.verified) for name, s in systems.items()},
+        per_class={name: average_precisions(s, truth.verified, protocol) for name, s in systems.items()},
         fusion_weight=weight)
-    result.slices, result.slice_sizes = _slices(systems, truth)
+    result.slices, result.slice_sizes = _slices(systems, truth, protocol)
     return result
 
 
-def _add_late_fusion(systems: dict, val_scores: dict, models: list, val: EvalArrays) -> Optional[float]:
+def _add_late_fusion(systems: dict, val_scores: dict, models: list, val: EvalArrays, protocol: str) -> Optional[float]:
     """Adds `λ·P_image + (1−λ)·P_tags` when a tags-only and an image-only run are among `models`."""
     kinds = {model.config.model.model: model.name for model in models}
     if "tags" not in kinds or "image" not in kinds:
         return None
     image, tags = kinds["image"], kinds["tags"]
-    weight, _ = baselines.tune_fusion_weight(val_scores[image], val_scores[tags], val.verified)
+    weight, _ = baselines.tune_fusion_weight(val_scores[image], val_scores[tags], val.verified, protocol=protocol)
     systems[f"late fusion (λ={weight:.2f})"] = baselines.late_fusion(systems[image], systems[tags], weight)
     return weight
 
 
-def _slices(systems: dict, truth: EvalArrays) -> tuple[dict, dict]:
+def _slices(systems: dict, truth: EvalArrays, protocol: str) -> tuple[dict, dict]:
     """mAP per tag language (English / other / undetected) and with / without tags."""
     lang = np.where(truth.languages == "en", "en", np.where(truth.languages == "un", "undetected", "other"))
     groups = {"language": {g: lang == g for g in ("en", "other", "undetected")},
@@ -135,7 +145,7 @@ def _slices(systems: dict, truth: EvalArrays) -> tuple[dict, dict]:
         slices[key], sizes[key] = {}, {}
         for label, rows in rows_by_label.items():
             if rows.any():
-                slices[key][label] = {n: mean_average_precision(s[rows], truth.verified[rows])
+                slices[key][label] = {n: mean_average_precision(s[rows], truth.verified[rows], protocol)
                                       for n, s in systems.items()}
                 sizes[key][label] = int(rows.sum())
     return slices, sizes

@@ -15,14 +15,14 @@ Outputs: scores [batch, classes], top_k_scores, top_k_mids, top_k_names [batch, 
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import tensorflow as tf
 
-from app.data.preprocess import TagLookup, decode_images, split_yfcc_tags
-from app.evaluation.scoring import TrainedRun
+from app.data.preprocess import decode_images, split_yfcc_tags
+from app.evaluation.scoring import TrainedModel
+from app.fileio import atomic_output
+from app.training.rundir import RunDir
 
 
 class _Untracked:
@@ -36,12 +36,11 @@ class ServingModule(tf.Module):
     """The exported graph around a trained run's Keras model.
 
     Args:
-        run: the trained run.
-        classes: `(mid, name)` in output order.
+        run: the trained model.
         top_k: how many top classes to return.
     """
 
-    def __init__(self, run: TrainedRun, classes: list, top_k: int = 5):
+    def __init__(self, run: TrainedModel, top_k: int = 5):
         super().__init__(name="contextual_classifier")
         m = run.config.model
         # The SavedModel tracks the model's tf.Variables directly, and not the Keras model: tracked
@@ -52,10 +51,10 @@ class ServingModule(tf.Module):
         self._keras = _Untracked(run.model)
         self.uses_tags, self.uses_image = m.uses_tags, m.uses_image
         self.image_size = m.image_size
-        self.lookup = TagLookup(run.vocab, run.config.data.lowercase) if m.uses_tags else None
-        self.top_k = min(top_k, len(classes))
-        self.mids = tf.constant([mid for mid, _ in classes])
-        self.names = tf.constant([name for _, name in classes])
+        self.lookup = run.tags
+        self.top_k = min(top_k, len(run.classes))
+        self.mids = tf.constant([mid for mid, _ in run.classes])
+        self.names = tf.constant([name for _, name in run.classes])
 
     def predict(self, tags: tf.RaggedTensor, image_bytes: tf.Tensor) -> dict:
         """Scores ragged raw tags and encoded images."""
@@ -89,22 +88,24 @@ def next_version(base: Path) -> int:
 
 def export(run_dir: str | Path, out: str | Path | None = None, version: int | None = None, top_k: int = 5) -> Path:
     """Writes `out/VERSION/` (default `run_dir/serving/NEXT/`) atomically and returns it."""
-    from app.data.oid import read_classes
-
-    run = TrainedRun.load(run_dir)
-    base = Path(out) if out else Path(run_dir) / "serving"
-    version = version or next_version(base)
-    target = base / str(version)
-    if target.exists():
-        raise FileExistsError(f"{target} exists; pick another --version")
-    module = ServingModule(run, read_classes(Path(run_dir) / "classes.csv"), top_k)
-    tmp = base / f".tmp-{version}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    base.mkdir(parents=True, exist_ok=True)
-    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default,
-                                                       "serve_yfcc": module.serve_yfcc})
-    os.replace(tmp, target)
+    run = TrainedModel(run_dir)
+    base = Path(out) if out else run.run.serving_dir
+    with run.run.lock():
+        version = version or next_version(base)
+        target = base / str(version)
+        if target.exists():
+            raise FileExistsError(f"{target} exists; pick another --version")
+        module = ServingModule(run, top_k)
+        with atomic_output(target) as tmp:
+            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default,
+                                                              "serve_yfcc": module.serve_yfcc})
     return target
+
+
+def latest_export(run: RunDir) -> Path | None:
+    """The run's newest export (`serving/N/` with the highest N), or None."""
+    version = next_version(run.serving_dir) - 1
+    return run.serving_dir / str(version) if version else None
 
 
 def directory_size(path: Path) -> int:

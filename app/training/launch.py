@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 
 def free_ports(count: int) -> list:
@@ -39,9 +40,11 @@ def _relay(index: int, stream) -> None:
 def launch_local_workers(count: int, argv: list) -> int:
     """Runs `count` workers of `python -m app.train argv`; returns the first non-zero exit code, or 0."""
     workers = [f"127.0.0.1:{port}" for port in free_ports(count)]
+    root = str(Path(__file__).resolve().parents[2])  # this checkout's `app`, whatever the working folder
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     procs, relays = [], []
     for index in range(count):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path,
                "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
         proc = subprocess.Popen([sys.executable, "-m", "app.train", *argv], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)

@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
-import threading
 import time
 
 import tensorflow as tf
 
+from app.cli import exit_on_sigterm
 from app.config import STRATEGIES
 
 log = logging.getLogger("app.training")
@@ -91,7 +90,7 @@ def read_tf_config() -> tuple[list, int]:
 
 def _multi_worker(timeout: float) -> tf.distribute.Strategy:
     workers, index = read_tf_config()
-    stop_on_sigterm()
+    exit_on_sigterm()  # (train.py calls it before TensorFlow starts its threads)
     wait_for_peers(workers, index, timeout)
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=tf.distribute.experimental.CommunicationImplementation.RING)
@@ -148,24 +147,6 @@ def _accepts(address: str) -> bool:
             return True
     except OSError:
         return False
-
-
-def stop_on_sigterm() -> None:
-    """Makes SIGTERM end the process even while TensorFlow blocks (it installs its own handler).
-
-    SIGTERM is blocked in every thread, and a watcher thread waits for it and exits.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-
-    def watch():
-        signal.sigwait({signal.SIGTERM})
-        log.error("received SIGTERM: stopping this worker")
-        logging.shutdown()
-        os._exit(143)
-
-    threading.Thread(target=watch, name="sigterm-watcher", daemon=True).start()
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
