@@ -26,35 +26,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from app.config import ModelConfig  # noqa: E402
-from app.data import records  # noqa: E402
-from app.data.pipeline import DatasetInfo, make_dataset  # noqa: E402
+from app.data.pipeline import make_dataset  # noqa: E402
 from app.data.preprocess import TagLookup  # noqa: E402
-from app.data.tags import Vocabulary  # noqa: E402
 from app.model.classifier import build_backbone, build_head  # noqa: E402
-from app.training.loop import masked_bce  # noqa: E402
 from app.training.optimizer import LazyAdam  # noqa: E402
+from app.training.trainer import masked_bce  # noqa: E402
+from bench.synthetic import write_dataset  # noqa: E402
 
 VOCAB, DIMS, LIMIT, CLASSES, BATCH = 110_000, 128, 20, 500, 128
-
-
-def write_study_scale_shards(folder: Path, examples: int) -> DatasetInfo:
-    """Synthetic shards with Zipfian tags over a 110k vocabulary and a few labels per photo."""
-    rng = np.random.default_rng(0)
-    tokens = [f"tag{i}" for i in range(VOCAB - 2)]
-    vocab = Vocabulary(tokens, list(range(len(tokens), 0, -1)), LIMIT, 1)
-    out = []
-    for i in range(examples):
-        n = int(min(rng.zipf(1.6), 60))
-        tags = [tokens[min(int(rng.zipf(1.1)) - 1, len(tokens) - 1)] for _ in range(n)]
-        labels = sorted(set(rng.integers(0, CLASSES, 3).tolist()))
-        out.append(records.PhotoRecord(f"{i:016x}", i, tags, "en", "yfcc", label_ids=labels,
-                                       label_targets=[1.0] * len(labels), verified_pos=labels))
-    records.write_shards(out, folder, "train", per_shard=8192, min_shards=4)
-    vocab.save(folder / "vocab.tsv")
-    (folder / "classes.csv").write_text("".join(f"/m/{i},c{i}\n" for i in range(CLASSES)))
-    (folder / "stats.json").write_text(json.dumps({"config": {"lowercase": False},
-                                                   "splits": {"train": {"images": examples}}}))
-    return DatasetInfo.load(folder)
 
 
 def make_step(model, optimizer):
@@ -80,7 +59,7 @@ def tags_benchmark(examples: int, steps: int, rounds: int = 5) -> dict:
     """Per optimizer: one model and one compiled step, fed alternately from both sources over
     `rounds` rounds (medians), so that machine noise hits both sides of the ratio alike."""
     with tempfile.TemporaryDirectory() as tmp:
-        info = write_study_scale_shards(Path(tmp), examples)
+        info = write_dataset(Path(tmp) / "data", {"train": examples}, VOCAB, LIMIT)
         lookup = TagLookup(info.vocab)
         pipeline = make_dataset(info, "train", lookup=lookup, image_size=None, batch_size=BATCH, training=True,
                                 repeat=True)
@@ -94,7 +73,7 @@ def tags_benchmark(examples: int, steps: int, rounds: int = 5) -> dict:
         config = ModelConfig(model="tags", embedding_dim=DIMS, hidden_units=DIMS)
         for name, optimizer, n in (("lazy_adam", LazyAdam(1e-2), steps), ("keras_adam", keras.optimizers.Adam(1e-2), 20)):
             keras.utils.set_random_seed(0)
-            step = make_step(build_head(config, VOCAB, CLASSES, LIMIT), optimizer)
+            step = make_step(build_head(config, CLASSES, lookup), optimizer)
             sources = {"tf.data shards": iter(pipeline), "in-memory tensors": iter(in_memory)}
             for iterator in sources.values():  # tracing and warm-up
                 for _ in range(5):

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from app.fileio import atomic_output, atomic_write_text  # noqa: E402
-
-
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+from app.fileio import atomic_write_text
+from app.plotting import plt, save_figure as _save
 
 
 def write_report(out_dir: str | Path, result) -> list:
