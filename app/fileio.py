@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Iterator
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Writes `data` to a temporary file beside `path`, fsyncs it, then renames it into place."""
+def atomic_write_bytes(path: str | Path, data: bytes, tmp_dir: str | Path | None = None) -> None:
+    """Writes `data` to a temporary file beside `path` (or in `tmp_dir`, on the same file system),
+    fsyncs it, then renames it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir or path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
