@@ -20,10 +20,12 @@ FLICKR_FILE_RE = re.compile(r"(\d+)_[0-9a-f]+(?:_[a-z0-9]+)?\.(?:jpe?g|png|gif)\
 FLICKR_PAGE_RE = re.compile(r"/photos/[^/]+/(\d+)")
 
 IMAGE_COLUMNS = ("ImageID", "OriginalURL", "OriginalMD5")
-# Real file names, in order of preference: `{split}` is train, validation or test.
+# Real file names, most complete first: `{split}` is train, validation or test. The full human
+# labels come before the boxable subset, which lacks the verified labels of every train photo
+# outside it.
 IMAGE_FILES = ("{split}-images-with-labels-with-rotation.csv", "{split}-images-with-rotation.csv",
                "{split}-images-boxable-with-rotation.csv")
-HUMAN_LABEL_FILES = ("{split}-annotations-human-imagelabels-boxable.csv", "{split}-annotations-human-imagelabels.csv")
+HUMAN_LABEL_FILES = ("{split}-annotations-human-imagelabels.csv", "{split}-annotations-human-imagelabels-boxable.csv")
 LABEL_COLUMNS = ("ImageID", "Source", "LabelName", "Confidence")
 
 
