@@ -143,3 +143,26 @@ def test_full_human_labels_win_over_the_boxable_subset_and_the_choice_is_logged(
     logged = [r.getMessage() for r in caplog.records if r.name == "prepare"]
     assert any(m.startswith("train: human-verified labels from") and m.endswith("imagelabels.csv") for m in logged)
     assert any(m.startswith("validation:") and "boxable subset" in m for m in logged)
+
+
+def test_manifest_rows_are_checked_and_the_last_row_of_a_photo_wins(tmp_path):
+    from app.data.badrows import BadRows
+    from app.data.image_folder import ImageFolder
+    from app.data.manifest import FAILED, ManifestRow, ManifestWriter
+
+    good = tmp_path / "aa" / "aa00000000000001.jpg"
+    good.parent.mkdir()
+    good.write_bytes(tf.io.encode_jpeg(tf.zeros([8, 8, 3], tf.uint8)).numpy())
+    with ManifestWriter(tmp_path / "manifest.csv") as writer:
+        writer.write(ManifestRow("aa00000000000001", FAILED, "timeout"))
+        writer.write(ManifestRow("aa00000000000001", OK, path="aa/aa00000000000001.jpg"))
+        writer.write(ManifestRow("bb00000000000002", OK, path="../../etc/passwd"))
+        writer.write(ManifestRow("cc00000000000003", FAILED, "unavailable"))
+    bad = BadRows()
+    folder = ImageFolder(tmp_path, bad)
+    photos = [oid.OidImage(i, "", 1, "", "", 0.0, 0) for i in ("aa00000000000001", "bb00000000000002",
+                                                                "cc00000000000003")]
+    assert [bool(data) for data in folder.iter_load(photos, bad, workers=2)] == [True, False, False]
+    assert bad.counts == {"manifest_bad_line": 1} and "outside the images folder" in bad.examples["manifest_bad_line"][0]
+    assert folder.without.counts == {"not_downloaded": 1, "download_unavailable": 1}
+    assert folder.without.examples["download_unavailable"][0].startswith(f"{tmp_path / 'manifest.csv'}:5:")

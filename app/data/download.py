@@ -288,7 +288,12 @@ def download(items: Iterable[DownloadItem], out_dir: str | Path, config: Downloa
         tmp_dir = out_dir / ".partial" / Path(config.manifest).stem
         shutil.rmtree(tmp_dir, ignore_errors=True)  # temporary files of a killed run
         tmp_dir.mkdir(parents=True)
-        run = _Run(manifest, out_dir, tmp_dir, config, previous_results(manifest.path, config.retry_permanent))
+        previous = previous_results(manifest.path, config.retry_permanent)
+        if previous:
+            gone = sum(1 for rel in previous.values() if rel is None)
+            log.info("%s: %d photos ok and %d gone in earlier runs; they are not requested again",
+                     manifest.path, len(previous) - gone, gone)
+        run = _Run(manifest, out_dir, tmp_dir, config, previous)
         with tqdm(total=total, desc="download", unit="photo", disable=not progress, smoothing=0.05) as bar:
             run.bar = bar
             run.run(items)

@@ -13,10 +13,13 @@ Every photo without an image is counted by reason in `without_image`.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures as futures
 import functools
 import logging
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Iterator, Optional
 
 from app.data import images
 from app.data.badrows import BadRows
@@ -50,6 +53,9 @@ class ImageFolder:
         for index, manifest in enumerate(self.manifests):
             on_bad = functools.partial(bad.add, "manifest_bad_line", str(manifest))
             for line_no, row in read_manifest(manifest, on_bad_line=on_bad):
+                if row.path.startswith("/") or ".." in Path(row.path).parts:
+                    on_bad(line_no, f"path outside the images folder: {row.path}")
+                    continue
                 before = entries.get(row.image_id)
                 if before is not None and before[0] != index and not before[2] and row.status != OK:
                     continue  # an image that another shard's manifest has ok stays ok
@@ -61,45 +67,48 @@ class ImageFolder:
                  ", ".join(m.name for m in self.manifests), ok, len(entries) - ok)
         return entries
 
-    def load(self, image: OidImage, bad: BadRows) -> bytes:
-        """The photo's checked image bytes, or b"" (counted in `without` and, if broken, in `bad`)."""
+    def iter_load(self, photos: Iterable[OidImage], bad: BadRows, workers: Optional[int] = None) -> Iterator[bytes]:
+        """Each photo's checked image bytes, in order; b"" for a photo without a (good) image.
+
+        A photo without an image is counted in `without` by reason and, if its file is broken, in
+        `bad` as `image_<reason>` with its ImageID. Files are read and checked `workers` at a time
+        (Pillow decodes outside the GIL); counting happens here, in order, so the reports do not
+        depend on thread timing.
+        """
+        workers = workers or min(16, os.cpu_count() or 1)
+        with futures.ThreadPoolExecutor(workers, thread_name_prefix="image-check") as pool:
+            window: collections.deque = collections.deque()
+            for image in photos:
+                window.append(pool.submit(self._check, image))
+                if len(window) > 4 * workers:
+                    yield self._record(window.popleft().result(), bad)
+            while window:
+                yield self._record(window.popleft().result(), bad)
+
+    def _check(self, image: OidImage) -> tuple:
+        """`(data, refusal or None, unverified)`; touches no counter, so it may run in any thread."""
         if self.entries is None:
             path = self.folder / f"{image.image_id}.jpg"
-            return self._checked(path, image, bad, str(path), 0, image.md5)
+            return *_read_checked(path, image, str(path), 0, image.md5), False
         entry = self.entries.get(image.image_id)
         if entry is None:
-            self.without.add("not_downloaded", str(self.folder), 0, image.image_id)
-            return b""
+            return b"", ("not_downloaded", str(self.folder), 0, image.image_id, False), False
         index, line_no, reason, path, verified = entry
         manifest = str(self.manifests[index])
         if reason:
-            self.without.add(f"download_{reason}", manifest, line_no, image.image_id)
-            return b""
-        self.unverified += not verified
+            return b"", (f"download_{reason}", manifest, line_no, image.image_id, False), False
         path = self.folder / (path or relative_path(image.image_id))
-        return self._checked(path, image, bad, manifest, line_no, None)
+        return *_read_checked(path, image, manifest, line_no, None), not verified
 
-    def _checked(self, path: Path, image: OidImage, bad: BadRows, where: str, line_no: int,
-                 md5: Optional[str]) -> bytes:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return self._refuse("image_missing", bad, where, line_no, f"{image.image_id}: no file {path}")
-        if md5:
-            digest = images.md5_base64(data)
-            if digest != md5:
-                return self._refuse("image_md5_mismatch", bad, where, line_no,
-                                    f"{image.image_id}: {digest} != OriginalMD5 {md5}")
-        try:
-            images.verify_image(data)
-        except images.BadImage as err:
-            return self._refuse(f"image_{err.reason}", bad, where, line_no, f"{image.image_id}: {err.detail}")
+    def _record(self, outcome: tuple, bad: BadRows) -> bytes:
+        data, refusal, unverified = outcome
+        if refusal is not None:
+            reason, where, line_no, value, broken = refusal
+            if broken:
+                bad.add(reason, where, line_no, value)
+            self.without.add(reason, where, line_no, value)
+        self.unverified += bool(data) and unverified
         return data
-
-    def _refuse(self, reason: str, bad: BadRows, where: str, line_no: int, value: str) -> bytes:
-        bad.add(reason, where, line_no, value)
-        self.without.add(reason, where, line_no, value)
-        return b""
 
     def stats(self) -> dict:
         """For stats.json: the manifests read, photos without an image by reason, unverified images."""
@@ -112,3 +121,20 @@ def _default_path(image_id: str) -> Optional[str]:
         return relative_path(image_id)
     except DownloadFailure:
         return None
+
+
+def _read_checked(path: Path, image: OidImage, where: str, line_no: int, md5: Optional[str]) -> tuple:
+    """`(data, None)` for a complete, decodable image (matching `md5` if given), else `(b"", refusal)`."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return b"", ("image_missing", where, line_no, f"{image.image_id}: no file {path}", True)
+    if md5:
+        digest = images.md5_base64(data)
+        if digest != md5:
+            return b"", ("image_md5_mismatch", where, line_no, f"{image.image_id}: {digest} != OriginalMD5 {md5}", True)
+    try:
+        images.verify_image(data)
+    except images.BadImage as err:
+        return b"", (f"image_{err.reason}", where, line_no, f"{image.image_id}: {err.detail}", True)
+    return data, None

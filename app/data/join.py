@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import os
 from dataclasses import dataclass
@@ -85,7 +86,9 @@ def prepare(sources: Sources, out_dir: str | Path, config: DataConfig, progress:
         machine = _group_labels(sources.oid.machine_labels.get(split), bad, machine=True)
         out = []
         counts = collections.Counter()
-        for image in tqdm(images[split], desc=f"join {split}", disable=not progress, unit="img"):
+        loaded = folder.iter_load(images[split], bad) if folder else itertools.repeat(b"")
+        bar = tqdm(images[split], desc=f"join {split}", disable=not progress, unit="img")
+        for image, image_bytes in zip(bar, loaded):
             tags = clean_tags(user_tags.get(image.flickr_id, ()), config.lowercase)
             source = sources_of.get(image.flickr_id, "none")
             verified = hierarchy.expand(human.get(image.image_id, ()))
@@ -98,7 +101,7 @@ def prepare(sources: Sources, out_dir: str | Path, config: DataConfig, progress:
                 tag_source=source,
                 **_targets(verified, machine_scores, class_index),
                 **autotags.get(image.flickr_id, {}),
-                image=folder.load(image, bad) if folder else b"",
+                image=image_bytes,
             )
             out.append(record)
             counts[f"tags_from_{source}"] += 1
