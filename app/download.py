@@ -47,28 +47,28 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "with a manifest.csv; a re-run resumes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--oid-dir", type=Path, required=True, help="folder with the Open Images image CSVs")
-    parser.add_argument("--out", type=Path, required=True, help="images folder (IMAGES_DIR) for prepare --images")
+    parser.add_argument("--oid-dir", type=Path, required=True, metavar="DIR", help="folder with the Open Images image CSVs")
+    parser.add_argument("--out", type=Path, required=True, metavar="IMAGES_DIR", help="images folder (IMAGES_DIR) for prepare --images")
     parser.add_argument("--split", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to download")
     parser.add_argument("--source", choices=("original", "thumbnail"), default="original",
                         help="OriginalURL (MD5-checked) or Thumbnail300KURL (no MD5 exists)")
-    parser.add_argument("--max-side", type=_at_least(0), default=640,
+    parser.add_argument("--max-side", type=_at_least(0), default=640, metavar="N",
                         help="longer side of stored photos in pixels, never enlarged; 0 keeps the original size")
-    parser.add_argument("--quality", type=_at_least(1), default=90, help="JPEG quality of re-encoded photos")
-    parser.add_argument("--workers", type=_at_least(1), default=16, help="concurrent downloads")
-    parser.add_argument("--retries", type=_at_least(0), default=3, help="extra attempts on 5xx, 429 and timeouts")
-    parser.add_argument("--timeout", type=_at_least(0.001, float), default=30.0, help="seconds to connect and per read")
-    parser.add_argument("--backoff", type=_at_least(0.0, float), default=1.0,
+    parser.add_argument("--quality", type=_at_least(1), default=90, metavar="Q", help="JPEG quality of re-encoded photos")
+    parser.add_argument("--workers", type=_at_least(1), default=16, metavar="N", help="concurrent downloads (64 suits a fast link)")
+    parser.add_argument("--retries", type=_at_least(0), default=3, metavar="N", help="extra attempts on 5xx, 429 and timeouts")
+    parser.add_argument("--timeout", type=_at_least(0.001, float), default=30.0, metavar="S", help="seconds to connect and per read")
+    parser.add_argument("--backoff", type=_at_least(0.0, float), default=1.0, metavar="S",
                         help="first retry delay in seconds, doubled at each retry")
     tagged = parser.add_argument_group("only photos with user tags (the study's dataset)")
     tagged.add_argument("--only-tagged", action="store_true", help="download only photos with user tags")
-    tagged.add_argument("--yfcc", type=Path, help="yfcc100m_dataset file (needed by --only-tagged)")
-    tagged.add_argument("--extra-tags", type=Path, help="TSV flickr_id<TAB>user_tags for photos missing in YFCC100M")
-    parser.add_argument("--shard", type=_shard, help="download only shard i of N (by a hash of the ImageID), "
+    tagged.add_argument("--yfcc", type=Path, metavar="FILE", help="yfcc100m_dataset file (needed by --only-tagged)")
+    tagged.add_argument("--extra-tags", type=Path, metavar="FILE", help="TSV flickr_id<TAB>user_tags for photos missing in YFCC100M")
+    parser.add_argument("--shard", type=_shard, metavar="I/N", help="download only shard i of N (by a hash of the ImageID), "
                                                      "with its own manifest-i-of-N.csv")
     parser.add_argument("--retry-permanent", action="store_true",
                         help="also retry photos that earlier runs found gone (404, 410, unavailable)")
-    parser.add_argument("--proxy", help="HTTP proxy URL for every request")
+    parser.add_argument("--proxy", metavar="URL", help="HTTP proxy URL for every request")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     if args.only_tagged != (args.yfcc is not None):

@@ -329,6 +329,7 @@ class _Run:
                         done, pending = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
                         self._record_all(done)
                 self._record_all(futures.as_completed(pending))
+                self._show(force=True)
             except BaseException:
                 for future in pending:
                     future.cancel()
@@ -360,6 +361,9 @@ class _Run:
                 self.summary.failures.add(row.reason, self.manifest.path.name, line,
                                           f"{row.image_id} {row.url} {row.detail}")
             self.bar.update(1)
-            if time.monotonic() - self._shown > 1.0:
-                self._shown = time.monotonic()
-                self.bar.set_postfix(ok=self.summary.ok, failed=self.summary.failed, refresh=False)
+            self._show()
+
+    def _show(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._shown > 1.0:
+            self._shown = time.monotonic()
+            self.bar.set_postfix(ok=self.summary.ok, failed=self.summary.failed, refresh=force)
