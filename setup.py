@@ -20,11 +20,13 @@ setup(
         "pillow>=10,<14",
         "matplotlib>=3.8,<4",
         "tqdm>=4.66,<5",
+        "urllib3>=2,<3",
     ],
     extras_require={"test": ["pytest>=8,<10"]},
     entry_points={
         "console_scripts": [
             "cic-prepare=app.prepare:main",
+            "cic-download=app.download:main",
             "cic-train=app.train:main",
             "cic-evaluate=app.evaluate:main",
             "cic-export=app.export:main",

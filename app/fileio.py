@@ -27,29 +27,32 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()
 
 
-def temp_path(path: str | Path) -> Path:
-    """A unique, not yet existing name beside `path`, keeping its suffix (Keras, matplotlib and
-    `np.save` insist on one). Names start with `.` and contain `.tmp`, so readers skip them."""
+def temp_path(path: str | Path, tmp_dir: str | Path | None = None) -> Path:
+    """A unique, not yet existing name beside `path` (or in `tmp_dir`, on the same file system),
+    keeping its suffix (Keras, matplotlib and `np.save` insist on one). Names start with `.` and
+    contain `.tmp`, so readers skip them."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.{os.getpid()}.", suffix=f"{TEMP_MARK}{path.suffix}")
+    fd, name = tempfile.mkstemp(dir=tmp_dir or path.parent, prefix=f".{path.stem}.{os.getpid()}.",
+                                suffix=f"{TEMP_MARK}{path.suffix}")
     os.close(fd)
     os.unlink(name)
     return Path(name)
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
+def atomic_output(path: str | Path, tmp_dir: str | Path | None = None) -> Iterator[Path]:
     """Yields a temporary path beside `path`; renames it into place when the block succeeds.
 
     Args:
         path: the final file.
+        tmp_dir: write the temporary file there instead (same file system as `path`).
 
     Yields:
         Where to write. It is removed if the block fails.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
+    tmp = temp_path(path, tmp_dir)
     try:
         yield tmp
         if tmp.is_file():
@@ -64,9 +67,9 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Writes `data` to `path` atomically."""
-    with atomic_output(path) as tmp:
+def atomic_write_bytes(path: str | Path, data: bytes, tmp_dir: str | Path | None = None) -> None:
+    """Writes `data` to `path` atomically (the temporary file in `tmp_dir` if given)."""
+    with atomic_output(path, tmp_dir) as tmp:
         tmp.write_bytes(data)
 
 

@@ -31,7 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     src.add_argument("--yfcc", type=Path, help="yfcc100m_dataset file (25 or 23 fields; .gz/.bz2 ok)")
     src.add_argument("--autotags", type=Path, help="yfcc100m_autotags file (optional)")
     src.add_argument("--extra-tags", type=Path, help="TSV flickr_id<TAB>user_tags for photos missing in YFCC100M")
-    src.add_argument("--images", type=Path, help="folder with the photos (optional; see app/download.py)")
+    src.add_argument("--images", type=Path, help="images folder: from app/download.py (with manifest.csv), "
+                                                 "or ImageID.jpg files matching OriginalMD5 (optional)")
     src.add_argument("--classes", type=Path, help="override: class descriptions CSV (MID,DisplayName)")
     src.add_argument("--hierarchy", type=Path, help="override: hierarchy JSON")
     demo = parser.add_argument_group("embedded demo world")
@@ -74,6 +75,9 @@ def main(argv=None) -> dict:
             found = oid.OidPaths.find(args.oid_dir, classes=args.classes, hierarchy=args.hierarchy)
             sources = Sources(oid=found, yfcc=args.yfcc, autotags=args.autotags, extra_tags=args.extra_tags,
                               images=args.images)
+        for split, path in sources.oid.human_labels.items():
+            subset = " (the boxable subset: no full file found)" if path and path.stem.endswith("-boxable") else ""
+            log.info("%s: human-verified labels from %s%s", split, path, subset)
         stats = join.prepare(sources, writer, config, progress=progress)
         stats["fingerprint"] = writer.commit()
     print(summary(stats, args.out, time.time() - started))
@@ -87,16 +91,26 @@ def summary(stats: dict, out: Path, seconds: float) -> str:
         lines.append(
             f"  {split:<10} {c['images']:>7} images | tags from YFCC100M {c.get('tags_from_yfcc', 0)}, "
             f"extra {c.get('tags_from_extra', 0)}, none {c.get('tags_from_none', 0)} | "
-            f"{c.get('tags_kept', 0)} tags kept | {c.get('with_image', 0)} images"
+            f"{c.get('tags_kept', 0)} tags kept | {c.get('with_image', 0)} with an image, "
+            f"{c.get('without_image', 0)} without"
         )
     lines.append(f"  vocabulary: {stats['vocabulary_size']} ids (limit {stats['config']['tag_limit']}, "
                  f"threshold {stats['config']['tag_threshold']}, train split)")
     top = ", ".join(f"{k} {v}" for k, v in list(stats["languages"].items())[:8])
     lines.append(f"  languages: {top}")
+    if stats.get("image_folder"):
+        lines.append(_reasons("photos without an image", stats["image_folder"]["without_image"]))
     bad = stats["bad_rows"]
-    lines.append(f"  bad rows: {bad['total']}" + "".join(f"\n    {k}: {v}" for k, v in bad["by_reason"].items()))
-    for reason, examples in bad["examples"].items():
-        lines.extend(f"      e.g. {e}" for e in examples[:2])
+    lines.append(_reasons("bad rows", bad))
+    return "\n".join(lines)
+
+
+def _reasons(title: str, counted: dict) -> str:
+    """`title: total`, then each reason's count and first two examples (a `BadRows.to_dict()`)."""
+    lines = [f"  {title}: {counted['total']}"]
+    for reason, count in counted["by_reason"].items():
+        lines.append(f"    {reason}: {count}")
+        lines.extend(f"      e.g. {e}" for e in counted["examples"].get(reason, [])[:2])
     return "\n".join(lines)
 
 

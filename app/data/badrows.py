@@ -6,6 +6,20 @@ import collections
 from dataclasses import dataclass, field
 
 
+class Refused(ValueError):
+    """An input refused for a reason that is counted and reported, not raised to the user.
+
+    Args:
+        reason: a short token for reports and manifests (`truncated`, `http_404`, ...).
+        detail: what was received.
+    """
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
 @dataclass
 class BadRows:
     """Counts bad rows by reason and keeps the first few examples of each.

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import collections
 import dataclasses
-import hashlib
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -18,6 +17,7 @@ from app.data import oid, records, yfcc
 from app.data.badrows import BadRows
 from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetWriter
 from app.data.hierarchy import Hierarchy
+from app.data.image_folder import ImageFolder
 from app.data.language import detect_language
 from app.data.tags import build_vocabulary, clean_tags
 from app.data.sources import Sources
@@ -66,13 +66,16 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
     autotags = _read_autotags(sources.autotags, wanted, class_index, bad) if sources.autotags else {}
 
     stats = {"splits": {}, "bad_rows": None, "languages": collections.Counter(), "config": dataclasses.asdict(config)}
+    folder = ImageFolder(sources.images, bad) if sources.images else None
     split_records = {}
     for split in oid.SPLITS:
         human = _group_labels(sources.oid.human_labels.get(split), bad, machine=False)
         machine = _group_labels(sources.oid.machine_labels.get(split), bad, machine=True)
         out = []
         counts = collections.Counter()
-        for image in tqdm(images[split], desc=f"join {split}", disable=not progress, unit="img"):
+        loaded = folder.iter_load(images[split], bad) if folder else itertools.repeat(b"")
+        bar = tqdm(images[split], desc=f"join {split}", disable=not progress, unit="img")
+        for image, image_bytes in zip(bar, loaded):
             tags = clean_tags(user_tags.get(image.flickr_id, ()), config.lowercase)
             source = sources_of.get(image.flickr_id, "none")
             verified = hierarchy.expand(human.get(image.image_id, ()))
@@ -85,12 +88,13 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
                 tag_source=source,
                 **_targets(verified, machine_scores, class_index),
                 **autotags.get(image.flickr_id, {}),
-                image=_load_image(sources.images, image, bad) if sources.images else b"",
+                image=image_bytes,
             )
             out.append(record)
             counts[f"tags_from_{source}"] += 1
             counts["with_tags"] += bool(tags)
             counts["with_image"] += bool(record.image)
+            counts["without_image"] += not record.image
             counts["with_verified_labels"] += bool(verified)
             counts["tags_kept"] += len(tags)
             stats["languages"][record.language] += 1
@@ -106,6 +110,7 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
     write_metadata(out_dir, classes, sources.oid.hierarchy, vocab)
     stats["vocabulary_size"] = vocab.size
     stats["bad_rows"] = bad.to_dict()
+    stats["image_folder"] = folder.stats() if folder else None
     stats["languages"] = dict(stats["languages"].most_common())
     atomic_write_json(out_dir / STATS, stats)
     log.info("%s", bad.report())
@@ -186,17 +191,3 @@ def _targets(verified: dict, machine: dict, class_index: dict) -> dict:
         "machine_ids": machine_ids,
         "machine_scores": [float(machine[m]) for m in sorted(machine, key=class_index.get)],
     }
-
-
-def _load_image(folder: Path, image: oid.OidImage, bad: BadRows) -> bytes:
-    path = folder / f"{image.image_id}.jpg"
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        bad.add("image_missing", str(path), 0, image.image_id)
-        return b""
-    digest = base64.b64encode(hashlib.md5(data).digest()).decode()
-    if image.md5 and digest != image.md5:
-        bad.add("image_md5_mismatch", str(path), 0, f"{digest} != OriginalMD5 {image.md5}")
-        return b""
-    return data

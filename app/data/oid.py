@@ -20,6 +20,12 @@ FLICKR_FILE_RE = re.compile(r"(\d+)_[0-9a-f]+(?:_[a-z0-9]+)?\.(?:jpe?g|png|gif)\
 FLICKR_PAGE_RE = re.compile(r"/photos/[^/]+/(\d+)")
 
 IMAGE_COLUMNS = ("ImageID", "OriginalURL", "OriginalMD5")
+# Real file names, most complete first: `{split}` is train, validation or test. The full human
+# labels come before the boxable subset, which lacks the verified labels of every train photo
+# outside it.
+IMAGE_FILES = ("{split}-images-with-labels-with-rotation.csv", "{split}-images-with-rotation.csv",
+               "{split}-images-boxable-with-rotation.csv")
+HUMAN_LABEL_FILES = ("{split}-annotations-human-imagelabels.csv", "{split}-annotations-human-imagelabels-boxable.csv")
 LABEL_COLUMNS = ("ImageID", "Source", "LabelName", "Confidence")
 
 
@@ -34,6 +40,7 @@ class OidImage:
     md5: str
     rotation: float
     line_no: int
+    thumbnail_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,19 +70,12 @@ class OidPaths:
         root = Path(oid_dir)
 
         def first(*names: str) -> Path | None:
-            return next((root / n for n in names if (root / n).exists()), None)
+            return find_first(root, names)
 
         images, human, machine = {}, {}, {}
         for split in SPLITS:
-            images[split] = first(
-                f"{split}-images-with-labels-with-rotation.csv",
-                f"{split}-images-with-rotation.csv",
-                f"{split}-images-boxable-with-rotation.csv",
-            )
-            human[split] = first(
-                f"{split}-annotations-human-imagelabels-boxable.csv",
-                f"{split}-annotations-human-imagelabels.csv",
-            )
+            images[split] = find_first(root, IMAGE_FILES, split)
+            human[split] = find_first(root, HUMAN_LABEL_FILES, split)
             machine[split] = first(f"{split}-annotations-machine-imagelabels.csv")
         classes, hierarchy = overrides.pop("classes", None), overrides.pop("hierarchy", None)
         found = cls(
@@ -96,6 +96,12 @@ class OidPaths:
         if missing:
             raise FileNotFoundError(f"{root}: Open Images files not found: {', '.join(missing)}")
         return found
+
+
+def find_first(root: str | Path, names: tuple, split: str = "") -> Path | None:
+    """The first of `names` (with `{split}` filled in) that exists in `root`, or None."""
+    paths = (Path(root) / name.format(split=split) for name in names)
+    return next((path for path in paths if path.exists()), None)
 
 
 def flickr_id_from_url(url: str) -> int | None:
@@ -181,7 +187,7 @@ def read_images(path: str | Path, bad: BadRows) -> Iterator[OidImage]:
             bad.add("oid_bad_rotation", str(path), line_no, rotation_text)
             continue
         yield OidImage(row["ImageID"], row.get("Subset", ""), flickr_id, row["OriginalURL"],
-                       row["OriginalMD5"], rotation, line_no)
+                       row["OriginalMD5"], rotation, line_no, row.get("Thumbnail300KURL", ""))
 
 
 def read_labels(path: str | Path, bad: BadRows, machine: bool = False) -> Iterator[tuple[str, str, float]]:
