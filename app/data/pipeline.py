@@ -72,31 +72,38 @@ def make_dataset(
         A dataset of `(inputs dict, targets [b, C], loss_mask [b, C])`.
     """
     files = info.shard_files(split)
-    sources = (files,) if feature_files is None else (files, feature_files)
-    ds = tf.data.Dataset.from_tensor_slices(sources)
+    ds = _records(files, feature_files, feature_dim, split, input_context)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed)
+        ds = ds.interleave(lambda *s: _read_shard(*s, feature_dim=feature_dim), cycle_length=min(4, len(files)),
+                           num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+    else:  # shard order, as `load_eval_arrays` reads it
+        ds = ds.flat_map(lambda *s: _read_shard(*s, feature_dim=feature_dim))
+    if repeat:
+        ds = ds.repeat()
+    parse = _parser(info.num_classes, lookup, image_size, verified_only, feature_dim)
+    return ds.batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+
+
+def _records(files: list, feature_files: Optional[list], feature_dim: int, split: str,
+             input_context: Optional[tf.distribute.InputContext]) -> tf.data.Dataset:
+    """The shard file names (paired with their feature files), this input pipeline's share only."""
+    ds = tf.data.Dataset.from_tensor_slices((files,) if feature_files is None else (files, feature_files))
     if input_context is not None and input_context.num_input_pipelines > 1:
         if len(files) < input_context.num_input_pipelines:
             raise ValueError(f"{split} has {len(files)} shards for {input_context.num_input_pipelines} workers; "
                              f"prepare with more shards (--min-shards)")
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    return ds
 
-    def read(shard, features=None):
-        records_ds = tf.data.TFRecordDataset(shard)
-        if features is None:
-            return records_ds
-        return tf.data.Dataset.zip((records_ds, tf.data.FixedLengthRecordDataset(features, feature_dim * 4)))
 
-    if training:
-        ds = ds.shuffle(len(files), seed=seed)
-        ds = ds.interleave(lambda *s: read(*s), cycle_length=min(4, len(files)), num_parallel_calls=AUTOTUNE,
-                           deterministic=True)
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
-    else:  # shard order, as `load_eval_arrays` reads it
-        ds = ds.flat_map(lambda *s: read(*s))
-    if repeat:
-        ds = ds.repeat()
-    parse = _parser(info.num_classes, lookup, image_size, verified_only, feature_dim)
-    return ds.batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+def _read_shard(shard, features=None, *, feature_dim: int) -> tf.data.Dataset:
+    """A shard's serialized records, zipped with its raw feature rows when given."""
+    records_ds = tf.data.TFRecordDataset(shard)
+    if features is None:
+        return records_ds
+    return tf.data.Dataset.zip((records_ds, tf.data.FixedLengthRecordDataset(features, feature_dim * 4)))
 
 
 def _parser(num_classes: int, lookup: Optional[TagLookup], image_size: Optional[int], verified_only: bool,
