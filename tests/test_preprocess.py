@@ -1,4 +1,6 @@
 import io
+import random
+from urllib.parse import unquote_to_bytes
 
 import numpy as np
 import pytest
@@ -20,6 +22,20 @@ def test_graph_keeps_a_bad_escape_literally():
     with pytest.raises(TagDecodeError):
         decode_field("50%zz")
     assert percent_decode(tf.constant(["50%zz", "%4"])).numpy().tolist() == [b"50%zz", b"%4"]
+
+
+def test_graph_percent_decoding_matches_urllib_on_random_text():
+    rng = random.Random(0)
+    alphabet = ["%", "%", "+", "a", "F", "0", "9", "z", "é", ",", "%4", "%E6", "%2C", "%%"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 10))) for _ in range(3000)]
+    got = percent_decode(tf.constant(texts)).numpy().tolist()
+    assert got == [unquote_to_bytes(t.replace("+", " ")) for t in texts]  # a bad escape stays as it is
+
+
+def test_yfcc_split_of_any_batch():
+    for fields in ([""], ["a"], ["x", ""], [], [",,"]):
+        got = split_yfcc_tags(tf.constant(fields, tf.string)).to_list()
+        assert [[t.decode() for t in row if t] for row in got] == [decode_tags(f) for f in fields]
 
 
 def test_yfcc_field_split_matches_python():

@@ -72,31 +72,28 @@ def percent_decode(text: tf.Tensor) -> tf.Tensor:
     """URL-decodes a 1-D string tensor in the graph: `+` -> space, `%XX` -> byte.
 
     A `%` that is not followed by two hex digits is kept as it is (the prepare step counts such
-    tags as bad rows instead).
+    tags as bad rows instead). The work grows with the number of `%` signs, not of bytes.
     """
     text = tf.strings.regex_replace(text, r"\+", " ")
-    data = tf.strings.bytes_split(text)
-    values = tf.strings.unicode_decode(data.flat_values, "ISO-8859-1")  # byte value per 1-byte string
-    byte = values.flat_values
-    rows = data.value_rowids()
-    nxt1 = tf.concat([byte[1:], [0]], 0)
-    nxt2 = tf.concat([byte[2:], [0, 0]], 0)
-    same1 = tf.concat([tf.equal(rows[1:], rows[:-1]), [False]], 0)
-    same2 = tf.concat([tf.equal(rows[2:], rows[:-2]), [False, False]], 0)
-    h1, h2 = tf.gather(_HEX, nxt1), tf.gather(_HEX, nxt2)
-    escape = tf.equal(byte, ord("%")) & same1 & same2 & (h1 >= 0) & (h2 >= 0)
-    escape_prev1 = tf.concat([[False], escape[:-1]], 0)
-    escape_prev2 = tf.concat([[False, False], escape[:-2]], 0)
-    decoded = tf.where(escape, h1 * 16 + h2, byte)
-    keep = tf.logical_not(escape_prev1 | escape_prev2)
-    kept = tf.RaggedTensor.from_value_rowids(tf.boolean_mask(decoded, keep), tf.boolean_mask(rows, keep),
-                                             nrows=tf.shape(text, out_type=tf.int64)[0])
-    return _bytes_to_string(kept)
+    parts = tf.strings.split(text, "%")  # every part but a row's first followed a "%"
+    pieces = parts.flat_values
+    follows = _follows_percent(parts)
+    padded = tf.strings.join([pieces, "zz"])  # "z" is no hex digit
+    head = tf.strings.substr(padded, 0, 2)
+    length = tf.strings.length(pieces)
+    rest = tf.strings.substr(padded, tf.fill(tf.shape(length), 2), tf.maximum(length - 2, 0))
+    digits = tf.gather(_HEX, tf.reshape(tf.strings.unicode_decode(head, "ISO-8859-1").flat_values, [-1, 2]))
+    escape = follows & tf.reduce_all(digits >= 0, axis=1)
+    byte = tf.gather(tf.constant(_BYTES, tf.string), tf.maximum(digits[:, 0] * 16 + digits[:, 1], 0))
+    kept = tf.where(follows, tf.strings.join(["%", pieces]), pieces)
+    decoded = tf.where(escape, tf.strings.join([byte, rest]), kept)
+    return tf.strings.reduce_join(parts.with_flat_values(decoded), axis=1)
 
 
-def _bytes_to_string(byte_values: tf.RaggedTensor) -> tf.Tensor:
-    chars = tf.gather(tf.constant(_BYTES, tf.string), byte_values.flat_values)
-    return tf.strings.reduce_join(byte_values.with_flat_values(chars), axis=1)
+def _follows_percent(parts: tf.RaggedTensor) -> tf.Tensor:
+    """For each flat value of `parts`: it is not the first of its row."""
+    position = tf.range(tf.size(parts.flat_values, out_type=tf.int64))
+    return tf.not_equal(position, tf.gather(parts.row_starts(), parts.value_rowids()))
 
 
 def split_yfcc_tags(field: tf.Tensor) -> tf.RaggedTensor:
