@@ -1,4 +1,3 @@
-import io
 import json
 import shutil
 import subprocess
@@ -7,14 +6,15 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from app.data.images import MAX_IMAGE_PIXELS
 from app.data.preprocess import decode_images
 from app.data.tags import clean_tags
 from app.evaluation.scoring import TrainedRun
 from app.serving.signatures import directory_size, export
 from app.training.run import train
+from photos import jpeg, noisy_jpeg, png_bomb, png_with_bad_data, truncated
 
 TRICKY = [
     ["dog", "hund", "2009"],
@@ -35,12 +35,6 @@ def exported(tiny_world, tmp_path_factory):
                        train=TrainConfig(epochs=1, batch_size=32))
     train(data_dir, root / "run", config, progress=False)
     return root / "run", export(root / "run")
-
-
-def jpeg(value: int, size=40) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(buffer, format="JPEG")
-    return buffer.getvalue()
 
 
 def test_export_layout_and_versioning(exported):
@@ -83,12 +77,52 @@ def test_yfcc_signature_equals_default_on_encoded_tags(exported):
     np.testing.assert_allclose(a["scores"].numpy(), b["scores"].numpy(), atol=1e-6)
 
 
-def test_bad_image_bytes_fall_back_per_example(exported):
+def test_bad_photos_do_not_fail_the_batch(exported):
     _, target = exported
-    out = tf.saved_model.load(str(target)).signatures["serving_default"](
-        tags=tf.constant([["dog"], ["dog"], ["dog"]]), image_bytes=tf.constant([jpeg(10), b"garbage", b""]))
-    assert out["image_ok"].numpy().tolist() == [True, False, False]
-    assert np.all(np.isfinite(out["scores"].numpy()))
+    serve = tf.saved_model.load(str(target)).signatures["serving_default"]
+    images = [jpeg(10), truncated(noisy_jpeg(1)), png_with_bad_data(), b"\xff\xd8\xffgarbage",
+              png_bomb(20000), b"GIF89a...", b"", jpeg(200)]
+    tags = tf.constant([["dog"]] * len(images))
+    out = serve(tags=tags, image_bytes=tf.constant(images))
+    assert out["image_ok"].numpy().tolist() == [True] + [False] * 6 + [True]
+    errors = [e.decode() for e in out["image_error"].numpy()]
+    assert errors[0] == errors[7] == "" and errors[6] == "no image bytes"
+    assert errors[1] == errors[3] == "corrupt or truncated JPEG data" and errors[2] == "corrupt or truncated PNG data"
+    assert errors[4].startswith("declares 20000x20000 pixels")
+    assert errors[5] == "not a JPEG or PNG: starts with 0x4749463839612e2e"  # "GIF89a.."
+    alone = serve(tags=tags[:2], image_bytes=tf.constant([jpeg(10), jpeg(200)]))["scores"].numpy()
+    black = serve(tags=tags[:1], image_bytes=tf.constant([b""]))["scores"].numpy()
+    scores = out["scores"].numpy()
+    np.testing.assert_allclose(scores[[0, 7]], alone, atol=1e-6)  # the good photos score as they do alone
+    np.testing.assert_allclose(scores[1:7], np.repeat(black, 6, axis=0), atol=1e-6)  # the bad ones as if black
+
+
+def test_any_batch_shape_and_empty_tags(exported):
+    _, target = exported
+    loaded = tf.saved_model.load(str(target))
+    yfcc, default = loaded.signatures["serve_yfcc"], loaded.signatures["serving_default"]
+    untagged = default(tags=tf.zeros([1, 0], tf.string), image_bytes=tf.constant([jpeg(90)]))["scores"].numpy()
+    for fields in ([""], [",,"], ["123"]):  # a lone untagged photo, as YFCC100M writes it
+        out = yfcc(tags=tf.constant(fields), image_bytes=tf.constant([jpeg(90)]))
+        np.testing.assert_allclose(out["scores"].numpy(), untagged, atol=1e-6)
+    for tags in ([[""], [""]], [["", ""], ["", ""]]):
+        out = default(tags=tf.constant(tags), image_bytes=tf.constant([jpeg(90), jpeg(90)]))
+        np.testing.assert_allclose(out["scores"].numpy(), np.repeat(untagged, 2, axis=0), atol=1e-6)
+    one_tag = yfcc(tags=tf.constant(["a"]), image_bytes=tf.constant([b""]))
+    assert one_tag["scores"].shape[0] == 1 and not one_tag["image_ok"].numpy()[0]
+    for out in (yfcc(tags=tf.constant([], tf.string), image_bytes=tf.constant([], tf.string)),
+                default(tags=tf.zeros([0, 0], tf.string), image_bytes=tf.constant([], tf.string))):
+        assert out["scores"].shape == (0, untagged.shape[1]) and out["top_k_names"].shape == (0, 5)
+        assert out["image_ok"].shape == (0,) and out["image_error"].shape == (0,)
+
+
+def test_mismatched_batch_sizes_fail_the_request_clearly(exported):
+    _, target = exported
+    loaded = tf.saved_model.load(str(target))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="tags has 2 rows but image_bytes has 3"):
+        loaded.signatures["serving_default"](tags=tf.constant([["dog"], ["cat"]]), image_bytes=tf.constant([b""] * 3))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="tags has 1 rows but image_bytes has 0"):
+        loaded.signatures["serve_yfcc"](tags=tf.constant(["dog"]), image_bytes=tf.constant([], tf.string))
 
 
 def test_saved_model_cli_show_and_run(exported):
@@ -97,11 +131,15 @@ def test_saved_model_cli_show_and_run(exported):
     show = subprocess.run([cli, "show", "--dir", str(target), "--all"], capture_output=True, text=True, timeout=120)
     assert show.returncode == 0, show.stderr[-1000:]
     assert "signature_def['serving_default']" in show.stdout and "signature_def['serve_yfcc']" in show.stdout
+    # the TF1-style loader (as TF Serving's), with a good, a truncated and a garbage photo and untagged rows
+    images = [jpeg(120), truncated(noisy_jpeg(5)), b"\xff\xd8\xffgarbage"]
+    literal = ", ".join("b'" + "".join(f"\\x{c:02x}" for c in data) + "'" for data in images)
     run = subprocess.run([cli, "run", "--dir", str(target), "--tag_set", "serve", "--signature_def", "serve_yfcc",
-                          "--input_exprs", "tags=['dog,hund'];image_bytes=['']"], capture_output=True, text=True,
-                         timeout=120)
+                          "--input_exprs", f"tags=['dog,hund', '', 'a'];image_bytes=[{literal}]"],
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-1000:]
     assert "top_k_names" in run.stdout
+    assert "Result for output key image_ok:\n[ True False False]" in run.stdout, run.stdout[-2000:]
 
 
 def test_predict_cli_single_and_streaming_batch(exported, tmp_path):
@@ -122,3 +160,4 @@ def test_predict_cli_single_and_streaming_batch(exported, tmp_path):
                              str(tmp_path / "a.jpg"), "--tags", "dog,hund"], capture_output=True, text=True, timeout=180)
     assert single.returncode == 0, single.stderr[-2000:]
     assert json.loads(single.stdout)["top_k"][0]["mid"].startswith("/m/")
+
