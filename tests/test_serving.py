@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from app import predict
 from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from app.data.images import MAX_IMAGE_PIXELS
 from app.data.preprocess import decode_images
@@ -154,10 +155,91 @@ def test_predict_cli_single_and_streaming_batch(exported, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["image_path"] for r in rows] == ["a.jpg", "b.jpg", "missing.jpg"]
     assert rows[0]["tags"] == ["dog", "hund", "2009"] and len(rows[0]["top_k"]) == 5
-    assert [r["image_ok"] for r in rows] == [True, False, False] and "error" in rows[2]
+    assert [r["image_ok"] for r in rows] == [True, False, False] and "error" in rows[1] and "error" in rows[2]
     assert all(r["needs_review"] for r in rows)  # nothing scores 0.99 after one epoch
     single = subprocess.run([sys.executable, "app/predict.py", "--model", str(run_dir), "--image",
                              str(tmp_path / "a.jpg"), "--tags", "dog,hund"], capture_output=True, text=True, timeout=180)
     assert single.returncode == 0, single.stderr[-2000:]
     assert json.loads(single.stdout)["top_k"][0]["mid"].startswith("/m/")
 
+
+def test_predict_keeps_every_csv_row_and_says_what_is_wrong(exported, tmp_path):
+    _, target = exported
+    (tmp_path / "a.jpg").write_bytes(jpeg(120))
+    (tmp_path / "cut.jpg").write_bytes(truncated(noisy_jpeg(7)))
+    (tmp_path / "bomb.png").write_bytes(png_bomb(20000))
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    lines = [b"image_path,tags", b'a.jpg,"dog,hund"', b"cut.jpg,dog", b"bomb.png,dog", b",dog", b"folder,dog",
+             b"/dev/zero,dog", b"empty.jpg,dog", b"a.jpg,caf\xe9", b'a.jpg,"' + b"x" * 200_000 + b'"', b"a.jpg,cat"]
+    (tmp_path / "in.csv").write_bytes(b"\n".join(lines) + b"\n")
+    done = subprocess.run([sys.executable, "app/predict.py", "--model", str(target), "--input",
+                           str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.jsonl"), "--batch-size", "3",
+                           "--no-progress"], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "predicted 10 photos, 7 with an error" in done.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    where = str(tmp_path / "in.csv")
+    assert [r.get("error", "").replace(where, "in.csv") for r in rows] == [
+        "",
+        "in.csv:3: image cut.jpg not used (corrupt or truncated JPEG data): scored without an image",
+        f"in.csv:4: image bomb.png not used (declares 20000x20000 pixels, over the limit of {MAX_IMAGE_PIXELS} "
+        "(MAX_IMAGE_PIXELS)): scored without an image",
+        "",
+        "in.csv:6: cannot read image folder: not a regular file",
+        "in.csv:7: cannot read image /dev/zero: not a regular file",
+        "in.csv:8: image empty.jpg not used (no image bytes): scored without an image",
+        "in.csv:9: tag 1 is not UTF-8: byte 0xe9 at character 4",
+        "in.csv:10: not valid CSV: field larger than field limit (131072)",
+        ""]
+    assert rows[3]["note"] == "no image given: scored without an image" and rows[3]["image_path"] == ""
+    assert [len(r["top_k"]) for r in rows] == [5] * 7 + [0, 0, 5]
+    assert rows[7]["tags"] == "caf\udce9" and rows[8]["image_path"] is None  # echoed as given; unknown
+    assert [r["image_ok"] for r in rows] == [True] + [False] * 8 + [True]
+
+
+def test_predict_jsonl_rows_with_bad_values_get_their_own_error(exported, tmp_path):
+    _, target = exported
+    (tmp_path / "a.jpg").write_bytes(jpeg(120))
+    lines = ['{"image_path": "a.jpg", "tags": ["dog", "hund"]}', '{"image_path": "a.jpg", "tags": 5}',
+             '{"image_path": "a.jpg", "tags": ["dog", 1]}', "not json", "[1, 2]", '{"image_path": "a.jpg"}',
+             '{"image_path": 5, "tags": "dog"}', '{"image_path": "", "tags": null}', "",
+             '{"image_path": "a.jpg", "tags": ["ok", "\\ud800"]}', '{"image_path": "a.jpg", "tags": "dog,cat"}']
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    predict.main(["--model", str(target), "--input", str(tmp_path / "in.jsonl"), "--output",
+                  str(tmp_path / "out.jsonl"), "--no-progress"])
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    where = str(tmp_path / "in.jsonl")
+    assert [r.get("error", "").replace(where, "in.jsonl") for r in rows] == [
+        "",
+        "in.jsonl:2: tags must be a comma-separated string or a list of strings, got int 5",
+        "in.jsonl:3: tags must be a list of strings, got int 1 at position 1",
+        "in.jsonl:4: not JSON: Expecting value (column 1)",
+        "in.jsonl:5: expected a JSON object, got list [1, 2]",
+        "in.jsonl:6: expected keys ['image_path', 'tags'], got ['image_path']",
+        "in.jsonl:7: image_path must be a string, got int 5",
+        "",
+        "in.jsonl:10: tag 2 is not valid Unicode: lone surrogate U+D800 at character 1",
+        ""]
+    assert [len(r["top_k"]) for r in rows] == [5] + [0] * 6 + [5, 0, 5]
+    assert rows[1]["tags"] == 5 and rows[6]["image_path"] == 5 and rows[7]["tags"] == []
+    assert rows[8]["tags"] == ["ok", "\ud800"] and rows[9]["tags"] == ["dog", "cat"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "0"], "argument --batch-size: expected a whole number of at least 1, got '0'"),
+    (["--input", "{tmp}/no-tags.csv"], "error: {tmp}/no-tags.csv:1: expected a header with image_path,tags; "
+                                       "got ['image_path']"),
+    (["--input", "{tmp}/missing.csv"], "error: [Errno 2] No such file or directory: '{tmp}/missing.csv'"),
+    (["--model", "{tmp}/no-model", "--input", "{tmp}/no-tags.csv"], "error: {tmp}/no-model: no such model folder"),
+])
+def test_predict_whole_input_problems_stop_with_one_line(exported, tmp_path, capsys, args, message):
+    _, target = exported
+    (tmp_path / "no-tags.csv").write_text("image_path\na.jpg\n")
+    argv = ["--model", str(target), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.jsonl")]
+    argv += [a.format(tmp=tmp_path) for a in args]
+    with pytest.raises(SystemExit) as stop:
+        predict.main(argv)
+    said = stop.value.code if isinstance(stop.value.code, str) else capsys.readouterr().err.strip().splitlines()[-1]
+    assert said.startswith(message.format(tmp=tmp_path)) or said.endswith(message.format(tmp=tmp_path)), said
+    assert not (tmp_path / "out.jsonl").exists()
