@@ -1,4 +1,3 @@
-import io
 import json
 import shutil
 import subprocess
@@ -7,14 +6,16 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
+from app import predict
 from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from app.data.images import MAX_IMAGE_PIXELS
 from app.data.preprocess import decode_images
 from app.data.tags import OOV_ID, clean_tags
 from app.evaluation.scoring import TrainedModel
 from app.serving.signatures import directory_size, export
 from app.training.run import RunOptions, train
+from photos import jpeg, noisy_jpeg, png_bomb, png_with_bad_data, truncated
 
 TRICKY = [
     ["dog", "hund", "2009"],
@@ -35,12 +36,6 @@ def exported(tiny_world, tmp_path_factory):
                        train=TrainConfig(epochs=1, batch_size=32))
     train(data_dir, root / "run", config, RunOptions(progress=False))
     return root / "run", export(root / "run")
-
-
-def jpeg(value: int, size=40) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(buffer, format="JPEG")
-    return buffer.getvalue()
 
 
 def test_export_layout_and_versioning(exported):
@@ -84,12 +79,52 @@ def test_yfcc_signature_equals_default_on_encoded_tags(exported):
     np.testing.assert_allclose(a["scores"].numpy(), b["scores"].numpy(), atol=1e-6)
 
 
-def test_bad_image_bytes_fall_back_per_example(exported):
+def test_bad_photos_do_not_fail_the_batch(exported):
     _, target = exported
-    out = tf.saved_model.load(str(target)).signatures["serving_default"](
-        tags=tf.constant([["dog"], ["dog"], ["dog"]]), image_bytes=tf.constant([jpeg(10), b"garbage", b""]))
-    assert out["image_ok"].numpy().tolist() == [True, False, False]
-    assert np.all(np.isfinite(out["scores"].numpy()))
+    serve = tf.saved_model.load(str(target)).signatures["serving_default"]
+    images = [jpeg(10), truncated(noisy_jpeg(1)), png_with_bad_data(), b"\xff\xd8\xffgarbage",
+              png_bomb(20000), b"GIF89a...", b"", jpeg(200)]
+    tags = tf.constant([["dog"]] * len(images))
+    out = serve(tags=tags, image_bytes=tf.constant(images))
+    assert out["image_ok"].numpy().tolist() == [True] + [False] * 6 + [True]
+    errors = [e.decode() for e in out["image_error"].numpy()]
+    assert errors[0] == errors[7] == "" and errors[6] == "no image bytes"
+    assert errors[1] == errors[3] == "corrupt or truncated JPEG data" and errors[2] == "corrupt or truncated PNG data"
+    assert errors[4].startswith("declares 20000x20000 pixels")
+    assert errors[5] == "not a JPEG or PNG: starts with 0x4749463839612e2e"  # "GIF89a.."
+    alone = serve(tags=tags[:2], image_bytes=tf.constant([jpeg(10), jpeg(200)]))["scores"].numpy()
+    black = serve(tags=tags[:1], image_bytes=tf.constant([b""]))["scores"].numpy()
+    scores = out["scores"].numpy()
+    np.testing.assert_allclose(scores[[0, 7]], alone, atol=1e-6)  # the good photos score as they do alone
+    np.testing.assert_allclose(scores[1:7], np.repeat(black, 6, axis=0), atol=1e-6)  # the bad ones as if black
+
+
+def test_any_batch_shape_and_empty_tags(exported):
+    _, target = exported
+    loaded = tf.saved_model.load(str(target))
+    yfcc, default = loaded.signatures["serve_yfcc"], loaded.signatures["serving_default"]
+    untagged = default(tags=tf.zeros([1, 0], tf.string), image_bytes=tf.constant([jpeg(90)]))["scores"].numpy()
+    for fields in ([""], [",,"], ["123"]):  # a lone untagged photo, as YFCC100M writes it
+        out = yfcc(tags=tf.constant(fields), image_bytes=tf.constant([jpeg(90)]))
+        np.testing.assert_allclose(out["scores"].numpy(), untagged, atol=1e-6)
+    for tags in ([[""], [""]], [["", ""], ["", ""]]):
+        out = default(tags=tf.constant(tags), image_bytes=tf.constant([jpeg(90), jpeg(90)]))
+        np.testing.assert_allclose(out["scores"].numpy(), np.repeat(untagged, 2, axis=0), atol=1e-6)
+    one_tag = yfcc(tags=tf.constant(["a"]), image_bytes=tf.constant([b""]))
+    assert one_tag["scores"].shape[0] == 1 and not one_tag["image_ok"].numpy()[0]
+    for out in (yfcc(tags=tf.constant([], tf.string), image_bytes=tf.constant([], tf.string)),
+                default(tags=tf.zeros([0, 0], tf.string), image_bytes=tf.constant([], tf.string))):
+        assert out["scores"].shape == (0, untagged.shape[1]) and out["top_k_names"].shape == (0, 5)
+        assert out["image_ok"].shape == (0,) and out["image_error"].shape == (0,)
+
+
+def test_mismatched_batch_sizes_fail_the_request_clearly(exported):
+    _, target = exported
+    loaded = tf.saved_model.load(str(target))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="tags has 2 rows but image_bytes has 3"):
+        loaded.signatures["serving_default"](tags=tf.constant([["dog"], ["cat"]]), image_bytes=tf.constant([b""] * 3))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="tags has 1 rows but image_bytes has 0"):
+        loaded.signatures["serve_yfcc"](tags=tf.constant(["dog"]), image_bytes=tf.constant([], tf.string))
 
 
 def test_saved_model_cli_show_and_run(exported):
@@ -98,11 +133,15 @@ def test_saved_model_cli_show_and_run(exported):
     show = subprocess.run([cli, "show", "--dir", str(target), "--all"], capture_output=True, text=True, timeout=120)
     assert show.returncode == 0, show.stderr[-1000:]
     assert "signature_def['serving_default']" in show.stdout and "signature_def['serve_yfcc']" in show.stdout
+    # the TF1-style loader (as TF Serving's), with a good, a truncated and a garbage photo and untagged rows
+    images = [jpeg(120), truncated(noisy_jpeg(5)), b"\xff\xd8\xffgarbage"]
+    literal = ", ".join("b'" + "".join(f"\\x{c:02x}" for c in data) + "'" for data in images)
     run = subprocess.run([cli, "run", "--dir", str(target), "--tag_set", "serve", "--signature_def", "serve_yfcc",
-                          "--input_exprs", "tags=['dog,hund'];image_bytes=['']"], capture_output=True, text=True,
-                         timeout=120)
+                          "--input_exprs", f"tags=['dog,hund', '', 'a'];image_bytes=[{literal}]"],
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-1000:]
     assert "top_k_names" in run.stdout
+    assert "Result for output key image_ok:\n[ True False False]" in run.stdout, run.stdout[-2000:]
 
 
 def test_predict_cli_single_and_streaming_batch(exported, tmp_path):
@@ -117,9 +156,91 @@ def test_predict_cli_single_and_streaming_batch(exported, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["image_path"] for r in rows] == ["a.jpg", "b.jpg", "missing.jpg"]
     assert rows[0]["tags"] == ["dog", "hund", "2009"] and len(rows[0]["top_k"]) == 5
-    assert [r["image_ok"] for r in rows] == [True, False, False] and "error" in rows[2]
+    assert [r["image_ok"] for r in rows] == [True, False, False] and "error" in rows[1] and "error" in rows[2]
     assert all(r["needs_review"] for r in rows)  # nothing scores 0.99 after one epoch
     single = subprocess.run([sys.executable, "app/predict.py", "--model", str(run_dir), "--image",
                              str(tmp_path / "a.jpg"), "--tags", "dog,hund"], capture_output=True, text=True, timeout=180)
     assert single.returncode == 0, single.stderr[-2000:]
     assert json.loads(single.stdout)["top_k"][0]["mid"].startswith("/m/")
+
+
+def test_predict_keeps_every_csv_row_and_says_what_is_wrong(exported, tmp_path):
+    _, target = exported
+    (tmp_path / "a.jpg").write_bytes(jpeg(120))
+    (tmp_path / "cut.jpg").write_bytes(truncated(noisy_jpeg(7)))
+    (tmp_path / "bomb.png").write_bytes(png_bomb(20000))
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    lines = [b"image_path,tags", b'a.jpg,"dog,hund"', b"cut.jpg,dog", b"bomb.png,dog", b",dog", b"folder,dog",
+             b"/dev/zero,dog", b"empty.jpg,dog", b"a.jpg,caf\xe9", b'a.jpg,"' + b"x" * 200_000 + b'"', b"a.jpg,cat"]
+    (tmp_path / "in.csv").write_bytes(b"\n".join(lines) + b"\n")
+    done = subprocess.run([sys.executable, "app/predict.py", "--model", str(target), "--input",
+                           str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.jsonl"), "--batch-size", "3",
+                           "--no-progress"], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "predicted 10 photos, 7 with an error" in done.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    where = str(tmp_path / "in.csv")
+    assert [r.get("error", "").replace(where, "in.csv") for r in rows] == [
+        "",
+        "in.csv:3: image cut.jpg not used (corrupt or truncated JPEG data): scored without an image",
+        f"in.csv:4: image bomb.png not used (declares 20000x20000 pixels, over the limit of {MAX_IMAGE_PIXELS} "
+        "(MAX_IMAGE_PIXELS)): scored without an image",
+        "",
+        "in.csv:6: cannot read image folder: not a regular file",
+        "in.csv:7: cannot read image /dev/zero: not a regular file",
+        "in.csv:8: image empty.jpg not used (no image bytes): scored without an image",
+        "in.csv:9: tag 1 is not UTF-8: byte 0xe9 at character 4",
+        "in.csv:10: not valid CSV: field larger than field limit (131072)",
+        ""]
+    assert rows[3]["note"] == "no image given: scored without an image" and rows[3]["image_path"] == ""
+    assert [len(r["top_k"]) for r in rows] == [5] * 7 + [0, 0, 5]
+    assert rows[7]["tags"] == "caf\udce9" and rows[8]["image_path"] is None  # echoed as given; unknown
+    assert [r["image_ok"] for r in rows] == [True] + [False] * 8 + [True]
+
+
+def test_predict_jsonl_rows_with_bad_values_get_their_own_error(exported, tmp_path):
+    _, target = exported
+    (tmp_path / "a.jpg").write_bytes(jpeg(120))
+    lines = ['{"image_path": "a.jpg", "tags": ["dog", "hund"]}', '{"image_path": "a.jpg", "tags": 5}',
+             '{"image_path": "a.jpg", "tags": ["dog", 1]}', "not json", "[1, 2]", '{"image_path": "a.jpg"}',
+             '{"image_path": 5, "tags": "dog"}', '{"image_path": "", "tags": null}', "",
+             '{"image_path": "a.jpg", "tags": ["ok", "\\ud800"]}', '{"image_path": "a.jpg", "tags": "dog,cat"}']
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    predict.main(["--model", str(target), "--input", str(tmp_path / "in.jsonl"), "--output",
+                  str(tmp_path / "out.jsonl"), "--no-progress"])
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    where = str(tmp_path / "in.jsonl")
+    assert [r.get("error", "").replace(where, "in.jsonl") for r in rows] == [
+        "",
+        "in.jsonl:2: tags must be a comma-separated string or a list of strings, got int 5",
+        "in.jsonl:3: tags must be a list of strings, got int 1 at position 1",
+        "in.jsonl:4: not JSON: Expecting value (column 1)",
+        "in.jsonl:5: expected a JSON object, got list [1, 2]",
+        "in.jsonl:6: expected keys ['image_path', 'tags'], got ['image_path']",
+        "in.jsonl:7: image_path must be a string, got int 5",
+        "",
+        "in.jsonl:10: tag 2 is not valid Unicode: lone surrogate U+D800 at character 1",
+        ""]
+    assert [len(r["top_k"]) for r in rows] == [5] + [0] * 6 + [5, 0, 5]
+    assert rows[1]["tags"] == 5 and rows[6]["image_path"] == 5 and rows[7]["tags"] == []
+    assert rows[8]["tags"] == ["ok", "\ud800"] and rows[9]["tags"] == ["dog", "cat"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "0"], "argument --batch-size: expected a whole number of at least 1, got '0'"),
+    (["--input", "{tmp}/no-tags.csv"], "error: {tmp}/no-tags.csv:1: expected a header with image_path,tags; "
+                                       "got ['image_path']"),
+    (["--input", "{tmp}/missing.csv"], "error: [Errno 2] No such file or directory: '{tmp}/missing.csv'"),
+    (["--model", "{tmp}/no-model", "--input", "{tmp}/no-tags.csv"], "error: {tmp}/no-model: no such model folder"),
+])
+def test_predict_whole_input_problems_stop_with_one_line(exported, tmp_path, capsys, args, message):
+    _, target = exported
+    (tmp_path / "no-tags.csv").write_text("image_path\na.jpg\n")
+    argv = ["--model", str(target), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.jsonl")]
+    argv += [a.format(tmp=tmp_path) for a in args]
+    with pytest.raises(SystemExit) as stop:
+        predict.main(argv)
+    said = stop.value.code if isinstance(stop.value.code, str) else capsys.readouterr().err.strip().splitlines()[-1]
+    assert said.startswith(message.format(tmp=tmp_path)) or said.endswith(message.format(tmp=tmp_path)), said
+    assert not (tmp_path / "out.jsonl").exists()

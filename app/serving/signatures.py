@@ -10,7 +10,10 @@ Signatures:
     serve_yfcc(tags: string [batch], image_bytes: string [batch])
         One comma-separated, percent-encoded YFCC100M tag field per photo.
 Outputs: scores [batch, classes], top_k_scores, top_k_mids, top_k_names [batch, k], image_ok [batch]
-(False where the bytes were empty or not JPEG/PNG: that photo is scored as if it had a black image).
+and image_error [batch]: "" where the photo was decoded, else why not (no bytes, not JPEG/PNG, over
+`MAX_IMAGE_PIXELS`, corrupt or truncated); such a photo is scored as if it had a black image, and
+the rest of the batch as usual. Tags and image_bytes with different batch sizes fail the request.
+A tags-only model reads no image: image_ok is False only where the bytes are empty.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from app.data.preprocess import decode_images, split_yfcc_tags
+from app.data.preprocess import NO_IMAGE, decode_images, split_yfcc_tags
 from app.evaluation.scoring import TrainedModel
 from app.fileio import atomic_output
 from app.training.rundir import RunDir
@@ -57,17 +60,19 @@ class ServingModule(tf.Module):
         self.names = tf.constant([name for _, name in run.classes])
 
     def predict(self, tags: tf.RaggedTensor, image_bytes: tf.Tensor) -> dict:
-        """Scores ragged raw tags and encoded images."""
+        """Scores ragged raw tags and encoded images (one row of each per photo)."""
+        image_bytes = _same_batch(tags.nrows(), image_bytes)
         inputs = {}
-        image_ok = tf.strings.length(image_bytes) > 0
+        image_error = tf.where(tf.strings.length(image_bytes) > 0, "", NO_IMAGE)
         if self.uses_tags:
             inputs["tag_ids"] = self.lookup(tags)
         if self.uses_image:
-            inputs["image"], image_ok = decode_images(image_bytes, self.image_size)
+            inputs["image"], image_error = decode_images(image_bytes, self.image_size)
         scores = tf.cast(self._keras.model(inputs, training=False), tf.float32)
         top = tf.math.top_k(scores, k=self.top_k)
         return {"scores": scores, "top_k_scores": top.values, "top_k_mids": tf.gather(self.mids, top.indices),
-                "top_k_names": tf.gather(self.names, top.indices), "image_ok": image_ok}
+                "top_k_names": tf.gather(self.names, top.indices), "image_ok": tf.equal(image_error, ""),
+                "image_error": image_error}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="tags"),
                                   tf.TensorSpec([None], tf.string, name="image_bytes")])
@@ -78,6 +83,15 @@ class ServingModule(tf.Module):
                                   tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_yfcc(self, tags, image_bytes):
         return self.predict(split_yfcc_tags(tags), image_bytes)
+
+
+def _same_batch(tag_rows: tf.Tensor, image_bytes: tf.Tensor) -> tf.Tensor:
+    """`image_bytes`, once it is checked to have one entry per row of tags (a malformed request)."""
+    images = tf.shape(image_bytes, out_type=tf.int64)[0]
+    message = tf.strings.format("tags has {} rows but image_bytes has {}: give one image_bytes entry per photo "
+                                "('' for none)", (tag_rows, images))
+    with tf.control_dependencies([tf.debugging.Assert(tf.equal(tag_rows, images), [message])]):
+        return tf.identity(image_bytes)
 
 
 def next_version(base: Path) -> int:

@@ -1,0 +1,181 @@
+"""Input rows for `app/predict.py`: photos from CSV or JSONL, or one from the command line.
+
+Each row is checked on its own: a row that cannot be used (a line that is not JSON, a value that is
+not UTF-8 or of the wrong type, an image that cannot be read) keeps its place with an `error` that
+names its file and line, so that the caller reports it and scores the other rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+COLUMNS = ("image_path", "tags")
+
+
+@dataclass
+class Row:
+    """One photo to score.
+
+    Args:
+        where: `file:line` (or the command-line flag) that errors name.
+        image_path: as given; a string unless `error` says otherwise.
+        tags: the tags as a list of strings, or the value given when the row is not `scorable`.
+        scorable: False when the row's input cannot be used: it is reported, not scored.
+        error: why the row is not scorable, or why its image is not used.
+        note: something the output should say that is not an error.
+        image: the image bytes, or b"".
+    """
+
+    where: str
+    image_path: object
+    tags: object
+    scorable: bool = True
+    error: str | None = None
+    note: str | None = None
+    image: bytes = b""
+
+    @classmethod
+    def bad(cls, where: str, problem: str, image_path: object = None, tags: object = None) -> Row:
+        """A row whose input cannot be used, with `problem` as its error."""
+        return cls(where, image_path, tags, scorable=False, error=f"{where}: {problem}")
+
+
+def read_rows(path: Path) -> Iterator[Row]:
+    """Streams rows from a CSV (header `image_path,tags`) or JSONL file (`{"image_path", "tags"}`).
+
+    Raises:
+        OSError: the file cannot be opened.
+        ValueError: a CSV file whose header lacks `image_path` or `tags`.
+    """
+    # surrogateescape: a line that is not UTF-8 is reported on its own instead of ending the file
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        yield from (_jsonl_rows(handle, path) if path.suffix == ".jsonl" else _csv_rows(handle, path))
+
+
+def _jsonl_rows(handle, path: Path) -> Iterator[Row]:
+    for line_no, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield Row.bad(where, f"not JSON: {err.msg} (column {err.colno})")
+            continue
+        if not isinstance(value, dict):
+            yield Row.bad(where, f"expected a JSON object, got {_typed(value)}")
+        elif any(k not in value for k in COLUMNS):
+            yield Row.bad(where, f"expected keys {list(COLUMNS)}, got {sorted(value)}")
+        else:
+            yield make_row(where, value["image_path"], value["tags"])
+
+
+def _csv_rows(handle, path: Path) -> Iterator[Row]:
+    reader = csv.DictReader(handle)
+    if not reader.fieldnames or any(c not in reader.fieldnames for c in COLUMNS):
+        raise ValueError(f"{path}:1: expected a header with {','.join(COLUMNS)}; got {_clip(repr(reader.fieldnames))}")
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:  # e.g. a field over csv.field_size_limit(); the reader goes on after it
+            where = f"{path}:{reader.reader.line_num}"  # DictReader's own line_num counts good rows only
+            yield Row.bad(where, f"not valid CSV: {err}")
+            continue
+        yield make_row(f"{path}:{reader.line_num}", row["image_path"] or "", row["tags"])
+
+
+def make_row(where: str, image_path: object, tags: object) -> Row:
+    """A row from the values given, or a bad row saying what is wrong with them.
+
+    Args:
+        where: `file:line` or the flag the values came from.
+        image_path: a path string ("" for none).
+        tags: comma-separated tags, a list of tag strings, or None for none.
+    """
+    try:
+        if not isinstance(image_path, str):
+            raise TypeError(f"image_path must be a string, got {_typed(image_path)}")
+        tag_list = split_tags(tags)
+        texts = [("image_path", image_path)] + [(f"tag {i}", t) for i, t in enumerate(tag_list, start=1)]
+        problem = next(filter(None, (_not_utf8(what, text) for what, text in texts)), None)
+        if problem:
+            raise ValueError(problem)
+    except (TypeError, ValueError) as err:
+        return Row.bad(where, str(err), image_path, tags)
+    return Row(where, image_path, tag_list)
+
+
+def split_tags(value: object) -> list[str]:
+    """Comma-separated tags or a list of tag strings -> list of tags (None: no tags).
+
+    Raises:
+        TypeError: naming the value, if it is neither.
+    """
+    if isinstance(value, list):
+        bad = next((i for i, t in enumerate(value) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise TypeError(f"tags must be a list of strings, got {_typed(value[bad])} at position {bad}")
+        return list(value)
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        raise TypeError(f"tags must be a comma-separated string or a list of strings, got {_typed(value)}")
+    return [t.strip() for t in value.split(",") if t.strip()]
+
+
+def read_image(row: Row, base: Path) -> Row:
+    """Reads a scorable row's image into `row.image`, or sets its `note` (no path) or `error`.
+
+    Args:
+        row: the row, changed in place.
+        base: the folder relative image paths start from (the input file's).
+
+    Returns:
+        The row.
+    """
+    if not row.scorable:
+        return row
+    if not row.image_path:
+        row.note = "no image given: scored without an image"
+        return row
+    file = base / row.image_path
+    try:
+        if not file.is_file():  # a directory, a device such as /dev/zero, a FIFO, or nothing
+            reason = "not a regular file" if file.exists() else "No such file or directory"
+            row.error = f"{row.where}: cannot read image {row.image_path}: {reason}"
+        else:
+            row.image = file.read_bytes()
+    except OSError as err:
+        row.error = f"{row.where}: cannot read image {row.image_path}: {err.strerror or err}"
+    return row
+
+
+def _not_utf8(what: str, text: str) -> str | None:
+    """Says where `text` cannot be written as UTF-8, or None if it can.
+
+    A byte that was not UTF-8 in the file (read with surrogateescape) is named as the byte; a lone
+    surrogate from a JSON escape such as `"\\ud800"` as the code point.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        code = ord(text[err.start])
+        if 0xDC80 <= code <= 0xDCFF:
+            return f"{what} is not UTF-8: byte 0x{code - 0xDC00:02x} at character {err.start + 1}"
+        return f"{what} is not valid Unicode: lone surrogate U+{code:04X} at character {err.start + 1}"
+    return None
+
+
+def _typed(value: object) -> str:
+    """`int 5`, `list [1, 2]`: a JSON value's type and its start."""
+    return f"{type(value).__name__} {_clip(json.dumps(value))}"
+
+
+def _clip(text: str, most: int = 80) -> str:
+    return text if len(text) <= most else text[: most - 3] + "..."
