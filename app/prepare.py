@@ -38,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     demo = parser.add_argument_group("embedded demo world")
     demo.add_argument("--demo", action="store_true", help="generate the offline demo world and prepare it")
     demo.add_argument("--demo-size", type=int, default=4000,
-                      help="train photos in the demo world; validation and test get a quarter each [default: 4000]")
+                      help="train photos in the demo world; validation and test get a quarter each, YFCC100M-only "
+                           "photos three times as many [default: 4000]")
     demo.add_argument("--seed", type=int, default=0, help="demo world seed [default: 0]")
     parser.add_argument("--out", type=Path, required=True, help="(required) output dataset folder, e.g. tfrecords/demo")
     add_config_flags(parser.add_argument_group("dataset"), PrepareConfig, "prepare")
@@ -70,7 +71,7 @@ def main(argv=None) -> dict:
             log.info("generating the demo world (train=%d, seed=%d)", args.demo_size, args.seed)
             sources = write_world(writer.path / "raw", WorldConfig(
                 train_size=args.demo_size, validation_size=held_out, test_size=held_out,
-                extra_yfcc=max(100, args.demo_size * 3 // 4), seed=args.seed))
+                extra_yfcc=3 * args.demo_size, seed=args.seed))
         else:
             found = oid.OidPaths.find(args.oid_dir, classes=args.classes, hierarchy=args.hierarchy)
             sources = Sources(oid=found, yfcc=args.yfcc, autotags=args.autotags, extra_tags=args.extra_tags,

@@ -106,3 +106,35 @@ def test_same_seed_same_bytes(tmp_path):
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
     write_world(tmp_path / "c", WorldConfig(**{**vars(config), "seed": 6}))
     assert digest(tmp_path / "a") != digest(tmp_path / "c")
+
+
+def test_yfcc_only_photos_have_photos_download_urls_and_noisy_autotags(stats_world):
+    from PIL import Image
+
+    from app import resources
+    from app.data.hierarchy import Hierarchy
+
+    sources, truth = stats_world
+    extra = {t["flickr_id"]: t for t in truth if t["split"] == "yfcc"}
+    assert len(extra) == 300
+    lines = {}
+    for line in sources.yfcc.read_text(encoding="utf-8").splitlines():
+        fields = line.split("\t")
+        lines[int(fields[1])] = fields
+    for flickr_id, row in extra.items():
+        assert row["image_id"] == f"yfcc-{flickr_id}"
+        with Image.open(sources.images / f"yfcc-{flickr_id}.jpg") as image:
+            image.load()
+        assert lines[flickr_id][16].endswith(f"/{flickr_id}_{lines[flickr_id][21]}.jpg")  # download URL, secret
+    mapping = dict(line.rsplit(",", 1) for line in resources.ALIGNED_AUTOTAGS.read_text().splitlines())
+    mids = [m for m, _ in oid.read_classes(resources.CHALLENGE_CLASSES_CSV)]
+    hierarchy = Hierarchy.from_json(resources.HIERARCHY_JSON, mids)
+    tp = fp = fn = 0
+    for photo, concepts in yfcc.read_autotags(sources.autotags, None, BadRows()):
+        if photo not in extra:
+            continue
+        seen = {mapping[c] for c in concepts if mapping.get(c, "0") != "0" and mapping[c] in hierarchy.ancestors}
+        seen |= {a for m in seen for a in hierarchy.ancestors[m]}
+        true = set(extra[photo]["classes"])
+        tp, fp, fn = tp + len(seen & true), fp + len(seen - true), fn + len(true - seen)
+    assert 0.6 < tp / (tp + fp) < 0.95 and 0.3 < tp / (tp + fn) < 0.8  # useful, but noisy and partial

@@ -11,16 +11,17 @@ through the normal readers in `app.data.join`. What makes it hard in the ways Fl
 * tags are multilingual (about 75% English), with synonyms, inflections, homographs,
   misspellings, multi-word and split multi-word tags, Zipfian noise tags (years, cameras,
   places, user names), heavy-tailed counts, relevant tags early, and about 30% untagged photos;
-* human-verified labels are sparse, machine labels are >= 0.5 and sometimes wrong.
+* human-verified labels are sparse, machine labels are >= 0.5 and sometimes wrong;
+* YFCC100M photos outside Open Images (three times the train split by default) have photos, user
+  tags and autotags from a noisy, partial autotagger, but no labels: material for weak
+  pre-training and for a teacher's pseudo-labels.
 
-`truth.jsonl` records each photo's true classes and which were visible and tagged.
+`truth.jsonl` records each photo's true classes and which were visible and tagged. Photos are made
+and written one at a time, so a world of any size streams to disk.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from app.data import oid
 from app.data.hierarchy import Hierarchy
 from app.data.sources import Sources
 from app.data.yfcc import load_autotag_mapping
-from app.demo.formats import IMAGE_FILES, IMAGE_HEADER, LABEL_HEADER, autotags_line, encode_tags, image_row, yfcc_line
+from app.demo.formats import WorldFiles, autotags_line, image_row, yfcc_line, yfcc_only_id
 from app.demo.lexicon import parse_lexicon
 from app.demo.render import COLORS, SHAPES, TEXTURES, render
 
@@ -70,7 +71,8 @@ class WorldConfig:
 
     Args:
         train_size / validation_size / test_size: Open Images photos per split.
-        extra_yfcc: YFCC100M photos that are not in Open Images.
+        extra_yfcc: YFCC100M photos that are not in Open Images (they have photos, user tags and
+            autotags, but no Open Images labels).
         image_size: JPEG side in pixels.
         seed: the same seed gives byte-identical files.
         language_mix: share of photos per tag language.
@@ -80,12 +82,14 @@ class WorldConfig:
         machine_error_rate: chance of a wrong machine label per photo.
         missing_from_yfcc: OID photos absent from YFCC100M whose tags come from the extra-tags TSV.
         unmatched_share: OID photos neither in YFCC100M nor in the extra-tags TSV.
+        autotag_miss_rate: chance that the autotagger misses a main object (background: 1.5x).
+        autotag_false_rate: mean number of wrong autotags per photo (scene words and wrong classes).
     """
 
     train_size: int = 4000
     validation_size: int = 1000
     test_size: int = 1000
-    extra_yfcc: int = 3000
+    extra_yfcc: int = 12000
     image_size: int = 64
     seed: int = 0
     language_mix: dict = field(default_factory=lambda: {"en": 0.75, "de": 0.08, "fr": 0.07, "es": 0.06, "it": 0.04})
@@ -95,11 +99,19 @@ class WorldConfig:
     machine_error_rate: float = 0.3
     missing_from_yfcc: float = 0.03
     unmatched_share: float = 0.01
+    autotag_miss_rate: float = 0.35
+    autotag_false_rate: float = 1.2
+
+    @property
+    def sizes(self) -> dict:
+        """Photos per kind: the Open Images splits and `yfcc` (YFCC100M only)."""
+        return {"train": self.train_size, "validation": self.validation_size, "test": self.test_size,
+                "yfcc": self.extra_yfcc}
 
 
 @dataclass
 class Photo:
-    split: str
+    split: str  # train, validation, test, or yfcc (YFCC100M only)
     objects: list  # (class name, role) with role "main" | "background"
     language: str = "un"
     tags: list = field(default_factory=list)
@@ -125,6 +137,10 @@ class _World:
         self.populated = populated
         self.looks = self._assign_looks(populated)
         self.noise_vocab = self._noise_vocabulary()
+        self.concepts, self.scene_concepts = _autotag_concepts()
+        # ImageIDs: a bijection of the photo's number (unique without remembering any); Flickr ids grow.
+        self._id_mul, self._id_add = int(self.rng.integers(1, 2**61)) * 2 + 1, int(self.rng.integers(0, 2**62))
+        self._flickr_id = 10**9
 
     def _assign_looks(self, names: list) -> dict:
         combos = [(s, c, t) for s in range(len(SHAPES)) for c in range(len(COLORS)) for t in range(len(TEXTURES))]
@@ -270,11 +286,95 @@ def _misspell(word: str, rng) -> str:
     return word[:i] + word[i + 1] + word[i] + word[i + 2:]
 
 
-def write_world(out_dir: str | Path, config: WorldConfig = WorldConfig()) -> Sources:
-    """Generates the demo world into `out_dir` in the real source formats.
+def _autotag_concepts() -> tuple[dict, list]:
+    """The real autotag concepts: `{class MID: [concepts]}` and the concepts of no Open Images class."""
+    mapping = load_autotag_mapping()
+    by_mid: dict = {}
+    for concept, mid in sorted(mapping.items()):
+        by_mid.setdefault(mid, []).append(concept)
+    unmapped = []
+    with open(resources.ALIGNED_AUTOTAGS, encoding="utf-8") as handle:
+        for line in handle:
+            concept, _, mid = line.rstrip("\n").rpartition(",")
+            if mid == "0":
+                unmapped.append(concept)
+    return by_mid, sorted(unmapped)
 
-    Writes `oid/` (Open Images CSVs, class list, hierarchy), `yfcc100m_dataset`,
-    `yfcc100m_autotags`, `extra_tags.tsv`, `images/ImageID.jpg` and `truth.jsonl`.
+
+class _Stream(_World):
+    """The world as a stream of photos, each written as soon as it is made."""
+
+    def kinds(self):
+        """Photo kinds in a random interleaving with exact counts (a random merge of the splits)."""
+        left = dict(self.config.sizes)
+        while any(left.values()):
+            kinds = [k for k, n in left.items() if n]
+            counts = np.array([left[k] for k in kinds], float)
+            kind = kinds[int(self.rng.choice(len(kinds), p=counts / counts.sum()))]
+            left[kind] -= 1
+            yield kind
+
+    def new_photo(self, kind: str, number: int) -> Photo:
+        photo = self.scene(kind)
+        self._flickr_id += int(self.rng.integers(1, 20000))
+        photo.flickr_id = self._flickr_id
+        photo.image_id = f"{(number * self._id_mul + self._id_add) % 2**62:016x}" if kind != "yfcc" else ""
+        self.make_tags(photo)
+        return photo
+
+    def emit(self, photo: Photo, files: WorldFiles, number: int) -> None:
+        """Writes one photo's image, rows and truth."""
+        rng, cfg = self.rng, self.config
+        jpeg = render(photo.objects, self.looks, rng, cfg.image_size)
+        truth = self.truth_classes(photo)
+        if photo.split == "yfcc":
+            files.image(yfcc_only_id(photo.flickr_id), jpeg)
+            in_yfcc, in_extra = True, False
+        else:
+            files.image(photo.image_id, jpeg)
+            where = rng.random()
+            in_yfcc, in_extra = where >= cfg.missing_from_yfcc + cfg.unmatched_share, where < cfg.missing_from_yfcc
+            machine = self.machine_labels(photo)
+            human = [[photo.image_id, "verification" if number % 3 else "crowdsource-verification", m, c]
+                     for m, c in self.human_labels(photo, truth, machine)]
+            files.oid_rows(photo.split, image_row(photo, jpeg, number, rng), human,
+                           [[photo.image_id, "machine", m, c] for m, c in machine])
+            if in_extra:
+                files.extra_tags(photo.flickr_id, photo.tags)
+        if in_yfcc:
+            files.yfcc_rows(yfcc_line(files.yfcc_lines, photo, rng), photo.flickr_id, autotags_line(self.autotags(photo)))
+        files.truth_row(_truth(self, photo, truth, in_yfcc or in_extra))
+
+    def autotags(self, photo: Photo) -> list:
+        """A noisy, partial autotagger: misses objects, confuses look-alikes, names the scene, and
+        sometimes sees a class that is not there. Returns `[(concept, score)]`."""
+        rng, cfg = self.rng, self.config
+        out: dict = {}
+        for name, role in photo.objects:
+            miss = cfg.autotag_miss_rate * (1.5 if role == "background" else 1.0)
+            group = next((g for g in LOOK_ALIKE if name in g), (name,))
+            seen_as = name if rng.random() < 0.7 else str(rng.choice(group))
+            options = self.concepts.get(self.mid[seen_as]) or [c for a in sorted(self.hierarchy.ancestors[self.mid[seen_as]])
+                                                               for c in self.concepts.get(a, [])]
+            if options and rng.random() >= miss:
+                out.setdefault(str(rng.choice(options)), round(float(rng.uniform(0.6, 1.0)), 3))
+        for _ in range(int(rng.poisson(cfg.autotag_false_rate))):
+            if rng.random() < 0.7:  # scene and style words: no Open Images class
+                concept = str(rng.choice(self.scene_concepts))
+            else:  # a class that is not in the photo
+                options = self.concepts.get(self.mid[self.populated[int(rng.integers(len(self.populated)))]])
+                concept = str(rng.choice(options)) if options else str(rng.choice(self.scene_concepts))
+            out.setdefault(concept, round(float(rng.uniform(0.5, 0.8)), 3))
+        return sorted(out.items(), key=lambda kv: -kv[1])
+
+
+def write_world(out_dir: str | Path, config: WorldConfig = WorldConfig()) -> Sources:
+    """Generates the demo world into `out_dir` in the real source formats, streaming: memory stays
+    flat in the number of photos.
+
+    Writes `oid/` (Open Images CSVs, class list, hierarchy), `yfcc100m_dataset`, `yfcc100m_autotags`,
+    `extra_tags.tsv`, `images/` (`ImageID.jpg` for Open Images photos, `yfcc-ID.jpg` for the YFCC100M
+    photos outside it, whose download URL is in their YFCC100M line) and `truth.jsonl`.
 
     Args:
         out_dir: folder to (re)create.
@@ -283,91 +383,19 @@ def write_world(out_dir: str | Path, config: WorldConfig = WorldConfig()) -> Sou
     Returns:
         The `Sources` to pass to `app.data.join.prepare`.
     """
+    world = _Stream(config)
+    with WorldFiles(Path(out_dir), oid.SPLITS) as files:
+        for number, kind in enumerate(world.kinds()):
+            world.emit(world.new_photo(kind, number), files, number)
     out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "oid").mkdir(parents=True)
-    (out / "images").mkdir()
-    world = _World(config)
-    rng = world.rng
-    sizes = {"train": config.train_size, "validation": config.validation_size, "test": config.test_size}
-    photos = [world.scene(split) for split, n in sizes.items() for _ in range(n)]
-    extra = [world.scene("none") for _ in range(config.extra_yfcc)]
-    ids = _unique_ints(rng, 10**9, 10**10, len(photos) + len(extra))
-    image_ids = _unique_ints(rng, 1, 2**62, len(photos))
-    for photo, flickr_id in zip(photos + extra, ids.tolist()):
-        photo.flickr_id = int(flickr_id)
-        world.make_tags(photo)
-    for photo, image_id in zip(photos, image_ids.tolist()):
-        photo.image_id = f"{image_id:016x}"
-
-    shutil.copy(resources.CHALLENGE_CLASSES_CSV, out / "oid" / "challenge-2019-classes-description-500.csv")
-    shutil.copy(resources.BOXABLE_CLASSES_CSV, out / "oid" / "class-descriptions-boxable.csv")
-    shutil.copy(resources.HIERARCHY_JSON, out / "oid" / "bbox_labels_600_hierarchy.json")
-
-    where = rng.random(len(photos))
-    in_yfcc = where >= config.missing_from_yfcc + config.unmatched_share
-    in_extra = where < config.missing_from_yfcc
-    truth_lines, extra_lines = [], []
-    writers = {}
-    handles = []
-    for split in sizes:
-        handles.append(open(out / "oid" / IMAGE_FILES[split], "w", encoding="utf-8", newline=""))
-        handles.append(open(out / "oid" / f"{split}-annotations-human-imagelabels-boxable.csv", "w", newline=""))
-        handles.append(open(out / "oid" / f"{split}-annotations-machine-imagelabels.csv", "w", newline=""))
-        writers[split] = [csv.writer(h, lineterminator="\n") for h in handles[-3:]]
-        writers[split][0].writerow(IMAGE_HEADER)
-        writers[split][1].writerow(LABEL_HEADER)
-        writers[split][2].writerow(LABEL_HEADER)
-    try:
-        for i, photo in enumerate(photos):
-            meta, human, machine = writers[photo.split]
-            jpeg = render(photo.objects, world.looks, rng, config.image_size)
-            (out / "images" / f"{photo.image_id}.jpg").write_bytes(jpeg)
-            meta.writerow(image_row(photo, jpeg, i, rng))
-            truth = world.truth_classes(photo)
-            machine_labels = world.machine_labels(photo)
-            for mid, confidence in world.human_labels(photo, truth, machine_labels):
-                human.writerow([photo.image_id, "verification" if i % 3 else "crowdsource-verification", mid, confidence])
-            for mid, confidence in machine_labels:
-                machine.writerow([photo.image_id, "machine", mid, confidence])
-            if in_extra[i]:
-                extra_lines.append(f"{photo.flickr_id}\t{encode_tags(photo.tags)}\n")
-            truth_lines.append(json.dumps(_truth(world, photo, truth, bool(in_yfcc[i] or in_extra[i])),
-                                          ensure_ascii=False) + "\n")
-    finally:
-        for handle in handles:
-            handle.close()
-
-    yfcc_photos = [p for p, keep in zip(photos, in_yfcc) if keep] + extra
-    order = rng.permutation(len(yfcc_photos))
-    mapping = load_autotag_mapping()
-    concepts = {}
-    for concept, mid in sorted(mapping.items()):
-        concepts.setdefault(mid, []).append(concept)
-    with open(out / "yfcc100m_dataset", "w", encoding="utf-8", newline="\n") as data, \
-            open(out / "yfcc100m_autotags", "w", encoding="utf-8", newline="\n") as auto:
-        for line_no, index in enumerate(order.tolist()):
-            photo = yfcc_photos[index]
-            data.write(yfcc_line(line_no, photo, rng) + "\n")
-            auto.write(f"{photo.flickr_id}\t{autotags_line(photo.objects, world.mid, concepts, rng)}\n")
-    (out / "extra_tags.tsv").write_text("".join(extra_lines), encoding="utf-8")
-    (out / "truth.jsonl").write_text("".join(truth_lines), encoding="utf-8")
     return Sources(oid=oid.OidPaths.find(out / "oid"), yfcc=out / "yfcc100m_dataset",
                    autotags=out / "yfcc100m_autotags", extra_tags=out / "extra_tags.tsv", images=out / "images")
-
-
-def _unique_ints(rng, low: int, high: int, count: int) -> np.ndarray:
-    """`count` distinct integers in [low, high), in random (seeded) order."""
-    draws = rng.integers(low, high, size=2 * count + 16, dtype=np.int64)
-    _, first = np.unique(draws, return_index=True)
-    return draws[np.sort(first)][:count]
 
 
 def _truth(world: _World, photo: Photo, truth: list, has_tags_source: bool) -> dict:
     tagged = set(photo.tagged) if has_tags_source else set()
     return {
-        "image_id": photo.image_id,
+        "image_id": photo.image_id or yfcc_only_id(photo.flickr_id),
         "flickr_id": photo.flickr_id,
         "split": photo.split,
         "language": photo.language,
@@ -376,5 +404,3 @@ def _truth(world: _World, photo: Photo, truth: list, has_tags_source: bool) -> d
                      "look_alike": any(n in g for g in LOOK_ALIKE)} for n, r in photo.objects],
         "tags": photo.tags if has_tags_source else [],
     }
-
-
