@@ -17,7 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/prepare.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import setup_logging  # noqa: E402
+from app.cli import input_errors, setup_logging  # noqa: E402
 
 log = logging.getLogger("prepare")
 
@@ -51,6 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+@input_errors()
 def main(argv=None) -> dict:
     args = parse_args(argv)
     setup_logging()
@@ -97,6 +98,10 @@ def summary(stats: dict, out: Path, seconds: float) -> str:
     lines.append(f"  bad rows: {bad['total']}" + "".join(f"\n    {k}: {v}" for k, v in bad["by_reason"].items()))
     for reason, examples in bad["examples"].items():
         lines.extend(f"      e.g. {e}" for e in examples[:2])
+    skipped = bad.get("skipped", {})
+    for reason, count in skipped.get("by_reason", {}).items():
+        lines.append(f"  skipped (valid rows not used) {reason}: {count}, e.g. {skipped['examples'][reason][0]}")
+    lines.extend(f"  warning: {warning}" for warning in bad.get("warnings", []))
     return "\n".join(lines)
 
 
