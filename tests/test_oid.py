@@ -310,6 +310,16 @@ def test_machine_labels_outside_the_class_list_are_counted_skips_not_bad_rows(tm
     assert bad.total == 0 and bad.skipped["machine_label_outside_classes"] == 7  # 9 rows, 2 of these classes
     assert sorted(table.value.tolist()) == [0.7, 0.7]
     assert bad.to_dict()["skipped"]["by_reason"] == {"machine_label_outside_classes": 7}
+    path = tmp_path / "machine.csv"
+    path.write_text((DATA / "v3-annotations-machine.sample.csv").read_text() + "000002b66c9c498e,machine,/m/05_4_,0.9\n")
+    table = oid.load_labels(path, bad, ["/m/05_4_", "/m/0krfg"], machine=True)
+    assert bad.examples["machine_label_duplicate"] == [f"{path}:11: '000002b66c9c498e,/m/05_4_,0.9 (first at line 2)'"]
+    assert table.value.tolist() == [0.9, 0.7]  # the highest confidence is kept
+
+
+def test_a_file_whose_only_row_is_bad(tmp_path):
+    rows, bad = read_all("labels", write_lines(tmp_path / "f.csv", [label_lines(0)[0], "0,1"]))
+    assert rows == [] and dict(bad.counts) == {"human_label_field_count": 1}
 
 
 def test_image_keys_sort_like_the_ids_and_flag_malformed_ones():
