@@ -159,6 +159,8 @@ def read_classes(path: str | Path) -> list[tuple[str, str]]:
 def image_keys(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Reads ImageIDs (16 lower-case hex digits) as uint64 keys, vectorised.
 
+    Rows usually come image by image, so each run of equal ids is decoded once.
+
     Args:
         column: a pyarrow string array.
 
@@ -166,20 +168,24 @@ def image_keys(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         `(keys, ok)`: the numbers the ids spell (sorting them sorts the ids), 0 where `ok` is False.
     """
     count = len(column)
+    if count == 0:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=bool)
     buffers = column.buffers()
     offsets = np.frombuffer(buffers[1], dtype=np.int32)[column.offset: column.offset + count + 1]
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
     sized = np.diff(offsets) == 16
     if sized.all() and offsets[-1] - offsets[0] == 16 * count:
-        text = data[offsets[0]: offsets[-1]]
+        text = data[offsets[0]: offsets[-1]].reshape(count, 16)
     else:
         text = np.zeros((count, 16), dtype=np.uint8)  # byte 0 is not a hex digit
         text[sized] = data[offsets[:-1][sized, None] + np.arange(16)]
-    pairs = _HEX_PAIRS[text.view("<u2").reshape(count, 8)]
+    halves = text.view("<u8")
+    heads = np.flatnonzero(np.r_[True, (halves[1:] != halves[:-1]).any(axis=1)])
+    pairs = _HEX_PAIRS[text[heads].view("<u2")]
     ok = pairs.max(axis=1, initial=0) < 256
-    keys = pairs.astype(np.uint8).view(">u8").reshape(count).astype(np.uint64)
-    keys[~ok] = 0
-    return keys, ok
+    keys = np.where(ok, pairs.astype(np.uint8).view(">u8").reshape(len(heads)), 0).astype(np.uint64)
+    runs = np.diff(np.r_[heads, count])
+    return np.repeat(keys, runs), np.repeat(ok, runs)
 
 
 def image_id_text(key: int) -> str:

@@ -212,17 +212,23 @@ def _labelled_rows(image: np.ndarray, images: np.ndarray) -> np.ndarray:
 
 
 def _blocked_average_precisions(predicted: Predictions, rows: np.ndarray, verified: np.ndarray) -> np.ndarray:
-    """`average_precisions` class block by class block, on dense `[images, CLASS_BLOCK]` scores."""
+    """`average_precisions` class block by class block, on dense `[images, CLASS_BLOCK]` scores.
+
+    Only predictions on verified (image, class) pairs are placed: the metric ignores the others.
+    """
     num_classes = verified.shape[1]
     ap = np.empty(num_classes)
-    block = np.where(rows >= 0, predicted.label // CLASS_BLOCK, -1).astype(np.int16)
+    on = np.flatnonzero(rows >= 0)
+    on = on[verified[rows[on], predicted.label[on]] >= 0]
+    row, label, score = rows[on], predicted.label[on], predicted.score[on]
+    block = (label // CLASS_BLOCK).astype(np.int16)
     buffer = np.zeros((len(verified), CLASS_BLOCK))  # reused: a fresh one per block costs page faults
     for low in range(0, num_classes, CLASS_BLOCK):
         high = min(low + CLASS_BLOCK, num_classes)
         part = np.flatnonzero(block == low // CLASS_BLOCK)
-        where = (rows[part], predicted.label[part] - low)
+        where = (row[part], label[part] - low)
         scores = buffer[:, : high - low]
-        scores[where] = predicted.score[part]
+        scores[where] = score[part]
         ap[low:high] = average_precisions(scores, verified[:, low:high])
         scores[where] = 0.0
     return ap
