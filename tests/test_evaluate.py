@@ -132,6 +132,7 @@ def corrupt(folder, name, how):
      "p.csv: none of the 2 predictions is for one of the 3 labelled images of "),
     ("p.csv", lambda d: d.replace(b"0.4", b"0.4\xff"), "p.csv:3: byte 0xff at column 30 is not UTF-8: "),
     ("labels.csv", None, "labels.csv: No such file or directory"),
+    ("p.csv", lambda d: b"", "p.csv: empty file (0 bytes), expected the header ImageID,LabelName,Score"),
 ])
 def test_csv_cli_bad_input_is_one_error_line_and_exit_code_2(csv_files, capsys, name, how, message):
     (csv_files / "p.csv").write_text("ImageID,LabelName,Score\n" + GOOD)

@@ -140,6 +140,8 @@ class CsvReader:
         blocks = iter_line_blocks(self.path, self.block_bytes)
         first = next(blocks, None)
         if first is None:
+            if self.exact_header:
+                raise InputError(f"{self.path}: empty file (0 bytes), expected the header {','.join(self.columns)}")
             return
         first = _normalise(b"\n" + bytes(first[1:]).removeprefix(BOM))
         header, sep, rest = first[1:].partition(b"\n")

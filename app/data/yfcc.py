@@ -18,6 +18,7 @@ import numpy as np
 from app.data.badrows import BadRows
 from app.data.sources import iter_line_blocks
 from app.data.tags import TagDecodeError, decode_field, decode_tags
+from app.errors import InputError
 
 CHUNK_BYTES = 8 << 20
 # Field positions for the 25-field 2016 file and the 23-field 2014 Webscope release.
@@ -51,7 +52,8 @@ def detect_layout(path: str | Path) -> int:
             if fields in LAYOUTS:
                 return fields
         break
-    raise ValueError(f"{path}: no line with 25 (yfcc100m_dataset) or 23 (2014 release) tab-separated fields")
+    raise InputError(f"{path}: no line with 25 (yfcc100m_dataset) or 23 (2014 release) tab-separated fields "
+                     f"in its first block")
 
 
 def scan_dataset(
