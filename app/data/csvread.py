@@ -124,11 +124,14 @@ class CsvReader:
         block_bytes: bytes read per block.
 
     Raises:
-        InputError: (when iterated) for a header that is not UTF-8, not CSV or lacks a column.
+        InputError: (when iterated) for a header that is not UTF-8, not CSV or lacks a column, or
+            with `exact_header`, for a 0-byte file or any other header.
     """
 
     def __init__(self, path: str | Path, columns: Sequence[str], optional: Sequence[str] = (),
                  numbers: Sequence[str] = (), exact_header: bool = False, block_bytes: int = BLOCK_BYTES):
+        if not columns:
+            raise ValueError("CsvReader needs at least one column")
         self.path = Path(path)
         self.columns, self.optional, self.numbers = tuple(columns), tuple(optional), frozenset(numbers)
         self.exact_header = exact_header
