@@ -103,6 +103,10 @@ def summary(stats: dict, out: Path, seconds: float) -> str:
         lines.append(_reasons("photos without an image", stats["image_folder"]["without_image"]))
     bad = stats["bad_rows"]
     lines.append(_reasons("bad rows", bad))
+    skipped = bad.get("skipped", {})
+    for reason, count in skipped.get("by_reason", {}).items():
+        lines.append(f"  skipped (valid rows not used) {reason}: {count}, e.g. {skipped['examples'][reason][0]}")
+    lines.extend(f"  warning: {warning}" for warning in bad.get("warnings", []))
     return "\n".join(lines)
 
 
