@@ -14,6 +14,8 @@ import threading
 import typing
 from typing import Any, Callable, Iterator, NoReturn
 
+from app.errors import InputError
+
 VERBOSE_HINT = " (run with --verbose for the traceback)"
 
 
@@ -121,7 +123,8 @@ def user_errors(verbose: bool = False) -> Iterator[None]:
     except USER_ERRORS as err:
         if verbose:
             raise
-        fail(describe(err) + VERBOSE_HINT)
+        # An InputError or a file error says all there is to say; another error may be a bug.
+        fail(describe(err) + ("" if isinstance(err, (InputError, OSError)) else VERBOSE_HINT))
 
 
 def describe(err: BaseException) -> str:

@@ -62,12 +62,12 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    setup_logging(args.verbose)
     config = build_config(args)
-    run_dir = args.out or Path("saved_models") / (args.name or config.model.model)
     multi_worker = config.train.strategy == "multi_worker"
     if multi_worker and not args.local_workers:
-        exit_on_sigterm()  # before TensorFlow starts: its runtime would swallow SIGTERM
+        exit_on_sigterm()  # before TensorFlow starts (setup_logging imports it): its runtime swallows SIGTERM
+    setup_logging(args.verbose)
+    run_dir = args.out or Path("saved_models") / (args.name or config.model.model)
     if not multi_worker or args.local_workers:  # (workers started by hand must not all prepare it)
         ensure_demo_data(args)
     if args.local_workers:
