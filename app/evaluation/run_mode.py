@@ -42,6 +42,9 @@ class RunEvaluation:
         per_class: `{system: AP per class}` (NaN for classes without positives).
         slices: `{"language"|"tags": {slice: {system: mAP}}}`.
         slice_sizes: `{"language"|"tags": {slice: photos}}`.
+        slice_classes: `{"language"|"tags": {slice: classes with a verified positive in the slice}}`:
+            the classes a slice's mAP averages over.
+        photos: photos in the split.
         fusion_weight: λ of the late-fusion baseline, tuned on validation (when compared).
         protocol: `challenge` (a score of 0 is no prediction) or `study` (every verified
             (image, class) is a detection, 0 included, as the 2020 study scored).
@@ -61,6 +64,8 @@ class RunEvaluation:
     slices: dict = field(default_factory=dict)
     slice_sizes: dict = field(default_factory=dict)
     fusion_weight: Optional[float] = None
+    slice_classes: dict = field(default_factory=dict)
+    photos: int = 0
 
     def to_json(self) -> dict:
         """Everything, with per-class AP keyed by MID (null where a class has no positive)."""
@@ -68,6 +73,7 @@ class RunEvaluation:
                      for system, ap in self.per_class.items()}
         return {"name": self.name, "data": self.data, "split": self.split, "floor": self.floor, "protocol": self.protocol,
                 "summary": self.summary, "slices": self.slices, "slice_sizes": self.slice_sizes,
+                "slice_classes": self.slice_classes, "photos": self.photos,
                 "fusion_weight": self.fusion_weight, "classes": dict(zip(self.class_mids, self.class_names)),
                 "positives": dict(zip(self.class_mids, self.positives)), "per_class_ap": per_class}
 
@@ -118,8 +124,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
         summary={name: summary_metrics(s, truth.verified, thresholds if name == run.name else 0.5, protocol)
                  for name, s in systems.items()},
         per_class={name: average_precisions(s, truth.verified, protocol) for name, s in systems.items()},
-        fusion_weight=weight)
-    result.slices, result.slice_sizes = _slices(systems, truth, protocol)
+        fusion_weight=weight, photos=len(truth.image_ids))
+    result.slices, result.slice_sizes, result.slice_classes = _slices(systems, truth, protocol)
     return result
 
 
@@ -134,17 +140,19 @@ def _add_late_fusion(systems: dict, val_scores: dict, models: list, val: EvalArr
     return weight
 
 
-def _slices(systems: dict, truth: EvalArrays, protocol: str) -> tuple[dict, dict]:
-    """mAP per tag language (English / other / undetected) and with / without tags."""
+def _slices(systems: dict, truth: EvalArrays, protocol: str) -> tuple[dict, dict, dict]:
+    """mAP per tag language (English / other / undetected) and with / without tags; photos and
+    classes with a positive per slice."""
     lang = np.where(truth.languages == "en", "en", np.where(truth.languages == "un", "undetected", "other"))
     groups = {"language": {g: lang == g for g in ("en", "other", "undetected")},
               "tags": {"with tags": truth.has_tags, "without tags": ~truth.has_tags}}
-    slices, sizes = {}, {}
+    slices, sizes, classes = {}, {}, {}
     for key, rows_by_label in groups.items():
-        slices[key], sizes[key] = {}, {}
+        slices[key], sizes[key], classes[key] = {}, {}, {}
         for label, rows in rows_by_label.items():
             if rows.any():
                 slices[key][label] = {n: mean_average_precision(s[rows], truth.verified[rows], protocol)
                                       for n, s in systems.items()}
                 sizes[key][label] = int(rows.sum())
-    return slices, sizes
+                classes[key][label] = int((truth.verified[rows] == 1).any(axis=0).sum())
+    return slices, sizes, classes
