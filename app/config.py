@@ -97,14 +97,22 @@ class ModelConfig:
                                 needs="image")
     train_backbone: bool = option(False, "fine-tune ResNet50 (default: frozen, features computed once)",
                                   needs="image")
+    image_presence: bool = option(False, "an image_present input (serving sets it from image_ok): a photo without a "
+                                         "usable image gets a learned missing-image embedding, not a black image's "
+                                         "features", needs="image")
+    image_dropout: float = option(0.0, "contextual model with --image-presence: in training, remove the image of "
+                                       "this share of the photos that keep their tags", needs="contextual")
 
     def __post_init__(self):
         _check_choices(self)
         _check_at_least(self, 1, "embedding_dim", "hidden_units", "image_size")
         _check_at_least(self, 0, "hidden_layers", "l2")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.tag_dropout < 1.0:
+        if not all(0.0 <= rate < 1.0 for rate in (self.dropout, self.tag_dropout, self.image_dropout)):
             raise ValueError(f"dropout rates must be in [0, 1). Received: dropout={self.dropout}, "
-                             f"tag_dropout={self.tag_dropout}")
+                             f"tag_dropout={self.tag_dropout}, image_dropout={self.image_dropout}")
+        if self.image_dropout > 0 and not self.image_presence:
+            raise ValueError(f"image_dropout needs image_presence (a removed image must be marked absent). Received: "
+                             f"image_dropout={self.image_dropout}, image_presence={self.image_presence}")
 
     @property
     def uses_tags(self) -> bool:
