@@ -22,6 +22,9 @@ MODELS = ("contextual", "tags", "image")
 POOLINGS = ("max", "avg")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 LOSS_ON = ("all", "verified")
+TAG_NORMALIZATIONS = ("none", "snowball")
+NORMALIZATION_HELP = ("tag normalisation: none, or snowball (each tag stemmed with the NLTK Snowball stemmer of its "
+                      "photo's language; see app/data/stemming.py)")
 
 
 def option(default: Any, help: str, choices: tuple | None = None, execution: bool = False,
@@ -60,8 +63,10 @@ class DataConfig:
     tag_limit: int = option(20, "keep each photo's first N tags (the study's best: 20)", needs="tags")
     tag_threshold: int = option(10, "vocabulary: tags seen at least T times among the train split's first N tags",
                                 needs="tags")
+    tag_normalization: str = option("none", NORMALIZATION_HELP, TAG_NORMALIZATIONS, needs="tags")
 
     def __post_init__(self):
+        _check_choices(self)
         _check_at_least(self, 1, "tag_limit", "tag_threshold")
 
 
@@ -72,10 +77,13 @@ class PrepareConfig:
     tag_limit: int = option(20, "tag limit N of the vocabulary saved with the dataset")
     tag_threshold: int = option(10, "tag threshold T of the vocabulary saved with the dataset")
     lowercase: bool = option(False, "fold tags to lower case (YFCC100M tags already are)")
+    tag_normalization: str = option("none", NORMALIZATION_HELP + " of the vocabulary saved with the dataset",
+                                    TAG_NORMALIZATIONS)
     records_per_shard: int = option(1024, "records per TFRecord shard")
     min_shards: int = option(2, "at least this many shards per split, so that workers can split them")
 
     def __post_init__(self):
+        _check_choices(self)
         _check_at_least(self, 1, "tag_limit", "tag_threshold", "records_per_shard", "min_shards")
 
 

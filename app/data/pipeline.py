@@ -18,10 +18,15 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 def iter_tags(files: list) -> Iterator[list]:
     """Streams each photo's cleaned tags from shards, in shard order (for vocabularies)."""
+    return (tags for _, tags in iter_language_tags(files))
+
+
+def iter_language_tags(files: list) -> Iterator[tuple[str, list]]:
+    """Streams each photo's `(language, cleaned tags)` from shards, in shard order."""
     ds = tf.data.TFRecordDataset(files).batch(4096)
-    for batch in ds.map(lambda s: records.parse_batch(s, ["tags"])["tags"]):
-        for row in batch.to_list():
-            yield [t.decode("utf-8") for t in row]
+    for batch in ds.map(lambda s: records.parse_batch(s, ["language", "tags"])):
+        for language, row in zip(batch["language"].numpy(), batch["tags"].to_list()):
+            yield language.decode(), [t.decode("utf-8") for t in row]
 
 
 def dense_rows(ids: tf.RaggedTensor, values: tf.RaggedTensor | None, width: int) -> tf.Tensor:

@@ -101,7 +101,8 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
         if state == COMPLETE:
             history = read_history(run.history_path)
             return RunResult(run.path, "complete", history, run.metrics() if chief else {}, time.time() - started)
-        tags = options.tags or (TagLookup(info.vocabulary(config.data.tag_limit, config.data.tag_threshold))
+        d = config.data
+        tags = options.tags or (TagLookup(info.vocabulary(d.tag_limit, d.tag_threshold, d.tag_normalization))
                                 if m.uses_tags else None)
         if chief:
             run.begin(fingerprint, config, info, tags.vocab if tags else None)
