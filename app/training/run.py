@@ -232,10 +232,11 @@ class RunInputs:
 
     def _dataset(self, split: str, batch_size: int, **kwargs) -> tf.data.Dataset:
         t = self.config.train
+        m = self.config.model
         return make_dataset(self.info, split, lookup=self.tags, image_size=self.image_size, batch_size=batch_size,
                             verified_only=t.loss_on == "verified", shuffle_buffer=t.shuffle_buffer,
                             feature_files=self.features.files(split) if self.features else None,
-                            feature_dim=FEATURE_DIM, **kwargs)
+                            feature_dim=FEATURE_DIM, image_presence=m.uses_image and m.image_presence, **kwargs)
 
     def train_dataset(self, epoch: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         t = self.config.train
