@@ -42,11 +42,12 @@ def exported(tiny_world, tmp_path_factory):
                                          image_presence=True, image_dropout=0.5),
                        train=TrainConfig(epochs=1, batch_size=32))
     train(data_dir, root / "run", config, RunOptions(progress=False))
-    return root / "run", export(root / "run")
+    target = export(root / "run")
+    return root / "run", target, tf.saved_model.load(str(target))
 
 
 def test_signatures_take_the_language_and_map_tags_as_the_training_pipeline(exported, tiny_world, tmp_path):
-    run_dir, target = exported
+    run_dir, _, loaded = exported
     run = TrainedModel(run_dir)
     assert run.tags.vocab.normalization == "snowball" and run.tags.vocab.forms
     images = [jpeg(20 * i + 10) if i % 3 else b"" for i in range(len(MULTILINGUAL))]
@@ -55,7 +56,6 @@ def test_signatures_take_the_language_and_map_tags_as_the_training_pipeline(expo
     order = [i for shard in range(2) for i in range(shard, len(images), 2)]  # round-robin into two shards
     inputs = next(iter(make_dataset(info, "test", lookup=run.tags, image_size=32, batch_size=16, image_presence=True)))[0]
     reference = np.asarray(run.model({k: v for k, v in inputs.items() if k in run.model.input}, training=False))
-    loaded = tf.saved_model.load(str(target))
     for name in ("serving_default", "serve_yfcc"):
         assert set(loaded.signatures[name].structured_input_signature[1]) == {"tags", "image_bytes", "language"}
     width = max(len(t) for t, _ in MULTILINGUAL)
@@ -74,9 +74,9 @@ def test_signatures_take_the_language_and_map_tags_as_the_training_pipeline(expo
 
 
 def test_a_photo_without_an_image_is_marked_absent_not_black(exported):
-    run_dir, target = exported
+    run_dir, _, loaded = exported
     run = TrainedModel(run_dir)
-    serve = tf.saved_model.load(str(target)).signatures["serving_default"]
+    serve = loaded.signatures["serving_default"]
     images = [jpeg(90), b"", truncated(noisy_jpeg(3))]
     tags, languages = tf.constant([["dog", "hund"]] * 3), tf.constant(["de"] * 3)
     out = serve(tags=tags, image_bytes=tf.constant(images), language=languages)
@@ -91,7 +91,7 @@ def test_a_photo_without_an_image_is_marked_absent_not_black(exported):
 
 
 def test_saved_model_cli_runs_with_the_language_input(exported):
-    _, target = exported
+    _, target, _ = exported
     cli = shutil.which("saved_model_cli") or "saved_model_cli"
     run = subprocess.run([cli, "run", "--dir", str(target), "--tag_set", "serve", "--signature_def", "serve_yfcc",
                           "--input_exprs", "tags=['katzen,hund', ''];image_bytes=[b'', b'\\xff\\xd8\\xff'];"
@@ -101,10 +101,10 @@ def test_saved_model_cli_runs_with_the_language_input(exported):
 
 
 def test_predict_detects_each_photos_language_as_prepare_does(exported):
-    run_dir, target = exported
+    run_dir, target, loaded = exported
     tags = [["hund", "katze", "strand", "sommer", "urlaub"], ["dog"], []]
     assert predict.tag_languages(tags) == ["de", "un", "un"] == [detect_language(t) for t in tags]
-    serve = tf.saved_model.load(str(target)).signatures["serving_default"]
+    serve = loaded.signatures["serving_default"]
     width = max(len(t) for t in tags)
     expected = serve(tags=tf.constant([t + [""] * (width - len(t)) for t in tags]), image_bytes=tf.constant([b""] * 3),
                      language=tf.constant(["de", "un", "un"]))["scores"].numpy()
