@@ -53,9 +53,8 @@ class TagLookup(tf.Module):
         """
         if not cleaned:
             tags = clean_tags(tags, self.lowercase)
-        tags = tags[:, : self.limit]
-        ids = tf.ragged.map_flat_values(self.table.lookup, tags)
-        return tf.cast(ids.to_tensor(default_value=PAD_ID, shape=[None, self.limit]), tf.int32)
+        ids = tags.with_flat_values(tf.cast(self.table.lookup(tags.flat_values), tf.int32))
+        return ids.to_tensor(default_value=PAD_ID, shape=[None, self.limit])  # cuts each photo to its first `limit`
 
 
 def clean_tags(tags: tf.RaggedTensor, lowercase: bool = False) -> tf.RaggedTensor:
