@@ -15,6 +15,7 @@ setup(
         "tensorflow-datasets>=4.9,<5",
         "numpy>=1.26,<3",
         "pandas>=2.0,<4",
+        "pyarrow>=14,<28",
         "pycld2>=0.41,<1",
         "nltk>=3.8,<4",
         "pillow>=10,<14",

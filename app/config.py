@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from app.errors import InputError
 from app.fileio import atomic_write_json
 
 MODELS = ("contextual", "tags", "image")
@@ -46,14 +47,14 @@ def _check_choices(config) -> None:
         choices = f.metadata.get("choices")
         value = getattr(config, f.name)
         if choices and value not in choices:
-            raise ValueError(f"{f.name} must be one of {', '.join(map(repr, choices))}. Received: {f.name}={value!r}")
+            raise InputError(f"{f.name} must be one of {', '.join(map(repr, choices))}. Received: {f.name}={value!r}")
 
 
 def _check_at_least(config, minimum: float, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         if value is not None and value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}. Received: {name}={value!r}")
+            raise InputError(f"{name} must be >= {minimum}. Received: {name}={value!r}")
 
 
 @dataclass
@@ -116,10 +117,10 @@ class ModelConfig:
         _check_at_least(self, 1, "embedding_dim", "hidden_units", "image_size")
         _check_at_least(self, 0, "hidden_layers", "l2")
         if not all(0.0 <= rate < 1.0 for rate in (self.dropout, self.tag_dropout, self.image_dropout)):
-            raise ValueError(f"dropout rates must be in [0, 1). Received: dropout={self.dropout}, "
+            raise InputError(f"dropout rates must be in [0, 1). Received: dropout={self.dropout}, "
                              f"tag_dropout={self.tag_dropout}, image_dropout={self.image_dropout}")
         if self.image_dropout > 0 and not self.image_presence:
-            raise ValueError(f"image_dropout needs image_presence (a removed image must be marked absent). Received: "
+            raise InputError(f"image_dropout needs image_presence (a removed image must be marked absent). Received: "
                              f"image_dropout={self.image_dropout}, image_presence={self.image_presence}")
 
     @property
@@ -185,10 +186,10 @@ class RunConfig:
             source: what to call the input in error messages (e.g. a file name).
         """
         if not isinstance(raw, dict):
-            raise ValueError(f"{source}: expected a JSON object with data, model and train sections")
+            raise InputError(f"{source}: expected a JSON object with data, model and train sections")
         extra = sorted(set(raw) - set(SECTIONS))
         if extra:
-            raise ValueError(f"{source}: unknown config sections {extra}; expected {', '.join(SECTIONS)}")
+            raise InputError(f"{source}: unknown config sections {extra}; expected {', '.join(SECTIONS)}")
         return cls(**{name: build_section(kind, raw.get(name, {}), f"{source}: {name}") for name, kind in SECTIONS.items()})
 
     def save(self, path: str | Path) -> None:
@@ -206,19 +207,19 @@ def build_section(kind: type, section: Any, where: str):
         ValueError: naming the key, e.g. `config.json: train.epochs must be int. Received: '2'`.
     """
     if not isinstance(section, dict):
-        raise ValueError(f"{where} must be a JSON object. Received: {section!r}")
+        raise InputError(f"{where} must be a JSON object. Received: {section!r}")
     hints = typing.get_type_hints(kind)
     known = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(section) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+        raise InputError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
     for key, value in section.items():
         if not _has_type(value, hints[key]):
-            raise ValueError(f"{where}.{key} must be {_type_name(hints[key])}. Received: {value!r}")
+            raise InputError(f"{where}.{key} must be {_type_name(hints[key])}. Received: {value!r}")
     try:
         return kind(**section)
     except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise InputError(f"{where}: {err}") from None
 
 
 def _has_type(value: Any, hint: Any) -> bool:
@@ -244,6 +245,6 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+        raise InputError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise InputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None

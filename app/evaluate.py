@@ -2,6 +2,7 @@
 
 Any model's predictions, from CSV files in the Open Images formats:
     python app/evaluate.py --predictions P.csv --labels L.csv --hierarchy H.json [--classes C.csv] [--json]
+                           [--protocol challenge|study]
 
 A trained run on its shards, with baselines, more metrics and a report:
     python app/evaluate.py --model saved_models/contextual [--data tfrecords/demo] [--split test]
@@ -11,7 +12,7 @@ A trained run on its shards, with baselines, more metrics and a report:
 from __future__ import annotations
 
 import argparse
-import csv
+import dataclasses
 import json
 import logging
 import sys
@@ -20,86 +21,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/evaluate.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import numpy as np  # noqa: E402
-
 from app.cli import add_common_flags, guarded, setup_logging  # noqa: E402
 from app.evaluation.metrics import PROTOCOLS  # noqa: E402
 
 log = logging.getLogger("evaluate")
-
-
-class InputError(ValueError):
-    """Bad input, with the file and line in the message."""
-
-
-def read_predictions(path: Path, class_index: dict) -> dict:
-    """Reads `ImageID,LabelName,Score` rows as `{(image, class index): score}`.
-
-    Raises:
-        InputError: for a malformed row, an unknown class, a score outside [0, 1] or a repeated
-            (image, class), naming the file and line.
-    """
-    out, first_line = {}, {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header != ["ImageID", "LabelName", "Score"]:
-            raise InputError(f"{path}:1: expected the header ImageID,LabelName,Score, got {header}")
-        for row in reader:
-            line = reader.line_num
-            if len(row) != 3:
-                raise InputError(f"{path}:{line}: expected 3 fields, got {len(row)}: {row}")
-            image, label, text = row
-            if label not in class_index:
-                raise InputError(f"{path}:{line}: unknown class {label!r} (not in the class list)")
-            try:
-                score = float(text)
-            except ValueError:
-                raise InputError(f"{path}:{line}: score {text!r} is not a number") from None
-            if not 0.0 <= score <= 1.0:
-                raise InputError(f"{path}:{line}: score {score} is outside [0, 1]")
-            key = (image, class_index[label])
-            if key in out:
-                raise InputError(f"{path}:{line}: second prediction for image {image} class {label} "
-                                 f"(first at line {first_line[key]})")
-            out[key], first_line[key] = score, line
-    return out
-
-
-def evaluate_csv(predictions: Path, labels: Path, hierarchy_path: Path, classes_path: Path | None) -> dict:
-    """mAP and per-class AP for prediction and label CSV files."""
-    from app import resources
-    from app.data.badrows import BadRows
-    from app.data.hierarchy import Hierarchy
-    from app.data.oid import read_classes, read_labels
-    from app.evaluation.metrics import average_precisions
-
-    classes = read_classes(classes_path or resources.CHALLENGE_CLASSES_CSV)
-    mids = [m for m, _ in classes]
-    index = {m: i for i, m in enumerate(mids)}
-    hierarchy = Hierarchy.from_json(hierarchy_path, mids)
-    bad = BadRows()
-    per_image: dict = {}
-    for image, mid, confidence in read_labels(labels, bad):
-        per_image.setdefault(image, []).append((mid, int(confidence)))
-    if bad.total:
-        raise InputError(f"{labels}: bad label rows\n{bad.report()}")
-    scores_by_key = read_predictions(predictions, index)
-    images = sorted(set(per_image) | {image for image, _ in scores_by_key})
-    row = {image: i for i, image in enumerate(images)}
-    verified = -np.ones((len(images), len(mids)), np.int8)
-    for image, image_labels in per_image.items():
-        for mid, value in hierarchy.expand(image_labels).items():
-            verified[row[image], index[mid]] = value
-    scores = np.zeros(verified.shape)
-    for (image, c), score in scores_by_key.items():
-        scores[row[image], c] = score
-    ap = average_precisions(scores, verified)
-    scored = ~np.isnan(ap)
-    return {"map": float(np.mean(ap[scored])) if scored.any() else float("nan"), "classes_scored": int(scored.sum()),
-            "images": len(images),
-            "per_class": {mid: {"name": name, "ap": float(ap[i])} for i, (mid, name) in enumerate(classes)
-                          if scored[i]}}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -135,14 +60,16 @@ def main(argv=None):
     args = parse_args(argv)
     setup_logging(args.verbose, tensorflow=args.model is not None)
     if args.model is None:
-        try:
-            result = evaluate_csv(args.predictions, args.labels, args.hierarchy, args.classes)
-        except (InputError, ValueError, FileNotFoundError) as err:
-            sys.exit(f"error: {err}")
+        from app.evaluation.csv_mode import evaluate_csv
+
+        result = evaluate_csv(args.predictions, args.labels, args.hierarchy, args.classes, args.protocol)
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         if args.json:
-            print(json.dumps(result, indent=2))
+            print(json.dumps({**dataclasses.asdict(result), "protocol": args.protocol}, indent=2))
         else:
-            print(f"mAP {result['map']:.6f} over {result['classes_scored']} classes, {result['images']} images")
+            print(f"mAP {result.map:.6f} over {result.classes_scored} classes, {result.images} images "
+                  f"({args.protocol} protocol)")
         return result
     from app.evaluation.run_mode import evaluate_run
 

@@ -24,7 +24,9 @@ def main(argv=None) -> Path:
     p.add_argument("--model", type=Path, required=True, help="run folder, e.g. saved_models/contextual")
     p.add_argument("--out", type=Path, help="serving base folder (default: MODEL/serving)")
     p.add_argument("--version", type=int, help="version number (default: the next free one)")
-    p.add_argument("--top-k", type=int, default=5, help="classes returned in top_k_* outputs [default: 5]")
+    p.add_argument("--top-k", type=int, default=5, help="classes returned in the top_k_* and classes_* outputs [default: 5]")
+    p.add_argument("--review-margin", type=float, default=0.05,
+                   help="needs_review when a class score is this close to its threshold [default: 0.05]")
     add_common_flags(p)
     args = p.parse_args(argv)
     if args.top_k < 1 or args.version is not None and args.version < 1:
@@ -33,7 +35,7 @@ def main(argv=None) -> Path:
     from app.evaluation.scoring import TrainedModel
     from app.serving.signatures import directory_size, export
 
-    target = export(args.model, args.out, args.version, args.top_k)
+    target = export(args.model, args.out, args.version, args.top_k, args.review_margin)
     weights = sum(w.numpy().nbytes for w in TrainedModel(args.model).model.weights)
     size = directory_size(target)
     print(f"exported {target} ({size / 1e6:.1f} MB; weights {weights / 1e6:.1f} MB, ratio {size / weights:.2f})\n"

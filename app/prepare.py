@@ -18,7 +18,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/prepare.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import add_common_flags, add_config_flags, config_overrides, guarded, setup_logging  # noqa: E402
+from app.cli import (add_common_flags, add_config_flags, config_overrides, guarded, setup_logging,  # noqa: E402
+                     writing_to)
 from app.config import PrepareConfig  # noqa: E402
 
 log = logging.getLogger("prepare")
@@ -63,7 +64,7 @@ def main(argv=None) -> dict:
 
     started = time.time()
     progress = not args.no_progress and sys.stderr.isatty()
-    with DatasetWriter(args.out) as writer:
+    with writing_to(args.out), DatasetWriter(args.out) as writer:
         if args.demo:
             from app.demo.world import WorldConfig, write_world
 
@@ -104,6 +105,10 @@ def summary(stats: dict, out: Path, seconds: float) -> str:
         lines.append(_reasons("photos without an image", stats["image_folder"]["without_image"]))
     bad = stats["bad_rows"]
     lines.append(_reasons("bad rows", bad))
+    skipped = bad.get("skipped", {})
+    for reason, count in skipped.get("by_reason", {}).items():
+        lines.append(f"  skipped (valid rows not used) {reason}: {count}, e.g. {skipped['examples'][reason][0]}")
+    lines.extend(f"  warning: {warning}" for warning in bad.get("warnings", []))
     return "\n".join(lines)
 
 

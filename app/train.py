@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # `python app/train.py`: make the repository root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from app.cli import (add_common_flags, add_config_flags, config_overrides, exit_on_sigterm, fail, guarded,  # noqa: E402
-                     setup_logging)
+                     setup_logging, writing_to)
 from app.config import SECTIONS, RunConfig  # noqa: E402
 
 log = logging.getLogger("train")
@@ -62,12 +62,12 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    setup_logging(args.verbose)
     config = build_config(args)
-    run_dir = args.out or Path("saved_models") / (args.name or config.model.model)
     multi_worker = config.train.strategy == "multi_worker"
     if multi_worker and not args.local_workers:
-        exit_on_sigterm()  # before TensorFlow starts: its runtime would swallow SIGTERM
+        exit_on_sigterm()  # before TensorFlow starts (setup_logging imports it): its runtime swallows SIGTERM
+    setup_logging(args.verbose)
+    run_dir = args.out or Path("saved_models") / (args.name or config.model.model)
     if not multi_worker or args.local_workers:  # (workers started by hand must not all prepare it)
         ensure_demo_data(args)
     if args.local_workers:
@@ -84,8 +84,9 @@ def main(argv=None):
     from app.training.run import RunOptions, train
 
     started = time.time()
-    result = train(args.data, run_dir, config, RunOptions(progress=not args.no_progress, overwrite=args.overwrite),
-                   strategy=strategy)
+    with writing_to(run_dir):
+        result = train(args.data, run_dir, config, RunOptions(progress=not args.no_progress, overwrite=args.overwrite),
+                       strategy=strategy)
     print(report(result, config, run_dir, time.time() - started))
     return result
 

@@ -36,3 +36,15 @@ def tiny_world(tmp_path_factory):
     prepare_dataset(sources, data_dir, PrepareConfig(tag_limit=10, tag_threshold=2, records_per_shard=64),
                     progress=False)
     return sources, data_dir
+
+
+def label_lines(count: int, name: str = "train-annotations-human-imagelabels-boxable.sample.csv") -> list:
+    """The header and `count` rows of a real label sample, each row under a new ImageID."""
+    header, *rows = (DATA / name).read_text(encoding="utf-8").splitlines()
+    return [header] + [f"{i:016x}," + rows[i % len(rows)].split(",", 1)[1] for i in range(count)]
+
+
+def image_lines(count: int) -> list:
+    """The header and `count` rows of the real image-metadata sample, each under a new ImageID."""
+    header, *rows = (DATA / "train-images-boxable-with-rotation.sample.csv").read_text(encoding="utf-8").splitlines()
+    return [header] + [f"{i:016x}," + rows[i % len(rows)].split(",", 1)[1] for i in range(count)]

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from app import evaluate
+from app.errors import InputError
+from app.evaluation.csv_mode import evaluate_csv
 from app.evaluation.baselines import late_fusion, machine_label_scores, most_likely_scores, tune_fusion_weight
 from app.evaluation.metrics import summary_metrics, threshold_scores, top_k_scores, tune_class_thresholds
 from conftest import DATA
@@ -20,38 +22,41 @@ def csv_files(tmp_path):
     (tmp_path / "c.csv").write_text(CLASSES)
     (tmp_path / "labels.csv").write_text(
         "ImageID,Source,LabelName,Confidence\n"
-        "img1,verification,/m/0bt9lr,1\n"    # dog -> animal positive too
-        "img2,verification,/m/0jbk,0\n"      # animal negative -> dog, cat negative
-        "img3,crowdsource-verification,/m/01yrx,1\n"
-        "img3,verification,/m/0k4j,0\n")
+        "0000000000000001,verification,/m/0bt9lr,1\n"    # dog -> animal positive too
+        "0000000000000002,verification,/m/0jbk,0\n"      # animal negative -> dog, cat negative
+        "0000000000000003,crowdsource-verification,/m/01yrx,1\n"
+        "0000000000000003,verification,/m/0k4j,0\n")
     return tmp_path
 
 
 def run_csv(folder, predictions: str):
     (folder / "p.csv").write_text("ImageID,LabelName,Score\n" + predictions)
-    return evaluate.evaluate_csv(folder / "p.csv", folder / "labels.csv", folder / "h.json", folder / "c.csv")
+    return evaluate_csv(folder / "p.csv", folder / "labels.csv", folder / "h.json", folder / "c.csv")
 
 
 def test_csv_mode_applies_the_hierarchy(csv_files):
-    result = run_csv(csv_files, "img1,/m/0bt9lr,0.9\nimg2,/m/0bt9lr,0.8\nimg1,/m/0jbk,0.7\nimg3,/m/0jbk,0.6\n"
-                                "img2,/m/0jbk,0.5\nimg3,/m/01yrx,0.4\nimg4,/m/01yrx,0.99\n")
-    per = {m: v["ap"] for m, v in result["per_class"].items()}
-    assert per["/m/0bt9lr"] == 1.0  # img1 (TP) ranks above img2 (negative by expansion)
-    assert per["/m/0jbk"] == 1.0  # img1, img3 positive by expansion, img2 negative ranks last
-    assert per["/m/01yrx"] == 1.0  # img4 is unverified: its 0.99 is ignored
+    result = run_csv(csv_files, "0000000000000001,/m/0bt9lr,0.9\n0000000000000002,/m/0bt9lr,0.8\n"
+                                "0000000000000001,/m/0jbk,0.7\n0000000000000003,/m/0jbk,0.6\n"
+                                "0000000000000002,/m/0jbk,0.5\n0000000000000003,/m/01yrx,0.4\n"
+                                "0000000000000004,/m/01yrx,0.99\n")
+    per = {m: v["ap"] for m, v in result.per_class.items()}
+    assert per["/m/0bt9lr"] == 1.0  # 0000000000000001 (TP) ranks above 0000000000000002 (negative by expansion)
+    assert per["/m/0jbk"] == 1.0  # images 1 and 3 positive by expansion, image 2 negative ranks last
+    assert per["/m/01yrx"] == 1.0  # 0000000000000004 is unverified: its 0.99 is ignored
     assert "/m/0k4j" not in per  # no positive: left out of the mean
-    assert result["map"] == 1.0 and result["classes_scored"] == 3
+    assert result.map == 1.0 and result.classes_scored == 3
 
 
 @pytest.mark.parametrize("rows,message", [
-    ("img1,/m/0bt9lr\n", "p.csv:2: expected 3 fields"),
-    ("img1,/m/nope,0.5\n", "p.csv:2: unknown class '/m/nope'"),
-    ("img1,/m/0bt9lr,1.5\n", "p.csv:2: score 1.5 is outside [0, 1]"),
-    ("img1,/m/0bt9lr,high\n", "p.csv:2: score 'high' is not a number"),
-    ("img1,/m/0bt9lr,0.5\nimg1,/m/0bt9lr,0.6\n", "p.csv:3: second prediction for image img1 class /m/0bt9lr"),
+    ("0000000000000001,/m/0bt9lr\n", "p.csv:2: expected 3 fields"),
+    ("0000000000000001,/m/nope,0.5\n", "p.csv:2: unknown class '/m/nope'"),
+    ("0000000000000001,/m/0bt9lr,1.5\n", "p.csv:2: score 1.5 is outside [0, 1]"),
+    ("0000000000000001,/m/0bt9lr,high\n", "p.csv:2: score 'high' is not a number"),
+    ("0000000000000001,/m/0bt9lr,0.5\n0000000000000001,/m/0bt9lr,0.6\n",
+     "p.csv:3: second prediction for image 0000000000000001 class /m/0bt9lr"),
 ])
 def test_csv_mode_bad_input_names_file_and_line(csv_files, rows, message):
-    with pytest.raises(evaluate.InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
         run_csv(csv_files, rows)
 
 
@@ -70,10 +75,163 @@ def test_csv_cli_on_real_format_samples(tmp_path, capsys):
 
 
 def test_cli_exits_with_the_message(csv_files, capsys):
-    (csv_files / "p.csv").write_text("ImageID,LabelName,Score\nimg1,/m/0bt9lr,2\n")
-    with pytest.raises(SystemExit, match="outside"):
+    (csv_files / "p.csv").write_text("ImageID,LabelName,Score\n0000000000000001,/m/0bt9lr,2\n")
+    with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["--predictions", str(csv_files / "p.csv"), "--labels", str(csv_files / "labels.csv"),
                        "--hierarchy", str(csv_files / "h.json"), "--classes", str(csv_files / "c.csv")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: {csv_files / 'p.csv'}:2: score 2.0 is outside [0, 1]\n"
+
+
+GOOD = "0000000000000001,/m/0bt9lr,0.9\n0000000000000003,/m/01yrx,0.4\n"
+
+
+def cli(folder, capsys, *extra):
+    """Runs CSV mode through `main`; returns (exit code, stdout, stderr)."""
+    argv = ["--predictions", str(folder / "p.csv"), "--labels", str(folder / "labels.csv"), "--hierarchy",
+            str(folder / "h.json"), "--classes", str(folder / "c.csv"), *extra]
+    try:
+        evaluate.main(argv)
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def corrupt(folder, name, how):
+    path = folder / name
+    data = path.read_bytes()
+    if how == "truncated gzip":
+        import gzip
+
+        path.write_bytes(gzip.compress(data)[:30])
+    else:
+        path.write_bytes(how(data))
+    return path
+
+
+@pytest.mark.parametrize("name,how,message", [
+    ("p.csv", lambda d: d.replace(b"ImageID", b"Image"), "p.csv:1: expected the header ImageID,LabelName,Score, "
+                                                          "got 'Image,LabelName,Score'"),
+    ("labels.csv", lambda d: d.replace(b"LabelName", b"Label"), "labels.csv:1: missing columns ['LabelName']"),
+    ("labels.csv", "truncated gzip", "labels.csv: truncated or corrupt gzip file"),
+    ("labels.csv", lambda d: d.replace(b"/m/0k4j", b"/m/0nope"),
+     "labels.csv:5: '0000000000000003,/m/0nope,0' (human_label_unknown_class; 1 bad label rows in all)"),
+    ("labels.csv", lambda d: d.replace(b",1\n", b',"1\n', 1), "labels.csv:2: "),
+    ("labels.csv", lambda d: d.split(b"\n")[0] + b"\n", "labels.csv: no verified labels (" ),
+    ("labels.csv", lambda d: b"", "labels.csv: no verified labels ("),
+    ("h.json", lambda d: d.replace(b'{"LabelName": "/m/01yrx"}', b'{"LabelName": "/m/01yrx", "Subcategory": '
+                                                               b'[{"LabelName": "/m/0jbk"}]}'),
+     "h.json: hierarchy has a cycle through '/m/"),
+    ("h.json", lambda d: d.replace(b', {"LabelName": "/m/0k4j"}', b""), "h.json: lacks 1 of the 4 classes of the class "
+                                                                       "list, e.g. /m/0k4j"),
+    ("h.json", lambda d: d.replace(b'{"LabelName": "/m/0k4j"}', b'{"Name": "/m/0k4j"}'), "h.json: the node at "),
+    ("c.csv", lambda d: d + b"/m/0jbk,Again\n", "c.csv:5: class /m/0jbk repeats line 1"),
+    ("p.csv", lambda d: d.replace(b"0000000000000001", b"00000000000000f1").replace(b"000003", b"00000e"),
+     "p.csv: none of the 2 predictions is for one of the 3 labelled images of "),
+    ("p.csv", lambda d: d.replace(b"0.4", b"0.4\xff"), "p.csv:3: byte 0xff at column 30 is not UTF-8: "),
+    ("labels.csv", None, "labels.csv: No such file or directory"),
+    ("p.csv", lambda d: b"", "p.csv: empty file (0 bytes), expected the header ImageID,LabelName,Score"),
+])
+def test_csv_cli_bad_input_is_one_error_line_and_exit_code_2(csv_files, capsys, name, how, message):
+    (csv_files / "p.csv").write_text("ImageID,LabelName,Score\n" + GOOD)
+    if how is None:
+        (csv_files / name).unlink()
+    else:
+        corrupt(csv_files, name, how)
+    code, out, err = cli(csv_files, capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: {csv_files}") and message in err and err.count("\n") == 1, err
+
+
+def test_csv_cli_accepts_byte_order_marks_and_crlf(csv_files, capsys):
+    (csv_files / "p.csv").write_text("ImageID,LabelName,Score\n" + GOOD)
+    code, plain, _ = cli(csv_files, capsys, "--json")
+    for name in ("p.csv", "labels.csv", "c.csv", "h.json"):
+        corrupt(csv_files, name, lambda d: b"\xef\xbb\xbf" + d.replace(b"\n", b"\r\n"))
+    code_windows, windows, err = cli(csv_files, capsys, "--json")
+    assert code == code_windows == 0 and windows == plain and err == ""
+    assert json.loads(plain)["map"] == pytest.approx(2 / 3)  # dog 1 (img1 only), animal 1/2, cat 1/2
+
+
+def test_repeated_labels_are_warnings_and_a_positive_wins(csv_files, capsys):
+    with open(csv_files / "labels.csv", "a") as handle:
+        handle.write("0000000000000003,verification,/m/01yrx,0\n"   # line 6 conflicts with line 4: the positive wins
+                     "0000000000000003,verification,/m/0k4j,0\n")   # line 7 repeats line 5
+    result = run_csv(csv_files, "0000000000000002,/m/01yrx,0.9\n0000000000000003,/m/01yrx,0.4\n")
+    assert result.per_class["/m/01yrx"]["ap"] == 0.5  # img3 positive, below img2's expanded negative
+    labels = csv_files / "labels.csv"
+    assert result.warnings == [
+        f"{labels}: 1 rows human_label_duplicate (one label kept per image and class, a positive wins), "
+        f"e.g. {labels}:7: '0000000000000003,/m/0k4j,0 (first at line 5)'",
+        f"{labels}: 1 rows human_label_conflict (one label kept per image and class, a positive wins), "
+        f"e.g. {labels}:6: '0000000000000003,/m/01yrx,0 (first at line 4)'"]
+    code, out, err = cli(csv_files, capsys)
+    assert code == 0 and out.startswith("mAP ") and "human_label_conflict" in err and "human_label_duplicate" in err
+
+
+@pytest.mark.parametrize("rows,message", [
+    ("0000000000000001,/m/0bt9lr,0.5\n0000000000000001,/m/0bt9lr,0.6\n0000000000000001,/m/0jbk,7\n",
+     ":3: second prediction for image 0000000000000001 class /m/0bt9lr (first at line 2)"),
+    ("0000000000000001,/m/0bt9lr,0.5\n0000000000000001,/m/0jbk,7\n0000000000000001,/m/0bt9lr,0.6\n",
+     ":3: score 7.0 is outside [0, 1]"),
+    ("0000000000000001,/m/0bt9lr,0.5\nnot-an-id,/m/0jbk,0.5\n",
+     ":3: ImageID 'not-an-id' is not 16 lower-case hex digits"),
+])
+def test_csv_mode_stops_at_the_first_bad_prediction_row(csv_files, rows, message):
+    with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
+                       .replace(")", r"\)")):
+        run_csv(csv_files, rows)
+
+
+def test_csv_mode_equals_the_dense_per_image_computation(tmp_path):
+    """Random labels and predictions over the real classes and hierarchy: the streamed, class-blocked
+    CSV mode gives the per-class AP of one dense matrix built image by image."""
+    from app import resources
+    from app.data.hierarchy import Hierarchy
+    from app.data.oid import read_classes
+    from app.evaluation.metrics import average_precisions
+
+    mids = [m for m, _ in read_classes(resources.CHALLENGE_CLASSES_CSV)]
+    hierarchy = Hierarchy.from_json(resources.HIERARCHY_JSON, mids)
+    rng = np.random.default_rng(1)
+    images = [f"{x:016x}" for x in sorted(rng.choice(2**60, 400, replace=False))]
+    labels = {(rng.integers(400), mids[rng.integers(500)]): int(rng.integers(2)) for _ in range(3000)}
+    predictions = {(rng.integers(450), rng.integers(500)): round(float(rng.random()), 2) for _ in range(20000)}
+    (tmp_path / "labels.csv").write_text("ImageID,Source,LabelName,Confidence\n" + "".join(
+        f"{images[i]},verification,{mid},{value}\n" for (i, mid), value in labels.items()))
+    (tmp_path / "p.csv").write_text("ImageID,LabelName,Score\n" + "".join(
+        f"{images[i] if i < 400 else f'{i:016x}'},{mids[c]},{s}\n" for (i, c), s in predictions.items()))
+    result = evaluate_csv(tmp_path / "p.csv", tmp_path / "labels.csv", resources.HIERARCHY_JSON)
+
+    verified = np.full((400, 500), -1, np.int8)
+    for i in range(400):
+        for mid, value in hierarchy.expand([(m, v) for (j, m), v in labels.items() if j == i]).items():
+            verified[i, mids.index(mid)] = value
+    scores = np.zeros((400, 500))
+    for (i, c), s in predictions.items():
+        if i < 400:
+            scores[i, c] = s
+    ap = average_precisions(scores, verified)
+    assert result.classes_scored == int((~np.isnan(ap)).sum()) > 100
+    assert {m: v["ap"] for m, v in result.per_class.items()} == pytest.approx(
+        {mids[c]: ap[c] for c in range(500) if not np.isnan(ap[c])}, abs=1e-12)
+    assert result.images == len({i for i, _ in labels}) and any("without verified labels" in w for w in result.warnings)
+
+
+def test_csv_cli_error_has_no_traceback_in_a_real_process(csv_files):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (csv_files / "p.csv").write_text("ImageID,LabelName,Score\n0000000000000001,/m/0bt9lr\n")
+    script = Path(evaluate.__file__)
+    done = subprocess.run([sys.executable, str(script), "--predictions", str(csv_files / "p.csv"), "--labels",
+                           str(csv_files / "labels.csv"), "--hierarchy", str(csv_files / "h.json"), "--classes",
+                           str(csv_files / "c.csv")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"error: {csv_files / 'p.csv'}:2: expected 3 fields, got 2: '0000000000000001,/m/0bt9lr'\n"
 
 
 def test_baselines_on_a_tiny_known_case():

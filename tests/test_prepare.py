@@ -7,6 +7,7 @@ from app.data import records
 from app.data.dataset import DatasetInfo
 from app.data.pipeline import iter_tags, load_eval_arrays, make_dataset
 from app.data.preprocess import TagLookup
+from conftest import DATA, image_lines, label_lines
 
 
 def test_round_trip_sources_to_shards_and_back(tiny_world):
@@ -90,3 +91,81 @@ def test_prepare_cli_summary(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "train" in out and "vocabulary" in out and "bad rows: 0" in out
     assert stats["splits"]["train"]["images"] == 60
+
+
+# --- bad inputs through the prepare command line (issue 12) ---------------------------------------
+
+
+def real_oid_dir(tmp_path):
+    """A tiny Open Images folder from the real samples (6 photos a split) and a YFCC100M file."""
+    from app.data.oid import SPLITS
+
+    root = tmp_path / "oid"
+    root.mkdir()
+    for split in SPLITS:
+        (root / f"{split}-images-with-rotation.csv").write_text("\n".join(image_lines(6)) + "\n")
+        (root / f"{split}-annotations-human-imagelabels-boxable.csv").write_text("\n".join(label_lines(6)) + "\n")
+    (tmp_path / "yfcc100m_dataset").write_text((DATA / "yfcc100m_dataset.sample.tsv").read_text())
+    return root
+
+
+def prepare_cli(tmp_path, capsys, *extra):
+    from app import prepare
+
+    root = real_oid_dir(tmp_path) if not (tmp_path / "oid").exists() else tmp_path / "oid"
+    try:
+        stats = prepare.main(["--oid-dir", str(root), "--yfcc", str(tmp_path / "yfcc100m_dataset"), "--out",
+                              str(tmp_path / "out"), "--no-progress", *extra])
+        code = 0
+    except SystemExit as exit_info:
+        stats, code = None, exit_info.code
+    out, err = capsys.readouterr()
+    return code, stats, out, err
+
+
+def test_prepare_cli_bad_input_is_one_error_line_and_exit_code_2(tmp_path, capsys):
+    import gzip
+
+    root = real_oid_dir(tmp_path)
+    images = root / "validation-images-with-rotation.csv"
+    images.write_bytes(gzip.compress(images.read_bytes())[:40])
+    labels = root / "test-annotations-human-imagelabels-boxable.csv"
+    labels.write_text(labels.read_text().replace("Confidence", "Confidance"))
+    tree = tmp_path / "h.json"
+    tree.write_text('{"LabelName": "/m/0bl9f", "Subcategory": [{"LabelName": "/m/014sv8"}]}')
+    for extra, message in (((), f"{images}: truncated or corrupt gzip file"),
+                           (("--hierarchy", str(tree)), f"{tree}: lacks 499 of the 500 classes of the class list")):
+        code, _, out, err = prepare_cli(tmp_path, capsys, *extra)
+        assert code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    images.write_text("\n".join(image_lines(6)) + "\n")
+    code, _, _, err = prepare_cli(tmp_path, capsys)
+    assert code == 2 and err.startswith(f"error: {labels}:1: missing columns ['Confidence']"), err
+
+
+
+
+def test_prepare_counts_bad_rows_and_warns_on_empty_inputs(tmp_path, capsys):
+    root = real_oid_dir(tmp_path)
+    (root / "validation-images-with-rotation.csv").write_text(image_lines(0)[0] + "\n")  # header only
+    (root / "test-annotations-human-imagelabels-boxable.csv").write_bytes(b"")
+    lines = label_lines(6)
+    lines[2] = lines[2].replace(",", ',"', 1)  # unclosed quote: line 3 only
+    lines += [lines[1], lines[4].replace(",0", ",1"), "0000000000000001,verification,/m/0unknown,1"]
+    (root / "train-annotations-human-imagelabels-boxable.csv").write_text("\n".join(lines) + "\n")
+    (root / "train-annotations-machine-imagelabels.csv").write_text(
+        (DATA / "v3-annotations-machine.sample.csv").read_text().replace("000002b66c9c498e", f"{1:016x}"))
+    code, stats, out, _ = prepare_cli(tmp_path, capsys)
+    assert code == 0 and stats["splits"]["train"]["images"] == 6
+    train = root / "train-annotations-human-imagelabels-boxable.csv"
+    assert stats["bad_rows"]["by_reason"] == {"human_label_bad_quoting": 1, "human_label_duplicate": 1,
+                                              "human_label_conflict": 1, "human_label_unknown_class": 1}
+    assert stats["bad_rows"]["examples"]["human_label_bad_quoting"][0].startswith(f"{train}:3: ")
+    assert stats["bad_rows"]["skipped"]["by_reason"] == {"machine_label_outside_classes": 7}
+    warnings = [f"{root / 'validation-images-with-rotation.csv'}: no data rows (header only)",
+                "validation: 0 images (" + str(root / "validation-images-with-rotation.csv") + ")",
+                f"{root / 'test-annotations-human-imagelabels-boxable.csv'}: empty file (0 bytes)",
+                "test: 0 images with verified labels (" + str(root / "test-annotations-human-imagelabels-boxable.csv")
+                + "): nothing to score on this split"]
+    assert stats["bad_rows"]["warnings"] == warnings
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["bad_rows"]["warnings"] == warnings
+    assert all(f"warning: {w}" in out for w in warnings) and "machine_label_outside_classes: 7" in out

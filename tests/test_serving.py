@@ -1,3 +1,4 @@
+import csv
 import json
 import shutil
 import subprocess
@@ -150,14 +151,23 @@ def test_predict_cli_single_and_streaming_batch(exported, tmp_path):
     (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
     (tmp_path / "in.csv").write_text('image_path,tags\na.jpg,"dog,hund,2009"\nb.jpg,\nmissing.jpg,cat\n')
     done = subprocess.run([sys.executable, "app/predict.py", "--model", str(target), "--input", str(tmp_path / "in.csv"),
-                           "--output", str(tmp_path / "out.jsonl"), "--batch-size", "2", "--review-below", "0.99",
-                           "--no-progress"], capture_output=True, text=True, timeout=180)
+                           "--output", str(tmp_path / "out.jsonl"), "--batch-size", "2", "--no-progress"],
+                          capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["image_path"] for r in rows] == ["a.jpg", "b.jpg", "missing.jpg"]
     assert rows[0]["tags"] == ["dog", "hund", "2009"] and len(rows[0]["top_k"]) == 5
     assert [r["image_ok"] for r in rows] == [True, False, False] and "error" in rows[1] and "error" in rows[2]
-    assert all(r["needs_review"] for r in rows)  # nothing scores 0.99 after one epoch
+    run = TrainedModel(run_dir)
+    threshold = {mid: t for (mid, _), t in zip(run.classes, run.thresholds)}
+    from app.data.hierarchy import Hierarchy
+
+    ancestors = Hierarchy.from_json(run_dir / "hierarchy.json", list(threshold)).ancestors
+    for row in rows:
+        shown = [c["mid"] for c in row["classes"]]
+        assert all(c["score"] >= threshold[c["mid"]] - 1e-6 for c in row["classes"])  # confident only
+        assert not any(a in ancestors[b] for a in shown for b in shown)  # parents are implied, not listed
+        assert row["needs_review"] or shown  # nothing confident always needs review
     single = subprocess.run([sys.executable, "app/predict.py", "--model", str(run_dir), "--image",
                              str(tmp_path / "a.jpg"), "--tags", "dog,hund"], capture_output=True, text=True, timeout=180)
     assert single.returncode == 0, single.stderr[-2000:]
@@ -223,6 +233,7 @@ def test_predict_jsonl_rows_with_bad_values_get_their_own_error(exported, tmp_pa
         "in.jsonl:10: tag 2 is not valid Unicode: lone surrogate U+D800 at character 1",
         ""]
     assert [len(r["top_k"]) for r in rows] == [5] + [0] * 6 + [5, 0, 5]
+    assert all(r["classes"] == [] and r["needs_review"] for r in rows if not r["top_k"])  # not scored
     assert rows[1]["tags"] == 5 and rows[6]["image_path"] == 5 and rows[7]["tags"] == []
     assert rows[8]["tags"] == ["ok", "\ud800"] and rows[9]["tags"] == ["dog", "cat"]
 
@@ -231,7 +242,7 @@ def test_predict_jsonl_rows_with_bad_values_get_their_own_error(exported, tmp_pa
     (["--batch-size", "0"], "argument --batch-size: expected a whole number of at least 1, got '0'"),
     (["--input", "{tmp}/no-tags.csv"], "error: {tmp}/no-tags.csv:1: expected a header with image_path,tags; "
                                        "got ['image_path']"),
-    (["--input", "{tmp}/missing.csv"], "error: [Errno 2] No such file or directory: '{tmp}/missing.csv'"),
+    (["--input", "{tmp}/missing.csv"], "error: {tmp}/missing.csv: No such file or directory"),
     (["--model", "{tmp}/no-model", "--input", "{tmp}/no-tags.csv"], "error: {tmp}/no-model: no such model folder"),
 ])
 def test_predict_whole_input_problems_stop_with_one_line(exported, tmp_path, capsys, args, message):
@@ -244,3 +255,48 @@ def test_predict_whole_input_problems_stop_with_one_line(exported, tmp_path, cap
     said = stop.value.code if isinstance(stop.value.code, str) else capsys.readouterr().err.strip().splitlines()[-1]
     assert said.startswith(message.format(tmp=tmp_path)) or said.endswith(message.format(tmp=tmp_path)), said
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_most_specific_confident_classes_by_hand():
+    from app.serving.specific import specific_classes
+
+    # classes: 0 Animal, 1 Dog (under Animal), 2 Cat (under Animal), 3 Car
+    ancestors = np.zeros((4, 4), np.float32)
+    ancestors[1, 0] = ancestors[2, 0] = 1.0
+    thresholds = tf.constant([0.5, 0.4, 0.6, 0.5])
+    scores = tf.constant([[0.9, 0.8, 0.1, 0.7],     # Dog and Car; Animal is implied by Dog
+                          [0.9, 0.2, 0.3, 0.1],     # only Animal is confident: it is shown
+                          [0.1, 0.1, 0.1, 0.1],     # nothing confident: review
+                          [0.9, 0.42, 0.1, 0.1]])   # Dog just over its threshold: review
+    out = specific_classes(scores, thresholds, tf.constant(ancestors), k=2, margin=0.05)
+    assert out["indices"].numpy().tolist() == [[1, 3], [0, -1], [-1, -1], [1, -1]]
+    assert out["count"].numpy().tolist() == [2, 1, 0, 1]
+    assert out["needs_review"].numpy().tolist() == [False, False, True, True]
+
+
+def test_predict_oid_csv_then_evaluate_scores_like_run_mode(exported, tiny_world, tmp_path):
+    """The scoring loop: predict writes Open Images predictions, evaluate's CSV mode scores them."""
+    from urllib.parse import unquote_plus
+
+    from app.evaluation.run_mode import evaluate_run
+
+    sources, data_dir = tiny_world
+    run_dir, target = exported
+    truth = [json.loads(line) for line in (sources.images.parent / "truth.jsonl").read_text().splitlines()]
+    with open(tmp_path / "test.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", "image_path", "tags"])
+        for t in truth:
+            if t["split"] == "test":
+                writer.writerow([t["image_id"], str(sources.images / f"{t['image_id']}.jpg"),
+                                 ",".join(unquote_plus(tag) for tag in t["tags"])])
+    done = subprocess.run([sys.executable, "app/predict.py", "--model", str(target), "--input", str(tmp_path / "test.csv"),
+                           "--format", "oid-csv", "--min-score", "0", "--output", str(tmp_path / "p.csv"),
+                           "--no-progress"], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    scored = subprocess.run([sys.executable, "app/evaluate.py", "--predictions", str(tmp_path / "p.csv"), "--labels",
+                             str(sources.oid.human_labels["test"]), "--hierarchy", str(run_dir / "hierarchy.json"),
+                             "--json"], capture_output=True, text=True, timeout=180)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    in_run_mode = evaluate_run(run_dir, data_dir, "test").summary["run"]["map"]
+    assert json.loads(scored.stdout)["map"] == pytest.approx(in_run_mode, abs=2e-3)

@@ -5,6 +5,7 @@ import pytest
 
 from app.data import yfcc
 from app.data.badrows import BadRows
+from app.errors import InputError
 from conftest import DATA
 
 REAL = (DATA / "yfcc100m_dataset.sample.tsv").read_text(encoding="utf-8")  # one real 25-field line, no newline
@@ -105,5 +106,5 @@ def test_autotags_and_extra_tags(tmp_path):
 def test_no_valid_line_is_a_clear_error(tmp_path):
     path = tmp_path / "yfcc100m_dataset"
     path.write_text("a\tb\n")
-    with pytest.raises(ValueError, match="25 .* or 23"):
+    with pytest.raises(InputError, match="25 .* or 23"):
         scan(path, [1])

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from app.data.oid import read_classes
 from app.data.tags import Vocabulary
+from app.errors import InputError
 from app.fileio import atomic_write_json
 
 MARKER = "dataset.json"
@@ -36,7 +37,7 @@ SPLITS = ("train", "validation", "test")
 SHARD_GLOB = "{split}-*-of-*.tfrecord"
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset folder that is missing, incomplete or mixed."""
 
 

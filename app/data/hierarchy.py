@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
+
+from app.errors import InputError
 
 
 class Hierarchy:
@@ -18,21 +21,21 @@ class Hierarchy:
         tree: the parsed hierarchy JSON (`LabelName` / `Subcategory` / `Part`).
         classes: when given, ancestors and descendants are restricted to these classes:
             a class's ancestors are then its ancestors that are among them.
+
+    Raises:
+        ValueError: for a node without `LabelName`, a cycle, or a class (of `classes`) that is
+            not in the tree.
     """
 
     def __init__(self, tree: Mapping, classes: Sequence[str] | None = None):
-        parents: dict[str, set[str]] = {}
+        parents = self._parents(tree)
         self.root = tree["LabelName"]
-        stack = [(tree, None)]
-        while stack:
-            node, parent = stack.pop()
-            name = node["LabelName"]
-            entry = parents.setdefault(name, set())
-            if parent is not None and parent != self.root:
-                entry.add(parent)
-            for child in node.get("Subcategory", []):
-                stack.append((child, name))
         parents.pop(self.root, None)
+        if classes is not None:
+            missing = [c for c in classes if c not in parents]
+            if missing:
+                raise ValueError(f"lacks {len(missing)} of the {len(classes)} classes of the class list, "
+                                 f"e.g. {', '.join(missing[:5])}")
         self.tree = tree
         self._all_ancestors = self._closure(parents)
         children: dict[str, set[str]] = {name: set() for name in parents}
@@ -49,6 +52,25 @@ class Hierarchy:
             c: frozenset(a for a in ups if not any(a in self.ancestors[b] for b in ups if b != a))
             for c, ups in self.ancestors.items()
         }
+
+    @staticmethod
+    def _parents(tree: Mapping) -> dict[str, set[str]]:
+        """Each node's parents (the root included), checking the structure on the way."""
+        parents: dict[str, set[str]] = {}
+        stack = [(tree, None, "the root")]
+        while stack:
+            node, parent, where = stack.pop()
+            if not isinstance(node, Mapping) or not isinstance(node.get("LabelName"), str):
+                raise ValueError(f"the node at {where} has no 'LabelName': {json.dumps(node)[:120]}")
+            name = node["LabelName"]
+            entry = parents.setdefault(name, set())
+            if parent is not None and parent != tree["LabelName"]:
+                entry.add(parent)
+            children = node.get("Subcategory", [])
+            if not isinstance(children, list):
+                raise ValueError(f"'Subcategory' of {name} is not a list: {json.dumps(children)[:120]}")
+            stack.extend((child, name, f"{name} Subcategory[{i}]") for i, child in enumerate(children))
+        return parents
 
     @staticmethod
     def _closure(parents: Mapping[str, set[str]]) -> dict[str, set[str]]:
@@ -75,12 +97,45 @@ class Hierarchy:
         """Reads `bbox_labels_600_hierarchy.json` or `challenge-2019-label500-hierarchy.json`."""
         path = Path(path)
         try:
-            tree = json.loads(path.read_text(encoding="utf-8"))
+            tree = json.loads(path.read_bytes().decode("utf-8-sig"))
+        except UnicodeDecodeError as err:
+            raise InputError(f"{path}: not UTF-8 at byte {err.start}") from None
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from err
+            raise InputError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
         if not isinstance(tree, dict) or "LabelName" not in tree:
-            raise ValueError(f"{path}: hierarchy JSON needs a root object with 'LabelName'")
-        return cls(tree, classes)
+            raise InputError(f"{path}: hierarchy JSON needs a root object with 'LabelName'")
+        try:
+            return cls(tree, classes)
+        except ValueError as err:
+            raise InputError(f"{path}: {err}") from None
+
+    def known_mids(self) -> list[str]:
+        """Every MID a label may use: the hierarchy's nodes, the root first (the classes are among them)."""
+        return [self.root, *sorted(self._all_ancestors)]
+
+    def expand_arrays(self, label: np.ndarray, positive: np.ndarray, mids: Sequence[str]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`expand` for many labels of many images at once, vectorised per class.
+
+        Args:
+            label: `[n]` indices into `mids`.
+            positive: `[n]` bool, True for a positive label (confidence 1).
+            mids: the MIDs that `label` indexes.
+
+        Returns:
+            `(source, cls, positive)`: for each expanded label, the input label it came from
+            (`[m]` indices into `label`), its class (index into `self.classes`) and its sign.
+            Repeats are left in: put the negatives first and let the positives overwrite them.
+        """
+        index = {c: i for i, c in enumerate(self.classes)}
+        ups = [[index[m] for m in (mid, *self._all_ancestors.get(mid, ())) if m in index] for mid in mids]
+        downs = [[index[m] for m in (mid, *self._all_descendants.get(mid, ())) if m in index] for mid in mids]
+        parts = [(_fan_out(ups, label, np.flatnonzero(positive)), True),
+                 (_fan_out(downs, label, np.flatnonzero(~positive)), False)]
+        source = np.concatenate([rows for (rows, _), _ in parts])
+        cls = np.concatenate([targets for (_, targets), _ in parts])
+        sign = np.concatenate([np.full(len(rows), value) for (rows, _), value in parts])
+        return source, cls, sign
 
     def level(self, mid: str) -> int:
         """Depth of a class within the (restricted) hierarchy: 1 for a top-level class."""
@@ -111,3 +166,13 @@ class Hierarchy:
                     out.setdefault(name, 0)
         return {mid: value for mid, value in out.items() if mid in keep}
 
+
+def _fan_out(targets: list, label: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the labels at `rows`, one entry per target class of their MID: `(row, target)`."""
+    counts = np.array([len(t) for t in targets] + [0], dtype=np.int64)
+    flat = np.array([c for t in targets for c in t], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    per_row = counts[label[rows]]
+    out_rows = np.repeat(rows, per_row)
+    within = np.arange(len(out_rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    return out_rows, flat[np.repeat(starts[label[rows]], per_row) + within]

@@ -57,10 +57,7 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
     class_index = {mid: i for i, mid in enumerate(mids)}
     hierarchy = Hierarchy.from_json(sources.oid.hierarchy, mids)
 
-    images = {}
-    for split in oid.SPLITS:
-        rows = list(oid.read_images(sources.oid.images[split], bad))
-        images[split] = _dedupe_images(rows, str(sources.oid.images[split]), bad)
+    images = _read_images(sources.oid.images, bad)
     wanted = {str(im.flickr_id).encode() for split in images for im in images[split]}
 
     user_tags, sources_of = _read_tags(sources, wanted, bad, progress)
@@ -70,8 +67,8 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
     folder = ImageFolder(sources.images, bad) if sources.images else None
     split_records = {}
     for split in oid.SPLITS:
-        human = _group_labels(sources.oid.human_labels.get(split), bad, machine=False)
-        machine = _group_labels(sources.oid.machine_labels.get(split), bad, machine=True)
+        human = _group_labels(sources.oid.human_labels.get(split), bad, hierarchy.known_mids(), machine=False)
+        machine = _group_labels(sources.oid.machine_labels.get(split), bad, mids, machine=True)
         out = []
         counts = collections.Counter()
         loaded = folder.iter_load(images[split], bad) if folder else itertools.repeat(b"")
@@ -100,6 +97,9 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
             counts["tags_kept"] += len(tags)
             stats["languages"][record.language] += 1
         counts["images"] = len(out)
+        if split != "train" and out and not counts["with_verified_labels"]:
+            bad.warn(f"{split}: 0 images with verified labels ({sources.oid.human_labels.get(split)}): "
+                     f"nothing to score on this split")
         stats["splits"][split] = dict(counts)
         split_records[split] = out
 
@@ -127,6 +127,16 @@ def write_metadata(out_dir: Path, classes: list, hierarchy_path: Path, vocab) ->
 
 def _csv_field(text: str) -> str:
     return f'"{text}"' if "," in text or '"' in text else text
+
+
+def _read_images(paths: dict, bad: BadRows) -> dict:
+    """`{split: [OidImage]}`, each ImageID once; a split without images is a warning."""
+    images = {}
+    for split in oid.SPLITS:
+        images[split] = _dedupe_images(list(oid.read_images(paths[split], bad)), str(paths[split]), bad)
+        if not images[split]:
+            bad.warn(f"{split}: 0 images ({paths[split]})")
+    return images
 
 
 def _dedupe_images(rows: list, path: str, bad: BadRows) -> list:
@@ -170,11 +180,14 @@ def _read_autotags(path: Path, wanted: set, class_index: dict, bad: BadRows) -> 
     return out
 
 
-def _group_labels(path: Optional[Path], bad: BadRows, machine: bool) -> dict:
+def _group_labels(path: Optional[Path], bad: BadRows, mids: list, machine: bool) -> dict:
+    """`{image_id: [(mid, confidence)]}`, one label per (image, class) (`oid.load_labels`)."""
     grouped = collections.defaultdict(list)
     if path is not None:
-        for image_id, mid, confidence in oid.read_labels(path, bad, machine=machine):
-            grouped[image_id].append((mid, confidence if machine else int(confidence)))
+        table = oid.load_labels(path, bad, mids, machine=machine)
+        image_ids = table.image_ids()
+        for image, label, value in zip(table.image.tolist(), table.label.tolist(), table.value.tolist()):
+            grouped[image_ids[image]].append((mids[label], value if machine else int(value)))
     return grouped
 
 

@@ -61,14 +61,14 @@ class TagLookup(tf.Module):
         """
         if not cleaned:
             tags = clean_tags(tags, self.lowercase)
-        tags = tags[:, : self.limit]
-        ids = tf.ragged.map_flat_values(self.table.lookup, tags)
+        ids = self.table.lookup(tags.flat_values)
         if self.needs_language:
             if languages is None:
                 raise ValueError(f"the vocabulary is normalised ({self.vocab.normalization}): pass each photo's "
                                  f"language. Received: languages=None")
-            ids = tags.with_flat_values(self._normalised_ids(tags, languages, ids.flat_values))
-        return tf.cast(ids.to_tensor(default_value=PAD_ID, shape=[None, self.limit]), tf.int32)
+            ids = self._normalised_ids(tags, languages, ids)
+        ids = tags.with_flat_values(tf.cast(ids, tf.int32))
+        return ids.to_tensor(default_value=PAD_ID, shape=[None, self.limit])  # cuts each photo to its first `limit`
 
     def _normalised_ids(self, tags: tf.RaggedTensor, languages: tf.Tensor, as_written: tf.Tensor) -> tf.Tensor:
         """Ids of the flat tags from the forms table: `(group, tag)`, else `("", tag)`, else as written."""

@@ -17,8 +17,9 @@ import numpy as np
 
 from app import resources
 from app.data.badrows import BadRows
-from app.data.sources import open_text
+from app.data.sources import iter_line_blocks
 from app.data.tags import TagDecodeError, decode_field, decode_tags
+from app.errors import InputError
 
 CHUNK_BYTES = 8 << 20
 # Field positions for the 25-field 2016 file and the 23-field 2014 Webscope release.
@@ -38,31 +39,10 @@ class YfccPhoto:
     line_no: int
 
 
-def _iter_blocks(path: Path, progress: Optional[Callable[[int], None]]) -> Iterator[bytes]:
-    """Yields blocks of complete lines, each starting with `\\n` and without the final newline."""
-    with open_text(path) as handle:
-        rest = b"\n"
-        while True:
-            chunk = handle.read(CHUNK_BYTES)
-            if progress is not None and chunk:
-                progress(len(chunk))
-            if not chunk:
-                if len(rest) > 1:
-                    yield rest
-                return
-            block = rest + chunk
-            cut = block.rfind(b"\n")
-            if cut > 0:
-                yield block[:cut]
-                rest = block[cut:]
-            else:
-                rest = block
-
-
 def _iter_lines(path: Path, progress: Optional[Callable[[int], None]]) -> Iterator[list]:
     """Yields lists of complete lines (bytes, no newline), block by block."""
-    for block in _iter_blocks(path, progress):
-        yield block[1:].split(b"\n")
+    for block in iter_line_blocks(path, CHUNK_BYTES, progress):
+        yield bytes(block[1:]).split(b"\n")
 
 
 def detect_layout(path: str | Path) -> int:
@@ -73,7 +53,8 @@ def detect_layout(path: str | Path) -> int:
             if fields in LAYOUTS:
                 return fields
         break
-    raise ValueError(f"{path}: no line with 25 (yfcc100m_dataset) or 23 (2014 release) tab-separated fields")
+    raise InputError(f"{path}: no line with 25 (yfcc100m_dataset) or 23 (2014 release) tab-separated fields "
+                     f"in its first block")
 
 
 def scan_dataset(
@@ -105,7 +86,8 @@ def scan_dataset(
     seen: set = set()
     line_no = 0
     is_wanted = wanted.__contains__
-    for block in _iter_blocks(path, progress):
+    for view in iter_line_blocks(path, CHUNK_BYTES, progress):
+        block = bytes(view)
         data = np.frombuffer(block, dtype=np.uint8)
         starts = np.flatnonzero(data == 10)  # the newline before each line
         ends = np.append(starts[1:], len(block))

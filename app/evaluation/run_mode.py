@@ -106,9 +106,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
         log.info("scoring %s on %s and validation", model.name, split)
         systems[model.name] = floored(model.score(info, split))[order]
         val_scores[model.name] = floored(model.score(info, "validation"))[val_order]
-    thresholds = tune_class_thresholds(val_scores[run.name], val.verified)
-    with run.run.lock():
-        run.run.save_thresholds(thresholds, "validation")
+    # The run's thresholds were tuned on its raw validation scores; floored scores need their own.
+    thresholds = tune_class_thresholds(val_scores[run.name], val.verified) if floor > 0 else run.thresholds
     weight = _add_late_fusion(systems, val_scores, [run, *others], val, protocol)
     systems[MACHINE] = baselines.machine_label_scores(truth.machine)
     systems[MOST_LIKELY] = baselines.most_likely_scores(load_eval_arrays(info, "train").verified, len(truth.image_ids))

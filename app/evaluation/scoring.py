@@ -15,7 +15,8 @@ from app.training.rundir import RunDir
 
 
 class TrainedModel:
-    """The best model of a finished run, with its config, tag lookup and classes.
+    """The best model of a finished run, with its config, tag lookup, classes and per-class
+    thresholds (tuned on validation at the end of training; 0.5 for runs without them).
 
     Args:
         run_dir: a run folder whose training finished.
@@ -32,6 +33,8 @@ class TrainedModel:
         self.tags = TagLookup(vocab) if self.config.model.uses_tags else None
         self.classes = self.run.load_classes()
         self.model: keras.Model = self.run.load_model()
+        thresholds = self.run.load_thresholds()
+        self.thresholds = thresholds if thresholds is not None else np.full(len(self.classes), 0.5)
 
     @property
     def name(self) -> str:

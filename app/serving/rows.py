@@ -28,6 +28,7 @@ class Row:
         error: why the row is not scorable, or why its image is not used.
         note: something the output should say that is not an error.
         image: the image bytes, or b"".
+        image_id: the photo's id for `--format oid-csv` (an `image_id` column), or "".
     """
 
     where: str
@@ -37,6 +38,7 @@ class Row:
     error: str | None = None
     note: str | None = None
     image: bytes = b""
+    image_id: str = ""
 
     @classmethod
     def bad(cls, where: str, problem: str, image_path: object = None, tags: object = None) -> Row:
@@ -71,7 +73,7 @@ def _jsonl_rows(handle, path: Path) -> Iterator[Row]:
         elif any(k not in value for k in COLUMNS):
             yield Row.bad(where, f"expected keys {list(COLUMNS)}, got {sorted(value)}")
         else:
-            yield make_row(where, value["image_path"], value["tags"])
+            yield make_row(where, value["image_path"], value["tags"], value.get("image_id"))
 
 
 def _csv_rows(handle, path: Path) -> Iterator[Row]:
@@ -87,20 +89,23 @@ def _csv_rows(handle, path: Path) -> Iterator[Row]:
             where = f"{path}:{reader.reader.line_num}"  # DictReader's own line_num counts good rows only
             yield Row.bad(where, f"not valid CSV: {err}")
             continue
-        yield make_row(f"{path}:{reader.line_num}", row["image_path"] or "", row["tags"])
+        yield make_row(f"{path}:{reader.line_num}", row["image_path"] or "", row["tags"], row.get("image_id"))
 
 
-def make_row(where: str, image_path: object, tags: object) -> Row:
+def make_row(where: str, image_path: object, tags: object, image_id: object = None) -> Row:
     """A row from the values given, or a bad row saying what is wrong with them.
 
     Args:
         where: `file:line` or the flag the values came from.
         image_path: a path string ("" for none).
         tags: comma-separated tags, a list of tag strings, or None for none.
+        image_id: the photo's id (optional; default: the image file's name without its suffix).
     """
     try:
         if not isinstance(image_path, str):
             raise TypeError(f"image_path must be a string, got {_typed(image_path)}")
+        if image_id is not None and not isinstance(image_id, str):
+            raise TypeError(f"image_id must be a string, got {_typed(image_id)}")
         tag_list = split_tags(tags)
         texts = [("image_path", image_path)] + [(f"tag {i}", t) for i, t in enumerate(tag_list, start=1)]
         problem = next(filter(None, (_not_utf8(what, text) for what, text in texts)), None)
@@ -108,7 +113,7 @@ def make_row(where: str, image_path: object, tags: object) -> Row:
             raise ValueError(problem)
     except (TypeError, ValueError) as err:
         return Row.bad(where, str(err), image_path, tags)
-    return Row(where, image_path, tag_list)
+    return Row(where, image_path, tag_list, image_id=image_id or Path(image_path).stem)
 
 
 def split_tags(value: object) -> list[str]:

@@ -12,29 +12,36 @@ Signatures:
 `language` (each photo's tag language, as `app.data.language.detect_language` gives it on the
 cleaned tags: `en`, `de`, ..., `un`) is an input only of models whose vocabulary is normalised per
 language (`--tag-normalization snowball`, see `app.data.stemming`).
-Outputs: scores [batch, classes], top_k_scores, top_k_mids, top_k_names [batch, k], image_ok [batch]
-and image_error [batch]: "" where the photo was decoded, else why not (no bytes, not JPEG/PNG, over
-`MAX_IMAGE_PIXELS`, corrupt or truncated); such a photo is scored without its image: with the
-model's `image_present` input at 0 (models trained with `--image-presence`), or else as if it had a
-black image; the rest of the batch as usual. Tags and image_bytes with different batch sizes fail
-the request. A tags-only model reads no image: image_ok is False only where the bytes are empty.
+Outputs: scores [batch, classes]; top_k_scores, top_k_mids, top_k_names [batch, k] (the k highest
+scores); classes_mids, classes_names, classes_scores [batch, k] (the most specific confident classes,
+parents implied, padded with "" and 0; see app/serving/specific.py), classes_count and
+needs_review [batch]; image_ok [batch] and image_error [batch]: "" where the photo was decoded, else
+why not (no bytes, not JPEG/PNG, over `MAX_IMAGE_PIXELS`, corrupt or truncated); such a photo is
+scored without its image: with the model's `image_present` input at 0 (models trained with
+`--image-presence`), or else as if it had a black image; the rest of the batch as usual. Tags and
+image_bytes with different batch sizes fail the request. A tags-only model reads no image: image_ok
+is False only where the bytes are empty.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable
 
 import tensorflow as tf
 
+from app.data.hierarchy import Hierarchy
 from app.data.preprocess import NO_IMAGE, decode_images, split_yfcc_tags
 from app.evaluation.scoring import TrainedModel
 from app.fileio import atomic_output
+from app.serving.specific import ancestor_matrix, specific_classes
 from app.training.rundir import RunDir
 
 
 IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="image_bytes")
 LANGUAGE = tf.TensorSpec([None], tf.string, name="language")
+CLASSES_ASSET = "assets.extra/classes.csv"  # the output classes, beside the SavedModel (TF Serving ignores it)
 
 
 class _Untracked:
@@ -49,10 +56,11 @@ class ServingModule(tf.Module):
 
     Args:
         run: the trained model.
-        top_k: how many top classes to return.
+        top_k: how many top (and how many specific) classes to return.
+        review_margin: a class score this close to its threshold makes the photo need review.
     """
 
-    def __init__(self, run: TrainedModel, top_k: int = 5):
+    def __init__(self, run: TrainedModel, top_k: int = 5, review_margin: float = 0.05):
         super().__init__(name="contextual_classifier")
         m = run.config.model
         # The SavedModel tracks the model's tf.Variables directly, and not the Keras model: tracked
@@ -67,8 +75,12 @@ class ServingModule(tf.Module):
         self.uses_presence = "image_present" in run.model.input
         self.needs_language = bool(run.tags and run.tags.needs_language)
         self.top_k = min(top_k, len(run.classes))
-        self.mids = tf.constant([mid for mid, _ in run.classes])
-        self.names = tf.constant([name for _, name in run.classes])
+        mids = [mid for mid, _ in run.classes]
+        self.mids = tf.constant(mids + [""])  # index -1: no class
+        self.names = tf.constant([name for _, name in run.classes] + [""])
+        self.thresholds = tf.constant(run.thresholds, tf.float32)
+        self.ancestors = tf.constant(ancestor_matrix(Hierarchy.from_json(run.run.hierarchy_path, mids), mids))
+        self.review_margin = review_margin
         self.serving_default = self._signature(lambda tags: tf.RaggedTensor.from_tensor(tags, padding=""),
                                                tf.TensorSpec([None, None], tf.string, name="tags"))
         self.serve_yfcc = self._signature(split_yfcc_tags, tf.TensorSpec([None], tf.string, name="tags"))
@@ -100,9 +112,13 @@ class ServingModule(tf.Module):
             inputs["image_present"] = tf.cast(tf.equal(image_error, ""), tf.float32)[:, None]
         scores = tf.cast(self._keras.model(inputs, training=False), tf.float32)
         top = tf.math.top_k(scores, k=self.top_k)
+        shown = specific_classes(scores, self.thresholds, self.ancestors, self.top_k, self.review_margin)
         return {"scores": scores, "top_k_scores": top.values, "top_k_mids": tf.gather(self.mids, top.indices),
-                "top_k_names": tf.gather(self.names, top.indices), "image_ok": tf.equal(image_error, ""),
-                "image_error": image_error}
+                "top_k_names": tf.gather(self.names, top.indices),
+                "classes_mids": tf.gather(self.mids, shown["indices"]),
+                "classes_names": tf.gather(self.names, shown["indices"]), "classes_scores": shown["scores"],
+                "classes_count": shown["count"], "needs_review": shown["needs_review"],
+                "image_ok": tf.equal(image_error, ""), "image_error": image_error}
 
 
 def _same_batch(tag_rows: tf.Tensor, image_bytes: tf.Tensor) -> tf.Tensor:
@@ -120,7 +136,8 @@ def next_version(base: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def export(run_dir: str | Path, out: str | Path | None = None, version: int | None = None, top_k: int = 5) -> Path:
+def export(run_dir: str | Path, out: str | Path | None = None, version: int | None = None, top_k: int = 5,
+           review_margin: float = 0.05) -> Path:
     """Writes `out/VERSION/` (default `run_dir/serving/NEXT/`) atomically and returns it."""
     run = TrainedModel(run_dir)
     base = Path(out) if out else run.run.serving_dir
@@ -129,10 +146,12 @@ def export(run_dir: str | Path, out: str | Path | None = None, version: int | No
         target = base / str(version)
         if target.exists():
             raise FileExistsError(f"{target} exists; pick another --version")
-        module = ServingModule(run, top_k)
+        module = ServingModule(run, top_k, review_margin)
         with atomic_output(target) as tmp:
             tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default,
                                                               "serve_yfcc": module.serve_yfcc})
+            (tmp / CLASSES_ASSET).parent.mkdir()
+            shutil.copy(run.run.path / "classes.csv", tmp / CLASSES_ASSET)
     return target
 
 

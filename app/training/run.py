@@ -22,7 +22,7 @@ from app.config import RunConfig
 from app.data.dataset import DatasetInfo
 from app.data.pipeline import load_eval_arrays, make_dataset
 from app.data.preprocess import TagLookup
-from app.evaluation.metrics import mean_average_precision
+from app.evaluation.metrics import mean_average_precision, tune_class_thresholds
 from app.model.classifier import attach_backbone, build_backbone, build_head, resolve_image_weights
 from app.training.callbacks import BestModel, Checkpoint, History, Progress, TimeBudget, read_history
 from app.training.features import FEATURE_DIM, FeatureStore
@@ -205,6 +205,8 @@ def _final_metrics(run: RunDir, config: RunConfig, options: RunOptions, inputs: 
     if options.keep_model:
         best = run.load_model()
         trainer.model.set_weights((best.get_layer(head.name) if frozen else best).get_weights())
+        scores, _, _ = trainer.predict(inputs.eval_dataset("validation"))
+        run.save_thresholds(tune_class_thresholds(scores, inputs.verified("validation")), "validation")
         test = inputs.validation_metrics(trainer, "test")
         metrics.update(test_map=test["val_map"], test_loss=test["val_loss"])
     else:
@@ -246,10 +248,14 @@ class RunInputs:
     def eval_dataset(self, split: str) -> tf.data.Dataset:
         return self._dataset(split, 256)
 
-    def validation_metrics(self, trainer: Trainer, split: str = "validation") -> dict:
-        """`val_loss` (the training loss) and `val_map` (Open Images protocol) on a split."""
+    def verified(self, split: str) -> np.ndarray:
+        """A split's expanded verified labels, in shard order (read once)."""
         if split not in self._verified:
             self._verified[split] = load_eval_arrays(self.info, split).verified
+        return self._verified[split]
+
+    def validation_metrics(self, trainer: Trainer, split: str = "validation") -> dict:
+        """`val_loss` (the training loss) and `val_map` (Open Images protocol) on a split."""
         scores, targets, masks = trainer.predict(self.eval_dataset(split))
         loss = float(np.mean(masked_bce(targets, scores, masks).numpy()))
-        return {"val_loss": loss, "val_map": mean_average_precision(scores, self._verified[split])}
+        return {"val_loss": loss, "val_map": mean_average_precision(scores, self.verified(split))}

@@ -35,6 +35,7 @@ from app.config import RunConfig, read_json
 from app.data.dataset import CLASSES, HIERARCHY, VOCAB, DatasetInfo
 from app.data.oid import read_classes
 from app.data.tags import Vocabulary
+from app.errors import InputError
 from app.fileio import atomic_output, atomic_write_json, atomic_write_text, remove_stale_temps
 
 RUN = "run.json"
@@ -47,7 +48,7 @@ THRESHOLDS = "thresholds.json"
 NEW, RESUME, COMPLETE = "new", "resume", "complete"
 
 
-class RunError(ValueError):
+class RunError(InputError):
     """A run folder that cannot be used as asked (mismatch, in use, not trained)."""
 
 

@@ -1,0 +1,51 @@
+"""The classes a photo shows, as a person wants them: the most specific confident classes.
+
+A class is confident when its score reaches its threshold (tuned for F1 on validation at the end of
+training). A confident class implies its ancestors (a Dog is an Animal), so a confident class is
+shown only when no confident class below it is: "Dog", not "Dog, Carnivore, Mammal, Animal". A
+photo needs review when no class is confident, or when some class's score lies within the review
+margin of its threshold (the model is unsure about it). Graph ops only: it runs in TF Serving.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from app.data.hierarchy import Hierarchy
+
+
+def ancestor_matrix(hierarchy: Hierarchy, mids: list) -> np.ndarray:
+    """`[C, C]` float32: entry (c, a) is 1 when class `a` is an ancestor of class `c`."""
+    index = {mid: i for i, mid in enumerate(mids)}
+    matrix = np.zeros((len(mids), len(mids)), np.float32)
+    for mid in mids:
+        for ancestor in hierarchy.ancestors.get(mid, ()):
+            matrix[index[mid], index[ancestor]] = 1.0
+    return matrix
+
+
+def specific_classes(scores: tf.Tensor, thresholds: tf.Tensor, ancestors: tf.Tensor, k: int,
+                     margin: float) -> dict:
+    """The most specific confident classes of each photo, best first.
+
+    Args:
+        scores: `[batch, C]`.
+        thresholds: `[C]` per-class thresholds.
+        ancestors: `[C, C]` from `ancestor_matrix`.
+        k: how many to return per photo (padded with index -1 and score 0).
+        margin: a score this close to its threshold makes the photo need review.
+
+    Returns:
+        `indices`, `scores` `[batch, k]`, `count` `[batch]` (specific confident classes, even
+        beyond k) and `needs_review` `[batch]`.
+    """
+    confident = scores >= thresholds
+    implied = tf.matmul(tf.cast(confident, tf.float32), ancestors) > 0  # a confident class lies below
+    specific = confident & ~implied
+    top = tf.math.top_k(tf.where(specific, scores, -1.0), k=k)
+    valid = top.values >= 0
+    count = tf.reduce_sum(tf.cast(specific, tf.int32), axis=1)
+    unsure = tf.reduce_any(tf.abs(scores - thresholds) < margin, axis=1)
+    return {"indices": tf.where(valid, top.indices, -1), "scores": tf.where(valid, top.values, 0.0),
+            "count": count, "needs_review": tf.equal(count, 0) | unsure}
