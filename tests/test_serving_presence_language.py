@@ -109,5 +109,5 @@ def test_predict_detects_each_photos_language_as_prepare_does(exported):
     expected = serve(tags=tf.constant([t + [""] * (width - len(t)) for t in tags]), image_bytes=tf.constant([b""] * 3),
                      language=tf.constant(["de", "un", "un"]))["scores"].numpy()
     for model in (target, run_dir):  # the SavedModel, and the run folder's model in process
-        got = predict.load_predictor(model)(tags, [b""] * 3)["scores"]
+        got = predict.load_predictor(model)[0](tags, [b""] * 3)["scores"]
         np.testing.assert_allclose(got, expected, atol=1e-5)
