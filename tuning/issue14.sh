@@ -14,10 +14,10 @@ compare() { python tuning/compare.py --no-progress --control "$CONTROL" "$@"; }
 
 # 1. A photo without an image: image-presence input + learned missing-image embedding + image dropout.
 compare --name image-dropout-0.5 --method "--image-presence --image-dropout 0.5 --tag-normalization none" --references "$REFS"
-compare --name image-dropout-0.25 --method "--image-presence --image-dropout 0.25 --tag-normalization none" --references "$REFS"
 # 2. Many languages: Snowball stemming per photo language.
 compare --name snowball --method "--no-image-presence --tag-normalization snowball" --references "$REFS"
 compare --name snowball-vs-stemmed-fusion --method "--no-image-presence --tag-normalization snowball" \
     --references "tags-snowball: --model tags --tag-normalization snowball; image: --model image --no-image-presence"
-# Ablation: the presence input alone, without image dropout.
+# Ablations: a lower image dropout; the presence input alone, without image dropout.
+compare --name image-dropout-0.25 --method "--image-presence --image-dropout 0.25 --tag-normalization none" --references "$REFS"
 compare --name image-presence-only --method "--image-presence --tag-normalization none" --references "$REFS"
