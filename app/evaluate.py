@@ -86,6 +86,11 @@ def main(argv=None):
     return result
 
 
+def _cell(value) -> str:
+    """A slice's mAP, or "-" for a system it does not score (baselines with an input withheld)."""
+    return f"{'-':>16}" if value is None else f"{value:>16.4f}"
+
+
 def format_summary(result) -> str:
     """The comparison table, with the slices, for the terminal."""
     keys = ["map", "precision@1", "recall@5", "micro_f1", "macro_f1", "hamming_loss"]
@@ -93,10 +98,10 @@ def format_summary(result) -> str:
     head = f"{result.split} split of {result.data}, {result.protocol} protocol" + (
         f", scores floored at {result.floor}" if result.floor else "")
     lines = [head, "  " + f"{'system':<28}" + "".join(f"{k:>13}" for k in keys)
-             + "".join(f"{label:>14}" for _, label in slice_cols)]
+             + "".join(f"{label:>16}" for _, label in slice_cols)]
     for name, metrics in result.summary.items():
         lines.append(f"  {name:<28}" + "".join(f"{metrics[k]:>13.4f}" for k in keys)
-                     + "".join(f"{result.slices[key][label][name]:>14.4f}" for key, label in slice_cols))
+                     + "".join(_cell(result.slices[key][label].get(name)) for key, label in slice_cols))
     sizes = ", ".join(f"{label} {result.slice_sizes[key][label]}" for key, label in slice_cols)
     lines.append(f"  slices are mAP on photos: {sizes}")
     return "\n".join(lines)

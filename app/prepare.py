@@ -97,7 +97,8 @@ def summary(stats: dict, out: Path, seconds: float) -> str:
             f"{c.get('without_image', 0)} without"
         )
     lines.append(f"  vocabulary: {stats['vocabulary_size']} ids (limit {stats['config']['tag_limit']}, "
-                 f"threshold {stats['config']['tag_threshold']}, train split)")
+                 f"threshold {stats['config']['tag_threshold']}, normalization "
+                 f"{stats['config'].get('tag_normalization', 'none')}, train split)")
     top = ", ".join(f"{k} {v}" for k, v in list(stats["languages"].items())[:8])
     lines.append(f"  languages: {top}")
     if stats.get("image_folder"):

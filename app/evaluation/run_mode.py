@@ -21,6 +21,7 @@ from app.evaluation import baselines
 from app.evaluation.metrics import (average_precisions, check_protocol, mean_average_precision, summary_metrics,
                                     tune_class_thresholds)
 from app.evaluation.scoring import TrainedModel
+from app.evaluation.withheld import withheld_slices
 
 log = logging.getLogger("app.evaluation")
 MACHINE, MOST_LIKELY = "machine labels", "most likely"
@@ -40,8 +41,9 @@ class RunEvaluation:
         positives: verified positives per class in the split.
         summary: `{system: {metric: value}}`.
         per_class: `{system: AP per class}` (NaN for classes without positives).
-        slices: `{"language"|"tags": {slice: {system: mAP}}}`.
-        slice_sizes: `{"language"|"tags": {slice: photos}}`.
+        slices: `{"language"|"tags"|"withheld": {slice: {system: mAP}}}`; `withheld` holds "image
+            withheld" and "tags withheld": every photo scored without it (`app.evaluation.withheld`).
+        slice_sizes: `{"language"|"tags"|"withheld": {slice: photos}}`.
         fusion_weight: λ of the late-fusion baseline, tuned on validation (when compared).
         protocol: `challenge` (a score of 0 is no prediction) or `study` (every verified
             (image, class) is a detection, 0 included, as the 2020 study scored).
@@ -120,6 +122,9 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
         per_class={name: average_precisions(s, truth.verified, protocol) for name, s in systems.items()},
         fusion_weight=weight)
     result.slices, result.slice_sizes = _slices(systems, truth, protocol)
+    withheld, sizes = withheld_slices([run, *others], info, split, order, truth, protocol, floored, systems, weight)
+    result.slices.update(withheld)
+    result.slice_sizes.update(sizes)
     return result
 
 
@@ -130,7 +135,7 @@ def _add_late_fusion(systems: dict, val_scores: dict, models: list, val: EvalArr
         return None
     image, tags = kinds["image"], kinds["tags"]
     weight, _ = baselines.tune_fusion_weight(val_scores[image], val_scores[tags], val.verified, protocol=protocol)
-    systems[f"late fusion (λ={weight:.2f})"] = baselines.late_fusion(systems[image], systems[tags], weight)
+    systems[baselines.late_fusion_name(weight)] = baselines.late_fusion(systems[image], systems[tags], weight)
     return weight
 
 
