@@ -280,6 +280,14 @@ def test_run_mode_report_json_and_protocols(tiny_world, tmp_path, capsys):
                             "--floor", "0.5"])
     assert {"tags", "image", "machine labels", "most likely"} <= set(result.summary)
     assert any(name.startswith("late fusion") for name in result.summary)
+    withheld = result.slices["withheld"]
+    assert result.slice_sizes["withheld"] == {"image withheld": 80, "tags withheld": 80}
+    assert withheld["image withheld"]["tags"] == result.summary["tags"]["map"]  # a tags-only model reads no image
+    assert withheld["tags withheld"]["image"] == result.summary["image"]["map"]
+    assert withheld["image withheld"]["image"] != result.summary["image"]["map"]  # re-scored on black images
+    assert "machine labels" not in withheld["image withheld"]
+    machine_row = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("  machine labels"))
+    assert machine_row.split()[-2:] == ["-", "-"]  # the terminal table: no withheld score for a baseline
     assert (runs[0] / "thresholds.json").exists()
     report = (tmp_path / "r" / "report.md").read_text()
     assert "10 best and 10 worst" in report and "By tag language" in report

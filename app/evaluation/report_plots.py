@@ -168,7 +168,7 @@ def per_class_plot(out: Path, result: RunEvaluation, systems: Sequence[str]) -> 
     ax.set(xlim=(-1, len(order)), ylim=(-0.03, 1.03), ylabel="AP",
            xlabel=f"the {len(order)} classes with a verified positive, in order of {result.name} AP "
                   "(highest first; ties: more positives first)",
-           title=f"Per-class AP, every system on the same class order")
+           title="Per-class AP, every system on the same class order")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
     save_figure(fig, out / "per_class_ap.png")

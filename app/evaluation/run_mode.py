@@ -21,6 +21,7 @@ from app.evaluation import baselines
 from app.evaluation.metrics import (average_precisions, check_protocol, mean_average_precision, summary_metrics,
                                     tune_class_thresholds)
 from app.evaluation.scoring import TrainedModel
+from app.evaluation.withheld import withheld_slices
 
 log = logging.getLogger("app.evaluation")
 MACHINE, MOST_LIKELY = "machine labels", "most likely"
@@ -40,9 +41,10 @@ class RunEvaluation:
         positives: verified positives per class in the split.
         summary: `{system: {metric: value}}`.
         per_class: `{system: AP per class}` (NaN for classes without positives).
-        slices: `{"language"|"tags": {slice: {system: mAP}}}`.
-        slice_sizes: `{"language"|"tags": {slice: photos}}`.
-        slice_classes: `{"language"|"tags": {slice: classes with a verified positive in the slice}}`:
+        slices: `{"language"|"tags"|"withheld": {slice: {system: mAP}}}`; `withheld` holds "image
+            withheld" and "tags withheld": every photo scored without it (`app.evaluation.withheld`).
+        slice_sizes: `{"language"|"tags"|"withheld": {slice: photos}}`.
+        slice_classes: `{"language"|"tags"|"withheld": {slice: classes with a verified positive in the slice}}`:
             the classes a slice's mAP averages over.
         photos: photos in the split.
         fusion_weight: λ of the late-fusion baseline, tuned on validation (when compared).
@@ -126,6 +128,11 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
         per_class={name: average_precisions(s, truth.verified, protocol) for name, s in systems.items()},
         fusion_weight=weight, photos=len(truth.image_ids))
     result.slices, result.slice_sizes, result.slice_classes = _slices(systems, truth, protocol)
+    withheld, sizes = withheld_slices([run, *others], info, split, order, truth, protocol, floored, systems, weight)
+    result.slices.update(withheld)
+    result.slice_sizes.update(sizes)
+    with_positive = int((truth.verified == 1).any(axis=0).sum())
+    result.slice_classes.update({key: dict.fromkeys(group, with_positive) for key, group in withheld.items()})
     return result
 
 
@@ -136,7 +143,7 @@ def _add_late_fusion(systems: dict, val_scores: dict, models: list, val: EvalArr
         return None
     image, tags = kinds["image"], kinds["tags"]
     weight, _ = baselines.tune_fusion_weight(val_scores[image], val_scores[tags], val.verified, protocol=protocol)
-    systems[f"late fusion (λ={weight:.2f})"] = baselines.late_fusion(systems[image], systems[tags], weight)
+    systems[baselines.late_fusion_name(weight)] = baselines.late_fusion(systems[image], systems[tags], weight)
     return weight
 
 
