@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from app.evaluation.report_data import (Margins, at_least, best_and_worst, by_po
 from app.evaluation.run_mode import MACHINE, RunEvaluation
 from app.evaluation.tables import (Table, class_table, group_title, level_table, markdown, plural, slice_table,
                                    summary_table, top_k_metrics)
-from app.fileio import atomic_write_text
+from app.fileio import atomic_write_text, swap_in_folder, temp_path
 
 MARGIN_ROWS = 15  # rows per side in the tables of margins against the machine labels
 INLINE_CLASSES = 150  # report.md lists every class itself up to this many; beyond, per_class_ap.csv only
@@ -37,10 +38,23 @@ def write_report(out_dir: str | Path, result: RunEvaluation) -> list[str]:
         result: the evaluation (`app.evaluation.run_mode.evaluate_run`).
 
     Returns:
-        The files written, `report.md` first.
+        The files written, `report.md` first. The folder is written beside `out_dir` and swapped in
+        whole, replacing an earlier report there.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    target = Path(out_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    out = temp_path(target)
+    out.mkdir()
+    try:
+        files = _write_sections(out, result)
+        swap_in_folder(out, target)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return files
+
+
+def _write_sections(out: Path, result: RunEvaluation) -> list[str]:
+    """Writes every section's files and `report.md` into `out`; returns the files."""
     systems = systems_by_map(result)
     lines, files = _header(result, systems), []
     for section in (_systems_section, _slices_section, _levels_section, _classes_section, _machine_section,

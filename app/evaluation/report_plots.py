@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -22,6 +23,11 @@ SYSTEM_COLORS = plt.get_cmap("tab10").colors
 SERIES_COLORS = plt.get_cmap("Dark2").colors
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 GLYPHS = dict(zip(MARKERS + ("|",), ("●", "■", "▲", "◆", "▼", "✚", "✖", "★", "◀", "▶", "┃")))
+
+
+def short(name: str, width: int = 32) -> str:
+    """A system's name for a plot: long names (run folders named by their flags) keep both ends."""
+    return name if len(name) <= width else f"{name[:width - 12]}…{name[-11:]}"
 
 
 class Series(NamedTuple):
@@ -52,7 +58,7 @@ def dot_plot(path: Path, title: str, systems: Sequence[str], series: Sequence[Se
         reference: the first series is a reference (the whole split), drawn as a grey bar.
     """
     n, k = len(systems), len(series)
-    fig, (ax, table) = plt.subplots(1, 2, figsize=(6.5 + 0.95 * k, 2.2 + 0.4 * n), width_ratios=[5.0, 0.95 * k])
+    fig, (ax, table) = plt.subplots(1, 2, figsize=(6.5 + 1.1 * k, 2.6 + 0.4 * n), width_ratios=[5.0, 1.1 * k])
     y = np.arange(n)[::-1]
     values = np.array([[_float(s.values.get(system)) for system in systems] for s in series], float).reshape(k, n)
     for row in range(n):
@@ -76,7 +82,7 @@ def _float(value) -> float:
 
 
 def _system_axis(ax, y: np.ndarray, systems: Sequence[str], run: str) -> None:
-    ax.set_yticks(y, systems)
+    ax.set_yticks(y, [short(system) for system in systems])
     for tick, system in zip(ax.get_yticklabels(), systems):
         tick.set_fontweight("bold" if system == run else "normal")
 
@@ -93,7 +99,7 @@ def _value_columns(table, values: np.ndarray, series: Sequence[Series], styles: 
     table.set(xlim=(-0.5, len(series) - 0.5), ylim=(-0.6, n - 0.4))
     table.axis("off")
     for j, (s, (marker, color)) in enumerate(zip(series, styles)):
-        table.text(j, n - 0.35, f"{GLYPHS[marker]}\n{s.label}\n{s.note}", ha="center", va="bottom", color=color,
+        table.text(j, n - 0.35, f"{GLYPHS[marker]}\n{textwrap.fill(s.label, 10)}\n{s.note}", ha="center", va="bottom", color=color,
                    fontsize=8, fontweight="bold", linespacing=1.2)
         for row in range(n):
             table.text(j, y[row], number(values[j, row]), ha="center", va="center", fontsize=9)
@@ -161,12 +167,12 @@ def per_class_plot(out: Path, result: RunEvaluation, systems: Sequence[str]) -> 
     for j, system in enumerate(systems):
         ap = result.per_class[system][order]
         if system == result.name:
-            ax.plot(x, ap, color="k", lw=2.2, zorder=3, label=f"{system} (sets the order)")
+            ax.plot(x, ap, color="k", lw=2.2, zorder=3, label=f"{short(system)} (sets the order)")
         else:
-            ax.scatter(x, ap, s=16, alpha=0.7, color=SYSTEM_COLORS[j % 10], marker=MARKERS[j % len(MARKERS)], label=system,
+            ax.scatter(x, ap, s=16, alpha=0.7, color=SYSTEM_COLORS[j % 10], marker=MARKERS[j % len(MARKERS)], label=short(system),
                        linewidths=0)
     ax.set(xlim=(-1, len(order)), ylim=(-0.03, 1.03), ylabel="AP",
-           xlabel=f"the {len(order)} classes with a verified positive, in order of {result.name} AP "
+           xlabel=f"the {len(order)} classes with a verified positive, in order of {short(result.name)} AP\n"
                   "(highest first; ties: more positives first)",
            title="Per-class AP, every system on the same class order")
     ax.grid(alpha=0.3)
@@ -191,11 +197,12 @@ def best_worst_plot(out: Path, result: RunEvaluation, choice: BestWorst) -> str:
         ax.set_yticks(y, [names[i] for i in idx])
         for yi, i in zip(y, idx):
             ax.text(ap[i] + 0.02, yi, f"{ap[i]:.3f}   {positives[i]} positives", va="center", fontsize=8)
-        ax.set(xlim=(0, 1.5), ylim=(-0.6, rows - 0.4), xticks=np.linspace(0, 1, 5), xlabel=f"{result.name} AP",
+        ax.set(xlim=(0, 1.5), ylim=(-0.6, rows - 0.4), xticks=np.linspace(0, 1, 5), xlabel=f"{short(result.name)} AP",
                title=f"{len(idx)} {what}")
         ax.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(f"Classes by {result.name} AP, among the {choice.candidates} with at least {choice.min_positives} "
-                 f"verified positive{'s' if choice.min_positives > 1 else ''} (ties: more positives first)")
+    fig.suptitle(f"Classes by {short(result.name)} AP, among the {choice.candidates} with at least "
+                 f"{choice.min_positives} verified positive{'s' if choice.min_positives > 1 else ''}\n"
+                 f"(ties: more positives first)")
     save_figure(fig, out / "best_worst.png")
     return "best_worst.png"
 
@@ -222,13 +229,14 @@ def versus_plot(out: Path, result: RunEvaluation, other: str, m: Margins, floor:
     ax.fill_between([0, 1], [0, 0], [0, 1], color="tab:red", alpha=0.07, lw=0)
     ax.plot([0, 1], [0, 1], color="0.4", ls="--", lw=1)
     ax.scatter(rival[both], run_ap[both], s=18, alpha=0.6, color="tab:blue", linewidths=0, zorder=2)
-    ax.text(0.02, 0.98, f"{result.name} better: {plural(len(m.better), 'class')}", color="darkgreen", va="top", fontsize=10)
+    ax.text(0.02, 0.55, f"{short(result.name, 24)}\nbetter: {plural(len(m.better), 'class')}", color="darkgreen",
+            va="center", fontsize=10)
     ax.text(0.98, 0.02, f"{other} better: {plural(len(m.worse), 'class')}", color="darkred", ha="right", fontsize=10)
     if len(m.ties):
         ax.text(0.98, 0.06, f"equal: {plural(len(m.ties), 'class')}", color="0.3", ha="right", fontsize=9)
-    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), aspect="equal", xlabel=f"{other} AP", ylabel=f"{result.name} AP",
-           title=f"Per class: {result.name} against {other}\nnamed (positives): the {outliers} largest margins each "
-                 f"side among classes with ≥ {floor} positives")
+    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), aspect="equal", xlabel=f"{other} AP", ylabel=f"{short(result.name)} AP",
+           title=f"Per class: {short(result.name)} against {other}\nnamed: the {outliers} largest margins each side, "
+                 f"among classes with ≥ {floor} positives\n(positives in brackets)")
     named = list(at_least(result, m.better, floor)[:outliers]) + list(at_least(result, m.worse, floor)[:outliers])
     fig.tight_layout()
     place_labels(ax, [(rival[i], run_ap[i]) for i in named],
