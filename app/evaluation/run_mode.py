@@ -109,7 +109,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
 
     systems, val_scores = {}, {}
     for model in [run, *others]:
-        log.info("scoring %s on %s and validation", model.name, split)
+        log.info("scoring %s on %s", model.name, split if split == "validation" else f"{split} and validation")
         systems[model.name] = floored(model.score(info, split))[order]
         val_scores[model.name] = floored(model.score(info, "validation"))[val_order]
     # The run's thresholds were tuned on its raw validation scores; floored scores need their own.
