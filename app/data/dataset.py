@@ -25,7 +25,7 @@ from pathlib import Path
 from app.data.oid import read_classes
 from app.data.tags import Vocabulary
 from app.errors import InputError
-from app.fileio import atomic_write_json
+from app.fileio import atomic_write_json, swap_in_folder
 
 MARKER = "dataset.json"
 STATS = "stats.json"
@@ -203,10 +203,6 @@ class DatasetWriter:
             files[name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
         digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
         atomic_write_json(self.path / MARKER, {"format": FORMAT, "fingerprint": digest, "files": files})
-        old = self.target.parent / f".{self.target.name}.old-{os.getpid()}"
-        if self.target.exists():
-            os.replace(self.target, old)
-        os.replace(self.path, self.target)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in_folder(self.path, self.target)
         return digest
 
