@@ -19,7 +19,8 @@ from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetWriter
 from app.data.hierarchy import Hierarchy
 from app.data.image_folder import ImageFolder
 from app.data.language import detect_language
-from app.data.tags import build_vocabulary, clean_tags
+from app.data.stemming import build_normalized_vocabulary
+from app.data.tags import clean_tags
 from app.data.sources import Sources
 from app.fileio import atomic_write_json, atomic_write_text
 
@@ -102,8 +103,8 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
         stats["splits"][split] = dict(counts)
         split_records[split] = out
 
-    vocab = build_vocabulary((r.tags for r in split_records["train"]), config.tag_limit, config.tag_threshold,
-                             config.lowercase)
+    vocab = build_normalized_vocabulary(((r.language, r.tags) for r in split_records["train"]), config.tag_limit,
+                                        config.tag_threshold, config.lowercase, config.tag_normalization)
     for split, recs in split_records.items():
         count = records.shard_count(len(recs), config.records_per_shard, config.min_shards)
         writer.add_shards(records.write_shards(recs, out_dir, split, count))

@@ -20,8 +20,9 @@ from app.data.hierarchy import Hierarchy
 from app.evaluation import baselines
 from app.evaluation.metrics import (check_protocol, sparse_average_precisions, sparse_mean_average_precision,
                                     sparse_summary_metrics, sparse_tune_class_thresholds)
-from app.evaluation.scoring import TrainedModel
+from app.evaluation.scoring import TrainedModel, apply_floor
 from app.evaluation.truth import SplitTruth, class_counts, load_truth
+from app.evaluation.withheld import withheld_slices
 
 log = logging.getLogger("app.evaluation")
 MACHINE, MOST_LIKELY = "machine labels", "most likely"
@@ -41,8 +42,12 @@ class RunEvaluation:
         positives: verified positives per class in the split.
         summary: `{system: {metric: value}}`.
         per_class: `{system: AP per class}` (NaN for classes without positives).
-        slices: `{"language"|"tags": {slice: {system: mAP}}}`.
-        slice_sizes: `{"language"|"tags": {slice: photos}}`.
+        slices: `{"language"|"tags"|"withheld": {slice: {system: mAP}}}`; `withheld` holds "image
+            withheld" and "tags withheld": every photo scored without it (`app.evaluation.withheld`).
+        slice_sizes: `{"language"|"tags"|"withheld": {slice: photos}}`.
+        slice_classes: `{"language"|"tags"|"withheld": {slice: classes with a verified positive in the slice}}`:
+            the classes a slice's mAP averages over.
+        photos: photos in the split.
         fusion_weight: λ of the late-fusion baseline, tuned on validation (when compared).
         protocol: `challenge` (a score of 0 is no prediction) or `study` (every verified
             (image, class) is a detection, 0 included, as the 2020 study scored).
@@ -62,6 +67,8 @@ class RunEvaluation:
     slices: dict = field(default_factory=dict)
     slice_sizes: dict = field(default_factory=dict)
     fusion_weight: Optional[float] = None
+    slice_classes: dict = field(default_factory=dict)
+    photos: int = 0
 
     def to_json(self) -> dict:
         """Everything, with per-class AP keyed by MID (null where a class has no positive)."""
@@ -69,6 +76,7 @@ class RunEvaluation:
                      for system, ap in self.per_class.items()}
         return {"name": self.name, "data": self.data, "split": self.split, "floor": self.floor, "protocol": self.protocol,
                 "summary": self.summary, "slices": self.slices, "slice_sizes": self.slice_sizes,
+                "slice_classes": self.slice_classes, "photos": self.photos,
                 "fusion_weight": self.fusion_weight, "classes": dict(zip(self.class_mids, self.class_names)),
                 "positives": dict(zip(self.class_mids, self.positives)), "per_class_ap": per_class}
 
@@ -116,8 +124,13 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
         summary={name: sparse_summary_metrics(truth.pairs, s, thresholds if name == run.name else 0.5, protocol)
                  for name, s in systems.items()},
         per_class={name: sparse_average_precisions(truth.pairs, s, protocol) for name, s in systems.items()},
-        fusion_weight=weight)
-    result.slices, result.slice_sizes = _slices(systems, truth, protocol)
+        fusion_weight=weight, photos=truth.num_images)
+    result.slices, result.slice_sizes, result.slice_classes = _slices(systems, truth, protocol)
+    withheld, sizes = withheld_slices(models, info, split, truth, protocol, floor, systems, weight)
+    result.slices.update(withheld)
+    result.slice_sizes.update(sizes)
+    with_positive = int((truth.pairs.positives_per_class() > 0).sum())
+    result.slice_classes.update({key: dict.fromkeys(group, with_positive) for key, group in withheld.items()})
     return result
 
 
@@ -130,17 +143,13 @@ def _score_models(models: list, info: DatasetInfo, split: str, truths: tuple, fl
     """
     truth, val = truths
 
-    def floored(scores: np.ndarray) -> np.ndarray:
-        scores = scores.astype(np.float64)
-        return np.where(scores >= floor, scores, 0.0) if floor > 0 else scores
-
     systems, val_scores = {}, {}
     splits = {split: truth} if split == "validation" else {split: truth, "validation": val}
     total = len(models) * sum(t.num_images for t in splits.values())
     with tqdm(total=total, unit="photo", desc="scoring", disable=not progress) as bar:
         for model in models:
             log.info("scoring %s on %s", model.name, " and ".join(splits))
-            scored = {name: floored(model.score(info, name, t, bar=bar)) for name, t in splits.items()}
+            scored = {name: apply_floor(model.score(info, name, t, bar=bar), floor) for name, t in splits.items()}
             systems[model.name], val_scores[model.name] = scored[split], scored["validation"]
     return systems, val_scores
 
@@ -152,22 +161,24 @@ def _add_late_fusion(systems: dict, val_scores: dict, models: list, val: SplitTr
         return None
     image, tags = kinds["image"], kinds["tags"]
     weight, _ = baselines.sparse_tune_fusion_weight(val.pairs, val_scores[image], val_scores[tags], protocol=protocol)
-    systems[f"late fusion (λ={weight:.2f})"] = baselines.late_fusion(systems[image], systems[tags], weight)
+    systems[baselines.late_fusion_name(weight)] = baselines.late_fusion(systems[image], systems[tags], weight)
     return weight
 
 
-def _slices(systems: dict, truth: SplitTruth, protocol: str) -> tuple[dict, dict]:
-    """mAP per tag language (English / other / undetected) and with / without tags."""
+def _slices(systems: dict, truth: SplitTruth, protocol: str) -> tuple[dict, dict, dict]:
+    """mAP per tag language (English / other / undetected) and with / without tags; photos and
+    classes with a positive per slice."""
     english, undetected = truth.language_is("en"), truth.language_is("un")
     groups = {"language": {"en": english, "other": ~english & ~undetected, "undetected": undetected},
               "tags": {"with tags": truth.has_tags, "without tags": ~truth.has_tags}}
-    slices, sizes = {}, {}
+    slices, sizes, classes = {}, {}, {}
     for key, rows_by_label in groups.items():
-        slices[key], sizes[key] = {}, {}
+        slices[key], sizes[key], classes[key] = {}, {}, {}
         for label, rows in rows_by_label.items():
             if rows.any():
                 pairs, kept = truth.pairs.select(rows)
                 slices[key][label] = {n: sparse_mean_average_precision(pairs, s[kept], protocol)
                                       for n, s in systems.items()}
                 sizes[key][label] = int(rows.sum())
-    return slices, sizes
+                classes[key][label] = int((pairs.positives_per_class() > 0).sum())
+    return slices, sizes, classes
