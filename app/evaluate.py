@@ -73,7 +73,8 @@ def main(argv=None):
         return result
     from app.evaluation.run_mode import evaluate_run
 
-    result = evaluate_run(args.model, args.data, args.split, args.floor, args.compare, args.protocol)
+    result = evaluate_run(args.model, args.data, args.split, args.floor, args.compare, args.protocol,
+                          progress=not args.no_progress and sys.stderr.isatty())
     if args.json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     else:

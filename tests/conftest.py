@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny prepared demo world, built once per test session."""
+"""Shared fixtures (a tiny prepared demo world, built once per test session) and plain dense readers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -48,3 +49,39 @@ def image_lines(count: int) -> list:
     """The header and `count` rows of the real image-metadata sample, each under a new ImageID."""
     header, *rows = (DATA / "train-images-boxable-with-rotation.sample.csv").read_text(encoding="utf-8").splitlines()
     return [header] + [f"{i:016x}," + rows[i % len(rows)].split(",", 1)[1] for i in range(count)]
+
+
+def dense_split(data_dir, split: str) -> dict:
+    """A split's labels as dense arrays in shard order, read record by record with `tf.train.Example`
+    (not with the project's readers).
+
+    Returns:
+        `{"ids": ImageIDs, "verified": [photos, classes] 1 / 0 / -1 (a positive wins), "machine":
+        [photos, classes] confidences, "languages": codes, "has_tags": bool}`.
+    """
+    from app.data.dataset import DatasetInfo
+
+    info = DatasetInfo.load(data_dir)
+    out = {key: [] for key in ("ids", "verified", "machine", "languages", "has_tags")}
+    for raw in tf.data.TFRecordDataset(info.shard_files(split)):
+        feature = tf.train.Example.FromString(raw.numpy()).features.feature
+        verified = np.full(info.num_classes, -1, np.int8)
+        verified[list(feature["verified_neg"].int64_list.value)] = 0
+        verified[list(feature["verified_pos"].int64_list.value)] = 1
+        machine = np.zeros(info.num_classes, np.float32)
+        machine[list(feature["machine_ids"].int64_list.value)] = feature["machine_scores"].float_list.value
+        out["ids"].append(feature["image_id"].bytes_list.value[0].decode())
+        out["verified"].append(verified)
+        out["machine"].append(machine)
+        out["languages"].append(feature["language"].bytes_list.value[0].decode())
+        out["has_tags"].append(len(feature["tags"].bytes_list.value) > 0)
+    return {key: np.array(value) for key, value in out.items()}
+
+
+def dense_scores(model, lookup, info, split: str, image_size=None) -> np.ndarray:
+    """A Keras model's `[photos, classes]` scores on a split, in shard order."""
+    from app.data.pipeline import make_dataset
+
+    ds = make_dataset(info, split, lookup=lookup, image_size=image_size, batch_size=64)
+    return np.concatenate([np.asarray(model({k: v for k, v in x.items() if k in model.input}, training=False))
+                           for x, _, _ in ds])

@@ -264,18 +264,24 @@ def test_extra_metrics_by_hand():
     assert summary_metrics(scores, verified, thresholds)["macro_f1"] == pytest.approx((3 + 2 / 3) / 4)
 
 
-def test_run_mode_report_json_and_protocols(tiny_world, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_runs(tiny_world, tmp_path_factory):
+    """A tags-only and an image-only run on the tiny world, one epoch each."""
     from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from app.training.run import RunOptions, train
 
     _, data_dir = tiny_world
-    runs = []
+    root = tmp_path_factory.mktemp("runs")
     for kind in ("tags", "image"):
         config = RunConfig(data=DataConfig(tag_limit=10, tag_threshold=2),
                            model=ModelConfig(model=kind, embedding_dim=16, hidden_units=32, image_size=32),
                            train=TrainConfig(epochs=1, batch_size=32))
-        train(data_dir, tmp_path / kind, config, RunOptions(progress=False))
-        runs.append(tmp_path / kind)
+        train(data_dir, root / kind, config, RunOptions(progress=False))
+    return [root / "tags", root / "image"]
+
+
+def test_run_mode_report_json_and_protocols(tiny_runs, tmp_path, capsys):
+    runs = tiny_runs
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "by_old_slice.png").write_bytes(b"from an earlier report")
     result = evaluate.main(["--model", str(runs[0]), "--compare", str(runs[1]), "--report", str(tmp_path / "r"),
@@ -312,3 +318,66 @@ def test_run_mode_report_json_and_protocols(tiny_world, tmp_path, capsys):
     # most-likely baseline scores at least as well as under the challenge rule (where 0 is no prediction)
     challenge = evaluate.main(["--model", str(runs[0])])
     assert study.summary["most likely"]["map"] >= challenge.summary["most likely"]["map"]
+
+
+def dense_evaluation(runs, data_dir, protocol, floor):
+    """Run mode computed the plain way: dense `[photos, classes]` arrays, photos sorted by ImageID,
+    the metrics written out in tests/test_metrics.py. Returns `(systems' scores, test labels, fusion
+    weight's mAPs on validation, the run's thresholds)`."""
+    from app.data.dataset import DatasetInfo
+    from app.evaluation.scoring import TrainedModel
+    from conftest import dense_scores, dense_split
+    from test_metrics import reference_semantics, reference_thresholds
+
+    info = DatasetInfo.load(data_dir)
+    splits = {split: dense_split(data_dir, split) for split in ("test", "validation", "train")}
+    order = {split: np.argsort(arrays["ids"], kind="stable") for split, arrays in splits.items()}
+    scores = {}
+    for run in map(TrainedModel, runs):
+        m = run.config.model
+        for split in ("test", "validation"):
+            raw = dense_scores(run.model, run.tags, info, split, m.image_size if m.uses_image else None)
+            scores[run.name, split] = np.where(raw >= floor, raw, 0.0)[order[split]].astype(np.float64)
+    val = splits["validation"]["verified"][order["validation"]]
+    thresholds = (reference_thresholds(scores["tags", "validation"], val) if floor else
+                  np.array(json.loads((runs[0] / "thresholds.json").read_text())["thresholds"]))
+    fusion = {w: np.nanmean(reference_semantics(w * scores["image", "validation"]
+                                                + (1 - w) * scores["tags", "validation"], val, protocol))
+              for w in np.linspace(0, 1, 21)}
+    train = splits["train"]["verified"]
+    test = {key: value[order["test"]] for key, value in splits["test"].items()}
+    systems = {"tags": scores["tags", "test"], "image": scores["image", "test"],
+               "machine labels": test["machine"].astype(np.float64),
+               "most likely": np.tile((train == 1).sum(0) > (train == 0).sum(0), (len(test["ids"]), 1)) * 1.0}
+    return systems, test, fusion, thresholds
+
+
+@pytest.mark.parametrize("protocol,floor", [("challenge", 0.0), ("study", 0.5)])
+def test_run_mode_equals_the_dense_computation(tiny_runs, tiny_world, protocol, floor):
+    from app.evaluation.run_mode import evaluate_run
+    from test_metrics import reference_semantics, reference_threshold_scores, reference_top_k
+
+    _, data_dir = tiny_world
+    result = evaluate_run(tiny_runs[0], compare=[tiny_runs[1]], protocol=protocol, floor=floor)
+    systems, test, fusion, thresholds = dense_evaluation(tiny_runs, data_dir, protocol, floor)
+    w = result.fusion_weight
+    assert fusion[w] == pytest.approx(max(fusion.values()), abs=1e-12)  # the best λ on validation
+    systems[f"late fusion (λ={w:.2f})"] = w * systems["image"] + (1 - w) * systems["tags"]
+    verified = test["verified"]
+    assert set(result.summary) == set(systems) and result.positives == (verified == 1).sum(0).tolist()
+    for name, scores in systems.items():
+        ap = reference_semantics(scores, verified, protocol)
+        np.testing.assert_allclose(result.per_class[name], ap, rtol=0, atol=1e-9, equal_nan=True)
+        expected = {"map": np.nanmean(ap), **reference_threshold_scores(scores, verified,
+                                                                        thresholds if name == "tags" else 0.5)}
+        for k in (1, 3, 5):
+            expected[f"precision@{k}"], expected[f"recall@{k}"] = reference_top_k(scores, verified, k)
+        assert {key: result.summary[name][key] for key in expected} == pytest.approx(expected, abs=1e-9), name
+    english, undetected = test["languages"] == "en", test["languages"] == "un"
+    for key, label, rows in [("language", "en", english), ("language", "other", ~english & ~undetected),
+                             ("language", "undetected", undetected), ("tags", "with tags", test["has_tags"]),
+                             ("tags", "without tags", ~test["has_tags"])]:
+        assert result.slice_sizes[key][label] == rows.sum() > 0
+        assert result.slices[key][label] == pytest.approx(
+            {name: np.nanmean(reference_semantics(s[rows], verified[rows], protocol)) for name, s in systems.items()},
+            abs=1e-9)

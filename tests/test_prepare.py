@@ -5,8 +5,9 @@ import tensorflow as tf
 
 from app.data import records
 from app.data.dataset import DatasetInfo
-from app.data.pipeline import iter_tags, load_eval_arrays, make_dataset
+from app.data.pipeline import iter_tags, make_dataset
 from app.data.preprocess import TagLookup
+from app.evaluation.truth import load_truth
 from conftest import DATA, image_lines, label_lines
 
 
@@ -45,16 +46,19 @@ def _decoded(tags):
     return out
 
 
-def test_tf_data_batches_and_eval_arrays_line_up(tiny_world):
+def test_tf_data_batches_and_split_truth_line_up(tiny_world):
     _, data_dir = tiny_world
     info = DatasetInfo.load(data_dir)
     lookup = TagLookup(info.vocab)
     ds = make_dataset(info, "validation", lookup=lookup, image_size=32, batch_size=16, verified_only=True)
     inputs, targets, mask = next(iter(ds))
     assert inputs["tag_ids"].shape == (16, 10) and inputs["image"].shape == (16, 32, 32, 3)
-    arrays = load_eval_arrays(info, "validation")
-    np.testing.assert_array_equal(mask.numpy() > 0, arrays.verified[:16] >= 0)
-    np.testing.assert_array_equal(targets.numpy()[arrays.verified[:16] == 1], 1.0)
+    truth = load_truth(info, "validation")
+    verified = np.full((truth.num_images, info.num_classes), -1)  # photos in ImageID order
+    verified[truth.pairs.rows, truth.pairs.classes] = truth.pairs.positive
+    first = verified[truth.shard_rows[:16]]  # the first 16 photos in shard order, as tf.data reads them
+    np.testing.assert_array_equal(mask.numpy() > 0, first >= 0)
+    np.testing.assert_array_equal(targets.numpy()[first == 1], 1.0)
 
 
 def test_rebuilt_vocabulary_matches_the_saved_one(tiny_world):

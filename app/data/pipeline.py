@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Iterator, Optional
 
-import numpy as np
 import tensorflow as tf
 
 from app.data import records
@@ -91,7 +88,7 @@ def make_dataset(
         # record (on few cores the parallel one's threads take CPU from the training step).
         ds = ds.interleave(lambda *s: _read_shard(*s, feature_dim=feature_dim), cycle_length=min(4, len(files)))
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
-    else:  # shard order, as `load_eval_arrays` reads it
+    else:  # shard order, as `app.evaluation.truth.load_truth` reads it
         ds = ds.flat_map(lambda *s: _read_shard(*s, feature_dim=feature_dim))
     if repeat:
         ds = ds.repeat()
@@ -154,37 +151,3 @@ def _parser(num_classes: int, lookup: Optional[TagLookup], image_size: Optional[
         return inputs, targets, mask
 
     return parse
-
-
-@dataclass
-class EvalArrays:
-    """A split's ground truth as arrays, for the Open Images metric and the baselines."""
-
-    image_ids: np.ndarray
-    verified: np.ndarray  # [N, C] int8: 1, 0 or -1 (unverified)
-    machine: np.ndarray  # [N, C] float32 machine-label confidence, 0 where none
-    languages: np.ndarray
-    has_tags: np.ndarray
-
-    def take(self, rows: np.ndarray) -> "EvalArrays":
-        """The same arrays with their rows reordered or selected."""
-        return EvalArrays(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
-
-
-def load_eval_arrays(info: DatasetInfo, split: str) -> EvalArrays:
-    """Reads a split's verified labels, machine labels, languages and tag presence in shard order."""
-    keys = ["image_id", "verified_pos", "verified_neg", "machine_ids", "machine_scores", "language", "tags"]
-    ds = tf.data.TFRecordDataset(info.shard_files(split)).batch(4096)
-    parts = {k: [] for k in ("ids", "verified", "machine", "lang", "tags")}
-    c = info.num_classes
-    for serialized in ds:
-        ex = records.parse_batch(serialized, keys)
-        pos = dense_rows(ex["verified_pos"], None, c).numpy()
-        neg = dense_rows(ex["verified_neg"], None, c).numpy()
-        parts["verified"].append(np.where(pos > 0, 1, np.where(neg > 0, 0, -1)).astype(np.int8))
-        parts["machine"].append(dense_rows(ex["machine_ids"], ex["machine_scores"], c).numpy())
-        parts["ids"].append(ex["image_id"].numpy().astype(str))
-        parts["lang"].append(ex["language"].numpy().astype(str))
-        parts["tags"].append((ex["tags"].row_lengths() > 0).numpy())
-    return EvalArrays(np.concatenate(parts["ids"]), np.concatenate(parts["verified"]),
-                      np.concatenate(parts["machine"]), np.concatenate(parts["lang"]), np.concatenate(parts["tags"]))

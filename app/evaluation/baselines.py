@@ -1,22 +1,44 @@
-"""Baselines scored with the same metric on the same images."""
+"""Baselines scored with the same metric on the same images.
+
+Each works on one score per verified pair (`VerifiedPairs`, the sparse form) or on dense
+`[images, classes]` arrays; the dense forms call the sparse ones.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from app.evaluation.metrics import NEGATIVE, POSITIVE, mean_average_precision
+from app.evaluation.metrics import VerifiedPairs, dense_pairs, sparse_mean_average_precision
 
 
 def machine_label_scores(machine: np.ndarray) -> np.ndarray:
-    """Open Images machine-generated labels used as predictions (0 where there is none)."""
+    """Open Images machine-generated labels used as predictions (0 where there is none), per pair or dense."""
     return machine.astype(np.float64)
 
 
+def most_likely_classes(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+    """Per class: "present" if the training split has more verified positives than negatives for it.
+
+    Args:
+        positives: `[classes]` verified positives in the training split.
+        negatives: `[classes]` verified negatives in the training split.
+
+    Returns:
+        `[classes]` bool.
+    """
+    return np.asarray(positives) > np.asarray(negatives)
+
+
+def most_likely_pair_scores(present: np.ndarray, pairs: VerifiedPairs) -> np.ndarray:
+    """The most-likely answer at each pair: 1 where its class is present, else 0 (no prediction)."""
+    return present[pairs.classes].astype(np.float64)
+
+
 def most_likely_scores(train_verified: np.ndarray, num_images: int) -> np.ndarray:
-    """Per class: "present" (1) on every image if the training split has more verified positives
-    than negatives for it, else "absent" (0, no prediction)."""
-    present = (train_verified == POSITIVE).sum(0) > (train_verified == NEGATIVE).sum(0)
-    return np.broadcast_to(present.astype(np.float64), (num_images, train_verified.shape[1])).copy()
+    """The most-likely answer as dense `[num_images, classes]` scores, from dense training labels."""
+    train = VerifiedPairs.from_dense(train_verified)
+    present = most_likely_classes(train.positives_per_class(), train.negatives_per_class())
+    return np.broadcast_to(present.astype(np.float64), (num_images, train.num_classes)).copy()
 
 
 def late_fusion_name(weight: float) -> str:
@@ -25,24 +47,31 @@ def late_fusion_name(weight: float) -> str:
 
 
 def late_fusion(image_scores: np.ndarray, tag_scores: np.ndarray, weight: float) -> np.ndarray:
-    """`weight * P_image + (1 - weight) * P_tags`."""
+    """`weight * P_image + (1 - weight) * P_tags`, per pair or dense."""
     return weight * image_scores + (1.0 - weight) * tag_scores
 
 
-def tune_fusion_weight(image_scores: np.ndarray, tag_scores: np.ndarray, verified: np.ndarray,
-                       grid: int = 21, protocol: str = "challenge") -> tuple[float, float]:
+def sparse_tune_fusion_weight(pairs: VerifiedPairs, image_scores: np.ndarray, tag_scores: np.ndarray,
+                              grid: int = 21, protocol: str = "challenge") -> tuple[float, float]:
     """The λ in [0, 1] (on a grid) that maximises mAP on the given (validation) split.
 
     Args:
-        image_scores: `[images, classes]` image-only scores.
-        tag_scores: `[images, classes]` tags-only scores.
-        verified: `[images, classes]` expanded labels: 1, 0 or -1 (unverified).
+        pairs: the verified pairs, images in ImageID order.
+        image_scores: image-only scores, one per pair.
+        tag_scores: tags-only scores, one per pair.
         grid: the number of evenly spaced weights tried.
         protocol: the mAP's protocol, `"challenge"` or `"study"`.
 
     Returns:
         `(weight, map)`.
     """
-    results = [(float(w), mean_average_precision(late_fusion(image_scores, tag_scores, w), verified, protocol))
+    results = [(float(w), sparse_mean_average_precision(pairs, late_fusion(image_scores, tag_scores, w), protocol))
                for w in np.linspace(0.0, 1.0, grid)]
     return max(results, key=lambda wm: wm[1])
+
+
+def tune_fusion_weight(image_scores: np.ndarray, tag_scores: np.ndarray, verified: np.ndarray,
+                       grid: int = 21, protocol: str = "challenge") -> tuple[float, float]:
+    """`sparse_tune_fusion_weight` on `[images, classes]` scores and labels: `(weight, map)`."""
+    pairs, image = dense_pairs(image_scores, verified)
+    return sparse_tune_fusion_weight(pairs, image, pairs.gather(tag_scores), grid, protocol)

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from app.data.dataset import DatasetInfo
 from app.data.hierarchy import Hierarchy
-from app.data.pipeline import EvalArrays, load_eval_arrays
 from app.evaluation import baselines
-from app.evaluation.metrics import (average_precisions, check_protocol, mean_average_precision, summary_metrics,
-                                    tune_class_thresholds)
-from app.evaluation.scoring import TrainedModel
+from app.evaluation.metrics import (check_protocol, sparse_average_precisions, sparse_mean_average_precision,
+                                    sparse_summary_metrics, sparse_tune_class_thresholds)
+from app.evaluation.scoring import TrainedModel, apply_floor
+from app.evaluation.truth import SplitTruth, class_counts, load_truth
 from app.evaluation.withheld import withheld_slices
 
 log = logging.getLogger("app.evaluation")
@@ -81,12 +82,15 @@ class RunEvaluation:
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split: str = "test", floor: float = 0.0,
-                 compare: Sequence[str | Path] = (), protocol: str = "challenge") -> RunEvaluation:
+                 compare: Sequence[str | Path] = (), protocol: str = "challenge",
+                 progress: bool = False) -> RunEvaluation:
     """Scores a finished run, the runs in `compare` and the baselines on one split.
 
     Photos are ranked in ImageID order, as the reference evaluator takes them, so that ties
-    break exactly as there. The run's per-class thresholds are tuned for F1 on validation and
-    saved in its folder.
+    break exactly as there. Each model streams the split and the validation split batch by batch
+    and only its scores at the verified (image, class) pairs are kept, so memory stays flat in
+    the number of photos. With a floor, the run's per-class thresholds are tuned again for F1 on
+    its floored validation scores.
 
     Args:
         run_dir: the run to evaluate.
@@ -95,71 +99,86 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
         floor: zero scores under this (0.5 compares fairly with machine labels).
         compare: other finished runs; a tags-only and an image-only one add late fusion.
         protocol: `challenge` or `study` (see `RunEvaluation`).
+        progress: show a progress bar over the photos scored.
     """
     check_protocol(protocol)
     run = TrainedModel(run_dir)
     info = DatasetInfo.load(data_dir or run.run.data_dir)
-    others = [TrainedModel(path) for path in compare]
-    truth, val = load_eval_arrays(info, split), load_eval_arrays(info, "validation")
-    order, val_order = np.argsort(truth.image_ids, kind="stable"), np.argsort(val.image_ids, kind="stable")
-    truth, val = truth.take(order), val.take(val_order)
-
-    def floored(scores: np.ndarray) -> np.ndarray:
-        return np.where(scores >= floor, scores, 0.0) if floor > 0 else scores
-
-    systems, val_scores = {}, {}
-    for model in [run, *others]:
-        log.info("scoring %s on %s", model.name, split if split == "validation" else f"{split} and validation")
-        systems[model.name] = floored(model.score(info, split))[order]
-        val_scores[model.name] = floored(model.score(info, "validation"))[val_order]
+    models = [run, *(TrainedModel(path) for path in compare)]
+    log.info("reading the ground truth of %s and validation", split)
+    truth = load_truth(info, split)
+    val = truth if split == "validation" else load_truth(info, "validation")
+    systems, val_scores = _score_models(models, info, split, (truth, val), floor, progress)
     # The run's thresholds were tuned on its raw validation scores; floored scores need their own.
-    thresholds = tune_class_thresholds(val_scores[run.name], val.verified) if floor > 0 else run.thresholds
-    weight = _add_late_fusion(systems, val_scores, [run, *others], val, protocol)
+    thresholds = (sparse_tune_class_thresholds(val.pairs, val_scores[run.name]) if floor > 0 else run.thresholds)
+    weight = _add_late_fusion(systems, val_scores, models, val, protocol)
     systems[MACHINE] = baselines.machine_label_scores(truth.machine)
-    systems[MOST_LIKELY] = baselines.most_likely_scores(load_eval_arrays(info, "train").verified, len(truth.image_ids))
+    present = baselines.most_likely_classes(*class_counts(info, "train"))
+    systems[MOST_LIKELY] = baselines.most_likely_pair_scores(present, truth.pairs)
     hierarchy = Hierarchy.from_json(info.hierarchy_path, [m for m, _ in info.classes])
     result = RunEvaluation(
         name=run.name, data=str(info.data_dir), split=split, floor=floor, protocol=protocol,
         class_mids=[m for m, _ in info.classes], class_names=[n for _, n in info.classes],
         levels=[hierarchy.level(m) for m, _ in info.classes],
-        positives=(truth.verified == 1).sum(axis=0).tolist(),
-        summary={name: summary_metrics(s, truth.verified, thresholds if name == run.name else 0.5, protocol)
+        positives=truth.pairs.positives_per_class().tolist(),
+        summary={name: sparse_summary_metrics(truth.pairs, s, thresholds if name == run.name else 0.5, protocol)
                  for name, s in systems.items()},
-        per_class={name: average_precisions(s, truth.verified, protocol) for name, s in systems.items()},
-        fusion_weight=weight, photos=len(truth.image_ids))
+        per_class={name: sparse_average_precisions(truth.pairs, s, protocol) for name, s in systems.items()},
+        fusion_weight=weight, photos=truth.num_images)
     result.slices, result.slice_sizes, result.slice_classes = _slices(systems, truth, protocol)
-    withheld, sizes = withheld_slices([run, *others], info, split, order, truth, protocol, floored, systems, weight)
+    withheld, sizes = withheld_slices(models, info, split, truth, protocol, floor, systems, weight)
     result.slices.update(withheld)
     result.slice_sizes.update(sizes)
-    with_positive = int((truth.verified == 1).any(axis=0).sum())
+    with_positive = int((truth.pairs.positives_per_class() > 0).sum())
     result.slice_classes.update({key: dict.fromkeys(group, with_positive) for key, group in withheld.items()})
     return result
 
 
-def _add_late_fusion(systems: dict, val_scores: dict, models: list, val: EvalArrays, protocol: str) -> Optional[float]:
+def _score_models(models: list, info: DatasetInfo, split: str, truths: tuple, floor: float,
+                  progress: bool) -> tuple[dict, dict]:
+    """Each model's float64 scores at the verified pairs of `split` and of validation, floored.
+
+    Returns:
+        `({model: scores on split}, {model: scores on validation})`.
+    """
+    truth, val = truths
+
+    systems, val_scores = {}, {}
+    splits = {split: truth} if split == "validation" else {split: truth, "validation": val}
+    total = len(models) * sum(t.num_images for t in splits.values())
+    with tqdm(total=total, unit="photo", desc="scoring", disable=not progress) as bar:
+        for model in models:
+            log.info("scoring %s on %s", model.name, " and ".join(splits))
+            scored = {name: apply_floor(model.score(info, name, t, bar=bar), floor) for name, t in splits.items()}
+            systems[model.name], val_scores[model.name] = scored[split], scored["validation"]
+    return systems, val_scores
+
+
+def _add_late_fusion(systems: dict, val_scores: dict, models: list, val: SplitTruth, protocol: str) -> Optional[float]:
     """Adds `λ·P_image + (1−λ)·P_tags` when a tags-only and an image-only run are among `models`."""
     kinds = {model.config.model.model: model.name for model in models}
     if "tags" not in kinds or "image" not in kinds:
         return None
     image, tags = kinds["image"], kinds["tags"]
-    weight, _ = baselines.tune_fusion_weight(val_scores[image], val_scores[tags], val.verified, protocol=protocol)
+    weight, _ = baselines.sparse_tune_fusion_weight(val.pairs, val_scores[image], val_scores[tags], protocol=protocol)
     systems[baselines.late_fusion_name(weight)] = baselines.late_fusion(systems[image], systems[tags], weight)
     return weight
 
 
-def _slices(systems: dict, truth: EvalArrays, protocol: str) -> tuple[dict, dict, dict]:
+def _slices(systems: dict, truth: SplitTruth, protocol: str) -> tuple[dict, dict, dict]:
     """mAP per tag language (English / other / undetected) and with / without tags; photos and
     classes with a positive per slice."""
-    lang = np.where(truth.languages == "en", "en", np.where(truth.languages == "un", "undetected", "other"))
-    groups = {"language": {g: lang == g for g in ("en", "other", "undetected")},
+    english, undetected = truth.language_is("en"), truth.language_is("un")
+    groups = {"language": {"en": english, "other": ~english & ~undetected, "undetected": undetected},
               "tags": {"with tags": truth.has_tags, "without tags": ~truth.has_tags}}
     slices, sizes, classes = {}, {}, {}
     for key, rows_by_label in groups.items():
         slices[key], sizes[key], classes[key] = {}, {}, {}
         for label, rows in rows_by_label.items():
             if rows.any():
-                slices[key][label] = {n: mean_average_precision(s[rows], truth.verified[rows], protocol)
+                pairs, kept = truth.pairs.select(rows)
+                slices[key][label] = {n: sparse_mean_average_precision(pairs, s[kept], protocol)
                                       for n, s in systems.items()}
                 sizes[key][label] = int(rows.sum())
-                classes[key][label] = int((truth.verified[rows] == 1).any(axis=0).sum())
+                classes[key][label] = int((pairs.positives_per_class() > 0).sum())
     return slices, sizes, classes

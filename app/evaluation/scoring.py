@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import keras
 import numpy as np
+from tqdm import tqdm
 
 from app.config import RunConfig
 from app.data.dataset import DatasetInfo
 from app.data.pipeline import make_dataset
 from app.data.preprocess import TagLookup
+from app.evaluation.truth import PairScores, SplitTruth
 from app.training.rundir import RunDir
 
 
@@ -45,21 +48,37 @@ class TrainedModel:
         if [m for m, _ in info.classes] != [m for m, _ in self.classes]:
             raise ValueError(f"{info.data_dir}: its class list differs from the one {self.run.path} was trained on")
 
-    def score(self, info: DatasetInfo, split: str, batch_size: int = 256, withhold: tuple = ()) -> np.ndarray:
-        """Scores `[images, classes]` for a split, in shard order.
+    def score(self, info: DatasetInfo, split: str, truth: SplitTruth, batch_size: int = 256,
+              bar: Optional[tqdm] = None, withhold: tuple = ()) -> np.ndarray:
+        """Each verified pair's score on a split (float32), streamed batch by batch.
 
         Args:
             info: the dataset.
-            split: the split to score.
+            split: the split `truth` was read from.
+            truth: the split's ground truth (`app.evaluation.truth.load_truth`).
             batch_size: photos per batch.
+            bar: a progress bar, advanced by the photos scored.
             withhold: `"image"` and/or `"tags"` (of those the model uses): score the photos as if
                 they came without them, as serving would (no image bytes, no tags).
+
+        Returns:
+            One score per pair of `truth.pairs`.
         """
         self.check_dataset(info)
         m = self.config.model
         withhold = tuple(w for w in withhold if (m.uses_image if w == "image" else m.uses_tags))
         ds = make_dataset(info, split, lookup=self.tags, image_size=m.image_size if m.uses_image else None,
                           batch_size=batch_size, image_presence="image_present" in self.model.input, withhold=withhold)
-        out = [np.asarray(self.model({k: v for k, v in x.items() if k in self.model.input}, training=False))
-               for x, _, _ in ds]
-        return np.concatenate(out).astype(np.float64)
+        pairs = PairScores(truth)
+        for x, _, _ in ds:
+            scores = np.asarray(self.model({k: v for k, v in x.items() if k in self.model.input}, training=False))
+            pairs.add(scores)
+            if bar is not None:
+                bar.update(len(scores))
+        return pairs.result()
+
+
+def apply_floor(scores: np.ndarray, floor: float) -> np.ndarray:
+    """float64 scores with those under `floor` zeroed (no floor: unchanged)."""
+    scores = np.asarray(scores, np.float64)
+    return np.where(scores >= floor, scores, 0.0) if floor > 0 else scores

@@ -9,32 +9,31 @@ Baselines that do not read the photo (machine labels, most likely) are left out.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
-
-import numpy as np
+from typing import Optional, Sequence
 
 from app.data.dataset import DatasetInfo
-from app.data.pipeline import EvalArrays
 from app.evaluation import baselines
-from app.evaluation.metrics import mean_average_precision
+from app.evaluation.metrics import sparse_mean_average_precision
+from app.evaluation.scoring import apply_floor
+from app.evaluation.truth import SplitTruth
 
 WITHHELD = {"image withheld": "image", "tags withheld": "tags"}
 KEY = "withheld"
 
 
-def withheld_slices(models: Sequence, info: DatasetInfo, split: str, order: np.ndarray, truth: EvalArrays,
-                    protocol: str, floored: Callable, systems: dict, fusion_weight: Optional[float]) -> tuple:
+def withheld_slices(models: Sequence, info: DatasetInfo, split: str, truth: SplitTruth, protocol: str,
+                    floor: float, systems: dict, fusion_weight: Optional[float]) -> tuple:
     """The `withheld` slice group of a `RunEvaluation`.
 
     Args:
         models: the `TrainedModel`s scored (the run and those compared with it).
         info: the dataset.
         split: the split scored.
-        order: the photos' order (by ImageID) applied to scores in shard order.
-        truth: the split's ground truth, in that order.
+        truth: the split's ground truth (`app.evaluation.truth.load_truth`).
         protocol: `challenge` or `study`.
-        floored: zeroes scores under the evaluation's floor.
-        systems: `{name: scores}` with every input, for models that do not use the withheld one.
+        floor: scores under this are zeroed.
+        systems: `{name: scores at the verified pairs}` with every input, for models that do not
+            use the withheld one.
         fusion_weight: λ of the late fusion when there is one.
 
     Returns:
@@ -45,10 +44,11 @@ def withheld_slices(models: Sequence, info: DatasetInfo, split: str, order: np.n
         scores = {}
         for model in models:
             uses = model.config.model.uses_image if what == "image" else model.config.model.uses_tags
-            scores[model.name] = floored(model.score(info, split, withhold=(what,)))[order] if uses else systems[model.name]
+            scores[model.name] = (apply_floor(model.score(info, split, truth, withhold=(what,)), floor) if uses
+                                  else systems[model.name])
         _add_fusion(scores, models, fusion_weight)
-        slices[label] = {name: mean_average_precision(s, truth.verified, protocol) for name, s in scores.items()}
-    return {KEY: slices}, {KEY: {label: len(truth.image_ids) for label in WITHHELD}}
+        slices[label] = {name: sparse_mean_average_precision(truth.pairs, s, protocol) for name, s in scores.items()}
+    return {KEY: slices}, {KEY: {label: truth.num_images for label in WITHHELD}}
 
 
 def _add_fusion(scores: dict, models: Sequence, weight: Optional[float]) -> None:

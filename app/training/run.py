@@ -20,9 +20,10 @@ import tensorflow as tf
 
 from app.config import RunConfig
 from app.data.dataset import DatasetInfo
-from app.data.pipeline import load_eval_arrays, make_dataset
+from app.data.pipeline import make_dataset
 from app.data.preprocess import TagLookup
-from app.evaluation.metrics import mean_average_precision, tune_class_thresholds
+from app.evaluation.metrics import sparse_mean_average_precision, sparse_tune_class_thresholds
+from app.evaluation.truth import PairScores, SplitTruth, load_truth
 from app.model.classifier import attach_backbone, build_backbone, build_head, resolve_image_weights
 from app.training.callbacks import BestModel, Checkpoint, History, Progress, TimeBudget, read_history
 from app.training.features import FEATURE_DIM, FeatureStore
@@ -205,8 +206,8 @@ def _final_metrics(run: RunDir, config: RunConfig, options: RunOptions, inputs: 
     if options.keep_model:
         best = run.load_model()
         trainer.model.set_weights((best.get_layer(head.name) if frozen else best).get_weights())
-        scores, _, _ = trainer.predict(inputs.eval_dataset("validation"))
-        run.save_thresholds(tune_class_thresholds(scores, inputs.verified("validation")), "validation")
+        _, scores = inputs.score_split(trainer, "validation")
+        run.save_thresholds(sparse_tune_class_thresholds(inputs.truth("validation").pairs, scores), "validation")
         test = inputs.validation_metrics(trainer, "test")
         metrics.update(test_map=test["val_map"], test_loss=test["val_loss"])
     else:
@@ -230,7 +231,7 @@ class RunInputs:
         self.info, self.config, self.tags, self.features = info, config, tags, features
         m = config.model
         self.image_size = m.image_size if m.uses_image and features is None else None
-        self._verified: dict = {}
+        self._truth: dict = {}
 
     def _dataset(self, split: str, batch_size: int, **kwargs) -> tf.data.Dataset:
         t = self.config.train
@@ -248,14 +249,29 @@ class RunInputs:
     def eval_dataset(self, split: str) -> tf.data.Dataset:
         return self._dataset(split, 256)
 
-    def verified(self, split: str) -> np.ndarray:
-        """A split's expanded verified labels, in shard order (read once)."""
-        if split not in self._verified:
-            self._verified[split] = load_eval_arrays(self.info, split).verified
-        return self._verified[split]
+    def truth(self, split: str) -> SplitTruth:
+        """A split's ground truth, sparse (read once)."""
+        if split not in self._truth:
+            self._truth[split] = load_truth(self.info, split)
+        return self._truth[split]
+
+    def score_split(self, trainer: Trainer, split: str) -> tuple[float, np.ndarray]:
+        """Streams a split through the model, keeping only running sums and the verified pairs' scores.
+
+        Returns:
+            `(loss, scores)`: the mean training loss per photo, and the score at each verified pair
+            of `self.truth(split)`.
+        """
+        pairs = PairScores(self.truth(split))
+        total, count = 0.0, 0
+        for inputs, targets, mask in self.eval_dataset(split):
+            scores = trainer.eval_step(inputs)
+            total += float(tf.reduce_sum(masked_bce(targets, scores, mask)))
+            count += len(scores)
+            pairs.add(scores)
+        return total / max(count, 1), pairs.result()
 
     def validation_metrics(self, trainer: Trainer, split: str = "validation") -> dict:
         """`val_loss` (the training loss) and `val_map` (Open Images protocol) on a split."""
-        scores, targets, masks = trainer.predict(self.eval_dataset(split))
-        loss = float(np.mean(masked_bce(targets, scores, masks).numpy()))
-        return {"val_loss": loss, "val_map": mean_average_precision(scores, self.verified(split))}
+        loss, scores = self.score_split(trainer, split)
+        return {"val_loss": loss, "val_map": sparse_mean_average_precision(self.truth(split).pairs, scores)}

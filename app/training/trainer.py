@@ -100,15 +100,6 @@ class Trainer:
         inputs = {k: v for k, v in inputs.items() if k in self.model.input}
         return np.asarray(self._predict(inputs))
 
-    def predict(self, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Runs `eval_step` over `(inputs, targets, mask)` batches; returns scores, targets, masks."""
-        scores, targets, masks = [], [], []
-        for inputs, target, mask in dataset:
-            scores.append(self.eval_step(inputs))
-            targets.append(target.numpy())
-            masks.append(mask.numpy())
-        return np.concatenate(scores), np.concatenate(targets), np.concatenate(masks)
-
     def fit(self, dataset_fn: DatasetFn, steps_per_epoch: int, epochs: int,
             evaluate_fn: Callable[["Trainer"], dict], callbacks: Sequence[Callback] = ()) -> list[dict]:
         """Trains from `self.epoch` (callbacks may restore it) to `epochs`.
