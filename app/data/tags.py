@@ -149,6 +149,12 @@ def build_vocabulary(tag_lists: Iterable[Sequence[str]], limit: int, threshold: 
     """
     if limit < 1 or threshold < 1:
         raise ValueError(f"limit and threshold must be >= 1. Received: limit={limit}, threshold={threshold}")
-    counter = count_tags(tag_lists, limit)
-    kept = sorted(((t, c) for t, c in counter.items() if c >= threshold), key=lambda tc: (-tc[1], tc[0]))
+    return vocabulary_from_counts(count_tags(tag_lists, limit).items(), limit, threshold, lowercase)
+
+
+def vocabulary_from_counts(counts: Iterable[tuple[str, int]], limit: int, threshold: int,
+                           lowercase: bool = False) -> Vocabulary:
+    """The vocabulary of `build_vocabulary` from `(tag, count)` pairs already counted (each tag once,
+    among photos' first `limit` tags): the tags counted at least `threshold` times, most frequent first."""
+    kept = sorted(((t, c) for t, c in counts if c >= threshold), key=lambda tc: (-tc[1], tc[0]))
     return Vocabulary([t for t, _ in kept], [c for _, c in kept], limit, threshold, lowercase)
