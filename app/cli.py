@@ -125,12 +125,29 @@ def user_errors(verbose: bool = False) -> Iterator[None]:
             raise
         # An InputError or a file error says all there is to say; another error may be a bug.
         fail(describe(err) + ("" if isinstance(err, (InputError, OSError)) else VERBOSE_HINT))
+    except Exception as err:  # TensorFlow's own errors: a corrupt shard, a failed write, no memory
+        if verbose or not type(err).__module__.startswith("tensorflow.python.framework.errors"):
+            raise
+        fail(f"TensorFlow {type(err).__name__}: {describe(err).split(' [[')[0]}{VERBOSE_HINT}")
+
+
+@contextlib.contextmanager
+def writing_to(path) -> Iterator[None]:
+    """Names `path` in an OS error that names no file (a full or read-only disk while writing it)."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, f"{err.strerror} (while writing {path})") from err
 
 
 def describe(err: BaseException) -> str:
     """One line for an exception: its message, with the file for OS errors."""
     if isinstance(err, OSError) and err.filename is not None:
         return f"{err.filename}: {err.strerror or err}"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
     return " ".join(str(err).split()) or type(err).__name__
 
 

@@ -23,6 +23,9 @@ MODELS = ("contextual", "tags", "image")
 POOLINGS = ("max", "avg")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 LOSS_ON = ("all", "verified")
+TAG_NORMALIZATIONS = ("none", "snowball")
+NORMALIZATION_HELP = ("tag normalisation: none, or snowball (each tag stemmed with the NLTK Snowball stemmer of its "
+                      "photo's language; see app/data/stemming.py)")
 
 
 def option(default: Any, help: str, choices: tuple | None = None, execution: bool = False,
@@ -61,8 +64,10 @@ class DataConfig:
     tag_limit: int = option(20, "keep each photo's first N tags (the study's best: 20)", needs="tags")
     tag_threshold: int = option(10, "vocabulary: tags seen at least T times among the train split's first N tags",
                                 needs="tags")
+    tag_normalization: str = option("none", NORMALIZATION_HELP, TAG_NORMALIZATIONS, needs="tags")
 
     def __post_init__(self):
+        _check_choices(self)
         _check_at_least(self, 1, "tag_limit", "tag_threshold")
 
 
@@ -73,6 +78,8 @@ class PrepareConfig:
     tag_limit: int = option(20, "tag limit N of the vocabulary saved with the dataset")
     tag_threshold: int = option(10, "tag threshold T of the vocabulary saved with the dataset")
     lowercase: bool = option(False, "fold tags to lower case (YFCC100M tags already are)")
+    tag_normalization: str = option("none", NORMALIZATION_HELP + " of the vocabulary saved with the dataset",
+                                    TAG_NORMALIZATIONS)
     records_per_shard: int = option(1024, "records per TFRecord shard")
     min_shards: int = option(2, "at least this many shards per split, so that workers can split them")
     expand_machine_labels: bool = option(True, "training targets: copy each machine label's confidence to the "
@@ -84,6 +91,7 @@ class PrepareConfig:
                                         "number of temporary files (the output does not depend on it)")
 
     def __post_init__(self):
+        _check_choices(self)
         _check_at_least(self, 1, "tag_limit", "tag_threshold", "records_per_shard", "min_shards", "bucket_photos")
         _check_at_least(self, 0, "yfcc_split_size")
 
@@ -106,14 +114,22 @@ class ModelConfig:
                                 needs="image")
     train_backbone: bool = option(False, "fine-tune ResNet50 (default: frozen, features computed once)",
                                   needs="image")
+    image_presence: bool = option(False, "an image_present input (serving sets it from image_ok): a photo without a "
+                                         "usable image gets a learned missing-image embedding, not a black image's "
+                                         "features", needs="image")
+    image_dropout: float = option(0.0, "contextual model with --image-presence: in training, remove the image of "
+                                       "this share of the photos that keep their tags", needs="contextual")
 
     def __post_init__(self):
         _check_choices(self)
         _check_at_least(self, 1, "embedding_dim", "hidden_units", "image_size")
         _check_at_least(self, 0, "hidden_layers", "l2")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.tag_dropout < 1.0:
+        if not all(0.0 <= rate < 1.0 for rate in (self.dropout, self.tag_dropout, self.image_dropout)):
             raise InputError(f"dropout rates must be in [0, 1). Received: dropout={self.dropout}, "
-                             f"tag_dropout={self.tag_dropout}")
+                             f"tag_dropout={self.tag_dropout}, image_dropout={self.image_dropout}")
+        if self.image_dropout > 0 and not self.image_presence:
+            raise InputError(f"image_dropout needs image_presence (a removed image must be marked absent). Received: "
+                             f"image_dropout={self.image_dropout}, image_presence={self.image_presence}")
 
     @property
     def uses_tags(self) -> bool:

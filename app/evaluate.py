@@ -87,18 +87,20 @@ def main(argv=None):
 
 
 def format_summary(result) -> str:
-    """The comparison table, with the slices, for the terminal."""
-    keys = ["map", "precision@1", "recall@5", "micro_f1", "macro_f1", "hamming_loss"]
-    slice_cols = [(key, label) for key, group in result.slices.items() for label in group]
-    head = f"{result.split} split of {result.data}, {result.protocol} protocol" + (
-        f", scores floored at {result.floor}" if result.floor else "")
-    lines = [head, "  " + f"{'system':<28}" + "".join(f"{k:>13}" for k in keys)
-             + "".join(f"{label:>14}" for _, label in slice_cols)]
-    for name, metrics in result.summary.items():
-        lines.append(f"  {name:<28}" + "".join(f"{metrics[k]:>13.4f}" for k in keys)
-                     + "".join(f"{result.slices[key][label][name]:>14.4f}" for key, label in slice_cols))
-    sizes = ", ".join(f"{label} {result.slice_sizes[key][label]}" for key, label in slice_cols)
-    lines.append(f"  slices are mAP on photos: {sizes}")
+    """The comparison table and the slices table, for the terminal.
+
+    Args:
+        result: a `RunEvaluation`.
+
+    Returns:
+        The lines, joined.
+    """
+    from app.evaluation.tables import headline, slice_table, summary_table, text
+
+    lines = [headline(result), *text(summary_table(result))]
+    if result.slices:
+        lines += ["mAP on slices of photos (each over the classes with a verified positive among its photos):",
+                  *text(slice_table(result, list(result.slices), group_line=True))]
     return "\n".join(lines)
 
 

@@ -67,6 +67,17 @@ def atomic_output(path: str | Path, tmp_dir: str | Path | None = None) -> Iterat
             tmp.unlink(missing_ok=True)
 
 
+def swap_in_folder(new: str | Path, target: str | Path) -> None:
+    """Puts the finished folder `new` at `target` (a sibling), replacing any folder there; readers
+    see the old folder or the new one, never a mix."""
+    new, target = Path(new), Path(target)
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, tmp_dir: str | Path | None = None) -> None:
     """Writes `data` to `path` atomically (the temporary file in `tmp_dir` if given)."""
     with atomic_output(path, tmp_dir) as tmp:

@@ -73,15 +73,26 @@ def load_predictor(path: Path, review_margin: float | None = None) -> tuple[Call
         run = TrainedModel(path)
         # Keep the module itself: its tf.function holds it only weakly.
         module = ServingModule(run, review_margin=0.05 if review_margin is None else review_margin)
-        signature, mids = module.serving_default, [m for m, _ in run.classes]
+        signature, mids = module.serving_default.get_concrete_function(), [m for m, _ in run.classes]
+
+    wants_language = "language" in signature.structured_input_signature[1]
 
     def predict(tags: list, images: list, module=module) -> dict:
         width = max([len(t) for t in tags] + [1])
         padded = tf.constant([t + [""] * (width - len(t)) for t in tags], tf.string)
-        out = signature(tags=padded, image_bytes=tf.constant(images, tf.string))
+        extra = {"language": tf.constant(tag_languages(tags), tf.string)} if wants_language else {}
+        out = signature(tags=padded, image_bytes=tf.constant(images, tf.string), **extra)
         return {k: v.numpy() for k, v in out.items()}
 
     return predict, mids
+
+
+def tag_languages(tags: list) -> list:
+    """Each photo's tag language, as prepare detects it: pycld2 on the cleaned tags, `un` when unsure."""
+    from app.data.language import detect_language
+    from app.data.tags import clean_tags
+
+    return [detect_language(clean_tags(t)) for t in tags]
 
 
 def records(outputs: dict | None, rows: list) -> Iterator[dict]:

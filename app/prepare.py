@@ -18,7 +18,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/prepare.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import add_common_flags, add_config_flags, config_overrides, guarded, setup_logging  # noqa: E402
+from app.cli import (add_common_flags, add_config_flags, config_overrides, guarded, setup_logging,  # noqa: E402
+                     writing_to)
 from app.config import PrepareConfig  # noqa: E402
 
 log = logging.getLogger("prepare")
@@ -63,7 +64,7 @@ def main(argv=None) -> dict:
 
     started = time.time()
     progress = not args.no_progress and sys.stderr.isatty()
-    with DatasetWriter(args.out) as writer:
+    with writing_to(args.out), DatasetWriter(args.out) as writer:
         if args.demo:
             from app.demo.world import WorldConfig, write_world
 
@@ -96,7 +97,8 @@ def summary(stats: dict, out: Path, seconds: float) -> str:
             f"{c.get('without_image', 0)} without"
         )
     lines.append(f"  vocabulary: {stats['vocabulary_size']} ids (limit {stats['config']['tag_limit']}, "
-                 f"threshold {stats['config']['tag_threshold']}, train split)")
+                 f"threshold {stats['config']['tag_threshold']}, normalization "
+                 f"{stats['config'].get('tag_normalization', 'none')}, train split)")
     top = ", ".join(f"{k} {v}" for k, v in list(stats["languages"].items())[:8])
     lines.append(f"  languages: {top}")
     if stats.get("image_folder"):

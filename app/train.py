@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # `python app/train.py`: make the repository root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from app.cli import (add_common_flags, add_config_flags, config_overrides, exit_on_sigterm, fail, guarded,  # noqa: E402
-                     setup_logging)
+                     setup_logging, writing_to)
 from app.config import SECTIONS, RunConfig  # noqa: E402
 
 log = logging.getLogger("train")
@@ -84,8 +84,9 @@ def main(argv=None):
     from app.training.run import RunOptions, train
 
     started = time.time()
-    result = train(args.data, run_dir, config, RunOptions(progress=not args.no_progress, overwrite=args.overwrite),
-                   strategy=strategy)
+    with writing_to(run_dir):
+        result = train(args.data, run_dir, config, RunOptions(progress=not args.no_progress, overwrite=args.overwrite),
+                       strategy=strategy)
     print(report(result, config, run_dir, time.time() - started))
     return result
 

@@ -108,3 +108,38 @@ def test_an_empty_validation_split_is_refused(tmp_path, capsys):
     line = one_line_error(capsys, train.main, ["--data", str(info.data_dir), "--out", str(tmp_path / "run"),
                                                "--model", "tags", "--no-progress"])
     assert "the validation split is empty" in line and not (tmp_path / "run").exists()
+
+
+def _full_disk(limit_bytes: int):
+    """A child process whose writes past `limit_bytes` fail with EFBIG, as on a full disk."""
+    import resource
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def test_a_full_disk_is_one_line_and_loses_nothing(tiny_world, tmp_path):
+    _, data_dir = tiny_world
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = tmp_path / "demo"
+    prepare.main(["--demo", "--demo-size", "60", "--out", str(out), "--no-progress"])
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    full = subprocess.run([sys.executable, "app/prepare.py", "--demo", "--demo-size", "200", "--seed", "4", "--out",
+                           str(out), "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          preexec_fn=_full_disk(300_000), timeout=300)
+    assert full.returncode == 2 and full.stderr.strip().splitlines()[-1] == \
+        f"error: File too large (while writing {out})", full.stderr[-1000:]
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not list(tmp_path.glob(".demo.tmp-*"))
+    flags = ["app/train.py", "--data", str(data_dir), "--out", str(tmp_path / "run"), "--model", "tags",
+             "--tag-limit", "10", "--tag-threshold", "2", "--epochs", "1", "--no-progress"]
+    full = subprocess.run([sys.executable, *flags], cwd=ROOT, env=env, capture_output=True, text=True,
+                          preexec_fn=_full_disk(150_000), timeout=300)
+    assert full.returncode == 2 and "Traceback" not in full.stderr
+    assert full.stderr.strip().splitlines()[-1] == f"error: File too large (while writing {tmp_path / 'run'})"
+    assert not [p for p in (tmp_path / "run").rglob("*") if ".tmp" in p.name]  # no half-written file
+    room = subprocess.run([sys.executable, *flags], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert room.returncode == 0 and "trained tags model" in room.stdout, room.stderr[-1000:]

@@ -276,17 +276,31 @@ def test_run_mode_report_json_and_protocols(tiny_world, tmp_path, capsys):
                            train=TrainConfig(epochs=1, batch_size=32))
         train(data_dir, tmp_path / kind, config, RunOptions(progress=False))
         runs.append(tmp_path / kind)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "by_old_slice.png").write_bytes(b"from an earlier report")
     result = evaluate.main(["--model", str(runs[0]), "--compare", str(runs[1]), "--report", str(tmp_path / "r"),
                             "--floor", "0.5"])
+    assert not (tmp_path / "r" / "by_old_slice.png").exists()  # the folder is replaced whole
     assert {"tags", "image", "machine labels", "most likely"} <= set(result.summary)
     assert any(name.startswith("late fusion") for name in result.summary)
+    withheld = result.slices["withheld"]
+    assert result.slice_sizes["withheld"] == {"image withheld": 80, "tags withheld": 80}
+    assert withheld["image withheld"]["tags"] == result.summary["tags"]["map"]  # a tags-only model reads no image
+    assert withheld["tags withheld"]["image"] == result.summary["image"]["map"]
+    assert withheld["image withheld"]["image"] != result.summary["image"]["map"]  # re-scored on black images
+    assert "machine labels" not in withheld["image withheld"]
+    machine_rows = [l for l in capsys.readouterr().out.splitlines() if l.startswith("  machine labels")]
+    assert machine_rows[-1].split()[-2:] == ["–", "–"]  # the slices table: no withheld score for a baseline
     assert (runs[0] / "thresholds.json").exists()
     report = (tmp_path / "r" / "report.md").read_text()
-    assert "10 best and 10 worst" in report and "By tag language" in report
+    for heading in ("## Systems", "### Tag language", "### With and without tags", "### Every photo with an input "
+                    "withheld", "## AP by hierarchy level", "## Per-class AP", "## Every class"):
+        assert heading in report
+    assert (tmp_path / "r" / "per_class_ap.csv").read_text().count("\n") > 10
     from PIL import Image
 
     for png in ("per_class_ap.png", "best_worst.png", "model_vs_machine.png", "ap_by_level.png", "by_language.png",
-                "by_tags.png"):
+                "by_tags.png", "by_withheld.png"):
         with Image.open(tmp_path / "r" / png) as image:
             assert image.size[0] > 200 and len(set(image.convert("L").getdata())) > 5  # not blank
     capsys.readouterr()

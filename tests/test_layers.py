@@ -6,8 +6,8 @@ from app.config import ModelConfig
 from app.data.preprocess import TagLookup
 from app.data.tags import Vocabulary
 from app.model.classifier import attach_backbone, build_backbone, build_head, resolve_image_weights
-from app.model.layers import (MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D, ResNetPreprocess,
-                              SparseReadEmbedding, TagDropout)
+from app.model.layers import (ImageDropout, MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D,
+                              MissingImageEmbedding, ResNetPreprocess, SparseReadEmbedding, TagDropout)
 
 
 def tiny_lookup(vocab_size: int, limit: int) -> TagLookup:
@@ -75,9 +75,36 @@ def test_tag_dropout_drops_whole_photos_only_in_training():
         TagDropout(1.5)
 
 
+def test_image_dropout_removes_images_only_of_photos_that_keep_tags_and_only_in_training():
+    layer = ImageDropout(0.5, seed=2)
+    present = np.ones((400, 1), "float32")
+    tag_ids = np.zeros((400, 3), "int32")
+    tag_ids[:200, 0] = 7  # the first half has tags, the second none (untagged, or tags dropped)
+    out = np.asarray(layer([present, tag_ids], training=True))
+    assert set(np.unique(out)) == {0.0, 1.0}
+    assert 0.35 < 1 - out[:200].mean() < 0.65 and out[200:].min() == 1.0  # never both tags and image gone
+    np.testing.assert_array_equal(np.asarray(layer([present, tag_ids], training=False)), present)
+    absent = np.asarray(layer([np.zeros_like(present), tag_ids], training=True))
+    assert absent.max() == 0.0  # a missing image stays missing
+    with pytest.raises(ValueError, match="rate=1.0"):
+        ImageDropout(1.0)
+
+
+def test_missing_image_embedding_replaces_only_absent_images():
+    layer = MissingImageEmbedding()
+    features = np.arange(12, dtype="float32").reshape(3, 4)
+    present = np.array([[1.0], [0.0], [1.0]], "float32")
+    out = np.asarray(layer([features, present]))
+    np.testing.assert_array_equal(out[[0, 2]], features[[0, 2]])
+    np.testing.assert_array_equal(out[1], np.zeros(4))  # the learned vector starts at zero
+    layer.missing.assign(np.full(4, 5.0, "float32"))
+    np.testing.assert_array_equal(np.asarray(layer([features, present]))[1], np.full(4, 5.0))
+
+
 @pytest.mark.parametrize("layer", [MaskedGlobalMaxPooling1D(name="p"), MaskedGlobalAveragePooling1D(name="p"),
                                    TagDropout(0.25, seed=3, name="p"), ResNetPreprocess(name="p"),
-                                   SparseReadEmbedding(9, 4, mask_zero=True, name="p")])
+                                   SparseReadEmbedding(9, 4, mask_zero=True, name="p"),
+                                   ImageDropout(0.3, seed=4, name="p"), MissingImageEmbedding(name="p")])
 def test_get_config_round_trip(layer):
     again = layer.__class__.from_config(layer.get_config())
     assert again.get_config() == layer.get_config()
@@ -89,9 +116,11 @@ def test_resnet_preprocessing_matches_keras():
     np.testing.assert_allclose(np.asarray(ResNetPreprocess()(images)), expected, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["contextual", "tags", "image"])
-def test_model_variants_save_and_load(tmp_path, kind):
-    config = ModelConfig(model=kind, embedding_dim=8, hidden_units=16, pooling="avg", tag_dropout=0.1)
+@pytest.mark.parametrize("kind,presence", [("contextual", False), ("tags", False), ("image", False),
+                                           ("contextual", True)])
+def test_model_variants_save_and_load(tmp_path, kind, presence):
+    config = ModelConfig(model=kind, embedding_dim=8, hidden_units=16, pooling="avg", tag_dropout=0.1,
+                         image_presence=presence, image_dropout=0.2 if presence and kind == "contextual" else 0.0)
     head = build_head(config, num_classes=7, tags=tiny_lookup(vocab_size=12, limit=5))
     model = attach_backbone(head, build_backbone(32) if config.uses_image else None)
     inputs = {}
@@ -99,6 +128,11 @@ def test_model_variants_save_and_load(tmp_path, kind):
         inputs["tag_ids"] = np.array([[2, 3, 0, 0, 0], [0, 0, 0, 0, 0]], "int32")
     if config.uses_image:
         inputs["image"] = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3)).astype("uint8")
+    if presence:
+        inputs["image_present"] = np.array([[1.0], [0.0]], "float32")
+        missing = head.get_layer("missing_image")
+        missing.missing.assign(np.linspace(-1, 1, 2048).astype("float32"))  # so that a lost weight would show
+    assert set(model.input) == set(inputs)
     before = np.asarray(model(inputs))
     assert before.shape == (2, 7) and np.all((before > 0) & (before < 1))
     model.save(tmp_path / "m.keras")
@@ -106,9 +140,18 @@ def test_model_variants_save_and_load(tmp_path, kind):
     np.testing.assert_allclose(np.asarray(again(inputs)), before, rtol=1e-5, atol=1e-6)
     names = {layer.name for layer in (head.layers)}
     assert "scores" in names and ("fuse" in names) == (kind == "contextual")
+    assert ("missing_image" in names) == presence and ("image_dropout" in names) == (presence and kind == "contextual")
+    if presence:  # without an image, the pixels do not matter
+        other = dict(inputs, image=255 - inputs["image"])
+        np.testing.assert_allclose(np.asarray(again(other))[1], before[1], rtol=1e-6)
+        assert not np.allclose(np.asarray(again(other))[0], before[0])
 
 
 def test_bad_config_values_get_clear_errors():
+    with pytest.raises(ValueError, match="image_dropout needs image_presence.*image_dropout=0.5, image_presence=False"):
+        ModelConfig(image_dropout=0.5)
+    with pytest.raises(ValueError, match="image_dropout=1.0"):
+        ModelConfig(image_presence=True, image_dropout=1.0)
     with pytest.raises(ValueError, match="pooling must be one of 'max', 'avg'. Received: pooling='sum'"):
         ModelConfig(pooling="sum")
     with pytest.raises(ValueError, match="model="):

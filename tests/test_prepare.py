@@ -69,6 +69,21 @@ def test_rebuilt_vocabulary_matches_the_saved_one(tiny_world):
     assert smaller.limit == 2 and set(smaller.tokens) < set(info.vocab.tokens) | set(smaller.tokens)
 
 
+def test_prepare_saves_a_snowball_vocabulary_that_runs_rebuild_alike(tiny_world, tmp_path):
+    from app.config import PrepareConfig
+    from app.data.join import prepare_dataset
+
+    sources, data_dir = tiny_world
+    prepare_dataset(sources, tmp_path / "d", PrepareConfig(tag_limit=10, tag_threshold=2, records_per_shard=64,
+                                                           tag_normalization="snowball"), progress=False)
+    info = DatasetInfo.load(tmp_path / "d")
+    assert info.vocab.normalization == "snowball" and info.vocab.forms
+    assert info.stats["config"]["tag_normalization"] == "snowball"
+    plain = DatasetInfo.load(data_dir)
+    rebuilt = plain.vocabulary(10, 2, "snowball")  # a run asking the plain dataset for stems streams its train split
+    assert rebuilt == info.vocab and rebuilt.size < plain.vocab.size
+
+
 def test_prepare_cli_summary(tmp_path, capsys):
     from app import prepare
 

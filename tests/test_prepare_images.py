@@ -168,3 +168,19 @@ def test_manifest_rows_are_checked_and_the_last_row_of_a_photo_wins(tmp_path):
     assert bad.counts == {"manifest_bad_line": 1} and "outside the images folder" in bad.examples["manifest_bad_line"][0]
     assert folder.without.counts == {"not_downloaded": 1, "download_unavailable": 1}
     assert folder.without.examples["download_unavailable"][0].startswith(f"{tmp_path / 'manifest.csv'}:5:")
+
+
+def test_an_image_path_that_is_a_folder_is_a_counted_bad_image(tmp_path, world, capsys):
+    train = [r.image_id for r in oid.read_images(world.oid.images["train"], _Bad())]
+    (world.images / f"{train[0]}.jpg").unlink()
+    (world.images / f"{train[0]}.jpg").mkdir()  # a folder where the photo should be
+    stats = prepare_cli.main(["--oid-dir", str(world.oid.images["train"].parent), "--yfcc", str(world.yfcc),
+                              "--images", str(world.images), "--out", str(tmp_path / "d"), "--no-progress",
+                              "--tag-threshold", "1"])
+    assert stats["bad_rows"]["by_reason"]["image_unreadable"] == 1
+    assert train[0] in stats["bad_rows"]["examples"]["image_unreadable"][0]
+    assert _shard_images(tmp_path / "d")[train[0]] == b""  # kept as a tags-only record
+    with pytest.raises(SystemExit):
+        prepare_cli.main(["--oid-dir", str(world.oid.images["train"].parent), "--yfcc", str(world.yfcc),
+                          "--images", str(world.yfcc), "--out", str(tmp_path / "e"), "--no-progress"])
+    assert "--images must be a folder" in capsys.readouterr().err

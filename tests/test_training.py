@@ -105,7 +105,7 @@ def test_frozen_backbone_features_live_on_disk_per_shard_and_resume(tiny_world, 
     train(data_dir, tmp_path / "run", config, QUIET)
     info = DatasetInfo.load(data_dir)
     store = FeatureStore(tmp_path / "run" / "cache", info, 32, "none")
-    assert store.dir.name.startswith(f"features-{info.fingerprint[:16]}-32-none")  # keyed by the dataset
+    assert store.dir.name.startswith(f"features-v2-{info.fingerprint[:16]}-32-none")  # keyed by the dataset
     files = [Path(f) for split in ("train", "validation", "test") for f in store.files(split)]
     assert all(store.complete(s, str(f)) for split in ("train", "validation", "test")
                for s, f in zip(info.shard_files(split), store.files(split)))

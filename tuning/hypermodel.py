@@ -58,7 +58,7 @@ class TagHyperModel(kt.HyperModel):
         """The (limit, threshold) tag lookup, built once and cached."""
         key = (limit, threshold)
         if key not in self._lookups:
-            self._lookups[key] = TagLookup(self.info.vocabulary(limit, threshold))
+            self._lookups[key] = TagLookup(self.info.vocabulary(limit, threshold, DataConfig().tag_normalization))
             log.info("tag limit %d, threshold %d: vocabulary of %d ids", limit, threshold, self._lookups[key].vocab_size)
         return self._lookups[key]
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.data.oid import read_classes
-from app.data.tags import Vocabulary, build_vocabulary
+from app.data.tags import Vocabulary
 from app.errors import InputError
-from app.fileio import atomic_write_json
+from app.fileio import atomic_write_json, swap_in_folder
 
 MARKER = "dataset.json"
 STATS = "stats.json"
@@ -120,13 +120,16 @@ class DatasetInfo:
         """Records in a shard, as the prepare run wrote them."""
         return self.records[Path(shard).name]
 
-    def vocabulary(self, limit: int, threshold: int) -> Vocabulary:
-        """The saved vocabulary if it matches, else one rebuilt by streaming the train split's tags."""
-        if (limit, threshold) == (self.vocab.limit, self.vocab.threshold):
+    def vocabulary(self, limit: int, threshold: int, normalization: str = "none") -> Vocabulary:
+        """The saved vocabulary if it matches, else one rebuilt by streaming the train split's tags
+        (and languages, for a normalisation: `app.data.stemming`)."""
+        if (limit, threshold, normalization) == (self.vocab.limit, self.vocab.threshold, self.vocab.normalization):
             return self.vocab
-        from app.data.pipeline import iter_tags
+        from app.data.pipeline import iter_language_tags
+        from app.data.stemming import build_normalized_vocabulary
 
-        return build_vocabulary(iter_tags(self.shard_files("train")), limit, threshold, self.vocab.lowercase)
+        return build_normalized_vocabulary(iter_language_tags(self.shard_files("train")), limit, threshold,
+                                           self.vocab.lowercase, normalization)
 
 
 def _read_marker(data_dir: Path) -> dict:
@@ -206,10 +209,6 @@ class DatasetWriter:
                   for split in SPLITS}
         atomic_write_json(self.path / MARKER, {"format": FORMAT, "fingerprint": digest, "splits": splits,
                                                "files": files})
-        old = self.target.parent / f".{self.target.name}.old-{os.getpid()}"
-        if self.target.exists():
-            os.replace(self.target, old)
-        os.replace(self.path, self.target)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in_folder(self.path, self.target)
         return digest
 

@@ -26,6 +26,7 @@ from app.data import images
 from app.data.badrows import BadRows
 from app.data.download import DownloadFailure, relative_path
 from app.data.manifest import OK, manifest_files, read_manifest
+from app.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class ImageFolder:
 
     def __init__(self, folder: str | Path, bad: BadRows, index: bool = True):
         self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise InputError(f"{self.folder}: --images must be a folder (from app/download.py, or of ImageID.jpg "
+                             f"files)")
         self.manifests = manifest_files(self.folder)
         self.without = BadRows()
         self.unverified = 0
@@ -161,6 +165,8 @@ def _read_checked(path: Path, image, where: str, line_no: int, md5: Optional[str
         data = path.read_bytes()
     except FileNotFoundError:
         return b"", ("image_missing", where, line_no, f"{image.image_id}: no file {path}", True)
+    except OSError as err:  # a folder, a device, no permission: that photo goes without its image
+        return b"", ("image_unreadable", where, line_no, f"{image.image_id}: {path}: {err.strerror}", True)
     if md5:
         digest = images.md5_base64(data)
         if digest != md5:

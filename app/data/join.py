@@ -30,7 +30,9 @@ from app.data.hierarchy import Hierarchy
 from app.data.image_folder import ImageFolder, ManifestEntry
 from app.data.language import detect_language
 from app.data.partition import TAG_SOURCES, Partitioned, partition
+from app.data.pipeline import iter_language_tags
 from app.data.sources import Sources
+from app.data.stemming import build_normalized_vocabulary
 from app.data.tags import clean_tags, vocabulary_from_counts
 from app.data.yfcc_split import SPLIT as YFCC_SPLIT
 from app.data.yfcc_split import yfcc_key
@@ -200,7 +202,12 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
         if parts.sizes[split] and not tally.counts[split]["with_verified_labels"]:
             bad.warn(f"{split}: 0 images with verified labels ({sources.oid.human_labels.get(split)}): "
                      f"nothing to score on this split")
-    vocab = vocabulary_from_counts(tally.tag_counts.items(), config.tag_limit, config.tag_threshold, config.lowercase)
+    if config.tag_normalization == "none":
+        vocab = vocabulary_from_counts(tally.tag_counts, config.tag_limit, config.tag_threshold, config.lowercase)
+    else:  # the forms need each photo's language: one more pass, over the train shards just written
+        train = sorted(out_dir / name for name in writer.shards if name.startswith("train-"))
+        vocab = build_normalized_vocabulary(iter_language_tags(train), config.tag_limit, config.tag_threshold,
+                                            config.lowercase, config.tag_normalization)
     write_metadata(out_dir, context.classes, sources.oid.hierarchy, vocab)
     stats = {"splits": {split: dict(tally.counts[split]) for split in SPLITS}, "bad_rows": bad.to_dict(),
              "languages": dict(tally.languages.most_common()), "config": dataclasses.asdict(config),

@@ -18,10 +18,15 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 def iter_tags(files: list) -> Iterator[list]:
     """Streams each photo's cleaned tags from shards, in shard order (for vocabularies)."""
+    return (tags for _, tags in iter_language_tags(files))
+
+
+def iter_language_tags(files: list) -> Iterator[tuple[str, list]]:
+    """Streams each photo's `(language, cleaned tags)` from shards, in shard order."""
     ds = tf.data.TFRecordDataset(files).batch(4096)
-    for batch in ds.map(lambda s: records.parse_batch(s, ["tags"])["tags"]):
-        for row in batch.to_list():
-            yield [t.decode("utf-8") for t in row]
+    for batch in ds.map(lambda s: records.parse_batch(s, ["language", "tags"])):
+        for language, row in zip(batch["language"].numpy(), batch["tags"].to_list()):
+            yield language.decode(), [t.decode("utf-8") for t in row]
 
 
 def dense_rows(ids: tf.RaggedTensor, values: tf.RaggedTensor | None, width: int) -> tf.Tensor:
@@ -48,6 +53,8 @@ def make_dataset(
     repeat: bool = False,
     feature_files: Optional[list] = None,
     feature_dim: int = 2048,
+    image_presence: bool = False,
+    withhold: tuple = (),
 ) -> tf.data.Dataset:
     """Batches of `(inputs, targets, loss_mask)` from a split's shards.
 
@@ -65,24 +72,30 @@ def make_dataset(
         repeat: repeat forever before batching, so that every batch is full (a step then has
             the same examples whatever the number of replicas).
         feature_files: one raw float32 file per shard, record-aligned with it (frozen-backbone
-            features, see `app.training.features`), read alongside as `image_features`.
-        feature_dim: floats per record in `feature_files`.
+            features, see `app.training.features`), read alongside as `image_features`. Each
+            record is `feature_dim` features, then the image presence (1.0 or 0.0).
+        feature_dim: features per record in `feature_files`.
+        image_presence: add `image_present` `[b, 1]`: 1.0 where the photo's image was decoded
+            (from the feature files, or from `decode_images` where images are decoded here).
+        withhold: `"image"` and/or `"tags"`: score the photos as if they came without them (no
+            image bytes, no tags), as serving would.
 
     Returns:
-        A dataset of `(inputs dict, targets [b, C], loss_mask [b, C])`.
+        A dataset of `(inputs dict, targets [b, C], loss_mask [b, C] or [b, 1])`.
     """
     files = info.shard_files(split)
     ds = _records(files, feature_files, feature_dim, split, input_context)
     if training:
         ds = ds.shuffle(len(files), seed=seed)
-        ds = ds.interleave(lambda *s: _read_shard(*s, feature_dim=feature_dim), cycle_length=min(4, len(files)),
-                           num_parallel_calls=AUTOTUNE, deterministic=True)
+        # Sequential: the same order as a deterministic parallel interleave, at half the CPU per
+        # record (on few cores the parallel one's threads take CPU from the training step).
+        ds = ds.interleave(lambda *s: _read_shard(*s, feature_dim=feature_dim), cycle_length=min(4, len(files)))
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
     else:  # shard order, as `load_eval_arrays` reads it
         ds = ds.flat_map(lambda *s: _read_shard(*s, feature_dim=feature_dim))
     if repeat:
         ds = ds.repeat()
-    parse = _parser(info.num_classes, lookup, image_size, verified_only, feature_dim)
+    parse = _parser(info.num_classes, lookup, image_size, verified_only, feature_dim, image_presence, withhold)
     return ds.batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
 
@@ -103,31 +116,41 @@ def _read_shard(shard, features=None, *, feature_dim: int) -> tf.data.Dataset:
     records_ds = tf.data.TFRecordDataset(shard)
     if features is None:
         return records_ds
-    return tf.data.Dataset.zip((records_ds, tf.data.FixedLengthRecordDataset(features, feature_dim * 4)))
+    return tf.data.Dataset.zip((records_ds, tf.data.FixedLengthRecordDataset(features, (feature_dim + 1) * 4)))
 
 
 def _parser(num_classes: int, lookup: Optional[TagLookup], image_size: Optional[int], verified_only: bool,
-            feature_dim: int):
+            feature_dim: int, image_presence: bool, withhold: tuple):
     """`(serialized batch[, feature bytes batch]) -> (inputs, targets, mask)`, parsing only what is used."""
+    unknown = sorted(set(withhold) - {"image", "tags"})
+    if unknown or ("image" in withhold and image_size is None):
+        raise ValueError(f"withhold takes 'image' (with decoded images, not features) and/or 'tags'. Received: "
+                         f"withhold={withhold}, image_size={image_size}")
     keys = ["label_ids", "label_targets"]
-    keys += ["tags"] if lookup is not None else []
+    keys += ["tags", "language"] if lookup is not None else []
     keys += ["image"] if image_size is not None else []
     keys += ["verified_pos", "verified_neg"] if verified_only else []
 
-    def parse(serialized, features=None):  # features: raw float32 bytes, `feature_dim` per record
+    def parse(serialized, features=None):  # features: raw float32 bytes, `feature_dim` + 1 per record
         ex = records.parse_batch(serialized, keys)
         inputs = {}
         if lookup is not None:
-            inputs["tag_ids"] = lookup(ex["tags"], cleaned=True)  # prepare cleaned them
+            tags = ex["tags"][:, :0] if "tags" in withhold else ex["tags"]
+            inputs["tag_ids"] = lookup(tags, cleaned=True, languages=ex["language"])  # prepare cleaned them
         if image_size is not None:
-            inputs["image"], _ = decode_images(ex["image"], image_size)
+            image_bytes = tf.fill(tf.shape(ex["image"]), "") if "image" in withhold else ex["image"]
+            inputs["image"], errors = decode_images(image_bytes, image_size)
+            present = tf.cast(tf.equal(errors, ""), tf.float32)[:, None]
         if features is not None:
-            inputs["image_features"] = tf.reshape(tf.io.decode_raw(features, tf.float32), [-1, feature_dim])
+            rows = tf.reshape(tf.io.decode_raw(features, tf.float32), [-1, feature_dim + 1])
+            inputs["image_features"], present = rows[:, :feature_dim], rows[:, feature_dim:]
+        if image_presence:
+            inputs["image_present"] = present
         targets = dense_rows(ex["label_ids"], ex["label_targets"], num_classes)
         if verified_only:
             mask = dense_rows(ex["verified_pos"], None, num_classes) + dense_rows(ex["verified_neg"], None, num_classes)
-        else:
-            mask = tf.ones_like(targets)
+        else:  # every label counts: a [batch, 1] mask of ones broadcasts over the classes
+            mask = tf.ones([tf.shape(targets)[0], 1])
         return inputs, targets, mask
 
     return parse

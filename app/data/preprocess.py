@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from app.data.images import MAX_IMAGE_PIXELS
+from app.data.stemming import STEMMERS
 from app.data.tags import OOV_ID, PAD_ID, Vocabulary
 
 # `decode_images`'s reason for a photo given without bytes.
@@ -17,12 +18,14 @@ NO_IMAGE = "no image bytes"
 
 
 class TagLookup(tf.Module):
-    """Tag strings -> cleaned, cut, padded int32 ids, inside the graph.
+    """Tag strings -> cleaned, cut, normalised, padded int32 ids, inside the graph.
 
     The one place where tags are cut to the tag limit and padded: the model's input length
     (`limit`), the tf.data pipelines, serving and tuning all take it from here. Everything it
-    needs is in the vocabulary (tokens, tag limit, case folding), so a run's `vocab.tsv` fully
-    describes its tag inputs.
+    needs is in the vocabulary (tokens, tag limit, case folding, normalisation forms), so a run's
+    `vocab.tsv` fully describes its tag inputs. With a normalisation (`app.data.stemming`), each
+    tag is looked up as `(photo language group, tag)`, then `("", tag)` in the vocabulary's forms,
+    then as written.
 
     Args:
         vocab: the vocabulary.
@@ -33,29 +36,54 @@ class TagLookup(tf.Module):
         self.vocab = vocab
         self.limit = vocab.limit
         self.lowercase = vocab.lowercase
-        # An empty vocabulary still needs one key: "" never survives cleaning, so it maps nothing.
-        keys = tf.constant(vocab.tokens or [""], dtype=tf.string)
-        values = tf.range(2, 2 + len(vocab.tokens), dtype=tf.int64) if vocab.tokens else tf.constant([OOV_ID], tf.int64)
-        self.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=OOV_ID)
+        index = {token: i + 2 for i, token in enumerate(vocab.tokens)}
+        self.table = _table(index, OOV_ID)
+        self.needs_language = vocab.normalization != "none"
+        if self.needs_language:
+            self.forms = _table({f"{group}\x00{tag}": index.get(form, OOV_ID)
+                                 for (group, tag), form in vocab.forms.items()}, -1)
+            self.stemmed_languages = tf.constant(sorted(STEMMERS))
 
     @property
     def vocab_size(self) -> int:
         """Number of ids, padding and OOV included (the embedding's input dimension)."""
         return self.vocab.size
 
-    def __call__(self, tags: tf.RaggedTensor, cleaned: bool = False) -> tf.Tensor:
+    def __call__(self, tags: tf.RaggedTensor, cleaned: bool = False, languages: tf.Tensor | None = None) -> tf.Tensor:
         """Maps ragged `[batch, None]` tag strings to `[batch, limit]` ids (0 = padding).
 
         Args:
             tags: raw tags (serving) or tags from shards.
             cleaned: the tags were already cleaned by `app.data.tags.clean_tags` (as in shards);
                 cleaning is idempotent, so this only skips repeated work. Serving cleans.
+            languages: `[batch]` each photo's language (`app.data.language`), needed when the
+                vocabulary is normalised (`needs_language`), ignored otherwise.
         """
         if not cleaned:
             tags = clean_tags(tags, self.lowercase)
-        tags = tags[:, : self.limit]
-        ids = tf.ragged.map_flat_values(self.table.lookup, tags)
-        return tf.cast(ids.to_tensor(default_value=PAD_ID, shape=[None, self.limit]), tf.int32)
+        ids = self.table.lookup(tags.flat_values)
+        if self.needs_language:
+            if languages is None:
+                raise ValueError(f"the vocabulary is normalised ({self.vocab.normalization}): pass each photo's "
+                                 f"language. Received: languages=None")
+            ids = self._normalised_ids(tags, languages, ids)
+        ids = tags.with_flat_values(tf.cast(ids, tf.int32))
+        return ids.to_tensor(default_value=PAD_ID, shape=[None, self.limit])  # cuts each photo to its first `limit`
+
+    def _normalised_ids(self, tags: tf.RaggedTensor, languages: tf.Tensor, as_written: tf.Tensor) -> tf.Tensor:
+        """Ids of the flat tags from the forms table: `(group, tag)`, else `("", tag)`, else as written."""
+        stemmed = tf.reduce_any(tf.equal(languages[:, None], self.stemmed_languages[None, :]), axis=1)
+        group = tf.gather(tf.where(stemmed, languages, ""), tags.value_rowids())
+        own = self.forms.lookup(tf.strings.join([group, tags.flat_values], separator="\x00"))
+        shared = self.forms.lookup(tf.strings.join(["", tags.flat_values], separator="\x00"))
+        return tf.where(own >= 0, own, tf.where(shared >= 0, shared, as_written))
+
+
+def _table(mapping: dict, default: int) -> tf.lookup.StaticHashTable:
+    """A string -> int64 table; an empty mapping still gets one key ("" never survives cleaning)."""
+    keys = tf.constant(list(mapping) or [""], dtype=tf.string)
+    values = tf.constant(list(mapping.values()) or [default], dtype=tf.int64)
+    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=default)
 
 
 def clean_tags(tags: tf.RaggedTensor, lowercase: bool = False) -> tf.RaggedTensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 from urllib.parse import unquote_to_bytes
@@ -66,19 +66,26 @@ def clean_tags(tags: Iterable[str], lowercase: bool = False) -> list[str]:
     return out
 
 
+FORMS_HEADER = "# forms (language<TAB>tag<TAB>vocabulary tag, empty for out of vocabulary)"
+
+
 @dataclass
 class Vocabulary:
     """Tag vocabulary: id 0 is padding, id 1 out-of-vocabulary, then tags by count.
 
     It knows everything needed to turn a photo's tags into model inputs (see
-    `app.data.preprocess.TagLookup`): the tags, the tag limit, and how tags were cleaned.
+    `app.data.preprocess.TagLookup`): the tags, the tag limit, how tags were cleaned, and how they
+    are normalised (`app.data.stemming`).
 
     Args:
-        tokens: tags in id order starting at id 2.
+        tokens: tags in id order starting at id 2 (normalised forms, with a normalisation).
         counts: their train-split counts (after the tag limit).
         limit: the tag limit it was built with (the model's input length).
         threshold: the minimum count it was built with.
         lowercase: tags were case-folded when cleaned.
+        normalization: `none` or `snowball`.
+        forms: `{(language group, tag): vocabulary tag or ""}` (`""`: out of vocabulary), where the
+            normalised tag's id differs from the tag's own (see `app.data.stemming`).
     """
 
     tokens: list
@@ -86,6 +93,8 @@ class Vocabulary:
     limit: int
     threshold: int
     lowercase: bool = False
+    normalization: str = "none"
+    forms: dict = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -95,8 +104,11 @@ class Vocabulary:
     def save(self, path: str | Path) -> None:
         """Writes `tag<TAB>count` lines (ids follow line order, from 2) under a header, atomically."""
         lines = [f"# limit={self.limit} threshold={self.threshold} lowercase={int(self.lowercase)} "
-                 f"pad_id={PAD_ID} oov_id={OOV_ID}\n"]
+                 f"normalization={self.normalization} pad_id={PAD_ID} oov_id={OOV_ID}\n"]
         lines += [f"{_escape(token)}\t{count}\n" for token, count in zip(self.tokens, self.counts)]
+        if self.forms:
+            lines.append(FORMS_HEADER + "\n")
+            lines += [f"{group}\t{_escape(tag)}\t{_escape(form)}\n" for (group, tag), form in sorted(self.forms.items())]
         atomic_write_text(path, "".join(lines))
 
     @classmethod
@@ -108,14 +120,30 @@ class Vocabulary:
                 limit, threshold = int(meta["limit"]), int(meta["threshold"])
             except (ValueError, KeyError):
                 raise ValueError(f"{path}:1: expected '# limit=N threshold=T ...', got {header!r}") from None
-            tokens, counts = [], []
+            tokens, counts, forms = [], [], None
             for line_no, line in enumerate(handle, start=2):
-                token, sep, count = line.rstrip("\n").rpartition("\t")
+                line = line.rstrip("\n")
+                if forms is not None:
+                    forms.update(_read_form(line, f"{path}:{line_no}"))
+                    continue
+                if line == FORMS_HEADER:
+                    forms = {}
+                    continue
+                token, sep, count = line.rpartition("\t")
                 if not sep or not count.isdigit():
                     raise ValueError(f"{path}:{line_no}: expected 'tag<TAB>count', got {line!r}")
                 tokens.append(_unescape(token))
                 counts.append(int(count))
-        return cls(tokens, counts, limit, threshold, meta.get("lowercase", "0") == "1")
+        return cls(tokens, counts, limit, threshold, meta.get("lowercase", "0") == "1",
+                   meta.get("normalization", "none"), forms or {})
+
+
+def _read_form(line: str, where: str) -> dict:
+    """One line of the forms section as `{(language group, tag): vocabulary tag}`."""
+    parts = line.split("\t")
+    if len(parts) != 3:
+        raise ValueError(f"{where}: expected 'language<TAB>tag<TAB>vocabulary tag', got {line!r}")
+    return {(parts[0], _unescape(parts[1])): _unescape(parts[2])}
 
 
 def _escape(token: str) -> str:
@@ -147,14 +175,18 @@ def build_vocabulary(tag_lists: Iterable[Sequence[str]], limit: int, threshold: 
         threshold: the minimum count.
         lowercase: whether the tags were cleaned with case folding (recorded for serving).
     """
+    check_limits(limit, threshold)
+    return vocabulary_from_counts(count_tags(tag_lists, limit), limit, threshold, lowercase)
+
+
+def check_limits(limit: int, threshold: int) -> None:
+    """Raises a ValueError naming them unless the tag limit and threshold are at least 1."""
     if limit < 1 or threshold < 1:
         raise ValueError(f"limit and threshold must be >= 1. Received: limit={limit}, threshold={threshold}")
-    return vocabulary_from_counts(count_tags(tag_lists, limit).items(), limit, threshold, lowercase)
 
 
-def vocabulary_from_counts(counts: Iterable[tuple[str, int]], limit: int, threshold: int,
-                           lowercase: bool = False) -> Vocabulary:
-    """The vocabulary of `build_vocabulary` from `(tag, count)` pairs already counted (each tag once,
-    among photos' first `limit` tags): the tags counted at least `threshold` times, most frequent first."""
-    kept = sorted(((t, c) for t, c in counts if c >= threshold), key=lambda tc: (-tc[1], tc[0]))
-    return Vocabulary([t for t, _ in kept], [c for _, c in kept], limit, threshold, lowercase)
+def vocabulary_from_counts(counter: collections.Counter, limit: int, threshold: int, lowercase: bool = False,
+                           normalization: str = "none") -> Vocabulary:
+    """The tags counted at least `threshold` times, most frequent first (ties by tag)."""
+    kept = sorted(((t, c) for t, c in counter.items() if c >= threshold), key=lambda tc: (-tc[1], tc[0]))
+    return Vocabulary([t for t, _ in kept], [c for _, c in kept], limit, threshold, lowercase, normalization)

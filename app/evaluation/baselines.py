@@ -19,6 +19,11 @@ def most_likely_scores(train_verified: np.ndarray, num_images: int) -> np.ndarra
     return np.broadcast_to(present.astype(np.float64), (num_images, train_verified.shape[1])).copy()
 
 
+def late_fusion_name(weight: float) -> str:
+    """The system name of the late fusion with weight λ."""
+    return f"late fusion (λ={weight:.2f})"
+
+
 def late_fusion(image_scores: np.ndarray, tag_scores: np.ndarray, weight: float) -> np.ndarray:
     """`weight * P_image + (1 - weight) * P_tags`."""
     return weight * image_scores + (1.0 - weight) * tag_scores

@@ -21,6 +21,7 @@ from app.evaluation import baselines
 from app.evaluation.metrics import (average_precisions, check_protocol, mean_average_precision, summary_metrics,
                                     tune_class_thresholds)
 from app.evaluation.scoring import TrainedModel
+from app.evaluation.withheld import withheld_slices
 
 log = logging.getLogger("app.evaluation")
 MACHINE, MOST_LIKELY = "machine labels", "most likely"
@@ -40,8 +41,12 @@ class RunEvaluation:
         positives: verified positives per class in the split.
         summary: `{system: {metric: value}}`.
         per_class: `{system: AP per class}` (NaN for classes without positives).
-        slices: `{"language"|"tags": {slice: {system: mAP}}}`.
-        slice_sizes: `{"language"|"tags": {slice: photos}}`.
+        slices: `{"language"|"tags"|"withheld": {slice: {system: mAP}}}`; `withheld` holds "image
+            withheld" and "tags withheld": every photo scored without it (`app.evaluation.withheld`).
+        slice_sizes: `{"language"|"tags"|"withheld": {slice: photos}}`.
+        slice_classes: `{"language"|"tags"|"withheld": {slice: classes with a verified positive in the slice}}`:
+            the classes a slice's mAP averages over.
+        photos: photos in the split.
         fusion_weight: λ of the late-fusion baseline, tuned on validation (when compared).
         protocol: `challenge` (a score of 0 is no prediction) or `study` (every verified
             (image, class) is a detection, 0 included, as the 2020 study scored).
@@ -61,6 +66,8 @@ class RunEvaluation:
     slices: dict = field(default_factory=dict)
     slice_sizes: dict = field(default_factory=dict)
     fusion_weight: Optional[float] = None
+    slice_classes: dict = field(default_factory=dict)
+    photos: int = 0
 
     def to_json(self) -> dict:
         """Everything, with per-class AP keyed by MID (null where a class has no positive)."""
@@ -68,6 +75,7 @@ class RunEvaluation:
                      for system, ap in self.per_class.items()}
         return {"name": self.name, "data": self.data, "split": self.split, "floor": self.floor, "protocol": self.protocol,
                 "summary": self.summary, "slices": self.slices, "slice_sizes": self.slice_sizes,
+                "slice_classes": self.slice_classes, "photos": self.photos,
                 "fusion_weight": self.fusion_weight, "classes": dict(zip(self.class_mids, self.class_names)),
                 "positives": dict(zip(self.class_mids, self.positives)), "per_class_ap": per_class}
 
@@ -101,7 +109,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
 
     systems, val_scores = {}, {}
     for model in [run, *others]:
-        log.info("scoring %s on %s and validation", model.name, split)
+        log.info("scoring %s on %s", model.name, split if split == "validation" else f"{split} and validation")
         systems[model.name] = floored(model.score(info, split))[order]
         val_scores[model.name] = floored(model.score(info, "validation"))[val_order]
     # The run's thresholds were tuned on its raw validation scores; floored scores need their own.
@@ -118,8 +126,13 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
         summary={name: summary_metrics(s, truth.verified, thresholds if name == run.name else 0.5, protocol)
                  for name, s in systems.items()},
         per_class={name: average_precisions(s, truth.verified, protocol) for name, s in systems.items()},
-        fusion_weight=weight)
-    result.slices, result.slice_sizes = _slices(systems, truth, protocol)
+        fusion_weight=weight, photos=len(truth.image_ids))
+    result.slices, result.slice_sizes, result.slice_classes = _slices(systems, truth, protocol)
+    withheld, sizes = withheld_slices([run, *others], info, split, order, truth, protocol, floored, systems, weight)
+    result.slices.update(withheld)
+    result.slice_sizes.update(sizes)
+    with_positive = int((truth.verified == 1).any(axis=0).sum())
+    result.slice_classes.update({key: dict.fromkeys(group, with_positive) for key, group in withheld.items()})
     return result
 
 
@@ -130,21 +143,23 @@ def _add_late_fusion(systems: dict, val_scores: dict, models: list, val: EvalArr
         return None
     image, tags = kinds["image"], kinds["tags"]
     weight, _ = baselines.tune_fusion_weight(val_scores[image], val_scores[tags], val.verified, protocol=protocol)
-    systems[f"late fusion (λ={weight:.2f})"] = baselines.late_fusion(systems[image], systems[tags], weight)
+    systems[baselines.late_fusion_name(weight)] = baselines.late_fusion(systems[image], systems[tags], weight)
     return weight
 
 
-def _slices(systems: dict, truth: EvalArrays, protocol: str) -> tuple[dict, dict]:
-    """mAP per tag language (English / other / undetected) and with / without tags."""
+def _slices(systems: dict, truth: EvalArrays, protocol: str) -> tuple[dict, dict, dict]:
+    """mAP per tag language (English / other / undetected) and with / without tags; photos and
+    classes with a positive per slice."""
     lang = np.where(truth.languages == "en", "en", np.where(truth.languages == "un", "undetected", "other"))
     groups = {"language": {g: lang == g for g in ("en", "other", "undetected")},
               "tags": {"with tags": truth.has_tags, "without tags": ~truth.has_tags}}
-    slices, sizes = {}, {}
+    slices, sizes, classes = {}, {}, {}
     for key, rows_by_label in groups.items():
-        slices[key], sizes[key] = {}, {}
+        slices[key], sizes[key], classes[key] = {}, {}, {}
         for label, rows in rows_by_label.items():
             if rows.any():
                 slices[key][label] = {n: mean_average_precision(s[rows], truth.verified[rows], protocol)
                                       for n, s in systems.items()}
                 sizes[key][label] = int(rows.sum())
-    return slices, sizes
+                classes[key][label] = int((truth.verified[rows] == 1).any(axis=0).sum())
+    return slices, sizes, classes

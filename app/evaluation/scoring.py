@@ -45,12 +45,21 @@ class TrainedModel:
         if [m for m, _ in info.classes] != [m for m, _ in self.classes]:
             raise ValueError(f"{info.data_dir}: its class list differs from the one {self.run.path} was trained on")
 
-    def score(self, info: DatasetInfo, split: str, batch_size: int = 256) -> np.ndarray:
-        """Scores `[images, classes]` for a split, in shard order."""
+    def score(self, info: DatasetInfo, split: str, batch_size: int = 256, withhold: tuple = ()) -> np.ndarray:
+        """Scores `[images, classes]` for a split, in shard order.
+
+        Args:
+            info: the dataset.
+            split: the split to score.
+            batch_size: photos per batch.
+            withhold: `"image"` and/or `"tags"` (of those the model uses): score the photos as if
+                they came without them, as serving would (no image bytes, no tags).
+        """
         self.check_dataset(info)
         m = self.config.model
+        withhold = tuple(w for w in withhold if (m.uses_image if w == "image" else m.uses_tags))
         ds = make_dataset(info, split, lookup=self.tags, image_size=m.image_size if m.uses_image else None,
-                          batch_size=batch_size)
+                          batch_size=batch_size, image_presence="image_present" in self.model.input, withhold=withhold)
         out = [np.asarray(self.model({k: v for k, v in x.items() if k in self.model.input}, training=False))
                for x, _, _ in ds]
         return np.concatenate(out).astype(np.float64)

@@ -1,8 +1,13 @@
 """The classifier, built in one place: tag branch + ResNet50 image branch -> shared head.
 
     tag_ids ─ TagDropout ─ Embedding(mask_zero, sparse reads) ─ masked max|avg pool ─┐
-    image ─ ResNetPreprocess ─ ResNet50(pooling=avg) ─ LayerNorm ──────┴─ Concatenate
+    image ─ ResNetPreprocess ─ ResNet50(pooling=avg) ─ LayerNorm ─ [MissingImageEmbedding] ─┴─ Concatenate
         ─ n × (Dropout ─ Dense(q, relu, L2)) ─ Dropout ─ Dense(classes, sigmoid)
+
+With `image_presence`, an `image_present` input (1 where the photo's image was decoded, 0 where
+not; serving sets it from `image_ok`) swaps the image features of a photo without an image for a
+learned missing-image vector, and `image_dropout` marks images absent in training (ImageDropout,
+only for photos that keep their tags after TagDropout).
 
 The head takes image *features*, and `attach_backbone` puts ResNet50 in front of it. So a
 frozen backbone's features can be computed once per image and the head trained on them, while
@@ -17,8 +22,8 @@ import keras
 
 from app.config import ModelConfig
 from app.data.preprocess import TagLookup
-from app.model.layers import (MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D, ResNetPreprocess,
-                              SparseReadEmbedding, TagDropout)
+from app.model.layers import (ImageDropout, MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D,
+                              MissingImageEmbedding, ResNetPreprocess, SparseReadEmbedding, TagDropout)
 
 FEATURE_DIM = 2048
 IMAGENET_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -36,10 +41,11 @@ def build_head(config: ModelConfig, num_classes: int, tags: TagLookup | None, se
 
     Returns:
         A functional model with inputs `tag_ids` `[batch, tags.limit]` int32 and/or
-        `image_features` `[batch, 2048]`, and output `scores` `[batch, num_classes]`.
+        `image_features` `[batch, 2048]` (and `image_present` `[batch, 1]` with `image_presence`),
+        and output `scores` `[batch, num_classes]`.
     """
     regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
-    inputs, branches = {}, []
+    inputs, branches, kept_tags = {}, [], None
     if config.uses_tags and tags is None:
         raise ValueError(f"a {config.model!r} model needs a tag lookup")
 
@@ -47,20 +53,15 @@ def build_head(config: ModelConfig, num_classes: int, tags: TagLookup | None, se
     if config.uses_tags:
         tag_ids = keras.Input((tags.limit,), dtype="int32", name="tag_ids")
         inputs["tag_ids"] = tag_ids
-        x = tag_ids
+        kept_tags = tag_ids
         if config.uses_image and config.tag_dropout > 0:
-            x = TagDropout(config.tag_dropout, seed=seed, name="tag_dropout")(x)
-        x = SparseReadEmbedding(tags.vocab_size, config.embedding_dim, mask_zero=True, name="tag_embedding")(x)
+            kept_tags = TagDropout(config.tag_dropout, seed=seed, name="tag_dropout")(tag_ids)
+        x = SparseReadEmbedding(tags.vocab_size, config.embedding_dim, mask_zero=True, name="tag_embedding")(kept_tags)
         pooling = MaskedGlobalMaxPooling1D if config.pooling == "max" else MaskedGlobalAveragePooling1D
         branches.append(pooling(name=f"tag_{config.pooling}_pool")(x))
 
-    # === Image branch (features) ===
     if config.uses_image:
-        features = keras.Input((FEATURE_DIM,), name="image_features")
-        inputs["image_features"] = features
-        # ResNet's pooled features are non-negative with a scale that depends on the weights;
-        # normalising them puts both branches on one scale before fusion.
-        branches.append(keras.layers.LayerNormalization(name="image_feature_norm")(features))
+        branches.append(_image_branch(config, inputs, kept_tags, seed))
 
     # === Head ===
     x = keras.layers.Concatenate(name="fuse")(branches) if len(branches) > 1 else branches[0]
@@ -71,6 +72,22 @@ def build_head(config: ModelConfig, num_classes: int, tags: TagLookup | None, se
     x = keras.layers.Dropout(config.dropout, seed=seed + 99, name="dropout_out")(x)
     scores = keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32", name="scores")(x)
     return keras.Model(inputs, scores, name=f"{config.model}_head")
+
+
+def _image_branch(config: ModelConfig, inputs: dict, kept_tags, seed: int):
+    """The image features input (and `image_present`), normalised; adds the inputs to `inputs`."""
+    features = keras.Input((FEATURE_DIM,), name="image_features")
+    inputs["image_features"] = features
+    # ResNet's pooled features are non-negative with a scale that depends on the weights;
+    # normalising them puts both branches on one scale before fusion.
+    x = keras.layers.LayerNormalization(name="image_feature_norm")(features)
+    if not config.image_presence:
+        return x
+    present = keras.Input((1,), name="image_present")
+    inputs["image_present"] = present
+    if config.image_dropout > 0 and kept_tags is not None:
+        present = ImageDropout(config.image_dropout, seed=seed + 1000, name="image_dropout")([present, kept_tags])
+    return MissingImageEmbedding(name="missing_image")([x, present])
 
 
 def resolve_image_weights(weights: str) -> str | None:

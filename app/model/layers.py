@@ -1,4 +1,5 @@
-"""Small custom layers: masked pooling over tags, whole-photo tag dropout, ResNet preprocessing."""
+"""Small custom layers: masked pooling over tags, whole-photo tag and image dropout, the missing-image
+embedding, ResNet preprocessing."""
 
 from __future__ import annotations
 
@@ -59,16 +60,8 @@ class MaskedGlobalAveragePooling1D(keras.layers.Layer):
         return (input_shape[0], input_shape[2])
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class TagDropout(keras.layers.Layer):
-    """In training, replaces all of a photo's tag ids with padding with probability `rate`.
-
-    This teaches the fused model to do well on photos without tags. Inactive at inference.
-
-    Args:
-        rate: probability of dropping a photo's tags.
-        seed: optional seed for the drop decisions.
-    """
+class _PhotoDropout(keras.layers.Layer):
+    """Base of the whole-photo dropouts: a rate in [0, 1), a seed, and their config."""
 
     def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -78,14 +71,73 @@ class TagDropout(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TagDropout(_PhotoDropout):
+    """In training, replaces all of a photo's tag ids with padding with probability `rate`.
+
+    This teaches the fused model to do well on photos without tags. Inactive at inference.
+
+    Args:
+        rate: probability of dropping a photo's tags.
+        seed: optional seed for the drop decisions.
+    """
+
     def call(self, tag_ids, training=False):
         if not training or self.rate == 0.0:
             return tag_ids
         draws = keras.random.uniform((ops.shape(tag_ids)[0], 1), seed=self.seed_generator)
         return ops.where(draws < self.rate, ops.zeros_like(tag_ids), tag_ids)
 
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ImageDropout(_PhotoDropout):
+    """In training, marks the image of a photo that still has tags as absent with probability `rate`.
+
+    Takes `[image_present [batch, 1], tag_ids [batch, steps]]` (the tag ids after tag dropout) and
+    returns `image_present` with the drops applied. A photo without tags keeps its image, so no
+    photo loses both. This teaches the fused model to do well on photos without an image.
+    Inactive at inference.
+
+    Args:
+        rate: probability of removing the image of a photo that has tags.
+        seed: optional seed for the drop decisions.
+    """
+
+    def call(self, inputs, training=False):
+        present, tag_ids = inputs
+        if not training or self.rate == 0.0:
+            return present
+        has_tags = ops.any(ops.not_equal(tag_ids, 0), axis=1, keepdims=True)
+        draws = keras.random.uniform(ops.shape(present), seed=self.seed_generator)
+        return ops.where(ops.logical_and(has_tags, draws < self.rate), ops.zeros_like(present), present)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MissingImageEmbedding(keras.layers.Layer):
+    """Image features where the image is present, a learned missing-image vector where it is not.
+
+    Takes `[features [batch, dim], image_present [batch, 1]]` (1 = present, 0 = absent) and returns
+    `present * features + (1 - present) * missing`, `missing` being a trained `[dim]` vector
+    (zeros at first). Without it, a photo without an image is scored as a black image.
+    """
+
+    def build(self, input_shape):
+        self.missing = self.add_weight(shape=(input_shape[0][-1],), initializer="zeros", name="missing")
+
+    def call(self, inputs):
+        features, present = inputs
+        present = ops.cast(present, features.dtype)
+        return present * features + (1.0 - present) * ops.cast(self.missing, features.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

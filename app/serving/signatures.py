@@ -5,23 +5,29 @@ All preprocessing is in the graph and is the code the tf.data pipeline uses in t
 and resizing; ResNet preprocessing is inside the Keras model itself.
 
 Signatures:
-    serving_default(tags: string [batch, None], image_bytes: string [batch])
+    serving_default(tags: string [batch, None], image_bytes: string [batch][, language: string [batch]])
         Tags as users write them, padded with "" to a common length (empty tags are dropped).
-    serve_yfcc(tags: string [batch], image_bytes: string [batch])
+    serve_yfcc(tags: string [batch], image_bytes: string [batch][, language: string [batch]])
         One comma-separated, percent-encoded YFCC100M tag field per photo.
+`language` (each photo's tag language, as `app.data.language.detect_language` gives it on the
+cleaned tags: `en`, `de`, ..., `un`) is an input only of models whose vocabulary is normalised per
+language (`--tag-normalization snowball`, see `app.data.stemming`).
 Outputs: scores [batch, classes]; top_k_scores, top_k_mids, top_k_names [batch, k] (the k highest
 scores); classes_mids, classes_names, classes_scores [batch, k] (the most specific confident classes,
 parents implied, padded with "" and 0; see app/serving/specific.py), classes_count and
-needs_review [batch]; image_ok [batch] and image_error [batch]: "" where the photo was decoded, else why not (no bytes, not JPEG/PNG, over
-`MAX_IMAGE_PIXELS`, corrupt or truncated); such a photo is scored as if it had a black image, and
-the rest of the batch as usual. Tags and image_bytes with different batch sizes fail the request.
-A tags-only model reads no image: image_ok is False only where the bytes are empty.
+needs_review [batch]; image_ok [batch] and image_error [batch]: "" where the photo was decoded, else
+why not (no bytes, not JPEG/PNG, over `MAX_IMAGE_PIXELS`, corrupt or truncated); such a photo is
+scored without its image: with the model's `image_present` input at 0 (models trained with
+`--image-presence`), or else as if it had a black image; the rest of the batch as usual. Tags and
+image_bytes with different batch sizes fail the request. A tags-only model reads no image: image_ok
+is False only where the bytes are empty.
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import tensorflow as tf
 
@@ -33,6 +39,8 @@ from app.serving.specific import ancestor_matrix, specific_classes
 from app.training.rundir import RunDir
 
 
+IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="image_bytes")
+LANGUAGE = tf.TensorSpec([None], tf.string, name="language")
 CLASSES_ASSET = "assets.extra/classes.csv"  # the output classes, beside the SavedModel (TF Serving ignores it)
 
 
@@ -64,6 +72,8 @@ class ServingModule(tf.Module):
         self.uses_tags, self.uses_image = m.uses_tags, m.uses_image
         self.image_size = m.image_size
         self.lookup = run.tags
+        self.uses_presence = "image_present" in run.model.input
+        self.needs_language = bool(run.tags and run.tags.needs_language)
         self.top_k = min(top_k, len(run.classes))
         mids = [mid for mid, _ in run.classes]
         self.mids = tf.constant(mids + [""])  # index -1: no class
@@ -71,16 +81,35 @@ class ServingModule(tf.Module):
         self.thresholds = tf.constant(run.thresholds, tf.float32)
         self.ancestors = tf.constant(ancestor_matrix(Hierarchy.from_json(run.run.hierarchy_path, mids), mids))
         self.review_margin = review_margin
+        self.serving_default = self._signature(lambda tags: tf.RaggedTensor.from_tensor(tags, padding=""),
+                                               tf.TensorSpec([None, None], tf.string, name="tags"))
+        self.serve_yfcc = self._signature(split_yfcc_tags, tf.TensorSpec([None], tf.string, name="tags"))
 
-    def predict(self, tags: tf.RaggedTensor, image_bytes: tf.Tensor) -> dict:
-        """Scores ragged raw tags and encoded images (one row of each per photo)."""
+    def _signature(self, split: Callable, tags: tf.TensorSpec) -> tf.types.experimental.PolymorphicFunction:
+        """A signature: `tags` (made ragged by `split`), `image_bytes`, and `language` if it is needed."""
+        if self.needs_language:
+            def serve(tags, image_bytes, language):
+                return self.predict(split(tags), image_bytes, language)
+
+            return tf.function(serve, input_signature=[tags, IMAGE_BYTES, LANGUAGE])
+
+        def serve(tags, image_bytes):
+            return self.predict(split(tags), image_bytes)
+
+        return tf.function(serve, input_signature=[tags, IMAGE_BYTES])
+
+    def predict(self, tags: tf.RaggedTensor, image_bytes: tf.Tensor, language: tf.Tensor | None = None) -> dict:
+        """Scores ragged raw tags and encoded images (one row of each per photo), with each photo's
+        language where the vocabulary is normalised per language."""
         image_bytes = _same_batch(tags.nrows(), image_bytes)
         inputs = {}
         image_error = tf.where(tf.strings.length(image_bytes) > 0, "", NO_IMAGE)
         if self.uses_tags:
-            inputs["tag_ids"] = self.lookup(tags)
+            inputs["tag_ids"] = self.lookup(tags, languages=language)
         if self.uses_image:
             inputs["image"], image_error = decode_images(image_bytes, self.image_size)
+        if self.uses_presence:
+            inputs["image_present"] = tf.cast(tf.equal(image_error, ""), tf.float32)[:, None]
         scores = tf.cast(self._keras.model(inputs, training=False), tf.float32)
         top = tf.math.top_k(scores, k=self.top_k)
         shown = specific_classes(scores, self.thresholds, self.ancestors, self.top_k, self.review_margin)
@@ -90,16 +119,6 @@ class ServingModule(tf.Module):
                 "classes_names": tf.gather(self.names, shown["indices"]), "classes_scores": shown["scores"],
                 "classes_count": shown["count"], "needs_review": shown["needs_review"],
                 "image_ok": tf.equal(image_error, ""), "image_error": image_error}
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="tags"),
-                                  tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def serving_default(self, tags, image_bytes):
-        return self.predict(tf.RaggedTensor.from_tensor(tags, padding=""), image_bytes)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tags"),
-                                  tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def serve_yfcc(self, tags, image_bytes):
-        return self.predict(split_yfcc_tags(tags), image_bytes)
 
 
 def _same_batch(tag_rows: tf.Tensor, image_bytes: tf.Tensor) -> tf.Tensor:

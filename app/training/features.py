@@ -1,11 +1,13 @@
 """Frozen-backbone features on disk, streamed beside their shards.
 
 With a frozen ResNet50, each image's 2048 features are computed once and written as one raw
-float32 file per data shard (`cache/features-KEY/{shard}.f32`), record for record in the shard's
-order. Training zips each shard with its feature file in tf.data, so rows stay aligned with the
+float32 file per data shard (`cache/features-v2-KEY/{shard}.f32`), record for record in the shard's
+order: 2048 features, then the photo's image presence (1.0 where `decode_images` decoded its image,
+0.0 where not: no bytes, or bytes it refused; the serving signatures' `image_ok` is the same test).
+Training zips each shard with its feature file in tf.data, so rows stay aligned with the
 tags, targets and masks, which stream from the shards; nothing per photo is held in memory.
-KEY is the dataset fingerprint, the image size and the weights, so a cache is never reused for
-other inputs. A file is written under a temporary name and renamed when complete, so a killed
+KEY is the dataset fingerprint, the image size and the weights, and `v2` the record layout (v1
+files held the features alone), so a cache is never reused for other inputs. A file is written under a temporary name and renamed when complete, so a killed
 extraction resumes from its last complete shard.
 """
 
@@ -30,6 +32,8 @@ from app.fileio import atomic_output
 
 log = logging.getLogger("app.training")
 FEATURE_DIM = 2048
+RECORD_FLOATS = FEATURE_DIM + 1  # the features, then the image presence
+LAYOUT = "v2"
 SUFFIX = ".f32"
 
 
@@ -54,7 +58,7 @@ class FeatureStore:
 
     def __init__(self, cache_root: Path, info: DatasetInfo, image_size: int, weights: str):
         self.info, self.image_size = info, image_size
-        self.dir = Path(cache_root) / f"features-{info.fingerprint[:16]}-{image_size}-{weights_key(weights)}"
+        self.dir = Path(cache_root) / f"features-{LAYOUT}-{info.fingerprint[:16]}-{image_size}-{weights_key(weights)}"
 
     def files(self, split: str) -> list:
         """Feature files aligned with `info.shard_files(split)`."""
@@ -62,7 +66,7 @@ class FeatureStore:
 
     def complete(self, shard: str, target: str) -> bool:
         path = Path(target)
-        return path.exists() and path.stat().st_size == self.info.shard_records(shard) * FEATURE_DIM * 4
+        return path.exists() and path.stat().st_size == self.info.shard_records(shard) * RECORD_FLOATS * 4
 
     def extract(self, backbone: keras.Model, jobs: Iterable[tuple[str, str]], strategy: tf.distribute.Strategy,
                 progress: bool = True) -> None:
@@ -83,11 +87,13 @@ class FeatureStore:
     def _extract_shard(self, shard: str, target: str, run, bar) -> None:
         size = self.image_size
         images = tf.data.TFRecordDataset(shard).batch(64).map(
-            lambda s: decode_images(records.parse_batch(s, ["image"])["image"], size)[0],
+            lambda s: decode_images(records.parse_batch(s, ["image"])["image"], size),
             num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
         with atomic_output(Path(target)) as tmp, open(tmp, "wb") as out:
-            for batch in images:
-                out.write(np.ascontiguousarray(run(batch), dtype=np.float32).tobytes())
+            for batch, errors in images:
+                present = (errors.numpy() == b"").astype(np.float32)[:, None]
+                rows = np.concatenate([np.asarray(run(batch), dtype=np.float32), present], axis=1)
+                out.write(np.ascontiguousarray(rows).tobytes())
                 bar.update(int(batch.shape[0]))
         if not self.complete(shard, target):
             raise RuntimeError(f"{target}: wrote the wrong number of features for {shard}")

@@ -101,7 +101,8 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
         if state == COMPLETE:
             history = read_history(run.history_path)
             return RunResult(run.path, "complete", history, run.metrics() if chief else {}, time.time() - started)
-        tags = options.tags or (TagLookup(info.vocabulary(config.data.tag_limit, config.data.tag_threshold))
+        d = config.data
+        tags = options.tags or (TagLookup(info.vocabulary(d.tag_limit, d.tag_threshold, d.tag_normalization))
                                 if m.uses_tags else None)
         if chief:
             run.begin(fingerprint, config, info, tags.vocab if tags else None)
@@ -233,10 +234,11 @@ class RunInputs:
 
     def _dataset(self, split: str, batch_size: int, **kwargs) -> tf.data.Dataset:
         t = self.config.train
+        m = self.config.model
         return make_dataset(self.info, split, lookup=self.tags, image_size=self.image_size, batch_size=batch_size,
                             verified_only=t.loss_on == "verified", shuffle_buffer=t.shuffle_buffer,
                             feature_files=self.features.files(split) if self.features else None,
-                            feature_dim=FEATURE_DIM, **kwargs)
+                            feature_dim=FEATURE_DIM, image_presence=m.uses_image and m.image_presence, **kwargs)
 
     def train_dataset(self, epoch: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         t = self.config.train

@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from tuning import compare
+from tuning.paired import PairedDifference, mean_std, t975
+
+FLAGS = "--model tags --epochs 1 --tag-limit 10 --tag-threshold 2 --embedding-dim 8 --hidden-units 16 --batch-size 64"
+
+
+def test_paired_difference_and_its_t_interval():
+    d = PairedDifference.of([0.92, 0.921, 0.919], [0.90, 0.90, 0.90])  # differences 0.02, 0.021, 0.019
+    mean, std = mean_std([0.02, 0.021, 0.019])
+    half = 4.303 * std / 3 ** 0.5
+    assert d.mean == pytest.approx(mean) and d.low == pytest.approx(mean - half) and d.high == pytest.approx(mean + half)
+    assert d.verdict == "gain" and str(d).endswith("gain") and "[+0.01" in str(d)
+    assert PairedDifference.of([0.90, 0.95, 0.85], [0.91, 0.91, 0.91]).verdict == "no gain"  # the interval holds 0
+    assert PairedDifference.of([0.80, 0.81, 0.80], [0.90, 0.90, 0.91]).verdict == "loss"
+    assert mean_std([0.5]) == (0.5, 0.0) and t975(2) == 4.303 and t975(40) == 2.042
+    with pytest.raises(ValueError, match="Received: 3 and 2 values"):
+        PairedDifference.of([1, 2, 3], [1, 2])
+
+
+def test_arms_are_checked():
+    config = compare.CompareConfig(name="x", control="--model tags", method="--model tags --seed 3")
+    with pytest.raises(ValueError, match="method arm: --seed is set by the driver"):
+        compare.make_arms(config)
+    with pytest.raises(ValueError, match="two arms have the same flags"):
+        compare.make_arms(compare.CompareConfig(name="x", control="--epochs 2", method="--epochs  2"))
+    arms = compare.make_arms(compare.CompareConfig(name="x", method="--image-presence --image-dropout 0.5",
+                                                   references="tags: --model tags; --model image"))
+    assert [a.label for a in arms] == ["control", "method", "tags", "model-image"]
+    assert [a.slug for a in arms] == ["defaults", "image-presence-image-dropout-0.5", "model-tags", "model-image"]
+
+
+def test_compare_trains_each_arm_on_the_same_seeds_and_pairs_them(tiny_world, tmp_path, capsys):
+    _, data_dir = tiny_world
+    argv = ["--data", str(data_dir), "--out", str(tmp_path), "--name", "stems", "--control", FLAGS,
+            "--method", FLAGS + " --tag-normalization snowball", "--seeds", "2", "--first-seed", "4", "--splits", "test"]
+    result = compare.main(argv)
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith("."))
+    assert len(runs) == 4 and sum(r.endswith("seed4") for r in runs) == 2 and sum(r.endswith("seed5") for r in runs) == 2
+    metrics = result["splits"]["test"]["metrics"]
+    for seed_index, seed in enumerate((4, 5)):  # each value is that seed's own runs, evaluated
+        saved = json.loads((tmp_path / "stems" / f"eval-test-seed{seed}.json").read_text())
+        assert metrics["mAP"]["method"][seed_index] == saved["summary"]["method"]["map"]
+        assert metrics["mAP"]["control"][seed_index] == saved["summary"]["control"]["map"]
+        configs = [record["fingerprint"]["config"] for record in saved["runs"].values()]
+        assert [c["train"]["seed"] for c in configs] == [seed, seed]
+        assert [c["data"]["tag_normalization"] for c in configs] == ["none", "snowball"]  # control, method
+    diff = PairedDifference.of(metrics["mAP"]["method"], metrics["mAP"]["control"])
+    table = (tmp_path / "stems" / "compare.md").read_text()
+    assert f"| mAP | {diff} |" in table and "mAP, tags withheld (80 photos)" in table
+    assert "%.4f ± %.4f" % mean_std(metrics["mAP"]["control"]) in table
+    capsys.readouterr()
+    again = compare.main(argv)  # a second run trains and evaluates nothing: the same numbers
+    assert again == result and "already complete" not in capsys.readouterr().out
