@@ -82,10 +82,18 @@ class PrepareConfig:
                                     TAG_NORMALIZATIONS)
     records_per_shard: int = option(1024, "records per TFRecord shard")
     min_shards: int = option(2, "at least this many shards per split, so that workers can split them")
+    expand_machine_labels: bool = option(True, "training targets: copy each machine label's confidence to the "
+                                               "class's ancestors, keeping the maximum (as the study did)")
+    yfcc_split_size: int = option(1_000_000, "at most this many YFCC100M photos outside Open Images in the weakly "
+                                             "labelled 'yfcc' split: those with the smallest hash of the photo id; "
+                                             "0 leaves it empty")
+    bucket_photos: int = option(10_000, "photos per on-disk bucket of the join: memory per bucket against the "
+                                        "number of temporary files (the output does not depend on it)")
 
     def __post_init__(self):
         _check_choices(self)
-        _check_at_least(self, 1, "tag_limit", "tag_threshold", "records_per_shard", "min_shards")
+        _check_at_least(self, 1, "tag_limit", "tag_threshold", "records_per_shard", "min_shards", "bucket_photos")
+        _check_at_least(self, 0, "yfcc_split_size")
 
 
 @dataclass

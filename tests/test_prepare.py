@@ -15,7 +15,8 @@ def test_round_trip_sources_to_shards_and_back(tiny_world):
     sources, data_dir = tiny_world
     stats = json.loads((data_dir / "stats.json").read_text())
     truth = {json.loads(l)["image_id"]: json.loads(l) for l in (sources.images.parent / "truth.jsonl").open()}
-    assert {s: c["images"] for s, c in stats["splits"].items()} == {"train": 240, "validation": 80, "test": 80}
+    assert {s: c["images"] for s, c in stats["splits"].items()} == {"train": 240, "validation": 80, "test": 80,
+                                                                    "yfcc": 60}
     assert stats["bad_rows"]["total"] == 0
     assert not list(data_dir.glob(".*tmp"))  # no half-written shard left behind
     info = DatasetInfo.load(data_dir)

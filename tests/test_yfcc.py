@@ -30,7 +30,8 @@ def test_real_line_byte_exact(tmp_path):
     path.write_text(REAL, encoding="utf-8")
     photos, bad = scan(path, [6162540254])
     assert bad.total == 0
-    assert photos == [yfcc.YfccPhoto(6162540254, ("helsinki", "party", "waterpipe"), "Around the waterpipe", 1)]
+    assert photos == [yfcc.YfccPhoto(6162540254, ("helsinki", "party", "waterpipe"), "Around the waterpipe", 1,
+                                     "http://farm7.staticflickr.com/6167/6162540254_5d22abd711.jpg")]
 
 
 def test_23_field_release_is_detected(tmp_path):

@@ -1,11 +1,14 @@
 """The dataset folder (`tfrecords/NAME/`): the one module that knows its files.
 
-    NAME/{split}-00000-of-0000N.tfrecord   shards (schema: app/data/records.py)
+    NAME/{split}-00000-of-0000N.tfrecord   shards (schema: app/data/records.py); splits train,
+                                           validation, test (Open Images) and yfcc (YFCC100M photos
+                                           outside Open Images, weakly labelled by their autotags)
     NAME/classes.csv                       class order of the model outputs (MID,DisplayName)
     NAME/hierarchy.json                    the Open Images class hierarchy used for the labels
     NAME/vocab.tsv                         the vocabulary of the prepare run's tag limit/threshold
     NAME/stats.json                        counts, bad rows, warnings, the prepare config
-    NAME/dataset.json                      completion marker: every file's size and hash, the fingerprint
+    NAME/dataset.json                      completion marker: every file's size and hash, records per
+                                           split, the fingerprint
 
 `DatasetWriter` builds a dataset in a temporary sibling folder and swaps it in whole, only once the
 marker is written, so a killed or failed prepare never leaves a mixed folder. `DatasetInfo.load`
@@ -33,7 +36,7 @@ CLASSES = "classes.csv"
 HIERARCHY = "hierarchy.json"
 VOCAB = "vocab.tsv"
 FORMAT = 2
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test", "yfcc")
 SHARD_GLOB = "{split}-*-of-*.tfrecord"
 
 
@@ -202,7 +205,10 @@ class DatasetWriter:
             path = self.path / name
             files[name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
         digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-        atomic_write_json(self.path / MARKER, {"format": FORMAT, "fingerprint": digest, "files": files})
+        splits = {split: sum(meta["records"] for name, meta in self.shards.items() if name.startswith(f"{split}-"))
+                  for split in SPLITS}
+        atomic_write_json(self.path / MARKER, {"format": FORMAT, "fingerprint": digest, "splits": splits,
+                                               "files": files})
         swap_in_folder(self.path, self.target)
         return digest
 

@@ -166,6 +166,24 @@ class Hierarchy:
                     out.setdefault(name, 0)
         return {mid: value for mid, value in out.items() if mid in keep}
 
+    def expand_scores(self, scores: Mapping[str, float]) -> dict[str, float]:
+        """Copies each class's score to its ancestors in the class set, keeping the maximum.
+
+        How the study turned machine labels into training targets (also used for autotags).
+
+        Args:
+            scores: `{mid: confidence}` of classes in the class set.
+
+        Returns:
+            `{mid: confidence}` with every ancestor of a scored class.
+        """
+        out = dict(scores)
+        for mid, score in scores.items():
+            for up in self.ancestors.get(mid, ()):
+                if score > out.get(up, 0.0):
+                    out[up] = score
+        return out
+
 
 def _fan_out(targets: list, label: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For the labels at `rows`, one entry per target class of their MID: `(row, target)`."""

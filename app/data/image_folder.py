@@ -4,7 +4,8 @@ With a manifest (`manifest*.csv`, written by `app/download.py`), a photo's image
 last `ok` row names: verified against `OriginalMD5` at download time, then possibly turned and
 shrunk, so its bytes are not compared with the MD5 again. Photos whose download failed, or that
 have no row, stay in the dataset without an image. Without a manifest, `IMAGES_DIR/ImageID.jpg`
-must match `OriginalMD5`.
+must match `OriginalMD5`. A YFCC100M photo outside Open Images (the `yfcc` split) is keyed
+`yfcc-<photo id>` and has no MD5: only the checks below apply to it.
 
 Either way an image is stored only if it is a complete JPEG or PNG that decodes
 (`app.data.images.verify_image`); otherwise it is a bad row `image_<reason>` with its ImageID.
@@ -19,16 +20,39 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, NamedTuple, Optional
 
 from app.data import images
 from app.data.badrows import BadRows
 from app.data.download import DownloadFailure, relative_path
 from app.data.manifest import OK, manifest_files, read_manifest
-from app.data.oid import OidImage
 from app.errors import InputError
 
 log = logging.getLogger(__name__)
+
+
+class ManifestEntry(NamedTuple):
+    """A manifest row as prepare uses it: `reason` is empty for an `ok` photo, and `path` is None
+    when the photo is at its default place (`app.data.download.relative_path`)."""
+
+    image_id: str
+    manifest: int
+    line: int
+    reason: str
+    path: Optional[str]
+    verified: bool
+
+
+def resolve_entries(entries: Iterable[ManifestEntry]) -> dict:
+    """`{image id: entry}` from entries in manifest and line order: the last row of a photo wins,
+    except that a photo `ok` in one manifest stays `ok` despite a failure in another."""
+    out: dict = {}
+    for entry in entries:
+        before = out.get(entry.image_id)
+        if before is not None and before.manifest != entry.manifest and not before.reason and entry.reason:
+            continue
+        out[entry.image_id] = entry
+    return out
 
 
 class ImageFolder:
@@ -37,9 +61,12 @@ class ImageFolder:
     Args:
         folder: the `--images` folder.
         bad: receives unreadable manifest lines.
+        index: read the manifests now into `entries`; with False, `manifest_entries` streams them
+            and `use_entries` sets the entries of the photos about to be loaded (prepare does this
+            bucket by bucket, so that memory does not grow with the number of photos).
     """
 
-    def __init__(self, folder: str | Path, bad: BadRows):
+    def __init__(self, folder: str | Path, bad: BadRows, index: bool = True):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise InputError(f"{self.folder}: --images must be a folder (from app/download.py, or of ImageID.jpg "
@@ -47,32 +74,37 @@ class ImageFolder:
         self.manifests = manifest_files(self.folder)
         self.without = BadRows()
         self.unverified = 0
-        # image id -> (manifest index, line, failure reason or "", path if not the default one)
-        self.entries: Optional[dict] = self._read(bad) if self.manifests else None
-        if self.entries is None:
+        self.entries: dict = {}
+        if not self.manifests:
             log.info("images: no manifest in %s; reading ImageID.jpg files, checked against OriginalMD5", self.folder)
+        elif index:
+            self.use_entries(self.manifest_entries(bad))
 
-    def _read(self, bad: BadRows) -> dict:
-        entries: dict = {}
+    def manifest_entries(self, bad: BadRows) -> Iterator[ManifestEntry]:
+        """Streams every manifest's rows in order; unreadable lines and paths outside the folder are
+        counted in `bad` as `manifest_bad_line`."""
         for index, manifest in enumerate(self.manifests):
             on_bad = functools.partial(bad.add, "manifest_bad_line", str(manifest))
+            rows = 0
             for line_no, row in read_manifest(manifest, on_bad_line=on_bad):
                 if row.path.startswith("/") or ".." in Path(row.path).parts:
                     on_bad(line_no, f"path outside the images folder: {row.path}")
                     continue
-                before = entries.get(row.image_id)
-                if before is not None and before[0] != index and not before[2] and row.status != OK:
-                    continue  # an image that another shard's manifest has ok stays ok
                 reason = "" if row.status == OK else row.reason or "unknown"
                 path = row.path if row.status == OK and row.path != _default_path(row.image_id) else None
-                entries[row.image_id] = (index, line_no, reason, path, row.md5_verified)
-        ok = sum(1 for entry in entries.values() if not entry[2])
-        log.info("images: %d photos in %s (%d ok, %d failed)", len(entries),
-                 ", ".join(m.name for m in self.manifests), ok, len(entries) - ok)
-        return entries
+                rows += 1
+                yield ManifestEntry(row.image_id, index, line_no, reason, path, row.md5_verified)
+            log.info("images: %d rows in %s", rows, manifest)
 
-    def iter_load(self, photos: Iterable[OidImage], bad: BadRows, workers: Optional[int] = None) -> Iterator[bytes]:
+    def use_entries(self, entries: Iterable[ManifestEntry]) -> None:
+        """Sets the manifest entries that `iter_load` looks photos up in (see `resolve_entries`)."""
+        self.entries = resolve_entries(entries)
+
+    def iter_load(self, photos: Iterable, bad: BadRows, workers: Optional[int] = None) -> Iterator[bytes]:
         """Each photo's checked image bytes, in order; b"" for a photo without a (good) image.
+
+        A photo is anything with an `image_id` (an ImageID, or `yfcc-<id>` for a YFCC100M photo
+        outside Open Images) and an `md5` (`OriginalMD5`, or empty when there is none).
 
         A photo without an image is counted in `without` by reason and, if its file is broken, in
         `bad` as `image_<reason>` with its ImageID. Files are read and checked `workers` at a time
@@ -89,15 +121,15 @@ class ImageFolder:
             while window:
                 yield self._record(window.popleft().result(), bad)
 
-    def _check(self, image: OidImage) -> tuple:
+    def _check(self, image) -> tuple:
         """`(data, refusal or None, unverified)`; touches no counter, so it may run in any thread."""
-        if self.entries is None:
+        if not self.manifests:
             path = self.folder / f"{image.image_id}.jpg"
             return *_read_checked(path, image, str(path), 0, image.md5), False
         entry = self.entries.get(image.image_id)
         if entry is None:
             return b"", ("not_downloaded", str(self.folder), 0, image.image_id, False), False
-        index, line_no, reason, path, verified = entry
+        _, index, line_no, reason, path, verified = entry
         manifest = str(self.manifests[index])
         if reason:
             return b"", (f"download_{reason}", manifest, line_no, image.image_id, False), False
@@ -127,7 +159,7 @@ def _default_path(image_id: str) -> Optional[str]:
         return None
 
 
-def _read_checked(path: Path, image: OidImage, where: str, line_no: int, md5: Optional[str]) -> tuple:
+def _read_checked(path: Path, image, where: str, line_no: int, md5: Optional[str]) -> tuple:
     """`(data, None)` for a complete, decodable image (matching `md5` if given), else `(b"", refusal)`."""
     try:
         data = path.read_bytes()

@@ -362,9 +362,8 @@ def read_labels(path: str | Path, bad: BadRows, machine: bool = False,
 def load_labels(path: str | Path, bad: BadRows, mids: Sequence[str], machine: bool = False) -> LabelTable:
     """Reads a whole label file into a `LabelTable`, one label per (image, class).
 
-    Besides the checks of `iter_label_rows`, a repeated (image, class) is counted as
-    `{kind}_duplicate` (same value) or `human_label_conflict` (0 and 1), with the line of the first;
-    the highest value wins (a positive beats a negative, as in the challenge label expansion).
+    Besides the checks of `iter_label_rows`, repeated (image, class) rows are resolved as
+    `dedupe_labels` says.
 
     Args:
         path: the label file.
@@ -372,10 +371,30 @@ def load_labels(path: str | Path, bad: BadRows, mids: Sequence[str], machine: bo
         mids: the MIDs to keep, in index order.
         machine: a machine-label file.
     """
-    path = Path(path)
     parts = list(iter_label_rows(path, bad, {m: i for i, m in enumerate(mids)}, machine))
-    rows = LabelRows(*(np.concatenate([getattr(p, f) for p in parts] or [np.zeros(0, t)])
+    return dedupe_labels(concat_label_rows(parts), mids, machine, str(path), bad)
+
+
+def concat_label_rows(parts: Sequence[LabelRows]) -> LabelRows:
+    """One `LabelRows` from several, in order."""
+    return LabelRows(*(np.concatenate([getattr(p, f) for p in parts] or [np.zeros(0, t)])
                        for f, t in (("image", np.uint64), ("label", np.int32), ("value", float), ("lines", np.int64))))
+
+
+def dedupe_labels(rows: LabelRows, mids: Sequence[str], machine: bool, name: str, bad: BadRows) -> LabelTable:
+    """One label per (image, class), as a `LabelTable`.
+
+    A repeated (image, class) is counted as `{kind}_duplicate` (same value) or
+    `human_label_conflict` (0 and 1), with the line of the first; the highest value wins (a
+    positive beats a negative, as in the challenge label expansion).
+
+    Args:
+        rows: every row of the (image, class) pairs to resolve, in file order.
+        mids: the MIDs that `rows.label` indexes.
+        machine: machine labels.
+        name: the file, for the bad-row examples.
+        bad: receives the counts.
+    """
     images, inverse = _distinct(rows.image)
     key = inverse * max(len(mids), 1) + rows.label
     order = np.argsort(key, kind="stable")
@@ -387,7 +406,7 @@ def load_labels(path: str | Path, bad: BadRows, mids: Sequence[str], machine: bo
         kind = "machine_label" if machine else "human_label"
         conflict = (rows.value[later] != rows.value[earlier]) & (not machine)
         for mask, reason in ((~conflict, f"{kind}_duplicate"), (conflict, f"{kind}_conflict")):
-            _report_repeats(later[mask], earlier[mask], rows, list(mids), str(path), bad, reason)
+            _report_repeats(later[mask], earlier[mask], rows, list(mids), name, bad, reason)
     starts = np.flatnonzero(first)
     best = np.maximum.reduceat(rows.value[order], starts) if len(starts) else rows.value
     return LabelTable(images, inverse[order[starts]], rows.label[order[starts]], best, list(mids))

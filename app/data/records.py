@@ -69,7 +69,8 @@ def encode(record: PhotoRecord) -> bytes:
         "autotag_ids": _ints(record.autotag_ids),
         "autotag_scores": _floats(record.autotag_scores),
     }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    # Deterministic: features (a protobuf map) sorted by name; otherwise their order varies between processes.
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
 
 FEATURE_SPEC = {
@@ -97,31 +98,38 @@ def parse_batch(serialized: tf.Tensor, keys: Iterable[str] | None = None) -> dic
 
 
 class ShardWriter:
-    """Streams one split's records round-robin into `count` shards under temporary names.
+    """Streams one split's records into `count` shards under temporary names.
 
-    `close()` renames complete shards into place and returns each shard's record count, size
-    and SHA-256 (of the bytes written, so the dataset fingerprint costs no second read).
+    With `total` (the number of records to come), shard i gets records `i * total // count` to
+    `(i + 1) * total // count - 1`, written in that order with one file open at a time, so memory
+    and open files do not grow with the number of shards. Without it, records go round-robin into
+    all shards at once. `close()` renames complete shards into place and returns each shard's
+    record count, size and SHA-256 (of the bytes written, so the dataset fingerprint costs no
+    second read).
 
     Args:
         out_dir: the (temporary) dataset folder.
-        split: `train`, `validation` or `test`.
+        split: the split's name (`train`, `validation`, `test`, `yfcc`).
         count: number of shards.
+        total: records to be written, if known.
     """
 
-    def __init__(self, out_dir: str | Path, split: str, count: int):
-        if count < 1:
-            raise ValueError(f"count must be >= 1. Received: count={count}")
+    def __init__(self, out_dir: str | Path, split: str, count: int, total: int | None = None):
+        if count < 1 or (total is not None and total < 0):
+            raise ValueError(f"count must be >= 1 and total >= 0. Received: count={count}, total={total}")
         out_dir = Path(out_dir)
         self.finals = [out_dir / shard_name(split, i, count) for i in range(count)]
         self.temps = [p.with_name(f".{p.name}.tmp") for p in self.finals]
-        self.writers = [tf.io.TFRecordWriter(str(p)) for p in self.temps]
+        self.total = total
+        self.writers = [None] * count if total is not None else [tf.io.TFRecordWriter(str(p)) for p in self.temps]
         self.digests = [hashlib.sha256() for _ in range(count)]
         self.records = [0] * count
         self.written = 0
+        self._current, self._end = -1, 0  # contiguous mode: the open shard and where its run ends
 
     def write(self, record: PhotoRecord) -> None:
         data = encode(record)
-        i = self.written % len(self.writers)
+        i = self._shard()
         self.writers[i].write(data)
         # The digest covers each record's length and bytes, in order: the same records give the same hash.
         self.digests[i].update(len(data).to_bytes(8, "little"))
@@ -129,14 +137,47 @@ class ShardWriter:
         self.records[i] += 1
         self.written += 1
 
+    def _shard(self) -> int:
+        """The shard of the next record; in contiguous mode, opens it when its run starts and closes
+        the shard before."""
+        count = len(self.writers)
+        if self.total is None:
+            return self.written % count
+        if self.written >= self.total:
+            raise ValueError(f"{self.finals[0].name}: more than the {self.total} records announced")
+        while self.written >= self._end:
+            if self._current >= 0 and self.writers[self._current] is not None:  # None: an empty run
+                self.writers[self._current].close()
+                self.writers[self._current] = _CLOSED
+            self._current += 1
+            self._end = (self._current + 1) * self.total // count
+        if self.writers[self._current] is None:
+            self.writers[self._current] = tf.io.TFRecordWriter(str(self.temps[self._current]))
+        return self._current
+
     def close(self) -> dict:
-        for writer in self.writers:
-            writer.close()
+        if self.total is not None and self.written != self.total:
+            self.abort()
+            raise ValueError(f"{self.finals[0].name}: {self.written} records written, {self.total} announced")
+        for i, temp in enumerate(self.temps):
+            if self.writers[i] is None:  # an empty shard
+                self.writers[i] = tf.io.TFRecordWriter(str(temp))
+        self.abort()
         out = {}
         for temp, final, digest, records in zip(self.temps, self.finals, self.digests, self.records):
             os.replace(temp, final)
             out[final.name] = {"records": records, "bytes": final.stat().st_size, "sha256": digest.hexdigest()}
         return out
+
+    def abort(self) -> None:
+        """Closes every open file (the temporary files stay, for the dataset folder's removal)."""
+        for i, writer in enumerate(self.writers):
+            if writer is not None and writer is not _CLOSED:
+                writer.close()
+                self.writers[i] = _CLOSED
+
+
+_CLOSED = object()  # a shard written and closed, in contiguous mode
 
 
 def shard_count(records: int, per_shard: int, min_shards: int = 1) -> int:
@@ -151,7 +192,6 @@ def write_shards(records: Iterable[PhotoRecord], out_dir: str | Path, split: str
         for record in records:
             writer.write(record)
     except BaseException:
-        for w in writer.writers:
-            w.close()
+        writer.abort()
         raise
     return writer.close()
