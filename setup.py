@@ -13,6 +13,7 @@ setup(
         "keras-tuner>=1.4.7,<2",
         "tensorboard>=2.21,<2.22",
         "tensorflow-datasets>=4.9,<5",
+        "importlib_resources>=6,<8",  # tensorflow-datasets needs it to build a dataset and does not declare it
         "numpy>=1.26,<3",
         "pandas>=2.0,<4",
         "pyarrow>=14,<28",

@@ -1,6 +1,6 @@
 """The weakly labelled `yfcc` split: which YFCC100M photos outside Open Images it holds, and their keys.
 
-**Selection** (the same in prepare and in `download.py --yfcc-split`): among the photos of the
+**Selection**: among the photos of the
 YFCC100M file (videos excluded, by the photo/video marker, its last field) whose Flickr id is not
 in the Open Images image lists, the `size` photos with the smallest `mix64(photo id)`. It does not
 depend on the order of the file, and a larger size keeps every photo of a smaller one. It is made
