@@ -9,6 +9,12 @@ validation and test get N/4 each, YFCC100M-only photos 3N):
     evaluate           python app/evaluate.py --model contextual --compare tags image
     search             python tuning/search.py (tags, a few trials)
 
+Memory that a setting bounds (prepare's `--bucket-photos`, training's `--shuffle-buffer`, each
+10,000 photos by default) grows with the photos until they fill it, then stays. So that both sizes
+are past those bounds and the marginal figure shows only what grows per photo, the steps run with
+both set to 256 (`CAP`); the bounded part is at most the bound times a record's size. `search` runs
+with its defaults.
+
 Peak RSS is the step's own: a fresh intermediate process (this file's `measure` command, standard
 library only) runs the step and reads `getrusage(RUSAGE_CHILDREN).ru_maxrss`, the peak of the
 step's process and not of this parent. The table gives, per step, the peak at each size (a range
@@ -41,6 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("prepare", "train-contextual", "train-tags", "evaluate", "search")
 LIMIT_KB = 2.0
+CAP = 256  # prepare's photos per bucket and training's shuffle buffer, so that both sizes are past them
 
 
 def measure(argv: list, log_path: Path) -> dict:
@@ -89,7 +96,8 @@ class Bench:
         """The step's command line at `size`, after clearing what it must write afresh."""
         py, data = sys.executable, str(self.data(size))
         if step == "prepare":
-            return [py, "app/prepare.py", "--demo", "--demo-size", str(size), "--out", data, "--no-progress"]
+            return [py, "app/prepare.py", "--demo", "--demo-size", str(size), "--out", data, "--no-progress",
+                    "--bucket-photos", str(CAP)]
         if step.startswith("train-"):
             run = self.run_dir(size, step.split("-", 1)[1])
             shutil.rmtree(run, ignore_errors=True)
@@ -104,7 +112,7 @@ class Bench:
 
     def train_command(self, size: int, kind: str, run: Path) -> list:
         return [sys.executable, "app/train.py", "--model", kind, "--data", str(self.data(size)), "--out", str(run),
-                "--epochs", str(self.epochs), "--no-progress"]
+                "--epochs", str(self.epochs), "--no-progress", "--shuffle-buffer", str(CAP)]
 
     def ensure_inputs(self, step: str, size: int) -> None:
         """Makes (unmeasured) the dataset and the runs a step reads, when they are missing."""
