@@ -30,6 +30,7 @@ setup(
             "cic-prepare=app.prepare:main",
             "cic-download=app.download:main",
             "cic-train=app.train:main",
+            "cic-pseudo-label=app.pseudo_label:main",
             "cic-evaluate=app.evaluate:main",
             "cic-export=app.export:main",
             "cic-predict=app.predict:main",

@@ -24,6 +24,7 @@ POOLINGS = ("max", "avg")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 LOSS_ON = ("all", "verified")
 TAG_NORMALIZATIONS = ("none", "snowball")
+TRAIN_SPLITS = ("train", "yfcc")
 NORMALIZATION_HELP = ("tag normalisation: none, or snowball (each tag stemmed with the NLTK Snowball stemmer of its "
                       "photo's language; see app/data/stemming.py)")
 
@@ -65,6 +66,9 @@ class DataConfig:
     tag_threshold: int = option(10, "vocabulary: tags seen at least T times among the train split's first N tags",
                                 needs="tags")
     tag_normalization: str = option("none", NORMALIZATION_HELP, TAG_NORMALIZATIONS, needs="tags")
+    train_split: str = option("train", "the split to train on: train (Open Images), or yfcc (YFCC100M photos outside "
+                                       "Open Images, labelled by their autotags: weak pre-training); the vocabulary "
+                                       "is the train split's either way", TRAIN_SPLITS)
 
     def __post_init__(self):
         _check_choices(self)
@@ -155,11 +159,37 @@ class TrainConfig:
     mixed_precision: bool = option(False, "float16 compute (on GPUs)")
     shuffle_buffer: int = option(10000, "tf.data shuffle buffer size")
     worker_timeout: float = option(300.0, "multi_worker: seconds to wait for every peer to start", execution=True)
+    pretrained: Optional[str] = option(None, "a finished run folder (e.g. trained with --train-split yfcc) whose tag "
+                                             "embedding initialises this model's; between two tags-only models of one "
+                                             "shape, the whole model", needs="tags")
+    freeze_embedding: bool = option(False, "with --pretrained: keep the pre-trained tag embedding frozen (default: "
+                                           "fine-tune everything)", needs="tags")
 
     def __post_init__(self):
         _check_choices(self)
         _check_at_least(self, 1, "epochs", "batch_size", "cpu_devices", "shuffle_buffer")
         _check_at_least(self, 0, "time_budget_hours", "worker_timeout")
+        if self.freeze_embedding and not self.pretrained:
+            raise InputError("freeze_embedding needs pretrained (a pre-trained embedding to keep). Received: "
+                             f"freeze_embedding={self.freeze_embedding}, pretrained={self.pretrained!r}")
+
+
+@dataclass
+class PseudoLabelConfig:
+    """How a teacher run labels the `yfcc` split for a student (`app/pseudo_label.py`)."""
+
+    top_k: int = option(1000, "keep, for each class, the K yfcc photos the teacher scores highest (Yalniz et al.); "
+                              "a photo in any class's top K is kept; 0: keep by --min-score instead")
+    min_score: float = option(0.5, "with --top-k 0: keep the photos whose highest score reaches this")
+    target_floor: float = option(0.001, "soft targets under this are stored as 0 (records keep the rest)")
+    batch_size: int = option(256, "photos per teacher batch")
+
+    def __post_init__(self):
+        _check_at_least(self, 0, "top_k", "min_score", "target_floor")
+        _check_at_least(self, 1, "batch_size")
+        if self.min_score > 1 or self.target_floor >= 1:
+            raise InputError(f"min_score and target_floor are scores in [0, 1). Received: min_score={self.min_score}, "
+                             f"target_floor={self.target_floor}")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

@@ -5,6 +5,7 @@ Usage:
                            [--source original|thumbnail] [--max-side 640] [--workers 16]
                            [--retries 3] [--timeout 30] [--only-tagged --yfcc FILE [--extra-tags FILE]]
                            [--shard i/N] [--retry-permanent]
+    python app/download.py --oid-dir DIR --out IMAGES_DIR --yfcc-split N --yfcc FILE   # the yfcc split's photos
 
 Re-running the same command resumes: photos already `ok` are not requested again.
 """
@@ -64,6 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     tagged.add_argument("--only-tagged", action="store_true", help="download only photos with user tags")
     tagged.add_argument("--yfcc", type=Path, metavar="FILE", help="yfcc100m_dataset file (needed by --only-tagged)")
     tagged.add_argument("--extra-tags", type=Path, metavar="FILE", help="TSV flickr_id<TAB>user_tags for photos missing in YFCC100M")
+    parser.add_argument("--yfcc-split", type=_at_least(1), metavar="N",
+                        help="download the photos of prepare's weakly labelled yfcc split instead (prepare's "
+                             "--yfcc-split-size N: YFCC100M photos outside Open Images, from their YFCC100M download "
+                             "URL, stored as yfcc-ID.jpg; needs --yfcc)")
     parser.add_argument("--shard", type=_shard, metavar="I/N", help="download only shard i of N (by a hash of the ImageID), "
                                                      "with its own manifest-i-of-N.csv")
     parser.add_argument("--retry-permanent", action="store_true",
@@ -71,7 +76,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--proxy", metavar="URL", help="HTTP proxy URL for every request")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
-    if args.only_tagged != (args.yfcc is not None):
+    if args.yfcc_split is not None:
+        if args.yfcc is None or args.only_tagged or args.source != "original":
+            parser.error("--yfcc-split needs --yfcc, and takes neither --only-tagged nor --source")
+    elif args.only_tagged != (args.yfcc is not None):
         parser.error("--only-tagged and --yfcc go together")
     if args.extra_tags is not None and not args.only_tagged:
         parser.error("--extra-tags is only used with --only-tagged")
@@ -84,7 +92,7 @@ def main(argv=None):
     setup_logging()
     from app.data.badrows import BadRows
     from app.data.download import DownloadConfig, download
-    from app.data.download_items import OidSelection, find_image_files, oid_items, tagged_flickr_ids
+    from app.data.download_items import yfcc_split_items
     from app.data.fetch import FetchConfig
     from app.data.manifest import manifest_name
 
@@ -95,17 +103,13 @@ def main(argv=None):
                             fetch=FetchConfig(timeout=args.timeout, retries=args.retries, backoff=args.backoff,
                                               proxy=args.proxy))
     try:
-        files = find_image_files(args.oid_dir, tuple(args.split))
-        log.info("image lists: %s", ", ".join(f"{split} {path.name}" for split, path in files.items()))
-        tagged = tagged_flickr_ids(files, args.yfcc, args.extra_tags, bad, progress) if args.only_tagged else None
-        if tagged is not None:
-            log.info("%d photos have user tags", len(tagged))
-        selection = OidSelection(files, args.source, args.shard, tagged)
-        log.info("counting the selected photos (one pass over the image lists, for the progress bar)")
-        total = sum(1 for _ in oid_items(selection, BadRows()))
-        log.info("%d photos selected (source %s, shard %s); writing to %s", total, args.source,
-                 "all" if args.shard is None else "%d/%d" % args.shard, args.out)
-        summary = download(oid_items(selection, bad), args.out, config, progress=progress, total=total)
+        if args.yfcc_split is not None:
+            total, items = yfcc_split_items(args.oid_dir, args.yfcc, args.yfcc_split, bad, args.shard, progress)
+            log.info("%d photos of the yfcc split selected (shard %s); writing to %s", total,
+                     "all" if args.shard is None else "%d/%d" % args.shard, args.out)
+            summary = download(items, args.out, config, progress=progress, total=total)
+        else:
+            summary = _download_oid(args, bad, config, progress)
     except (OSError, ValueError) as err:
         sys.exit(f"error: {err}")
     print(f"downloaded into {args.out / config.manifest}: {summary.report()}")
@@ -115,6 +119,23 @@ def main(argv=None):
         sys.exit(f"error: none of the {summary.failed} photos could be downloaded; see {args.out / config.manifest}")
     return summary
 
+
+def _download_oid(args, bad, config, progress: bool):
+    from app.data.badrows import BadRows
+    from app.data.download import download
+    from app.data.download_items import OidSelection, find_image_files, oid_items, tagged_flickr_ids
+
+    files = find_image_files(args.oid_dir, tuple(args.split))
+    log.info("image lists: %s", ", ".join(f"{split} {path.name}" for split, path in files.items()))
+    tagged = tagged_flickr_ids(files, args.yfcc, args.extra_tags, bad, progress) if args.only_tagged else None
+    if tagged is not None:
+        log.info("%d photos have user tags", len(tagged))
+    selection = OidSelection(files, args.source, args.shard, tagged)
+    log.info("counting the selected photos (one pass over the image lists, for the progress bar)")
+    total = sum(1 for _ in oid_items(selection, BadRows()))
+    log.info("%d photos selected (source %s, shard %s); writing to %s", total, args.source,
+             "all" if args.shard is None else "%d/%d" % args.shard, args.out)
+    return download(oid_items(selection, bad), args.out, config, progress=progress, total=total)
 
 if __name__ == "__main__":
     main()

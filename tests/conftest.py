@@ -79,9 +79,11 @@ def dense_split(data_dir, split: str) -> dict:
 
 
 def dense_scores(model, lookup, info, split: str, image_size=None) -> np.ndarray:
-    """A Keras model's `[photos, classes]` scores on a split, in shard order."""
+    """A Keras model's `[photos, classes]` scores on a split, in shard order, called in a graph as
+    evaluation calls it (eager calls differ in the last bits, which can move a score across its
+    threshold)."""
     from app.data.pipeline import make_dataset
 
     ds = make_dataset(info, split, lookup=lookup, image_size=image_size, batch_size=64)
-    return np.concatenate([np.asarray(model({k: v for k, v in x.items() if k in model.input}, training=False))
-                           for x, _, _ in ds])
+    call = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+    return np.concatenate([call({k: v for k, v in x.items() if k in model.input}).numpy() for x, _, _ in ds])

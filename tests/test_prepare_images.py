@@ -24,9 +24,9 @@ def world(tmp_path):
                                                       image_size=96, seed=8))
 
 
-def _shard_images(data_dir: Path) -> dict:
+def _shard_images(data_dir: Path, splits: tuple = oid.SPLITS) -> dict:
     out = {}
-    for split in oid.SPLITS:
+    for split in splits:
         for batch in tf.data.TFRecordDataset(DatasetInfo.load(data_dir).shard_files(split)).batch(64):
             parsed = records.parse_batch(batch, ["image_id", "image"])
             out.update(zip(parsed["image_id"].numpy().astype(str), parsed["image"].numpy()))

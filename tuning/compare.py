@@ -3,7 +3,9 @@
     python tuning/compare.py --name image-presence --control "--no-image-presence" \\
         --method "--image-presence --image-dropout 0.5" --references "tags: --model tags; image: --model image"
 
-Each arm is a set of `app/train.py` flags. Every arm (the control, the method and the references)
+Each arm is a set of `app/train.py` flags; `{seed}` in them becomes the seed (`--pretrained
+RUNS/pretrain-seed{seed}`), and an arm's own `--data` trains it on that dataset folder (a teacher's
+pseudo-labelled one, whose validation and test photos are the comparison's). Every arm (the control, the method and the references)
 is trained with each seed into `OUT/runs/SLUG-seedN/` (SLUG: its flags), through the training path
 of `app/train.py`, so an arm shared by several comparisons trains once and a killed driver simply
 re-runs (run folders resume, or report "already complete"). Each seed is then evaluated on each
@@ -35,7 +37,7 @@ from app.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from tuning.paired import PairedDifference, mean_std  # noqa: E402
 
 log = logging.getLogger("compare")
-RESERVED = ("--seed", "--name", "--out", "--data", "--overwrite", "--local-workers")
+RESERVED = ("--seed", "--name", "--out", "--overwrite", "--local-workers")
 BASELINES = ("machine labels", "most likely")
 
 
@@ -109,14 +111,21 @@ def _labelled(text: str) -> tuple[str, tuple]:
 
 
 def train_arm(arm: Arm, seed: int, data: Path, runs: Path, progress: bool) -> None:
-    """Trains (or resumes, or finds complete) one arm with one seed, as `app/train.py` would."""
+    """Trains (or resumes, or finds complete) one arm with one seed, as `app/train.py` would.
+
+    `{seed}` in the arm's flags becomes the seed (`--pretrained RUNS/pretrain-seed{seed}`), and an
+    arm's own `--data` trains it on that dataset folder (a teacher's pseudo-labelled one, say); every
+    arm is scored on the splits of the comparison's `--data`.
+    """
     from app.train import build_config
     from app.train import parse_args as train_args
     from app.training.run import RunOptions, train
 
     run_dir = arm.run_dir(runs, seed)
-    config = build_config(train_args(list(arm.flags) + ["--seed", str(seed)]))
-    result = train(data, run_dir, config, RunOptions(progress=progress))
+    flags = [flag.replace("{seed}", str(seed)) for flag in arm.flags]
+    args = train_args(flags + ["--seed", str(seed)])
+    own_data = any(flag.split("=")[0] == "--data" for flag in flags)
+    result = train(args.data if own_data else data, run_dir, build_config(args), RunOptions(progress=progress))
     log.info("%s seed %d (%s): %s, val mAP %.4f, test mAP %.4f", arm.label, seed, run_dir.name, result.status,
              result.metrics["val_map"], result.metrics["test_map"])
 

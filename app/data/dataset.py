@@ -198,6 +198,27 @@ class DatasetWriter:
         """Records shards written into `self.path` as `{name: {"records", "bytes", "sha256"}}`."""
         self.shards.update(shards)
 
+    def link_shards(self, source: DatasetInfo, names: dict) -> None:
+        """Puts another complete dataset's shards into this one, unchanged, under new names: hard
+        links where the file system allows (no copy), else copies.
+
+        Args:
+            source: the dataset the shards come from.
+            names: `{source shard path: name in this dataset}`.
+        """
+        files = _read_marker(source.data_dir)["files"]
+        for shard, name in names.items():
+            try:
+                os.link(shard, self.path / name)
+            except OSError:
+                shutil.copyfile(shard, self.path / name)
+            self.shards[name] = dict(files[Path(shard).name])
+
+    def rename_shard(self, name: str, new_name: str) -> None:
+        """Renames a shard already added (to number a split's shards from two sources as one)."""
+        os.replace(self.path / name, self.path / new_name)
+        self.shards[new_name] = self.shards.pop(name)
+
     def commit(self) -> str:
         """Writes the marker and swaps the folder into place. Returns the fingerprint."""
         files = dict(self.shards)

@@ -124,9 +124,12 @@ class DownloadFailure(Refused):
 
 
 def relative_path(image_id: str) -> str:
-    """`ab/ImageID.jpg`: 256 sub-folders keep folders small at 1.9M photos."""
+    """`ab/ImageID.jpg`: 256 sub-folders keep folders small at 1.9M photos; a YFCC100M photo outside
+    Open Images goes to `yfcc-NN/yfcc-ID.jpg` (NN: the id's last two digits, 100 folders)."""
     if not KEY_RE.match(image_id):
         raise DownloadFailure("bad_key", f"image id {image_id!r} is not 1-64 letters, digits, '_' or '-'")
+    if image_id.startswith("yfcc-"):
+        return f"yfcc-{image_id[-2:]}/{image_id}.jpg"
     return f"{image_id[:2].lower()}/{image_id}.jpg"
 
 

@@ -20,6 +20,7 @@ from app.data import oid, yfcc
 from app.data.badrows import BadRows
 from app.data.download import DownloadItem
 from app.data.tags import clean_tags
+from app.data.yfcc_split import BottomK, yfcc_key
 
 SOURCES = ("original", "thumbnail")
 
@@ -78,6 +79,37 @@ def oid_items(selection: OidSelection, bad: BadRows) -> Iterator[DownloadItem]:
                 yield DownloadItem(row.image_id, row.thumbnail_url, None, 0.0)
             else:
                 yield DownloadItem(row.image_id, row.url, row.md5 or None, row.rotation)
+
+
+def yfcc_split_items(oid_dir: str | Path, dataset: Path, size: int, bad: BadRows,
+                     shard: Optional[tuple[int, int]] = None,
+                     progress: bool = True) -> tuple[int, Iterator[DownloadItem]]:
+    """The photos of the weakly labelled `yfcc` split, chosen exactly as prepare chooses them
+    (`app.data.yfcc_split`: the YFCC100M photos outside every Open Images image list of `oid_dir`,
+    at most `size`), each from its YFCC100M download URL, keyed `yfcc-<photo id>`. YFCC100M gives
+    no checksum of the photo's bytes, so the other checks alone apply.
+
+    Returns:
+        `(photos, items)`: how many photos (of the shard) the split holds, found by a first scan of
+        the YFCC100M file, and the download items, streamed by a second scan (for the URLs).
+    """
+    lists = [oid.find_first(oid_dir, oid.IMAGE_FILES, split) for split in oid.SPLITS]
+    oid_ids = yfcc.id_array([row.flickr_id for path in lists if path for row in oid.read_images(path, BadRows())])
+    selection = BottomK(size)
+    with tqdm(total=os.path.getsize(dataset), desc="scan YFCC100M", unit="B", unit_scale=True,
+              disable=not progress) as bar:
+        for _ in yfcc.scan_dataset(dataset, oid_ids, bad, progress=bar.update, outside=selection.offer):
+            pass
+    selected = selection.selected()
+    count = sum(in_shard(yfcc_key(photo), shard) for photo in selected.tolist())
+
+    def items() -> Iterator[DownloadItem]:
+        for photo in yfcc.scan_dataset(dataset, selected, BadRows()):
+            key = yfcc_key(photo.photo_id)
+            if in_shard(key, shard):
+                yield DownloadItem(key, photo.download_url, None, 0.0)
+
+    return count, items()
 
 
 def tagged_flickr_ids(files: dict, dataset: Path, extra_tags: Optional[Path], bad: BadRows,

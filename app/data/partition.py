@@ -31,7 +31,7 @@ from app.data.image_folder import ImageFolder, ManifestEntry
 from app.data.sources import Sources, iter_line_blocks
 from app.data.yfcc_split import BottomK, order_keys, parse_yfcc_key
 
-BATCH = 65536  # rows handed to the bucket files at once
+BATCH = 8192  # rows handed to the bucket files at once (an autotag row is about 1 KB of Python objects)
 # Label rows per photo a bucket is sized for (Open Images: about 5 human and 9 machine labels).
 LABEL_ROWS_PER_PHOTO = 16
 TAG_SOURCES = ("yfcc", "extra")

@@ -128,7 +128,10 @@ class ShardWriter:
         self._current, self._end = -1, 0  # contiguous mode: the open shard and where its run ends
 
     def write(self, record: PhotoRecord) -> None:
-        data = encode(record)
+        self.write_serialized(encode(record))
+
+    def write_serialized(self, data: bytes) -> None:
+        """Writes one serialized `tf.train.Example` of this schema."""
         i = self._shard()
         self.writers[i].write(data)
         # The digest covers each record's length and bytes, in order: the same records give the same hash.

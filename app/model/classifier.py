@@ -142,6 +142,51 @@ def attach_backbone(head: keras.Model, backbone: keras.Model | None) -> keras.Mo
     return keras.Model(inputs, head(head_inputs), name=head.name.replace("_head", "_classifier"))
 
 
+def transfer_pretrained(source: keras.Model, head: keras.Model, freeze_embedding: bool = False) -> list[str]:
+    """Initialises `head` from a pre-trained model: its tag embedding, and every layer when both are
+    tags-only models of one shape (the study's pre-train, then fine-tune).
+
+    Args:
+        source: the pre-trained model (a saved run's model; nested models are searched).
+        head: the model to initialise (`build_head`), before training.
+        freeze_embedding: keep the transferred embedding out of training.
+
+    Returns:
+        The names of the layers whose weights were copied.
+
+    Raises:
+        ValueError: the source has no tag embedding, or one of another shape.
+    """
+    layers = {layer.name: layer for layer in _all_layers(source) if layer.weights}
+    embedding = head.get_layer("tag_embedding")
+    if "tag_embedding" not in layers:
+        raise ValueError(f"the pre-trained model {source.name!r} has no tag embedding")
+    names = ["tag_embedding"]
+    others = [layer for layer in head.layers if layer.weights and layer is not embedding]
+    if source.name == head.name == "tags_head" and all(
+            layer.name in layers and _shapes(layers[layer.name]) == _shapes(layer) for layer in others):
+        names += [layer.name for layer in others]
+    for name in names:
+        target = head.get_layer(name)
+        if _shapes(layers[name]) != _shapes(target):
+            raise ValueError(f"pre-trained {name} has weights of shape {_shapes(layers[name])}, this model's are "
+                             f"{_shapes(target)} (use the same --embedding-dim and vocabulary)")
+        target.set_weights(layers[name].get_weights())
+    embedding.trainable = not freeze_embedding
+    return names
+
+
+def _all_layers(model: keras.Model) -> list:
+    out = []
+    for layer in model.layers:
+        out += _all_layers(layer) if isinstance(layer, keras.Model) else [layer]
+    return out
+
+
+def _shapes(layer) -> list:
+    return [tuple(w.shape) for w in layer.weights]
+
+
 def load_classifier(path: str | Path) -> keras.Model:
     """Loads a saved `.keras` classifier (this module registers its custom layers)."""
     return keras.saving.load_model(path)

@@ -79,24 +79,38 @@ class FeatureStore:
         started = time.time()
         run = _backbone_runner(backbone, strategy)
         with tqdm(total=total, unit="img", desc="backbone features", disable=not (progress and sys.stderr.isatty())) as bar:
-            for shard, target in todo:
-                self._extract_shard(shard, target, run, bar)
+            batches = iter(self._image_batches([shard for shard, _ in todo]))
+            pending = next(batches, None)
+            for index, (shard, target) in enumerate(todo):
+                with atomic_output(Path(target)) as tmp, open(tmp, "wb") as out:
+                    while pending is not None and int(pending[0]) == index:
+                        _, images, errors = pending
+                        present = (errors.numpy() == b"").astype(np.float32)[:, None]
+                        rows = np.concatenate([np.asarray(run(images), dtype=np.float32), present], axis=1)
+                        out.write(np.ascontiguousarray(rows).tobytes())
+                        bar.update(int(images.shape[0]))
+                        pending = next(batches, None)
+                if not self.complete(shard, target):
+                    raise RuntimeError(f"{target}: wrote the wrong number of features for {shard}")
         log.info("backbone features: %d images in %.1fs (%d shards, cached in %s)", total, time.time() - started,
                  len(todo), self.dir)
 
-    def _extract_shard(self, shard: str, target: str, run, bar) -> None:
+    def _image_batches(self, shards: list) -> tf.data.Dataset:
+        """`(shard index, images, decode errors)` batches of the shards in order, never across two.
+
+        One pipeline for all shards: a pipeline per shard would trace its functions anew each time,
+        and TensorFlow keeps every traced function (about 2 MB per shard).
+        """
         size = self.image_size
-        images = tf.data.TFRecordDataset(shard).batch(64).map(
-            lambda s: decode_images(records.parse_batch(s, ["image"])["image"], size),
-            num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
-        with atomic_output(Path(target)) as tmp, open(tmp, "wb") as out:
-            for batch, errors in images:
-                present = (errors.numpy() == b"").astype(np.float32)[:, None]
-                rows = np.concatenate([np.asarray(run(batch), dtype=np.float32), present], axis=1)
-                out.write(np.ascontiguousarray(rows).tobytes())
-                bar.update(int(batch.shape[0]))
-        if not self.complete(shard, target):
-            raise RuntimeError(f"{target}: wrote the wrong number of features for {shard}")
+
+        def shard_batches(index, shard):
+            return tf.data.TFRecordDataset(shard).batch(64).map(lambda s: (index, s))
+
+        def decode(index, serialized):
+            return (index, *decode_images(records.parse_batch(serialized, ["image"])["image"], size))
+
+        return (tf.data.Dataset.from_tensor_slices(shards).enumerate().flat_map(shard_batches)
+                .map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2))
 
 
 def _backbone_runner(backbone: keras.Model, strategy: tf.distribute.Strategy):

@@ -24,7 +24,8 @@ from app.data.pipeline import make_dataset
 from app.data.preprocess import TagLookup
 from app.evaluation.metrics import sparse_mean_average_precision, sparse_tune_class_thresholds
 from app.evaluation.truth import PairScores, SplitTruth, load_truth
-from app.model.classifier import attach_backbone, build_backbone, build_head, resolve_image_weights
+from app.model.classifier import (attach_backbone, build_backbone, build_head, resolve_image_weights,
+                                  transfer_pretrained)
 from app.training.callbacks import BestModel, Checkpoint, History, Progress, TimeBudget, read_history
 from app.training.features import FEATURE_DIM, FeatureStore
 from app.training.optimizer import LazyAdam
@@ -92,11 +93,15 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
     strategy = strategy or get_strategy(t.strategy, t.cpu_devices, t.worker_timeout)
     chief = is_chief(strategy)
     info = DatasetInfo.load(data_dir)
-    _check_splits(info)
+    _check_splits(info, config.data.train_split)
     if m.uses_image:
         resolve_image_weights(m.image_weights)  # fails before anything is written
+    if t.pretrained and not m.uses_tags:
+        raise ValueError(f"--pretrained initialises a tag embedding, and an {m.model}-only model has none. "
+                         f"Received: pretrained={t.pretrained!r}")
+    pretrained = RunDir(t.pretrained).require_complete() if t.pretrained else None
     run = RunDir(run_dir)
-    fingerprint = Fingerprint.of(info, config)
+    fingerprint = Fingerprint.of(info, config, pretrained)
     with run.lock() if chief else contextlib.nullcontext():
         state = _agree_on_state(strategy, run, fingerprint, config, options.overwrite)
         if state == COMPLETE:
@@ -105,6 +110,8 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
         d = config.data
         tags = options.tags or (TagLookup(info.vocabulary(d.tag_limit, d.tag_threshold, d.tag_normalization))
                                 if m.uses_tags else None)
+        if pretrained is not None:
+            _check_pretrained(pretrained, tags, info)
         if chief:
             run.begin(fingerprint, config, info, tags.vocab if tags else None)
         log.info("%s model on %s: %d classes, vocabulary %s, strategy %s with %d replica(s)", m.model, info.data_dir,
@@ -112,16 +119,28 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
         previous_policy = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy("mixed_float16" if t.mixed_precision else "float32")
         try:
-            return _fit(info, run, config, options, strategy, chief, tags, started)
+            return _fit(info, run, config, options, strategy, chief, tags, pretrained, started)
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _check_splits(info: DatasetInfo) -> None:
-    for split in ("train", "validation"):
+def _check_splits(info: DatasetInfo, train_split: str) -> None:
+    for split in (train_split, "validation"):
         if not info.split_sizes.get(split):
-            raise ValueError(f"{info.data_dir}: the {split} split is empty; a run needs train photos and validation "
-                             f"photos (to choose the best epoch)")
+            raise ValueError(f"{info.data_dir}: the {split} split is empty; a run needs photos to train on and "
+                             f"validation photos (to choose the best epoch)")
+
+
+def _check_pretrained(pretrained: RunDir, tags: TagLookup, info: DatasetInfo) -> None:
+    """Refuses a pre-trained run whose tag ids or classes mean something else than this run's."""
+    vocab = pretrained.load_vocab()
+    same = vocab is not None and all(getattr(vocab, k) == getattr(tags.vocab, k)
+                                     for k in ("tokens", "limit", "lowercase", "normalization", "forms"))
+    if not same:
+        raise RunError(f"{pretrained.path}: its tag vocabulary is not this run's (pre-train on the same dataset "
+                       f"with the same --tag-limit, --tag-threshold and --tag-normalization)")
+    if [mid for mid, _ in pretrained.load_classes()] != [mid for mid, _ in info.classes]:
+        raise RunError(f"{pretrained.path}: its classes are not those of {info.data_dir}")
 
 
 def _agree_on_state(strategy, run: RunDir, fingerprint: Fingerprint, config: RunConfig, overwrite: bool) -> str:
@@ -146,11 +165,15 @@ def _agree_on_state(strategy, run: RunDir, fingerprint: Fingerprint, config: Run
 
 
 def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions, strategy, chief: bool,
-         tags: Optional[TagLookup], started: float) -> RunResult:
+         tags: Optional[TagLookup], pretrained: Optional[RunDir], started: float) -> RunResult:
     m, t = config.model, config.train
     keras.utils.set_random_seed(t.seed)
     with strategy.scope():
         head = options.head or build_head(m, info.num_classes, tags, seed=t.seed)
+        if pretrained is not None:
+            moved = transfer_pretrained(pretrained.load_model(), head, t.freeze_embedding)
+            log.info("initialised from %s: %s%s", pretrained.path, ", ".join(moved),
+                     " (embedding frozen)" if t.freeze_embedding else "")
         backbone = build_backbone(m.image_size, m.image_weights, m.train_backbone) if m.uses_image else None
         full = attach_backbone(head, backbone)
         frozen = m.uses_image and not m.train_backbone
@@ -162,10 +185,11 @@ def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions,
     features = None
     if frozen:
         features = FeatureStore(options.cache_dir or run.cache_dir, info, m.image_size, m.image_weights)
-        features.extract(backbone, _feature_jobs(info, features, strategy), strategy, options.progress)
+        features.extract(backbone, _feature_jobs(info, features, strategy, config.data.train_split), strategy,
+                         options.progress)
     inputs = RunInputs(info, config, tags, features)
     trainer = Trainer(strategy, trained, optimizer, t.batch_size, t.mixed_precision)
-    steps = steps_for(info.split_sizes["train"], t.batch_size)
+    steps = steps_for(info.split_sizes[config.data.train_split], t.batch_size)
     history = trainer.fit(inputs.train_dataset, steps, t.epochs, inputs.validation_metrics,
                           _callbacks(run, config, options, strategy, chief, full, steps))
     if not chief:
@@ -187,13 +211,14 @@ def _callbacks(run: RunDir, config: RunConfig, options: RunOptions, strategy, ch
     return callbacks + [Progress(t.epochs, steps, bar=options.progress and chief)]
 
 
-def _feature_jobs(info: DatasetInfo, features: FeatureStore, strategy) -> list:
-    """The (shard, feature file) pairs this worker needs: its own train shards, all of the rest."""
+def _feature_jobs(info: DatasetInfo, features: FeatureStore, strategy, train_split: str) -> list:
+    """The (shard, feature file) pairs this worker needs: its own shards of the split it trains on,
+    all of validation and test."""
     index, count = worker_shards(strategy)
     jobs = []
-    for split in ("train", "validation", "test"):
+    for split in (train_split, "validation", "test"):
         pairs = list(zip(info.shard_files(split), features.files(split)))
-        jobs += pairs[index::count] if split == "train" else pairs
+        jobs += pairs[index::count] if split == train_split else pairs
     return jobs
 
 
@@ -232,6 +257,7 @@ class RunInputs:
         m = config.model
         self.image_size = m.image_size if m.uses_image and features is None else None
         self._truth: dict = {}
+        self._eval: dict = {}
 
     def _dataset(self, split: str, batch_size: int, **kwargs) -> tf.data.Dataset:
         t = self.config.train
@@ -243,11 +269,14 @@ class RunInputs:
 
     def train_dataset(self, epoch: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         t = self.config.train
-        return self._dataset("train", ctx.get_per_replica_batch_size(t.batch_size), training=True,
+        return self._dataset(self.config.data.train_split, ctx.get_per_replica_batch_size(t.batch_size), training=True,
                              seed=t.seed * 1000 + epoch, repeat=True, input_context=ctx)
 
     def eval_dataset(self, split: str) -> tf.data.Dataset:
-        return self._dataset(split, 256)
+        """A split in order (built once: each new pipeline's traced functions stay in memory)."""
+        if split not in self._eval:
+            self._eval[split] = self._dataset(split, 256)
+        return self._eval[split]
 
     def truth(self, split: str) -> SplitTruth:
         """A split's ground truth, sparse (read once)."""

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -61,8 +63,13 @@ class Fingerprint:
     code: str
 
     @classmethod
-    def of(cls, dataset: DatasetInfo, config: RunConfig) -> "Fingerprint":
-        return cls(dataset.fingerprint, config.fingerprint(), __version__)
+    def of(cls, dataset: DatasetInfo, config: RunConfig, pretrained: Optional["RunDir"] = None) -> "Fingerprint":
+        """The fingerprint of a run; a pre-trained run it starts from counts by its own fingerprint,
+        so retraining that run (in the same folder) makes this one another run."""
+        fields = config.fingerprint()
+        if pretrained is not None:
+            fields["train"]["pretrained"] = f"{config.train.pretrained} ({pretrained.identity()})"
+        return cls(dataset.fingerprint, fields, __version__)
 
     def differences(self, other: "Fingerprint") -> list[str]:
         """Human-readable differences, e.g. `model.hidden_units 128 -> 64`."""
@@ -145,6 +152,11 @@ class RunDir:
 
     def metrics(self) -> dict:
         return read_json(self.path / METRICS)
+
+    def identity(self) -> str:
+        """A short hash of the run's fingerprint (what it was made from)."""
+        fingerprint = json.dumps(self.record()["fingerprint"], sort_keys=True)
+        return "run " + hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
 
     def require_complete(self) -> "RunDir":
         """Raises a clear error unless the folder holds a finished run."""

@@ -1,0 +1,48 @@
+"""Pseudo-label the YFCC100M photos outside Open Images with a trained teacher, for a student.
+
+    python app/pseudo_label.py --teacher saved_models/contextual --out tfrecords/demo-taught
+    python app/train.py --model image --data tfrecords/demo-taught --name student
+
+The teacher (any finished run) scores every photo of the dataset's `yfcc` split. The new dataset
+folder OUT holds the dataset's Open Images train photos plus the selected yfcc photos, with the
+teacher's scores as soft targets, and the same validation and test photos (shards are hard-linked,
+not copied). Selection: each class's top K photos (Yalniz et al.), or a minimum score. See
+app/training/teacher.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python app/pseudo_label.py`: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from app.cli import add_common_flags, add_config_flags, config_overrides, guarded, setup_logging  # noqa: E402
+from app.config import PseudoLabelConfig  # noqa: E402
+
+
+@guarded
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", type=Path, required=True, help="(required) a finished run folder, e.g. "
+                                                              "saved_models/contextual")
+    p.add_argument("--data", type=Path, default=Path("tfrecords/demo"),
+                   help="the dataset with the yfcc split to label [default: %(default)s]")
+    p.add_argument("--out", type=Path, required=True, help="(required) the new dataset folder")
+    add_config_flags(p, PseudoLabelConfig, "pseudo")
+    add_common_flags(p)
+    args = p.parse_args(argv)
+    config = PseudoLabelConfig(**config_overrides(args, "pseudo"))
+    setup_logging(args.verbose)
+    from app.training.teacher import pseudo_label
+
+    stats = pseudo_label(args.teacher, args.data, args.out, config, progress=not args.no_progress)
+    print(f"wrote {args.out}/: {stats['kept']} of {stats['scored']} yfcc photos pseudo-labelled by {args.teacher} "
+          f"({stats['teacher_model']} model); train it with: python app/train.py --data {args.out} --model image")
+    return stats
+
+
+if __name__ == "__main__":
+    main()
