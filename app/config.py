@@ -54,7 +54,7 @@ def _check_choices(config) -> None:
 def _check_at_least(config, minimum: float, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
-        if value is not None and value < minimum:
+        if value is not None and not value >= minimum:  # NaN too
             raise InputError(f"{name} must be >= {minimum}. Received: {name}={value!r}")
 
 
@@ -116,7 +116,7 @@ class ModelConfig:
     image_size: int = option(64, "square image side in pixels", needs="image")
     image_weights: str = option("none", "ResNet50 weights: none, imagenet (Keras cache only) or a file path",
                                 needs="image")
-    train_backbone: bool = option(False, "fine-tune ResNet50 (default: frozen, features computed once)",
+    train_backbone: bool = option(False, "fine-tune ResNet50 (otherwise it is frozen and its features are computed once)",
                                   needs="image")
     image_presence: bool = option(False, "an image_present input (serving sets it from image_ok): a photo without a "
                                          "usable image gets a learned missing-image embedding, not a black image's "
@@ -162,16 +162,16 @@ class TrainConfig:
     pretrained: Optional[str] = option(None, "a finished run folder (e.g. trained with --train-split yfcc) whose tag "
                                              "embedding initialises this model's; between two tags-only models of one "
                                              "shape, the whole model", needs="tags")
-    freeze_embedding: bool = option(False, "with --pretrained: keep the pre-trained tag embedding frozen (default: "
-                                           "fine-tune everything)", needs="tags")
+    freeze_embedding: bool = option(False, "with --pretrained: keep the pre-trained tag embedding frozen (otherwise "
+                                           "everything is fine-tuned)", needs="tags")
 
     def __post_init__(self):
         _check_choices(self)
         _check_at_least(self, 1, "epochs", "batch_size", "cpu_devices", "shuffle_buffer")
         _check_at_least(self, 0, "time_budget_hours", "worker_timeout")
         if self.freeze_embedding and not self.pretrained:
-            raise InputError("freeze_embedding needs pretrained (a pre-trained embedding to keep). Received: "
-                             f"freeze_embedding={self.freeze_embedding}, pretrained={self.pretrained!r}")
+            raise InputError("freeze_embedding (--freeze-embedding) needs pretrained (--pretrained RUN_DIR): a "
+                             f"pre-trained embedding to keep. Received: pretrained={self.pretrained!r}")
 
 
 @dataclass
@@ -187,7 +187,7 @@ class PseudoLabelConfig:
     def __post_init__(self):
         _check_at_least(self, 0, "top_k", "min_score", "target_floor")
         _check_at_least(self, 1, "batch_size")
-        if self.min_score > 1 or self.target_floor >= 1:
+        if not (self.min_score <= 1 and self.target_floor < 1):
             raise InputError(f"min_score and target_floor are scores in [0, 1). Received: min_score={self.min_score}, "
                              f"target_floor={self.target_floor}")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/download.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import setup_logging  # noqa: E402
+from app.cli import fail, setup_logging  # noqa: E402
 
 log = logging.getLogger("download")
 SPLITS = ("train", "validation", "test")
@@ -111,12 +111,12 @@ def main(argv=None):
         else:
             summary = _download_oid(args, bad, config, progress)
     except (OSError, ValueError) as err:
-        sys.exit(f"error: {err}")
+        fail(str(err))
     print(f"downloaded into {args.out / config.manifest}: {summary.report()}")
     if bad.total:
         print(f"input {bad.report()}")
     if summary.failed and not (summary.ok or summary.skipped_ok):
-        sys.exit(f"error: none of the {summary.failed} photos could be downloaded; see {args.out / config.manifest}")
+        fail(f"none of the {summary.failed} photos could be downloaded; see {args.out / config.manifest}")
     return summary
 
 

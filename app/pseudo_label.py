@@ -38,7 +38,8 @@ def main(argv=None) -> dict:
     setup_logging(args.verbose)
     from app.training.teacher import pseudo_label
 
-    stats = pseudo_label(args.teacher, args.data, args.out, config, progress=not args.no_progress)
+    stats = pseudo_label(args.teacher, args.data, args.out, config,
+                         progress=not args.no_progress and sys.stderr.isatty())
     print(f"wrote {args.out}/: {stats['kept']} of {stats['scored']} yfcc photos pseudo-labelled by {args.teacher} "
           f"({stats['teacher_model']} model); train it with: python app/train.py --data {args.out} --model image")
     return stats

@@ -132,7 +132,7 @@ def report(result, config: RunConfig, run_dir: Path, seconds: float) -> str:
         return (f"already complete: {run_dir}/ holds this run, trained earlier ({m['model']} model, {m['epochs']} "
                 f"epochs, {m['seconds']:.0f}s); nothing was trained now. Its metrics (metrics.json):\n{scores}")
     return (f"trained {m['model']} model for {m['epochs']} epochs in {seconds:.0f}s (strategy {config.train.strategy})\n"
-            f"  saved to {run_dir}/ (model.keras, config.json, history.csv, logs/, metrics.json)\n{scores}")
+            f"  saved to {run_dir}/ (model.keras, config.json, history.csv, logs/, metrics.json, thresholds.json)\n{scores}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Each step runs as the command a user types, in a fresh process, at demo sizes N (train photos;
 validation and test get N/4 each, YFCC100M-only photos 3N):
 
-    prepare            python app/prepare.py --demo --demo-size N
+    prepare            python app/prepare.py --oid-dir ... --yfcc ... --images ... (the sources of
+                       `prepare.py --demo --demo-size N`, made once and not measured)
     train-contextual   python app/train.py --model contextual (frozen backbone: features extracted, then the head)
     train-tags         python app/train.py --model tags
     evaluate           python app/evaluate.py --model contextual --compare tags image
@@ -13,7 +14,9 @@ Memory that a setting bounds (prepare's `--bucket-photos`, training's `--shuffle
 10,000 photos by default) grows with the photos until they fill it, then stays. So that both sizes
 are past those bounds and the marginal figure shows only what grows per photo, the steps run with
 both set to 256 (`CAP`); the bounded part is at most the bound times a record's size. `search` runs
-with its defaults.
+with its defaults. Fixed bounds with no setting are small for the same reason: the readers' 1 MB
+blocks of text, 8,192-row batches into the buckets and 4 MB bucket buffers (with 8 MB blocks and
+64k-row batches the smaller size sat below them, and prepare looked like +5.8 KB per photo).
 
 Peak RSS is the step's own: a fresh intermediate process (this file's `measure` command, standard
 library only) runs the step and reads `getrusage(RUSAGE_CHILDREN).ru_maxrss`, the peak of the
@@ -95,9 +98,15 @@ class Bench:
     def command(self, step: str, size: int) -> list:
         """The step's command line at `size`, after clearing what it must write afresh."""
         py, data = sys.executable, str(self.data(size))
-        if step == "prepare":
+        if step == "make-data":
             return [py, "app/prepare.py", "--demo", "--demo-size", str(size), "--out", data, "--no-progress",
                     "--bucket-photos", str(CAP)]
+        if step == "prepare":  # the demo world's source files (real formats), prepared again
+            raw, out = self.data(size) / "raw", self.work / f"prepare-{size}"
+            shutil.rmtree(out, ignore_errors=True)
+            return [py, "app/prepare.py", "--oid-dir", str(raw / "oid"), "--yfcc", str(raw / "yfcc100m_dataset"),
+                    "--autotags", str(raw / "yfcc100m_autotags"), "--extra-tags", str(raw / "extra_tags.tsv"),
+                    "--images", str(raw / "images"), "--out", str(out), "--no-progress", "--bucket-photos", str(CAP)]
         if step.startswith("train-"):
             run = self.run_dir(size, step.split("-", 1)[1])
             shutil.rmtree(run, ignore_errors=True)
@@ -116,8 +125,8 @@ class Bench:
 
     def ensure_inputs(self, step: str, size: int) -> None:
         """Makes (unmeasured) the dataset and the runs a step reads, when they are missing."""
-        if step != "prepare" and not (self.data(size) / "dataset.json").exists():
-            self.make(self.command("prepare", size), f"prepare-{size}")
+        if not (self.data(size) / "dataset.json").exists():
+            self.make(self.command("make-data", size), f"data-{size}")
         kinds = ("contextual", "tags", "image") if step == "evaluate" else ()
         for kind in kinds:
             run = self.run_dir(size, kind)

@@ -55,3 +55,24 @@ def test_compare_trains_each_arm_on_the_same_seeds_and_pairs_them(tiny_world, tm
     capsys.readouterr()
     again = compare.main(argv)  # a second run trains and evaluates nothing: the same numbers
     assert again == result and "already complete" not in capsys.readouterr().out
+
+
+def test_an_arm_on_its_own_dataset_must_share_validation_and_test(tiny_world, tmp_path):
+    from app.config import PrepareConfig
+    from app.data.join import prepare_dataset
+
+    sources, data_dir = tiny_world
+    same = tmp_path / "same"  # other yfcc photos, the same validation and test
+    other = tmp_path / "other"  # the same photos in other shards
+    prepare_dataset(sources, same, PrepareConfig(tag_limit=10, tag_threshold=2, records_per_shard=64,
+                                                 yfcc_split_size=10), progress=False)
+    prepare_dataset(sources, other, PrepareConfig(tag_limit=10, tag_threshold=2, records_per_shard=32), progress=False)
+    compare._check_same_scoring_splits(same, data_dir)
+    with pytest.raises(ValueError, match="its validation split is not that of"):
+        compare._check_same_scoring_splits(other, data_dir)
+    arm = compare.Arm("x", ("--data", str(other)) + tuple(FLAGS.split()))
+    with pytest.raises(ValueError, match="its validation split is not that of"):
+        compare.train_arm(arm, 0, data_dir, tmp_path / "runs", progress=False)
+    assert not (tmp_path / "runs").exists()
+    long = compare.Arm("y", tuple(FLAGS.split()) + ("--pretrained", "a" * 300 + "{seed}"))
+    assert len(long.slug) == 111 and long.slug != compare.Arm("z", long.flags + ("--seed",)).slug

@@ -174,6 +174,6 @@ def test_cli_reports_a_missing_oid_folder_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "app.download", "--oid-dir", str(tmp_path), "--out",
                              str(tmp_path / "out"), "--no-progress"], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path}: no Open Images image CSV for train")
     assert os.listdir(tmp_path) == []

@@ -76,12 +76,24 @@ def test_pretrained_runs_are_checked_and_fingerprinted(tiny_world, pretrained, t
     assert "an image-only model has none" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run(TAGS + ["--data", str(data), "--freeze-embedding"], tmp_path, "w")
-    assert "freeze_embedding needs pretrained" in capsys.readouterr().err
-    assert not any((tmp_path / n).exists() for n in "xyzw")  # refused before anything was written
+    assert "--freeze-embedding) needs pretrained (--pretrained RUN_DIR)" in capsys.readouterr().err
+    image = run(["--model", "image"] + IMAGE + ["--data", str(data)], tmp_path, "img")
+    for argv, message in [(["--pretrained", str(tmp_path / "img")], "has no tag embedding"),
+                          (["--pretrained", str(pretrained), "--embedding-dim", "16"], "give --embedding-dim 8"),
+                          (["--train-split", "yfcc", "--loss-on", "verified"], "no verified labels")]:
+        with pytest.raises(SystemExit):
+            run(TAGS + ["--data", str(data)] + argv, tmp_path, "v")
+        assert message in capsys.readouterr().err
+    assert image.status == "trained"
+    assert not any((tmp_path / n).exists() for n in "xyzwv")  # refused before anything was written
+    kept = (tmp_path / "img" / "run.json").read_text()
+    with pytest.raises(SystemExit):  # --overwrite of a finished run with a bad --pretrained: the old run stays
+        run(TAGS + ["--data", str(data), "--pretrained", str(tmp_path / "img"), "--overwrite"], tmp_path, "img")
+    assert (tmp_path / "img" / "run.json").read_text() == kept and (tmp_path / "img" / "model.keras").exists()
     record = json.loads((pretrained / "run.json").read_text())
     run(TAGS + ["--data", str(data), "--pretrained", str(pretrained)], tmp_path, "f")
     fingerprint = json.loads((tmp_path / "f" / "run.json").read_text())["fingerprint"]["config"]["train"]["pretrained"]
-    assert fingerprint.startswith(str(pretrained)) and "(run " in fingerprint
+    assert fingerprint.startswith("run ") and str(pretrained) not in fingerprint  # what it is, not where
     record["fingerprint"]["config"]["train"]["seed"] = 7  # the pre-trained run is now another run
     (pretrained / "run.json").write_text(json.dumps(record))
     try:
@@ -144,16 +156,45 @@ def test_a_teacher_labels_the_yfcc_split_for_an_image_only_student(tiny_world, p
 
 def test_pseudo_label_refuses_bad_inputs(tiny_world, pretrained, tmp_path, capsys):
     _, data = tiny_world
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep me")
     for argv, message in [
-        (["--out", str(data)], "must be a new folder"),
+        (["--out", str(data)], "must be a folder of its own"),
+        (["--out", str(data.parent)], "must be a folder of its own"),  # it holds the dataset
+        (["--out", str(data / "inside")], "must be a folder of its own"),
+        (["--out", str(pretrained / "x")], "must be a folder of its own"),
+        (["--out", str(tmp_path / "notes")], "a folder that is not a dataset"),
+        (["--out", str(tmp_path / "notes" / "mine.txt")], "exists and is not a folder"),
         (["--out", str(tmp_path / "o"), "--top-k", "-1"], "top_k must be >= 0"),
         (["--out", str(tmp_path / "o"), "--min-score", "2"], "scores in [0, 1)"),
+        (["--out", str(tmp_path / "o"), "--min-score", "nan"], "min_score must be >= 0"),
+        (["--out", str(tmp_path / "o"), "--target-floor", "nan"], "target_floor must be >= 0"),
+        (["--out", str(tmp_path / "o"), "--top-k", "0", "--min-score", "1"], "nothing to pseudo-label"),
     ]:
         with pytest.raises(SystemExit):
             pseudo_label.main(["--teacher", str(pretrained), "--data", str(data), "--no-progress"] + argv)
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     with pytest.raises(SystemExit):
-        pseudo_label.main(["--teacher", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "o")])
+        pseudo_label.main(["--teacher", str(tmp_path / "nothing"), "--data", str(data), "--out", str(tmp_path / "o")])
     assert "no trained run here" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "o").exists() and (tmp_path / "notes" / "mine.txt").read_text() == "keep me"
+    assert data.is_dir() and (pretrained / "model.keras").exists()
+
+
+def test_a_dataset_without_a_yfcc_split_is_said_so(tiny_world, pretrained, tmp_path, capsys):
+    from app.config import PrepareConfig
+    from app.data.join import prepare_dataset
+
+    sources, data = tiny_world
+    empty = tmp_path / "no-yfcc"
+    prepare_dataset(sources, empty, PrepareConfig(tag_limit=10, tag_threshold=2, records_per_shard=64,
+                                                  yfcc_split_size=0), progress=False)
+    info = DatasetInfo.load(empty)
+    assert info.split_sizes["yfcc"] == 0 and info.split_digest("test") == DatasetInfo.load(data).split_digest("test")
+    with pytest.raises(SystemExit):
+        run(TAGS + ["--data", str(empty), "--train-split", "yfcc"], tmp_path, "r")
+    assert "the yfcc split is empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pseudo_label.main(["--teacher", str(pretrained), "--data", str(empty), "--out", str(tmp_path / "o")])
+    assert "the yfcc split is empty" in capsys.readouterr().err

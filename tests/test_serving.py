@@ -96,8 +96,9 @@ def test_bad_photos_do_not_fail_the_batch(exported):
     alone = serve(tags=tags[:2], image_bytes=tf.constant([jpeg(10), jpeg(200)]))["scores"].numpy()
     black = serve(tags=tags[:1], image_bytes=tf.constant([b""]))["scores"].numpy()
     scores = out["scores"].numpy()
-    np.testing.assert_allclose(scores[[0, 7]], alone, atol=1e-6)  # the good photos score as they do alone
-    np.testing.assert_allclose(scores[1:7], np.repeat(black, 6, axis=0), atol=1e-6)  # the bad ones as if black
+    # float32 sums run in another order at another batch size (AVX-512 kernels): 1e-5, as parity elsewhere
+    np.testing.assert_allclose(scores[[0, 7]], alone, atol=1e-5)  # the good photos score as they do alone
+    np.testing.assert_allclose(scores[1:7], np.repeat(black, 6, axis=0), atol=1e-5)  # the bad ones as if black
 
 
 def test_any_batch_shape_and_empty_tags(exported):
@@ -107,10 +108,10 @@ def test_any_batch_shape_and_empty_tags(exported):
     untagged = default(tags=tf.zeros([1, 0], tf.string), image_bytes=tf.constant([jpeg(90)]))["scores"].numpy()
     for fields in ([""], [",,"], ["123"]):  # a lone untagged photo, as YFCC100M writes it
         out = yfcc(tags=tf.constant(fields), image_bytes=tf.constant([jpeg(90)]))
-        np.testing.assert_allclose(out["scores"].numpy(), untagged, atol=1e-6)
+        np.testing.assert_allclose(out["scores"].numpy(), untagged, atol=1e-5)  # other batch sizes: see above
     for tags in ([[""], [""]], [["", ""], ["", ""]]):
         out = default(tags=tf.constant(tags), image_bytes=tf.constant([jpeg(90), jpeg(90)]))
-        np.testing.assert_allclose(out["scores"].numpy(), np.repeat(untagged, 2, axis=0), atol=1e-6)
+        np.testing.assert_allclose(out["scores"].numpy(), np.repeat(untagged, 2, axis=0), atol=1e-5)
     one_tag = yfcc(tags=tf.constant(["a"]), image_bytes=tf.constant([b""]))
     assert one_tag["scores"].shape[0] == 1 and not one_tag["image_ok"].numpy()[0]
     for out in (yfcc(tags=tf.constant([], tf.string), image_bytes=tf.constant([], tf.string)),

@@ -20,6 +20,7 @@ validation split; claim on the test split.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import re
@@ -65,7 +66,10 @@ class Arm:
     @property
     def slug(self) -> str:
         """The run folder stem: the flags in a file name (`defaults` for none)."""
-        return re.sub(r"[^A-Za-z0-9.]+", "-", " ".join(self.flags)).strip("-") or "defaults"
+        slug = re.sub(r"[^A-Za-z0-9.]+", "-", " ".join(self.flags)).strip("-") or "defaults"
+        if len(slug) > 120:  # file names have a length limit: keep a readable start and a hash of the rest
+            slug = slug[:100] + "-" + hashlib.sha256(slug.encode()).hexdigest()[:10]
+        return slug
 
     def run_dir(self, runs: Path, seed: int) -> Path:
         return runs / f"{self.slug}-seed{seed}"
@@ -87,6 +91,8 @@ def make_arms(config: CompareConfig) -> list[Arm]:
     Raises:
         ValueError: naming the arm and the flag.
     """
+    if not config.name or config.seeds < 1:
+        raise ValueError(f"give --name and --seeds >= 1. Received: name={config.name!r}, seeds={config.seeds}")
     arms = [Arm("control", tuple(shlex.split(config.control))), Arm("method", tuple(shlex.split(config.method)))]
     for text in filter(str.strip, config.references.split(";")):
         label, flags = _labelled(text)
@@ -99,8 +105,6 @@ def make_arms(config: CompareConfig) -> list[Arm]:
     slugs = [arm.slug for arm in arms]
     if len(set(slugs)) < len(slugs):
         raise ValueError(f"two arms have the same flags: {slugs}")
-    if not config.name or config.seeds < 1:
-        raise ValueError(f"give --name and --seeds >= 1. Received: name={config.name!r}, seeds={config.seeds}")
     return arms
 
 
@@ -125,9 +129,23 @@ def train_arm(arm: Arm, seed: int, data: Path, runs: Path, progress: bool) -> No
     flags = [flag.replace("{seed}", str(seed)) for flag in arm.flags]
     args = train_args(flags + ["--seed", str(seed)])
     own_data = any(flag.split("=")[0] == "--data" for flag in flags)
+    if own_data:
+        _check_same_scoring_splits(args.data, data)
     result = train(args.data if own_data else data, run_dir, build_config(args), RunOptions(progress=progress))
     log.info("%s seed %d (%s): %s, val mAP %.4f, test mAP %.4f", arm.label, seed, run_dir.name, result.status,
              result.metrics["val_map"], result.metrics["test_map"])
+
+
+def _check_same_scoring_splits(arm_data: Path, data: Path) -> None:
+    """An arm trained on its own dataset is chosen and scored like the others only if its validation
+    and test photos are the comparison's."""
+    from app.data.dataset import DatasetInfo
+
+    mine, common = DatasetInfo.load(arm_data), DatasetInfo.load(data)
+    for split in ("validation", "test"):
+        if mine.split_digest(split) != common.split_digest(split):
+            raise ValueError(f"{arm_data}: its {split} split is not that of {data}, so the arm would be chosen and "
+                             f"scored on other photos than the others")
 
 
 def evaluate_seed(arms: list[Arm], seed: int, split: str, data: Path, runs: Path, out: Path) -> dict:

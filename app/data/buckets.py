@@ -74,7 +74,7 @@ class BucketFiles:
     """
 
     def __init__(self, root: str | Path, count: int, streams: Mapping[str, Mapping[str, object]],
-                 buffer_bytes: int = 16 << 20):
+                 buffer_bytes: int = 4 << 20):
         self.root = Path(root)
         self.count = count
         self.streams = {name: dict(columns) for name, columns in streams.items()}

@@ -116,6 +116,13 @@ class DatasetInfo:
             raise DatasetError(f"{self.data_dir}: the dataset has no '{split}' shards")
         return self.shards[split]
 
+    def split_digest(self, split: str) -> str:
+        """A hash of a split's records (its shards' hashes, in order): equal for two folders that
+        hold the same photos in that split."""
+        files = _read_marker(self.data_dir)["files"]
+        digests = [files[Path(shard).name]["sha256"] for shard in self.shards.get(split, [])]
+        return hashlib.sha256(" ".join(digests).encode()).hexdigest()
+
     def shard_records(self, shard: str | Path) -> int:
         """Records in a shard, as the prepare run wrote them."""
         return self.records[Path(shard).name]
@@ -162,6 +169,15 @@ def _check_files(data_dir: Path, files: dict) -> None:
                                f"(a mixed folder); {again}")
 
 
+def _check_replaceable(target: Path) -> None:
+    """Only a dataset folder (or an empty folder, or nothing) may be replaced by a new dataset."""
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise DatasetError(f"{target}: exists and is not a folder; choose another output folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / MARKER).exists():
+        raise DatasetError(f"{target}: a folder that is not a dataset (no {MARKER}) and not empty: it would be "
+                           f"replaced whole; choose another output folder, or remove it first")
+
+
 class DatasetWriter:
     """Writes a dataset into a temporary sibling folder and swaps it into place on `commit`.
 
@@ -174,12 +190,13 @@ class DatasetWriter:
 
     def __init__(self, target: str | Path):
         self.target = Path(target)
+        _check_replaceable(self.target)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.target.parent / f".{self.target.name}.lock", "w")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise DatasetError(f"{self.target}: another prepare is writing this dataset") from None
+            raise DatasetError(f"{self.target}: another process is writing this dataset") from None
         for pattern in (f".{self.target.name}.tmp-*", f".{self.target.name}.old-*"):
             for stale in self.target.parent.glob(pattern):  # left by a killed prepare
                 shutil.rmtree(stale, ignore_errors=True)

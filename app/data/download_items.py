@@ -94,6 +94,11 @@ def yfcc_split_items(oid_dir: str | Path, dataset: Path, size: int, bad: BadRows
         the YFCC100M file, and the download items, streamed by a second scan (for the URLs).
     """
     lists = [oid.find_first(oid_dir, oid.IMAGE_FILES, split) for split in oid.SPLITS]
+    if not any(lists):
+        raise FileNotFoundError(f"{oid_dir}: no Open Images image list (looked for {', '.join(oid.IMAGE_FILES)}): "
+                                f"the yfcc split is the YFCC100M photos outside them, so they are needed")
+    if not Path(dataset).is_file():
+        raise FileNotFoundError(f"{dataset}: no such YFCC100M file")
     oid_ids = yfcc.id_array([row.flickr_id for path in lists if path for row in oid.read_images(path, BadRows())])
     selection = BottomK(size)
     with tqdm(total=os.path.getsize(dataset), desc="scan YFCC100M", unit="B", unit_scale=True,

@@ -78,7 +78,7 @@ class BottomK:
         hashes, first = np.unique(hashes, return_index=True)  # sorted; mix64 is a bijection, so ids repeat here
         self._hashes, self._ids = hashes[: self.size], ids[first][: self.size]
         self._pending, self._pending_rows = [], 0
-        if len(self._hashes) == self.size:
+        if self.size and len(self._hashes) == self.size:
             self._limit = self._hashes[-1]
 
     def selected(self) -> np.ndarray:

@@ -71,7 +71,8 @@ def _header(result: RunEvaluation, systems: list) -> list[str]:
     n_classes = len(scored(result))
     floor = (f"{result.floor}: every score under {result.floor} was set to 0 (machine labels exist only from 0.5)"
              if result.floor else "none: scores are used as they are")
-    fusion = (f"λ = {result.fusion_weight:.2f}, tuned for mAP on validation: λ·P(image-only) + (1 − λ)·P(tags-only)"
+    tags, image = result.fusion_runs or ("tags-only", "image-only")
+    fusion = (f"λ = {result.fusion_weight:.2f}, tuned for mAP on validation: λ·P(`{image}`) + (1 − λ)·P(`{tags}`)"
               if result.fusion_weight is not None else
               "none (it needs a tags-only and an image-only run among `--compare`)")
     compared = [s for s in systems if s != result.name and s not in _baselines(result)]

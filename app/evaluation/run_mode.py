@@ -49,6 +49,7 @@ class RunEvaluation:
             the classes a slice's mAP averages over.
         photos: photos in the split.
         fusion_weight: λ of the late-fusion baseline, tuned on validation (when compared).
+        fusion_runs: the `(tags-only, image-only)` runs it fuses: the first of each kind compared.
         protocol: `challenge` (a score of 0 is no prediction) or `study` (every verified
             (image, class) is a detection, 0 included, as the 2020 study scored).
     """
@@ -67,6 +68,7 @@ class RunEvaluation:
     slices: dict = field(default_factory=dict)
     slice_sizes: dict = field(default_factory=dict)
     fusion_weight: Optional[float] = None
+    fusion_runs: Optional[tuple] = None
     slice_classes: dict = field(default_factory=dict)
     photos: int = 0
 
@@ -77,7 +79,7 @@ class RunEvaluation:
         return {"name": self.name, "data": self.data, "split": self.split, "floor": self.floor, "protocol": self.protocol,
                 "summary": self.summary, "slices": self.slices, "slice_sizes": self.slice_sizes,
                 "slice_classes": self.slice_classes, "photos": self.photos,
-                "fusion_weight": self.fusion_weight, "classes": dict(zip(self.class_mids, self.class_names)),
+                "fusion_weight": self.fusion_weight, "fusion_runs": self.fusion_runs, "classes": dict(zip(self.class_mids, self.class_names)),
                 "positives": dict(zip(self.class_mids, self.positives)), "per_class_ap": per_class}
 
 
@@ -97,7 +99,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
         data_dir: the dataset (default: the one the run was trained on).
         split: `train`, `validation` or `test`.
         floor: zero scores under this (0.5 compares fairly with machine labels).
-        compare: other finished runs; a tags-only and an image-only one add late fusion.
+        compare: other finished runs; a tags-only and an image-only one add late fusion (the first
+            of each kind).
         protocol: `challenge` or `study` (see `RunEvaluation`).
         progress: show a progress bar over the photos scored.
     """
@@ -111,7 +114,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
     systems, val_scores = _score_models(models, info, split, (truth, val), floor, progress)
     # The run's thresholds were tuned on its raw validation scores; floored scores need their own.
     thresholds = (sparse_tune_class_thresholds(val.pairs, val_scores[run.name]) if floor > 0 else run.thresholds)
-    weight = _add_late_fusion(systems, val_scores, models, val, protocol)
+    weight, fused = _add_late_fusion(systems, val_scores, models, val, protocol)
     systems[MACHINE] = baselines.machine_label_scores(truth.machine)
     present = baselines.most_likely_classes(*class_counts(info, "train"))
     systems[MOST_LIKELY] = baselines.most_likely_pair_scores(present, truth.pairs)
@@ -124,7 +127,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
         summary={name: sparse_summary_metrics(truth.pairs, s, thresholds if name == run.name else 0.5, protocol)
                  for name, s in systems.items()},
         per_class={name: sparse_average_precisions(truth.pairs, s, protocol) for name, s in systems.items()},
-        fusion_weight=weight, photos=truth.num_images)
+        fusion_weight=weight, fusion_runs=fused, photos=truth.num_images)
     result.slices, result.slice_sizes, result.slice_classes = _slices(systems, truth, protocol)
     withheld, sizes = withheld_slices(models, info, split, truth, protocol, floor, systems, weight)
     result.slices.update(withheld)
@@ -154,15 +157,20 @@ def _score_models(models: list, info: DatasetInfo, split: str, truths: tuple, fl
     return systems, val_scores
 
 
-def _add_late_fusion(systems: dict, val_scores: dict, models: list, val: SplitTruth, protocol: str) -> Optional[float]:
-    """Adds `λ·P_image + (1−λ)·P_tags` when a tags-only and an image-only run are among `models`."""
-    kinds = {model.config.model.model: model.name for model in models}
+def _add_late_fusion(systems: dict, val_scores: dict, models: list, val: SplitTruth,
+                     protocol: str) -> tuple[Optional[float], Optional[tuple]]:
+    """Adds `λ·P_image + (1−λ)·P_tags` of the first tags-only and the first image-only run of
+    `models`, when there are both; returns λ and the two runs' names."""
+    kinds: dict = {}
+    for model in models:
+        kinds.setdefault(model.config.model.model, model.name)
     if "tags" not in kinds or "image" not in kinds:
-        return None
+        return None, None
     image, tags = kinds["image"], kinds["tags"]
     weight, _ = baselines.sparse_tune_fusion_weight(val.pairs, val_scores[image], val_scores[tags], protocol=protocol)
     systems[baselines.late_fusion_name(weight)] = baselines.late_fusion(systems[image], systems[tags], weight)
-    return weight
+    log.info("late fusion of %s (tags-only) and %s (image-only): λ=%.2f", tags, image, weight)
+    return weight, (tags, image)
 
 
 def _slices(systems: dict, truth: SplitTruth, protocol: str) -> tuple[dict, dict, dict]:

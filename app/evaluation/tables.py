@@ -65,7 +65,8 @@ def headline(result: RunEvaluation) -> str:
              f"verified positive", f"{result.protocol} protocol",
              f"scores under {result.floor} zeroed" if result.floor else "no floor"]
     if result.fusion_weight is not None:
-        parts.append(f"late fusion λ={result.fusion_weight:.2f} (tuned on validation)")
+        fused = " of {} and {}".format(*result.fusion_runs) if result.fusion_runs else ""
+        parts.append(f"late fusion{fused} λ={result.fusion_weight:.2f} (tuned on validation)")
     return " | ".join(parts)
 
 

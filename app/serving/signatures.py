@@ -110,7 +110,10 @@ class ServingModule(tf.Module):
             inputs["image"], image_error = decode_images(image_bytes, self.image_size)
         if self.uses_presence:
             inputs["image_present"] = tf.cast(tf.equal(image_error, ""), tf.float32)[:, None]
-        scores = tf.cast(self._keras.model(inputs, training=False), tf.float32)
+        # An empty batch skips the model: some oneDNN kernels (AVX-512 BatchNorm) reject 0 images.
+        scores = tf.cond(tf.shape(image_bytes)[0] > 0,
+                         lambda: tf.cast(self._keras.model(inputs, training=False), tf.float32),
+                         lambda: tf.zeros([0, self.thresholds.shape[0]], tf.float32))
         top = tf.math.top_k(scores, k=self.top_k)
         shown = specific_classes(scores, self.thresholds, self.ancestors, self.top_k, self.review_margin)
         return {"scores": scores, "top_k_scores": top.values, "top_k_mids": tf.gather(self.mids, top.indices),

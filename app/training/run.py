@@ -93,7 +93,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
     strategy = strategy or get_strategy(t.strategy, t.cpu_devices, t.worker_timeout)
     chief = is_chief(strategy)
     info = DatasetInfo.load(data_dir)
-    _check_splits(info, config.data.train_split)
+    _check_splits(info, config)
     if m.uses_image:
         resolve_image_weights(m.image_weights)  # fails before anything is written
     if t.pretrained and not m.uses_tags:
@@ -103,19 +103,20 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
     run = RunDir(run_dir)
     fingerprint = Fingerprint.of(info, config, pretrained)
     with run.lock() if chief else contextlib.nullcontext():
+        d = config.data
+        tags = options.tags or (TagLookup(info.vocabulary(d.tag_limit, d.tag_threshold, d.tag_normalization))
+                                if m.uses_tags else None)
+        if pretrained is not None:  # before the folder is touched (--overwrite clears it)
+            _check_pretrained(pretrained, config, tags, info)
         state = _agree_on_state(strategy, run, fingerprint, config, options.overwrite)
         if state == COMPLETE:
             history = read_history(run.history_path)
             return RunResult(run.path, "complete", history, run.metrics() if chief else {}, time.time() - started)
-        d = config.data
-        tags = options.tags or (TagLookup(info.vocabulary(d.tag_limit, d.tag_threshold, d.tag_normalization))
-                                if m.uses_tags else None)
-        if pretrained is not None:
-            _check_pretrained(pretrained, tags, info)
         if chief:
             run.begin(fingerprint, config, info, tags.vocab if tags else None)
-        log.info("%s model on %s: %d classes, vocabulary %s, strategy %s with %d replica(s)", m.model, info.data_dir,
-                 info.num_classes, tags.vocab_size if tags else "-", t.strategy, strategy.num_replicas_in_sync)
+        log.info("%s model on %s (%s split, %d photos): %d classes, %s, strategy %s with %d replica(s)", m.model,
+                 info.data_dir, d.train_split, info.split_sizes[d.train_split], info.num_classes,
+                 f"vocabulary {tags.vocab_size}" if tags else "no tags", t.strategy, strategy.num_replicas_in_sync)
         previous_policy = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy("mixed_float16" if t.mixed_precision else "float32")
         try:
@@ -124,15 +125,25 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
             keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _check_splits(info: DatasetInfo, train_split: str) -> None:
+def _check_splits(info: DatasetInfo, config: RunConfig) -> None:
+    train_split = config.data.train_split
     for split in (train_split, "validation"):
         if not info.split_sizes.get(split):
             raise ValueError(f"{info.data_dir}: the {split} split is empty; a run needs photos to train on and "
                              f"validation photos (to choose the best epoch)")
+    if train_split == "yfcc" and config.train.loss_on == "verified":
+        raise ValueError("the yfcc split has no verified labels (its targets are autotags): --loss-on verified "
+                         "would train on nothing; use --loss-on all")
 
 
-def _check_pretrained(pretrained: RunDir, tags: TagLookup, info: DatasetInfo) -> None:
-    """Refuses a pre-trained run whose tag ids or classes mean something else than this run's."""
+def _check_pretrained(pretrained: RunDir, config: RunConfig, tags: TagLookup, info: DatasetInfo) -> None:
+    """Refuses a pre-trained run whose tag embedding, tag ids or classes do not fit this run."""
+    source = pretrained.load_config().model
+    if not source.uses_tags:
+        raise RunError(f"{pretrained.path}: an {source.model}-only run has no tag embedding to start from")
+    if source.embedding_dim != config.model.embedding_dim:
+        raise RunError(f"{pretrained.path}: its tag embedding has {source.embedding_dim} dimensions, this run's "
+                       f"{config.model.embedding_dim} (give --embedding-dim {source.embedding_dim})")
     vocab = pretrained.load_vocab()
     same = vocab is not None and all(getattr(vocab, k) == getattr(tags.vocab, k)
                                      for k in ("tokens", "limit", "lowercase", "normalization", "forms"))

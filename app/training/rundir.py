@@ -67,8 +67,8 @@ class Fingerprint:
         """The fingerprint of a run; a pre-trained run it starts from counts by its own fingerprint,
         so retraining that run (in the same folder) makes this one another run."""
         fields = config.fingerprint()
-        if pretrained is not None:
-            fields["train"]["pretrained"] = f"{config.train.pretrained} ({pretrained.identity()})"
+        if pretrained is not None:  # by what it is, not where it is
+            fields["train"]["pretrained"] = pretrained.identity()
         return cls(dataset.fingerprint, fields, __version__)
 
     def differences(self, other: "Fingerprint") -> list[str]:
@@ -154,9 +154,13 @@ class RunDir:
         return read_json(self.path / METRICS)
 
     def identity(self) -> str:
-        """A short hash of the run's fingerprint (what it was made from)."""
-        fingerprint = json.dumps(self.record()["fingerprint"], sort_keys=True)
-        return "run " + hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
+        """A short hash of what the run was made from (its fingerprint) and of its saved model, so a
+        run trained on, into a new best epoch, is another run."""
+        digest = hashlib.sha256(json.dumps(self.record()["fingerprint"], sort_keys=True).encode())
+        with open(self.model_path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return "run " + digest.hexdigest()[:12]
 
     def require_complete(self) -> "RunDir":
         """Raises a clear error unless the folder holds a finished run."""

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from app.config import PseudoLabelConfig
 from app.data import records
 from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetInfo, DatasetWriter, shard_name
+from app.errors import InputError
 from app.evaluation.scoring import TrainedModel
 from app.fileio import atomic_write_json
 
@@ -60,13 +61,17 @@ def pseudo_label(teacher_dir: str | Path, data_dir: str | Path, out_dir: str | P
         The new folder's `pseudo_labels` stats, with its `fingerprint`.
 
     Raises:
-        ValueError, RunError, DatasetError: with a message for the user.
+        InputError (RunError, DatasetError among them): with a message for the user.
     """
     info = DatasetInfo.load(data_dir)
-    if Path(out_dir).resolve() == info.data_dir.resolve():
-        raise ValueError(f"{out_dir}: the pseudo-labelled dataset must be a new folder, not the dataset it reads")
+    out = Path(out_dir).resolve()
+    for name, used in (("the dataset it reads", info.data_dir), ("the teacher run", Path(teacher_dir))):
+        used = used.resolve()
+        if out == used or out in used.parents or used in out.parents:
+            raise InputError(f"{out_dir}: the pseudo-labelled dataset must be a folder of its own, neither {name} "
+                             f"({used}), nor inside it, nor holding it")
     if not info.split_sizes.get(SOURCE_SPLIT):
-        raise ValueError(f"{info.data_dir}: the {SOURCE_SPLIT} split is empty: nothing to pseudo-label (prepare with "
+        raise InputError(f"{info.data_dir}: the {SOURCE_SPLIT} split is empty: nothing to pseudo-label (prepare with "
                          f"a YFCC100M file and --yfcc-split-size > 0)")
     teacher = TrainedModel(teacher_dir)
     teacher.check_dataset(info)
@@ -75,6 +80,10 @@ def pseudo_label(teacher_dir: str | Path, data_dir: str | Path, out_dir: str | P
         cuts = _score(teacher, info, config, scores_path, progress)
         keep = _selected(np.memmap(scores_path, np.float16, "r", shape=(info.split_sizes[SOURCE_SPLIT],
                                                                            info.num_classes)), cuts, config)
+        if not len(keep):
+            rule = f"--min-score {config.min_score}" if not config.top_k else f"--target-floor {config.target_floor}"
+            raise InputError(f"no {SOURCE_SPLIT} photo reaches {rule} with teacher {teacher.name}: nothing to "
+                             f"pseudo-label, so no dataset was written")
         kept = _write_train(writer, info, scores_path, keep, config)
         for split in ("validation", "test"):
             files = info.shard_files(split)
@@ -105,7 +114,7 @@ def _score(teacher: TrainedModel, info: DatasetInfo, config: PseudoLabelConfig, 
             bar.update(len(scores))
             total -= len(scores)
     if total:
-        raise ValueError(f"{info.data_dir}: the {SOURCE_SPLIT} shards hold another number of records than its stats")
+        raise InputError(f"{info.data_dir}: the {SOURCE_SPLIT} shards hold another number of records than its stats")
     if not config.top_k:
         return None
     # Fewer photos than K: every photo is in every class's top K.
@@ -174,8 +183,8 @@ def _relabel(serialized: bytes, scores: np.ndarray, floor: float) -> bytes:
 def _stats(info: DatasetInfo, teacher: TrainedModel, config: PseudoLabelConfig, kept: int, cuts) -> dict:
     stats = copy.deepcopy(info.stats)
     splits = stats["splits"]
-    splits["train"] = {**splits["train"], "images": splits["train"]["images"] + kept,
-                       "open_images": splits["train"]["images"], "pseudo_labelled": kept}
+    splits["train"] = {"images": splits["train"]["images"] + kept, "pseudo_labelled": kept,
+                       "open_images": splits["train"]}
     splits[SOURCE_SPLIT] = {"images": 0}
     stats["pseudo_labels"] = {
         "teacher": str(teacher.run.path), "teacher_run": teacher.run.identity(),
