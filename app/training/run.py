@@ -104,14 +104,20 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
     fingerprint = Fingerprint.of(info, config, pretrained)
     with run.lock() if chief else contextlib.nullcontext():
         d = config.data
-        tags = options.tags or (TagLookup(info.vocabulary(d.tag_limit, d.tag_threshold, d.tag_normalization))
-                                if m.uses_tags else None)
+
+        def lookup() -> Optional[TagLookup]:  # a vocabulary of other settings streams the train split
+            return options.tags or (TagLookup(info.vocabulary(d.tag_limit, d.tag_threshold, d.tag_normalization))
+                                    if m.uses_tags else None)
+
+        tags = None
         if pretrained is not None:  # before the folder is touched (--overwrite clears it)
+            tags = lookup()
             _check_pretrained(pretrained, config, tags, info)
         state = _agree_on_state(strategy, run, fingerprint, config, options.overwrite)
         if state == COMPLETE:
             history = read_history(run.history_path)
             return RunResult(run.path, "complete", history, run.metrics() if chief else {}, time.time() - started)
+        tags = tags or lookup()
         if chief:
             run.begin(fingerprint, config, info, tags.vocab if tags else None)
         log.info("%s model on %s (%s split, %d photos): %d classes, %s, strategy %s with %d replica(s)", m.model,

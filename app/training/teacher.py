@@ -5,9 +5,10 @@ Open Images train plus the selected photos, with the teacher's scores as their s
         train       = the dataset's train shards (hard links) + the selected yfcc photos (pseudo-labelled)
         validation, test = the dataset's own shards (hard links); no yfcc split
 
-The saved vocabulary is the source's (Open Images train); a vocabulary of other settings built
-from the new folder would also count the kept photos' tags. A student then trains on the new folder like on any other (`python app/train.py --model image
---data NEW`), and is chosen and scored on the same validation and test photos as its controls.
+A student then trains on the new folder like on any other (`python app/train.py --model image
+--data NEW`), and is chosen and scored on the same validation and test photos as its controls. The
+saved vocabulary is the source's (Open Images train); a vocabulary of other settings built from the
+new folder would also count the kept photos' tags.
 
 **Selection** (`PseudoLabelConfig`). With `top_k` K (default, after Yalniz et al.), each class's K
 photos with the highest teacher score are found (the K-th score is the class's cut; ties at the cut
@@ -78,13 +79,14 @@ def pseudo_label(teacher_dir: str | Path, data_dir: str | Path, out_dir: str | P
     with DatasetWriter(out_dir) as writer:
         scores_path = writer.path / ".teacher-scores.f16"
         cuts = _score(teacher, info, config, scores_path, progress)
-        keep = _selected(np.memmap(scores_path, np.float16, "r", shape=(info.split_sizes[SOURCE_SPLIT],
-                                                                           info.num_classes)), cuts, config)
+        scores = np.memmap(scores_path, np.float16, "r", shape=(info.split_sizes[SOURCE_SPLIT], info.num_classes))
+        keep = _selected(scores, cuts, config)
         if not len(keep):
             rule = f"--min-score {config.min_score}" if not config.top_k else f"--target-floor {config.target_floor}"
             raise InputError(f"no {SOURCE_SPLIT} photo reaches {rule} with teacher {teacher.name}: nothing to "
                              f"pseudo-label, so no dataset was written")
-        kept = _write_train(writer, info, scores_path, keep, config)
+        kept = _write_train(writer, info, scores, keep, config)
+        del scores
         for split in ("validation", "test"):
             files = info.shard_files(split)
             writer.link_shards(info, {f: shard_name(split, i, len(files)) for i, f in enumerate(files)})
@@ -132,7 +134,7 @@ def _selected(scores: np.ndarray, cuts, config: PseudoLabelConfig, rows: int = 6
     return np.concatenate(keep) if keep else np.zeros(0, np.int64)
 
 
-def _write_train(writer: DatasetWriter, info: DatasetInfo, scores_path: Path, keep: np.ndarray,
+def _write_train(writer: DatasetWriter, info: DatasetInfo, scores: np.ndarray, keep: np.ndarray,
                  config: PseudoLabelConfig) -> int:
     """Links the train shards and writes the kept photos after them, numbered as one split."""
     train = info.shard_files("train")
@@ -141,7 +143,6 @@ def _write_train(writer: DatasetWriter, info: DatasetInfo, scores_path: Path, ke
     total = len(train) + count
     writer.link_shards(info, {f: shard_name("train", i, total) for i, f in enumerate(train)})
     shards = records.ShardWriter(writer.path, "pseudo", count, total=len(keep))
-    scores = np.memmap(scores_path, np.float16, "r", shape=(info.split_sizes[SOURCE_SPLIT], info.num_classes))
     try:
         for row, serialized in _kept_records(info.shard_files(SOURCE_SPLIT), keep):
             shards.write_serialized(_relabel(serialized, np.asarray(scores[row], np.float32), config.target_floor))
