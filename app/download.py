@@ -21,6 +21,7 @@ if __package__ in (None, ""):  # `python app/download.py`: make the repository r
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from app.cli import fail, setup_logging  # noqa: E402
+from app.fileio import refuse_output_over_inputs  # noqa: E402
 
 log = logging.getLogger("download")
 SPLITS = ("train", "validation", "test")
@@ -103,6 +104,8 @@ def main(argv=None):
                             fetch=FetchConfig(timeout=args.timeout, retries=args.retries, backoff=args.backoff,
                                               proxy=args.proxy))
     try:
+        refuse_output_over_inputs(args.out, {"--oid-dir": args.oid_dir, "--yfcc": args.yfcc,
+                                             "--extra-tags": args.extra_tags}, "any")
         if args.yfcc_split is not None:
             total, items = yfcc_split_items(args.oid_dir, args.yfcc, args.yfcc_split, bad, args.shard, progress)
             log.info("%d photos of the yfcc split selected (shard %s); writing to %s", total,

@@ -23,6 +23,7 @@ if __package__ in (None, ""):  # `python app/evaluate.py`: make the repository r
 
 from app.cli import add_common_flags, guarded, setup_logging  # noqa: E402
 from app.evaluation.metrics import PROTOCOLS  # noqa: E402
+from app.fileio import refuse_output_over_inputs  # noqa: E402
 
 log = logging.getLogger("evaluate")
 
@@ -59,6 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None):
     args = parse_args(argv)
     setup_logging(args.verbose, tensorflow=args.model is not None)
+    inputs = {"--model": args.model, "--data": args.data, "--predictions": args.predictions, "--labels": args.labels,
+              "--hierarchy": args.hierarchy, "--classes": args.classes,
+              **{f"--compare {run}": run for run in args.compare}}
+    refuse_output_over_inputs(args.report, inputs, "new", own_mark="report.md")
     if args.model is None:
         from app.evaluation.csv_mode import evaluate_csv
 

@@ -16,6 +16,7 @@ if __package__ in (None, ""):  # `python app/export.py`: make the repository roo
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from app.cli import add_common_flags, guarded, setup_logging  # noqa: E402
+from app.fileio import refuse_output_over_inputs  # noqa: E402
 
 
 @guarded
@@ -32,6 +33,7 @@ def main(argv=None) -> Path:
     if args.top_k < 1 or args.version is not None and args.version < 1:
         p.error("--top-k and --version must be >= 1")
     setup_logging(args.verbose)
+    refuse_output_over_inputs(args.out, {"--model": args.model}, "any")
     from app.evaluation.scoring import TrainedModel
     from app.serving.signatures import directory_size, export
 

@@ -101,3 +101,60 @@ def remove_stale_temps(folder: str | Path) -> int:
             stale.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def _real(path: str | Path) -> Path:
+    """`path` with `..`, symbolic links and `~` resolved (as far as it exists)."""
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two existing paths are one file (a hard link, a bind mount: same device and inode)."""
+    try:
+        first, second = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
+def refuse_output_over_inputs(output: str | Path | None, inputs: dict, inside: str = "new",
+                              own_mark: str | None = None) -> None:
+    """Refuses, before anything is written, an output that would overwrite or destroy an input.
+
+    Paths are compared after resolving `~`, `..` and symbolic links, and existing files by device
+    and inode (a hard link is the same file). Always refused: an output that is an input, and an
+    output that holds an input. An output inside an input folder is refused as `inside` says.
+
+    Args:
+        output: the output file or folder (None: stdout, nothing to check).
+        inputs: `{what it is (e.g. "--input"): path or None}`.
+        inside: `never` (a folder of its own, such as a dataset), `new` (only as a new path, or
+            replacing an earlier output that holds `own_mark`: never a part of the input) or `any`
+            (a folder that is only added to).
+        own_mark: a file that marks an earlier output of the same command.
+
+    Raises:
+        InputError: `output: the output is/holds/lies inside the input NAME (path) ...`.
+    """
+    from app.errors import InputError
+
+    if output is None:
+        return
+    out = _real(output)
+    earlier = bool(own_mark) and (out / own_mark).is_file()
+    refuse_inside = inside == "never" or (inside == "new" and out.exists() and not earlier)
+    for name, given in inputs.items():
+        if given is None:
+            continue
+        used = _real(given)
+        why = None
+        if out == used or _same_file(out, used):
+            why = "is"
+        elif used.is_relative_to(out):
+            why = "holds"
+        elif refuse_inside and out.is_relative_to(used):
+            why = "lies inside" if inside == "never" else "would replace a part of"
+        if why:
+            shown = "" if str(used) == str(given) else f", that is {used}"
+            raise InputError(f"{output}: the output {why} the input {name} ({given}{shown}): it would be "
+                             f"overwritten or destroyed; choose another output")

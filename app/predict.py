@@ -22,6 +22,7 @@ with the whole input (no such file, a CSV header without image_path,tags) stop w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import itertools
 import json
@@ -33,6 +34,7 @@ if __package__ in (None, ""):  # `python app/predict.py`: make the repository ro
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from app.cli import add_common_flags, guarded, setup_logging  # noqa: E402
+from app.fileio import atomic_output, refuse_output_over_inputs  # noqa: E402
 from app.serving.rows import make_row, read_image, read_rows  # noqa: E402
 
 
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     if (args.image is None) == (args.input is None) and not (args.input is None and args.tags):
         p.error("give --image (and/or --tags) for one photo, or --input for a batch")
     setup_logging(args.verbose)
+    refuse_output_over_inputs(args.output, {"--input": args.input, "--model": args.model, "--image": args.image})
     predict, mids = load_predictor(args.model, args.review_margin)
     if args.input is None:
         _single(predict, args)
@@ -191,19 +194,19 @@ def _batch(predict, mids: list, args) -> None:
     rows = read_rows(args.input)
     first = next(rows, None)  # opens the input and checks its header before the output is created
     rows = itertools.chain([first] if first else [], rows)
-    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
-    writer = OidCsvWriter(out, mids, args.min_score) if args.format == "oid-csv" else JsonlWriter(out)
-    count = errors = 0
-    try:
+    with contextlib.ExitStack() as stack:
+        out = sys.stdout
+        if args.output:  # written under a temporary name, renamed when complete: never a half file
+            tmp = stack.enter_context(atomic_output(args.output))
+            out = stack.enter_context(open(tmp, "w", encoding="utf-8", newline=""))
+        writer = OidCsvWriter(out, mids, args.min_score) if args.format == "oid-csv" else JsonlWriter(out)
+        count = errors = 0
         with tqdm(desc="predict", unit="photo", disable=args.no_progress or not sys.stderr.isatty()) as bar:
             for batch in _batches(rows, args.batch_size):
                 batch = [read_image(row, args.input.parent) for row in batch]
                 errors += _flush(batch, predict, writer)
                 count += len(batch)
                 bar.update(len(batch))
-    finally:
-        if args.output:
-            out.close()
     skipped = f", {writer.skipped} not written (no scores)" if writer.skipped else ""
     print(f"predicted {count} photos, {errors} with an error{skipped}" + (f" -> {args.output}" if args.output else ""),
           file=sys.stderr)

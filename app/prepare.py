@@ -21,6 +21,7 @@ if __package__ in (None, ""):  # `python app/prepare.py`: make the repository ro
 from app.cli import (add_common_flags, add_config_flags, config_overrides, guarded, setup_logging,  # noqa: E402
                      writing_to)
 from app.config import PrepareConfig  # noqa: E402
+from app.fileio import refuse_output_over_inputs  # noqa: E402
 
 log = logging.getLogger("prepare")
 
@@ -62,6 +63,9 @@ def main(argv=None) -> dict:
     from app.data.dataset import DatasetWriter
     from app.data.sources import Sources
 
+    refuse_output_over_inputs(args.out, {"--oid-dir": args.oid_dir, "--yfcc": args.yfcc, "--autotags": args.autotags,
+                                         "--extra-tags": args.extra_tags, "--images": args.images,
+                                         "--classes": args.classes, "--hierarchy": args.hierarchy}, "never")
     started = time.time()
     progress = not args.no_progress and sys.stderr.isatty()
     with writing_to(args.out), DatasetWriter(args.out) as writer:

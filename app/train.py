@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # `python app/train.py`: make the repository root
 from app.cli import (add_common_flags, add_config_flags, config_overrides, exit_on_sigterm, fail, guarded,  # noqa: E402
                      setup_logging, writing_to)
 from app.config import SECTIONS, RunConfig  # noqa: E402
+from app.fileio import refuse_output_over_inputs  # noqa: E402
 
 log = logging.getLogger("train")
 DEMO_DATA = Path("tfrecords/demo")
@@ -68,6 +69,7 @@ def main(argv=None):
         exit_on_sigterm()  # before TensorFlow starts (setup_logging imports it): its runtime swallows SIGTERM
     setup_logging(args.verbose)
     run_dir = args.out or Path("saved_models") / (args.name or config.model.model)
+    refuse_output_over_inputs(run_dir, {"--data": args.data, "--pretrained": config.train.pretrained}, "any")
     if not multi_worker or args.local_workers:  # (workers started by hand must not all prepare it)
         ensure_demo_data(args)
     if args.local_workers:

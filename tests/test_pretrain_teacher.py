@@ -159,10 +159,10 @@ def test_pseudo_label_refuses_bad_inputs(tiny_world, pretrained, tmp_path, capsy
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "mine.txt").write_text("keep me")
     for argv, message in [
-        (["--out", str(data)], "must be a folder of its own"),
-        (["--out", str(data.parent)], "must be a folder of its own"),  # it holds the dataset
-        (["--out", str(data / "inside")], "must be a folder of its own"),
-        (["--out", str(pretrained / "x")], "must be a folder of its own"),
+        (["--out", str(data)], "choose another output"),
+        (["--out", str(data.parent)], "choose another output"),  # it holds the dataset
+        (["--out", str(data / "inside")], "choose another output"),
+        (["--out", str(pretrained / "x")], "choose another output"),
         (["--out", str(tmp_path / "notes")], "a folder that is not a dataset"),
         (["--out", str(tmp_path / "notes" / "mine.txt")], "exists and is not a folder"),
         (["--out", str(tmp_path / "o"), "--top-k", "-1"], "top_k must be >= 0"),

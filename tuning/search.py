@@ -119,9 +119,11 @@ def main(argv=None) -> Optional[dict]:
     search = SearchConfig(**config_overrides(args, "search"))
     import keras_tuner as kt
 
+    from app.fileio import refuse_output_over_inputs
     from tuning.hypermodel import SearchTuner, TagHyperModel
 
     out = args.out or Path("tuning/runs") / args.data.name
+    refuse_output_over_inputs(out, {"--data": args.data}, "any")
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     hypermodel = TagHyperModel(args.data, search.model, search.epochs,

@@ -41,7 +41,7 @@ from app.data import records
 from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetInfo, DatasetWriter, shard_name
 from app.errors import InputError
 from app.evaluation.scoring import TrainedModel
-from app.fileio import atomic_write_json
+from app.fileio import atomic_write_json, refuse_output_over_inputs
 
 log = logging.getLogger("app.training")
 SOURCE_SPLIT = "yfcc"
@@ -65,12 +65,7 @@ def pseudo_label(teacher_dir: str | Path, data_dir: str | Path, out_dir: str | P
         InputError (RunError, DatasetError among them): with a message for the user.
     """
     info = DatasetInfo.load(data_dir)
-    out = Path(out_dir).resolve()
-    for name, used in (("the dataset it reads", info.data_dir), ("the teacher run", Path(teacher_dir))):
-        used = used.resolve()
-        if out == used or out in used.parents or used in out.parents:
-            raise InputError(f"{out_dir}: the pseudo-labelled dataset must be a folder of its own, neither {name} "
-                             f"({used}), nor inside it, nor holding it")
+    refuse_output_over_inputs(out_dir, {"--data": info.data_dir, "--teacher": teacher_dir}, "never")
     if not info.split_sizes.get(SOURCE_SPLIT):
         raise InputError(f"{info.data_dir}: the {SOURCE_SPLIT} split is empty: nothing to pseudo-label (prepare with "
                          f"a YFCC100M file and --yfcc-split-size > 0)")
