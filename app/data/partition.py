@@ -6,8 +6,9 @@ photos with that Flickr id (`FlickrMap`). The `yfcc` split's photos (`app.data.y
 buckets of their own, by their order key.
 
 Kept in memory while the sources are read, per Open Images photo: its Flickr id and bucket (12 bytes,
-to route YFCC100M rows), whether YFCC100M had it (1 byte) and, while its split's image list is
-read, its ImageID's number and line (16 bytes, for repeats and the split's size); per `yfcc` photo,
+to route YFCC100M rows), whether YFCC100M had it (1 byte) and, while the image lists are read, its
+ImageID's number, Flickr id and line (24 bytes, for repeats, the split's size and the check that no
+photo is in two splits); per `yfcc` photo,
 its id (8 bytes, twice while the selection runs). Everything else goes to disk as it is read.
 """
 
@@ -30,6 +31,7 @@ from app.data.buckets import BucketFiles, bucket_of, first_occurrences, mix64
 from app.data.image_folder import ImageFolder, ManifestEntry
 from app.data.sources import Sources, iter_line_blocks
 from app.data.yfcc_split import BottomK, order_keys, parse_yfcc_key
+from app.errors import InputError
 
 BATCH = 8192  # rows handed to the bucket files at once (an autotag row is about 1 KB of Python objects)
 # Label rows per photo a bucket is sized for (Open Images: about 5 human and 9 machine labels).
@@ -171,10 +173,13 @@ def partition_images(paths: dict, files: BucketFiles, bad: BadRows) -> tuple[dic
     Returns:
         Photos per split (an ImageID once: a repeat in a split is a bad row `oid_duplicate_image`,
         the first row wins) and the Flickr ids' buckets. A split without images is a warning.
+
+    Raises:
+        InputError: a photo in two splits (`check_disjoint_splits`).
     """
-    sizes, flickr, buckets = {}, [], []
+    sizes, flickr, buckets, members = {}, [], [], {}
     for code, split in enumerate(oid.SPLITS):
-        keys, lines = [], []
+        keys, lines, split_flickr = [], [], []
         for batch in batches(oid.read_images(paths[split], bad)):
             key = np.array([int(image.image_id, 16) for image in batch], dtype=np.uint64)
             line = np.array([image.line_no for image in batch], dtype=np.int64)
@@ -184,23 +189,67 @@ def partition_images(paths: dict, files: BucketFiles, bad: BadRows) -> tuple[dic
                                          "line": line, "md5": [image.md5 for image in batch]})
             keys.append(key)
             lines.append(line)
-            flickr.append(ids)
+            split_flickr.append(ids)
             buckets.append(bucket)
-        sizes[split] = _count_images(np.concatenate(keys or [np.zeros(0, np.uint64)]),
-                                     np.concatenate(lines or [np.zeros(0, np.int64)]), str(paths[split]), bad)
+        keys, lines, ids = (np.concatenate(parts or [np.zeros(0, dtype)]) for parts, dtype in
+                            ((keys, np.uint64), (lines, np.int64), (split_flickr, np.uint64)))
+        first = _first_images(keys, lines, str(paths[split]), bad)
+        members[split] = SplitMembers(keys[first], ids[first], lines[first])
+        sizes[split] = int(first.sum())
+        flickr.append(ids)
         if not sizes[split]:
             bad.warn(f"{split}: 0 images ({paths[split]})")
+    check_disjoint_splits(members, paths)
     return sizes, FlickrMap(np.concatenate(flickr or [np.zeros(0, np.uint64)]),
                             np.concatenate(buckets or [np.zeros(0, np.int64)]))
 
 
-def _count_images(keys: np.ndarray, lines: np.ndarray, path: str, bad: BadRows) -> int:
-    """Distinct ImageIDs of a split (rows in file order); each repeat is counted as a bad row."""
+def _first_images(keys: np.ndarray, lines: np.ndarray, path: str, bad: BadRows) -> np.ndarray:
+    """A mask of the first row of each ImageID of a split (rows in file order); each repeat is
+    counted as a bad row."""
     first = first_occurrences(keys)
     repeats = np.flatnonzero(~first)
     texts = [oid.image_id_text(k) for k in keys[repeats[:bad.max_examples]].tolist()]
     bad.add_many("oid_duplicate_image", path, lines[repeats], texts)
-    return int(first.sum())
+    return first
+
+
+@dataclass
+class SplitMembers:
+    """A split's distinct ImageID numbers, with each one's Flickr id and image-list line."""
+
+    keys: np.ndarray
+    flickr: np.ndarray
+    lines: np.ndarray
+
+
+def check_disjoint_splits(members: dict, paths: dict) -> None:
+    """Stops at a photo listed in two splits: the same ImageID, or the same Flickr photo behind two
+    ImageIDs (the same pixels and tags, so the same features). Either would leak one split into
+    another, so it is an error, not a skip.
+
+    Args:
+        members: `{split: SplitMembers}`.
+        paths: `{split: image list}`.
+
+    Raises:
+        InputError: `list:line: ...` at the later split's first such row, naming the other's row.
+    """
+    pairs = list(itertools.combinations(members, 2))
+    for column, what in (("keys", "ImageID"), ("flickr", "Flickr photo")):
+        for first, second in pairs:
+            a, b = members[first], members[second]
+            _, in_a, in_b = np.intersect1d(getattr(a, column), getattr(b, column), return_indices=True)
+            if not len(in_b):
+                continue
+            j = int(np.argmin(b.lines[in_b]))
+            i, j = int(in_a[j]), int(in_b[j])
+            same = (f"ImageID {oid.image_id_text(int(b.keys[j]))} is also in the {first} split" if column == "keys" else
+                    f"ImageID {oid.image_id_text(int(b.keys[j]))} is Flickr photo {int(b.flickr[j])}, which the "
+                    f"{first} split has as ImageID {oid.image_id_text(int(a.keys[i]))}")
+            raise InputError(f"{paths[second]}:{int(b.lines[j])}: {same} ({paths[first]}:{int(a.lines[i])}): "
+                             f"one photo in two splits leaks {first} into {second}; remove it from one image "
+                             f"list ({len(in_b)} such {what}s between these two lists)")
 
 
 def add_tags(files: BucketFiles, flickr: FlickrMap, ids: list, tags: list, source: int) -> None:
