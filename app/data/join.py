@@ -296,8 +296,10 @@ def oid_photos(parts: Partitioned, bucket: int, paths: oid.OidPaths, context: Re
         rows = rows[first_occurrences(images["key"][rows])]  # a repeated ImageID: its first row
         rows = rows[np.argsort(mix64(images["key"][rows]))]
         keys = images["key"][rows]
-        verified = _Labels(human, code, keys, context.hierarchy.known_mids(), False, paths.human_labels.get(split), bad)
-        scores = _Labels(machine, code, keys, [mid for mid, _ in context.classes], True,
+        others = images["key"][images["split"] != code]
+        verified = _Labels(human, code, (keys, others), context.hierarchy.known_mids(), False,
+                           paths.human_labels.get(split), bad)
+        scores = _Labels(machine, code, (keys, others), [mid for mid, _ in context.classes], True,
                          paths.machine_labels.get(split), bad)
         for i, row in enumerate(rows.tolist()):
             flickr = int(images["flickr"][row])
@@ -309,11 +311,20 @@ def oid_photos(parts: Partitioned, bucket: int, paths: oid.OidPaths, context: Re
 class _Labels:
     """One split's labels in a bucket, one per (image, class) (repeats resolved and counted by
     `oid.dedupe_labels`), looked up for the ImageID numbers `keys`: `labels[i]` is `keys[i]`'s
-    `[(mid, value)]`."""
+    `[(mid, value)]`.
 
-    def __init__(self, rows: dict, code: int, keys: np.ndarray, mids: list, machine: bool, path: Optional[Path],
+    A label row of a photo outside the split's image list is not used, and counted: a bad row
+    `{kind}_label_image_in_other_split` when another split lists the photo, else a skip
+    `{kind}_label_image_not_listed`.
+    """
+
+    def __init__(self, rows: dict, code: int, images: tuple, mids: list, machine: bool, path: Optional[Path],
                  bad: BadRows):
-        chosen = rows["split"] == code
+        keys, others = images
+        chosen = np.flatnonzero(rows["split"] == code)
+        listed = np.isin(rows["image"][chosen], keys)
+        _count_unlisted(rows, chosen[~listed], others, "machine_label" if machine else "human_label", str(path), bad)
+        chosen = chosen[listed]
         label_rows = oid.LabelRows(rows["image"][chosen], rows["label"][chosen], rows["value"][chosen],
                                    rows["line"][chosen])
         self.table = oid.dedupe_labels(label_rows, mids, machine, str(path), bad)
@@ -327,6 +338,16 @@ class _Labels:
         rows = slice(self.starts[i], self.ends[i])
         return [(self.mids[label], value) for label, value in zip(self.table.label[rows].tolist(),
                                                                   self.table.value[rows].tolist())]
+
+
+def _count_unlisted(rows: dict, unlisted: np.ndarray, others: np.ndarray, kind: str, path: str, bad: BadRows) -> None:
+    """Counts label rows of photos outside their split's image list, by reason (see `_Labels`)."""
+    elsewhere = np.isin(rows["image"][unlisted], others)
+    for mask, record, reason in ((elsewhere, bad.add_many, "image_in_other_split"),
+                                 (~elsewhere, bad.skip_many, "image_not_listed")):
+        picked = unlisted[mask]
+        record(f"{kind}_{reason}", path, rows["line"][picked],
+               [oid.image_id_text(k) for k in rows["image"][picked[:bad.max_examples]].tolist()])
 
 
 def _first_by_key(rows: dict, key: str) -> dict:
