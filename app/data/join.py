@@ -198,10 +198,7 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
         tally = _write_splits(parts, sources, context, folder, writer, config, bad, progress)
     finally:
         parts.remove()
-    for split in oid.SPLITS[1:]:
-        if parts.sizes[split] and not tally.counts[split]["with_verified_labels"]:
-            bad.warn(f"{split}: 0 images with verified labels ({sources.oid.human_labels.get(split)}): "
-                     f"nothing to score on this split")
+    warn_on_labels(tally.counts, sources.oid.human_labels, bad)
     if config.tag_normalization == "none":
         vocab = vocabulary_from_counts(tally.tag_counts, config.tag_limit, config.tag_threshold, config.lowercase)
     else:  # the forms need each photo's language: one more pass, over the train shards just written
@@ -217,6 +214,31 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
     atomic_write_json(out_dir / STATS, stats)
     log.info("%s", bad.report())
     return stats
+
+
+RARE_LABELS = 0.01  # a split whose share of photos with verified labels is under 1% of another split's
+
+
+def warn_on_labels(counts: dict, label_files: dict, bad: BadRows) -> None:
+    """Warns of an Open Images split without verified labels, or with under `RARE_LABELS` of the
+    share of photos with verified labels that another split has (the wrong labels file, most often).
+
+    Args:
+        counts: `{split: Counter}` with `images` and `with_verified_labels`.
+        label_files: `{split: human labels file}`.
+        bad: receives the warnings.
+    """
+    shares = {split: counts[split]["with_verified_labels"] / counts[split]["images"]
+              for split in oid.SPLITS if counts[split]["images"]}
+    for split, share in shares.items():
+        labelled, images = counts[split]["with_verified_labels"], counts[split]["images"]
+        best, other = max(((s, o) for o, s in shares.items() if o != split), default=(0.0, None))
+        if not labelled:
+            use = "training on verified labels learns nothing" if split == "train" else "nothing to score on it"
+            bad.warn(f"{split}: 0 of {images} images have verified labels ({label_files.get(split)}): {use}")
+        elif share < RARE_LABELS * best:
+            bad.warn(f"{split}: only {labelled} of {images} images ({share:.2%}) have verified labels, against "
+                     f"{best:.2%} in {other}: is {label_files.get(split)} this split's labels file?")
 
 
 class _Tally:

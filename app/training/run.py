@@ -140,6 +140,12 @@ def _check_splits(info: DatasetInfo, config: RunConfig) -> None:
     if train_split == "yfcc" and config.train.loss_on == "verified":
         raise ValueError("the yfcc split has no verified labels (its targets are autotags): --loss-on verified "
                          "would train on nothing; use --loss-on all")
+    counts = info.stats["splits"].get(train_split, {})
+    needed = "with_verified_labels" if config.train.loss_on == "verified" else "with_targets"
+    if counts.get(needed, 1) == 0:  # (a pseudo-labelled train split has targets by construction)
+        raise ValueError(f"{info.data_dir}: none of the {counts.get('images')} photos of the {train_split} split has "
+                         f"{'a verified label' if needed == 'with_verified_labels' else 'a target'} (see its "
+                         f"stats.json and prepare's warnings): training would learn nothing")
 
 
 def _check_pretrained(pretrained: RunDir, config: RunConfig, tags: TagLookup, info: DatasetInfo) -> None:
