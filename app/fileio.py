@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Iterator
 
 TEMP_MARK = ".tmp"
+# What some reader of a text file takes for the end of a line (Python's str.splitlines: all of
+# these), or of a field (tab): a field written into a line-based file must hold none of them raw.
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+FIELD_BREAKS = "\t" + LINE_BREAKS
 
 
 def _umask() -> int:

@@ -142,7 +142,8 @@ def _json_line(record: dict, indent: int | None = None) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(record, indent=indent)
-    return text
+    # JSON leaves these raw, but a line reader (Python's str.splitlines) ends a line at each.
+    return text.replace("\x85", "\\u0085").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
 def _positive(text: str) -> int:

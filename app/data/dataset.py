@@ -178,6 +178,23 @@ def _check_replaceable(target: Path) -> None:
                            f"replaced whole; choose another output folder, or remove it first")
 
 
+def _read_back(folder: Path, target: Path) -> None:
+    """Reads every file of a finished dataset folder with its own reader (never committing a folder
+    that cannot be read).
+
+    Raises:
+        DatasetError: naming the file that does not read back; `target` is left as it was.
+    """
+    from app.data.hierarchy import Hierarchy
+
+    try:
+        info = DatasetInfo.load(folder)
+        Hierarchy.from_json(info.hierarchy_path, [mid for mid, _ in info.classes])
+    except (ValueError, KeyError, OSError) as err:
+        raise DatasetError(f"{target}: the dataset just written does not read back, so it was not put in place "
+                           f"(nothing was replaced): {err}") from err
+
+
 class DatasetWriter:
     """Writes a dataset into a temporary sibling folder and swaps it into place on `commit`.
 
@@ -247,6 +264,7 @@ class DatasetWriter:
                   for split in SPLITS}
         atomic_write_json(self.path / MARKER, {"format": FORMAT, "fingerprint": digest, "splits": splits,
                                                "files": files})
+        _read_back(self.path, self.target)
         swap_in_folder(self.path, self.target)
         return digest
 

@@ -33,9 +33,10 @@ from app.data.partition import TAG_SOURCES, Partitioned, partition
 from app.data.pipeline import iter_language_tags
 from app.data.sources import Sources
 from app.data.stemming import build_normalized_vocabulary
-from app.data.tags import clean_tags, vocabulary_from_counts
+from app.data.tags import Vocabulary, clean_tags, vocabulary_from_counts
 from app.data.yfcc_split import SPLIT as YFCC_SPLIT
 from app.data.yfcc_split import yfcc_key
+from app.errors import InputError
 from app.fileio import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -409,6 +410,8 @@ def write_metadata(out_dir: Path, classes: list, hierarchy_path: Path, vocab) ->
     atomic_write_text(out_dir / CLASSES, "".join(f"{mid},{_csv_field(name)}\n" for mid, name in classes))
     atomic_write_text(out_dir / HIERARCHY, Path(hierarchy_path).read_text(encoding="utf-8"))
     vocab.save(out_dir / VOCAB)
+    if Vocabulary.load(out_dir / VOCAB) != vocab:  # (DatasetWriter.commit reads every file back too)
+        raise InputError(f"{out_dir / VOCAB}: reads back as another vocabulary than the one written")
 
 
 def _csv_field(text: str) -> str:

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from app.data.badrows import BadRows
 from app.data.csvread import BOM, BadLine, CsvChunk, CsvReader, arrow_to_numpy, parse_line
 from app.errors import InputError
+from app.fileio import LINE_BREAKS
 
 SPLITS = ("train", "validation", "test")
 MID_RE = re.compile(r"/[mg]/[0-9a-z_]+\Z")
@@ -153,6 +154,9 @@ def read_classes(path: str | Path) -> list[tuple[str, str]]:
             raise InputError(f"{path}:{line_no}: expected 'MID,DisplayName' ({err}), got {raw[:200]!r}") from None
         if not MID_RE.match(mid):
             raise InputError(f"{path}:{line_no}: expected a MID such as /m/0bt9lr, got {mid!r}")
+        if any(ch in LINE_BREAKS for ch in name):
+            raise InputError(f"{path}:{line_no}: a class name holding a line break, {name!r}: some readers of "
+                             f"classes.csv would split it")
         if mid in seen:
             raise InputError(f"{path}:{line_no}: class {mid} repeats line {seen[mid]}")
         seen[mid] = line_no

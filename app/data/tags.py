@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 from urllib.parse import unquote_to_bytes
 
-from app.fileio import atomic_write_text
+from app.fileio import FIELD_BREAKS, atomic_write_text
 
 PAD_ID = 0
 OOV_ID = 1
@@ -146,12 +146,22 @@ def _read_form(line: str, where: str) -> dict:
     return {(parts[0], _unescape(parts[1])): _unescape(parts[2])}
 
 
+_SHORT_ESCAPES = {"\t": "t", "\n": "n", "\r": "r"}
+_ESCAPED = re.compile("[\\\\" + re.escape(FIELD_BREAKS) + "]")
+_ESCAPE = re.compile(r"\\(u[0-9a-f]{4}|.)")
+
+
 def _escape(token: str) -> str:
-    return token.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+    """A tag as one `vocab.tsv` field: a backslash, tab, line feed and carriage return become `\\\\`,
+    `\\t`, `\\n`, `\\r`, every other line break of `FIELD_BREAKS` `\\uXXXX` (so no reader splits it)."""
+    return _ESCAPED.sub(lambda m: "\\" + _SHORT_ESCAPES.get(m[0], m[0] if m[0] == "\\" else f"u{ord(m[0]):04x}"),
+                        token)
 
 
 def _unescape(token: str) -> str:
-    return re.sub(r"\\(.)", lambda m: {"t": "\t", "n": "\n"}.get(m.group(1), m.group(1)), token)
+    """The inverse of `_escape` (files written before `\\r` and `\\uXXXX` read the same)."""
+    short = {v: k for k, v in _SHORT_ESCAPES.items()}
+    return _ESCAPE.sub(lambda m: chr(int(m[1][1:], 16)) if len(m[1]) == 5 else short.get(m[1], m[1]), token)
 
 
 def count_tags(tag_lists: Iterable[Sequence[str]], limit: int) -> collections.Counter:
