@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -39,16 +40,20 @@ def tiny_world(tmp_path_factory):
     return sources, data_dir
 
 
-def label_lines(count: int, name: str = "train-annotations-human-imagelabels-boxable.sample.csv") -> list:
-    """The header and `count` rows of a real label sample, each row under a new ImageID."""
+def label_lines(count: int, name: str = "train-annotations-human-imagelabels-boxable.sample.csv",
+                start: int = 0) -> list:
+    """The header and `count` rows of a real label sample, each row under a new ImageID (from `start`)."""
     header, *rows = (DATA / name).read_text(encoding="utf-8").splitlines()
-    return [header] + [f"{i:016x}," + rows[i % len(rows)].split(",", 1)[1] for i in range(count)]
+    return [header] + [f"{start + i:016x}," + rows[i % len(rows)].split(",", 1)[1] for i in range(count)]
 
 
-def image_lines(count: int) -> list:
-    """The header and `count` rows of the real image-metadata sample, each under a new ImageID."""
+def image_lines(count: int, start: int = 0, flickr_offset: int = 0) -> list:
+    """The header and `count` rows of the real image-metadata sample, each under a new ImageID (from
+    `start`), their Flickr ids plus `flickr_offset` (other photos than the sample's)."""
     header, *rows = (DATA / "train-images-boxable-with-rotation.sample.csv").read_text(encoding="utf-8").splitlines()
-    return [header] + [f"{i:016x}," + rows[i % len(rows)].split(",", 1)[1] for i in range(count)]
+    if flickr_offset:
+        rows = [re.sub(r"/(\d+)_", lambda m: f"/{int(m[1]) + flickr_offset}_", row) for row in rows]
+    return [header] + [f"{start + i:016x}," + rows[i % len(rows)].split(",", 1)[1] for i in range(count)]
 
 
 def dense_split(data_dir, split: str) -> dict:

@@ -107,9 +107,10 @@ def real_oid_dir(tmp_path):
 
     root = tmp_path / "oid"
     root.mkdir()
-    for split in SPLITS:
-        (root / f"{split}-images-with-rotation.csv").write_text("\n".join(image_lines(6)) + "\n")
-        (root / f"{split}-annotations-human-imagelabels-boxable.csv").write_text("\n".join(label_lines(6)) + "\n")
+    for code, split in enumerate(SPLITS):  # other photos in each split (one photo in two splits is an error)
+        (root / f"{split}-images-with-rotation.csv").write_text("\n".join(image_lines(6, 16 * code, code)) + "\n")
+        (root / f"{split}-annotations-human-imagelabels-boxable.csv").write_text(
+            "\n".join(label_lines(6, start=16 * code)) + "\n")
     (tmp_path / "yfcc100m_dataset").write_text((DATA / "yfcc100m_dataset.sample.tsv").read_text())
     return root
 
@@ -142,7 +143,7 @@ def test_prepare_cli_bad_input_is_one_error_line_and_exit_code_2(tmp_path, capsy
                            (("--hierarchy", str(tree)), f"{tree}: lacks 499 of the 500 classes of the class list")):
         code, _, out, err = prepare_cli(tmp_path, capsys, *extra)
         assert code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
-    images.write_text("\n".join(image_lines(6)) + "\n")
+    images.write_text("\n".join(image_lines(6, 16, 1)) + "\n")
     code, _, _, err = prepare_cli(tmp_path, capsys)
     assert code == 2 and err.startswith(f"error: {labels}:1: missing columns ['Confidence']"), err
 
@@ -165,7 +166,10 @@ def test_prepare_counts_bad_rows_and_warns_on_empty_inputs(tmp_path, capsys):
     assert stats["bad_rows"]["by_reason"] == {"human_label_bad_quoting": 1, "human_label_duplicate": 1,
                                               "human_label_conflict": 1, "human_label_unknown_class": 1}
     assert stats["bad_rows"]["examples"]["human_label_bad_quoting"][0].startswith(f"{train}:3: ")
-    assert stats["bad_rows"]["skipped"]["by_reason"] == {"machine_label_outside_classes": 7}
+    # the validation labels of a split without images, the machine labels of photos no list has: counted skips
+    assert stats["bad_rows"]["skipped"]["by_reason"] == {"machine_label_outside_classes": 7,
+                                                         "human_label_image_not_listed": 6,
+                                                         "machine_label_image_not_listed": 2}
     warnings = [f"{root / 'validation-images-with-rotation.csv'}: no data rows (header only)",
                 "validation: 0 images (" + str(root / "validation-images-with-rotation.csv") + ")",
                 f"{root / 'test-annotations-human-imagelabels-boxable.csv'}: empty file (0 bytes)",

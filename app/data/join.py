@@ -235,8 +235,8 @@ def warn_on_labels(counts: dict, label_files: dict, bad: BadRows) -> None:
         labelled, images = counts[split]["with_verified_labels"], counts[split]["images"]
         best, other = max(((s, o) for o, s in shares.items() if o != split), default=(0.0, None))
         if not labelled:
-            use = "training on verified labels learns nothing" if split == "train" else "nothing to score on it"
-            bad.warn(f"{split}: 0 of {images} images have verified labels ({label_files.get(split)}): {use}")
+            use = "training on verified labels learns nothing" if split == "train" else "nothing to score on this split"
+            bad.warn(f"{split}: 0 images with verified labels ({label_files.get(split)}): {use}")
         elif share < RARE_LABELS * best:
             bad.warn(f"{split}: only {labelled} of {images} images ({share:.2%}) have verified labels, against "
                      f"{best:.2%} in {other}: is {label_files.get(split)} this split's labels file?")
