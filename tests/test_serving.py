@@ -146,6 +146,27 @@ def test_saved_model_cli_show_and_run(exported):
     assert "Result for output key image_ok:\n[ True False False]" in run.stdout, run.stdout[-2000:]
 
 
+def test_a_killed_predict_leaves_no_half_output_file(exported, tmp_path):
+    import time
+
+    _, target = exported
+    (tmp_path / "in.csv").write_text("image_path,tags\n" + ",dog\n" * 20000)
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen([sys.executable, "app/predict.py", "--model", str(target), "--input",
+                             str(tmp_path / "in.csv"), "--output", str(out), "--batch-size", "1", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not any(p.stat().st_size for p in tmp_path.glob(".out.*")) and time.time() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, "predict ended before it could be killed"
+    finally:
+        proc.kill()
+        proc.wait()
+    written = [p.name for p in tmp_path.glob(".out.*") if p.stat().st_size]
+    assert written and not out.exists()  # the rows so far went to a hidden temporary name, never to out.jsonl
+
+
 def test_predict_cli_single_and_streaming_batch(exported, tmp_path):
     run_dir, target = exported
     (tmp_path / "a.jpg").write_bytes(jpeg(120))
