@@ -12,6 +12,7 @@ A trained run on its shards, with baselines, more metrics and a report:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -60,10 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None):
     args = parse_args(argv)
     setup_logging(args.verbose, tensorflow=args.model is not None)
-    inputs = {"--model": args.model, "--data": args.data, "--predictions": args.predictions, "--labels": args.labels,
-              "--hierarchy": args.hierarchy, "--classes": args.classes,
-              **{f"--compare {run}": run for run in args.compare}}
-    refuse_output_over_inputs(args.report, inputs, "new", own_mark="report.md")
+    refuse_output_over_inputs(args.report, _inputs(args), "new", own_mark="report.md")
     if args.model is None:
         from app.evaluation.csv_mode import evaluate_csv
 
@@ -90,6 +88,18 @@ def main(argv=None):
         files = write_report(args.report, result)
         print(f"  report: {args.report}/ ({', '.join(files)})", file=sys.stderr if args.json else sys.stdout)
     return result
+
+
+def _inputs(args: argparse.Namespace) -> dict:
+    """Every file and folder the command reads, the run's own dataset included (`--data` by default)."""
+    data = args.data
+    if data is None and args.model is not None and args.report is not None:
+        from app.training.rundir import RunDir
+
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # (no record: evaluate_run says)
+            data = RunDir(args.model).data_dir
+    return {"--model": args.model, "--data": data, "--predictions": args.predictions, "--labels": args.labels,
+            "--hierarchy": args.hierarchy, "--classes": args.classes, **{f"--compare {run}": run for run in args.compare}}
 
 
 def format_summary(result) -> str:

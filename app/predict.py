@@ -196,10 +196,11 @@ def _batch(predict, mids: list, args) -> None:
     first = next(rows, None)  # opens the input and checks its header before the output is created
     rows = itertools.chain([first] if first else [], rows)
     with contextlib.ExitStack() as stack:
-        out = sys.stdout
-        if args.output:  # written under a temporary name, renamed when complete: never a half file
-            tmp = stack.enter_context(atomic_output(args.output))
-            out = stack.enter_context(open(tmp, "w", encoding="utf-8", newline=""))
+        out, path = sys.stdout, args.output
+        if path and not (path.exists() and not path.is_file()):  # (a pipe or /dev/stdout is written as it is)
+            path = stack.enter_context(atomic_output(path))  # renamed when complete: never a half file
+        if path:
+            out = stack.enter_context(open(path, "w", encoding="utf-8", newline=""))
         writer = OidCsvWriter(out, mids, args.min_score) if args.format == "oid-csv" else JsonlWriter(out)
         count = errors = 0
         with tqdm(desc="predict", unit="photo", disable=args.no_progress or not sys.stderr.isatty()) as bar:

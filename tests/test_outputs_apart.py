@@ -1,6 +1,7 @@
 """Issue 24: every command refuses an output that is, holds or would replace one of its inputs (through
 symbolic links, hard links and `..`), before it writes anything."""
 
+import json
 import os
 import shutil
 
@@ -50,6 +51,8 @@ def test_predict_evaluate_export_train_download_and_search_refuse_their_inputs(t
     rows.write_text("image_path,tags\n,dog\n")
     (tmp_path / "same.csv").symlink_to(rows)
     os.link(rows, tmp_path / "hard.csv")
+    (tmp_path / "data").mkdir()
+    (run / "run.json").write_text(json.dumps({"data": str(tmp_path / "data")}))  # the run's own dataset
     before = snapshot(tmp_path)
     base = ["--model", str(run), "--input", str(rows), "--output"]
     assert "is the input --input" in refused(capsys, predict.main, base + [str(rows)])
@@ -60,6 +63,7 @@ def test_predict_evaluate_export_train_download_and_search_refuse_their_inputs(t
     report = ["--model", str(run), "--no-progress", "--report"]
     assert "is the input --model" in refused(capsys, evaluate.main, report + [str(run / "serving" / "..")])
     assert "would replace a part of" in refused(capsys, evaluate.main, report + [str(run / "serving")])
+    assert "is the input --data" in refused(capsys, evaluate.main, report + [str(tmp_path / "data")])
     assert "holds the input --model" in refused(capsys, export.main, ["--model", str(run), "--out", str(tmp_path)])
     assert "is the input --data" in refused(capsys, train.main, ["--data", str(run), "--out", str(run),
                                                                  "--no-progress"])

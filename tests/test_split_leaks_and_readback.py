@@ -156,3 +156,20 @@ def test_predict_json_lines_hold_no_raw_line_separator():
     record = {"tags": [f"a{ch}b" for ch in FIELD_BREAKS]}
     text = _json_line(record)
     assert len(text.splitlines()) == 1 and json.loads(text) == record
+
+
+def test_quoted_class_names_round_trip_and_an_edited_metadata_file_is_refused(raw, capsys, tmp_path, tiny_world):
+    oid_dir, run = raw
+    classes = oid_dir / tiny_world[0].oid.classes.name
+    rows = lines(classes)
+    mid = rows[0].split(",")[0]
+    classes.write_text("\n".join([f'{mid},"An ""odd"", name"', *rows[1:]]) + "\n")
+    code, _, _, err = run(capsys)
+    assert code == 0, err
+    assert DatasetInfo.load(tmp_path / "out").classes[0] == (mid, 'An "odd", name')
+    vocab = tmp_path / "out" / "vocab.tsv"
+    text = vocab.read_text(encoding="utf-8")
+    vocab.write_text(text.replace("\t", "\t9", 1)[:-1] if text.endswith("\n") else text)  # same size, edited
+    assert vocab.stat().st_size == len(text.encode())
+    with pytest.raises(DatasetError, match="edited since the prepare run wrote it"):
+        DatasetInfo.load(tmp_path / "out")

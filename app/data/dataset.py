@@ -163,6 +163,8 @@ def _check_files(data_dir: Path, files: dict) -> None:
         if size != meta["bytes"]:
             raise DatasetError(f"{path}: {size} bytes, but the prepare run wrote {meta['bytes']} "
                                f"(truncated or replaced); {again}")
+        if "records" not in meta and file_sha256(path) != meta["sha256"]:  # the small metadata files, in full
+            raise DatasetError(f"{path}: edited since the prepare run wrote it (another SHA-256); {again}")
     for split in SPLITS:
         for extra in sorted(set(p.name for p in data_dir.glob(SHARD_GLOB.format(split=split))) - set(files)):
             raise DatasetError(f"{data_dir / extra}: a shard that the prepare run of {MARKER} did not write "

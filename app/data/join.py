@@ -415,4 +415,5 @@ def write_metadata(out_dir: Path, classes: list, hierarchy_path: Path, vocab) ->
 
 
 def _csv_field(text: str) -> str:
-    return f'"{text}"' if "," in text or '"' in text else text
+    """A CSV field: quoted, its quotes doubled, when it holds a comma or a quote."""
+    return '"' + text.replace('"', '""') + '"' if "," in text or '"' in text else text
