@@ -198,7 +198,7 @@ def _batch(predict, mids: list, args) -> None:
     with contextlib.ExitStack() as stack:
         out, path = sys.stdout, args.output
         if path and not (path.exists() and not path.is_file()):  # (a pipe or /dev/stdout is written as it is)
-            path = stack.enter_context(atomic_output(path))  # renamed when complete: never a half file
+            path = stack.enter_context(atomic_output(path.resolve()))  # renamed when complete: never a half file
         if path:
             out = stack.enter_context(open(path, "w", encoding="utf-8", newline=""))
         writer = OidCsvWriter(out, mids, args.min_score) if args.format == "oid-csv" else JsonlWriter(out)

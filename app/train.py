@@ -69,7 +69,7 @@ def main(argv=None):
         exit_on_sigterm()  # before TensorFlow starts (setup_logging imports it): its runtime swallows SIGTERM
     setup_logging(args.verbose)
     run_dir = args.out or Path("saved_models") / (args.name or config.model.model)
-    refuse_output_over_inputs(run_dir, {"--data": args.data, "--pretrained": config.train.pretrained}, "any")
+    refuse_output_over_inputs(run_dir, {"--data": args.data, "--pretrained": config.train.pretrained}, "never")
     if not multi_worker or args.local_workers:  # (workers started by hand must not all prepare it)
         ensure_demo_data(args)
     if args.local_workers:

@@ -69,4 +69,6 @@ def test_predict_evaluate_export_train_download_and_search_refuse_their_inputs(t
                                                                  "--no-progress"])
     assert "is the input --oid-dir" in refused(capsys, download.main, ["--oid-dir", str(run), "--out", str(run)])
     assert "holds the input --data" in refused(capsys, search.main, ["--data", str(run), "--out", str(tmp_path)])
+    assert "lies inside the input --data" in refused(capsys, train.main, ["--data", str(run), "--out", str(run / "r"),
+                                                                          "--no-progress"])
     assert snapshot(tmp_path) == before

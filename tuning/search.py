@@ -123,7 +123,7 @@ def main(argv=None) -> Optional[dict]:
     from tuning.hypermodel import SearchTuner, TagHyperModel
 
     out = args.out or Path("tuning/runs") / args.data.name
-    refuse_output_over_inputs(out, {"--data": args.data}, "any")
+    refuse_output_over_inputs(out, {"--data": args.data}, "never")
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     hypermodel = TagHyperModel(args.data, search.model, search.epochs,
