@@ -173,3 +173,19 @@ def test_quoted_class_names_round_trip_and_an_edited_metadata_file_is_refused(ra
     assert vocab.stat().st_size == len(text.encode())
     with pytest.raises(DatasetError, match="edited since the prepare run wrote it"):
         DatasetInfo.load(tmp_path / "out")
+
+
+def test_a_crlf_yfcc100m_file_gives_the_same_yfcc_split_and_an_empty_one_is_a_warning(raw, capsys, tmp_path,
+                                                                                         tiny_world):
+    sources, _ = tiny_world
+    _, run = raw
+    code, plain, _, _ = run(capsys, out="plain")
+    text = sources.yfcc.read_text(encoding="utf-8")
+    (tmp_path / "yfcc100m_dataset").write_text(text.replace("\n", "\r\n"), encoding="utf-8")
+    code, crlf, _, _ = run(capsys, out="crlf")  # the photo/video marker was read as `0\r`: no photo at all
+    assert code == 0 and crlf["splits"]["yfcc"] == plain["splits"]["yfcc"] and plain["splits"]["yfcc"]["images"]
+    videos = "".join(line[:-1] + "1\n" for line in text.splitlines(keepends=True))  # every line a video
+    (tmp_path / "yfcc100m_dataset").write_text(videos, encoding="utf-8")
+    code, stats, out, _ = run(capsys, out="videos")
+    assert code == 0 and stats["splits"]["yfcc"]["images"] == 0
+    assert "warning: yfcc: 0 photos;" in out

@@ -200,6 +200,9 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
     finally:
         parts.remove()
     warn_on_labels(tally.counts, sources.oid.human_labels, bad)
+    if config.yfcc_split_size and not parts.sizes[YFCC_SPLIT]:
+        bad.warn(f"{YFCC_SPLIT}: 0 photos; {sources.yfcc} has no photo (marker 0, not a video) outside the Open "
+                 f"Images image lists")
     if config.tag_normalization == "none":
         vocab = vocabulary_from_counts(tally.tag_counts, config.tag_limit, config.tag_threshold, config.lowercase)
     else:  # the forms need each photo's language: one more pass, over the train shards just written

@@ -168,6 +168,8 @@ def _block_lines(block: bytes, tabs: int, id_at: int, id_pattern, name: str, fir
         index = list(range(count))
     numbers = np.fromiter(map(int, ids), dtype=np.uint64, count=len(ids))
     last = ends[index] if index else np.zeros(0, dtype=np.int64)
+    if len(last):
+        last = last - (data[last - 1] == 13)  # a CRLF line end: the marker is before the CR
     photo = (data[last - 1] == ord("0")) & (data[last - 2] == 9) if len(last) else np.zeros(0, dtype=bool)
     return _Lines(block, starts, ends, index, numbers, photo, count)
 
