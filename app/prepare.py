@@ -60,7 +60,7 @@ def main(argv=None) -> dict:
     setup_logging(args.verbose)
     config = PrepareConfig(**config_overrides(args, "prepare"))
     from app.data import join, oid
-    from app.data.dataset import DatasetWriter
+    from app.data.dataset import DEMO_SOURCES, DatasetWriter
     from app.data.sources import Sources
 
     refuse_output_over_inputs(args.out, {"--oid-dir": args.oid_dir, "--yfcc": args.yfcc, "--autotags": args.autotags,
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
 
             held_out = max(50, args.demo_size // 4)
             log.info("generating the demo world (train=%d, seed=%d)", args.demo_size, args.seed)
-            sources = write_world(writer.path / "raw", WorldConfig(
+            sources = write_world(writer.path / DEMO_SOURCES, WorldConfig(
                 train_size=args.demo_size, validation_size=held_out, test_size=held_out,
                 extra_yfcc=3 * args.demo_size, seed=args.seed))
         else:

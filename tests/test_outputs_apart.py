@@ -39,6 +39,15 @@ def test_prepare_refuses_an_output_over_its_sources(tiny_world, tmp_path, capsys
                      (tmp_path / "hard", "is the input --yfcc")):
         assert why in refused(capsys, prepare.main, argv + [str(out)])
     assert snapshot(root) == before and not (root / "oid" / "new").exists()
+    prepare.main(argv + [str(tmp_path / "ds")])
+    capsys.readouterr()
+    assert not [p.name for p in (tmp_path / "ds").iterdir() if p.name.startswith(".")]  # no leftover temporaries
+    (tmp_path / "ds" / "my-run").mkdir()
+    (tmp_path / "ds" / "my-run" / "model.keras").write_text("keep me")  # a re-prepare would delete it
+    with pytest.raises(SystemExit):
+        prepare.main(argv + [str(tmp_path / "ds")])
+    assert "my-run: not a part of the dataset" in capsys.readouterr().err
+    assert (tmp_path / "ds" / "my-run" / "model.keras").read_text() == "keep me"
 
 
 def test_predict_evaluate_export_train_download_and_search_refuse_their_inputs(tmp_path, capsys):

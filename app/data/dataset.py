@@ -171,6 +171,10 @@ def _check_files(data_dir: Path, files: dict) -> None:
                                f"(a mixed folder); {again}")
 
 
+DEMO_SOURCES = "raw"  # the demo world's generated sources, inside its dataset
+JOIN_TEMP = ".join"  # prepare's bucket files while it runs (an empty folder of it was left by older versions)
+
+
 def _check_replaceable(target: Path) -> None:
     """Only a dataset folder (or an empty folder, or nothing) may be replaced by a new dataset."""
     if target.is_symlink() or (target.exists() and not target.is_dir()):
@@ -178,6 +182,15 @@ def _check_replaceable(target: Path) -> None:
     if target.is_dir() and any(target.iterdir()) and not (target / MARKER).exists():
         raise DatasetError(f"{target}: a folder that is not a dataset (no {MARKER}) and not empty: it would be "
                            f"replaced whole; choose another output folder, or remove it first")
+    if (target / MARKER).is_file():
+        try:
+            listed = json.loads((target / MARKER).read_text(encoding="utf-8")).get("files", {})
+        except (ValueError, AttributeError):
+            listed = {}
+        known = {MARKER, DEMO_SOURCES, JOIN_TEMP, *listed}
+        for entry in sorted(p.name for p in target.iterdir() if p.name not in known):
+            raise DatasetError(f"{target / entry}: not a part of the dataset, and it would be deleted with it (the "
+                               f"dataset is replaced whole); move it out first, or choose another output folder")
 
 
 def _read_back(folder: Path, target: Path) -> None:

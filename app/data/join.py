@@ -14,6 +14,7 @@ import collections
 import dataclasses
 import itertools
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -25,7 +26,7 @@ from app.config import PrepareConfig
 from app.data import oid, records, yfcc
 from app.data.badrows import BadRows
 from app.data.buckets import first_occurrences, mix64
-from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetWriter
+from app.data.dataset import CLASSES, HIERARCHY, JOIN_TEMP, STATS, VOCAB, DatasetWriter
 from app.data.hierarchy import Hierarchy
 from app.data.image_folder import ImageFolder, ManifestEntry
 from app.data.language import detect_language
@@ -193,12 +194,13 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
     context = RecordContext.load(sources.oid, config)
     folder = ImageFolder(sources.images, bad, index=False) if sources.images else None
     label_mids = {"human": context.hierarchy.known_mids(), "machine": [mid for mid, _ in context.classes]}
-    parts = partition(sources, label_mids, folder, out_dir / ".join", config.yfcc_split_size, config.bucket_photos,
+    parts = partition(sources, label_mids, folder, out_dir / JOIN_TEMP, config.yfcc_split_size, config.bucket_photos,
                       bad, progress)
     try:
         tally = _write_splits(parts, sources, context, folder, writer, config, bad, progress)
     finally:
         parts.remove()
+        shutil.rmtree(out_dir / JOIN_TEMP, ignore_errors=True)
     warn_on_labels(tally.counts, sources.oid.human_labels, bad)
     if config.yfcc_split_size and not parts.sizes[YFCC_SPLIT]:
         bad.warn(f"{YFCC_SPLIT}: 0 photos; {sources.yfcc} has no photo (marker 0, not a video) outside the Open "
