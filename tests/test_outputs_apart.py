@@ -51,7 +51,7 @@ def test_prepare_refuses_an_output_over_its_sources(tiny_world, tmp_path, capsys
 
 
 def test_predict_evaluate_export_train_download_and_search_refuse_their_inputs(tmp_path, capsys):
-    from tuning import search
+    from tuning import compare, search
 
     run = tmp_path / "run"
     (run / "serving").mkdir(parents=True)
@@ -78,6 +78,8 @@ def test_predict_evaluate_export_train_download_and_search_refuse_their_inputs(t
                                                                  "--no-progress"])
     assert "is the input --oid-dir" in refused(capsys, download.main, ["--oid-dir", str(run), "--out", str(run)])
     assert "holds the input --data" in refused(capsys, search.main, ["--data", str(run), "--out", str(tmp_path)])
+    assert "holds the input --data" in refused(capsys, compare.main, ["--data", str(run), "--out", str(tmp_path),
+                                                                       "--name", "x"])
     assert "lies inside the input --data" in refused(capsys, train.main, ["--data", str(run), "--out", str(run / "r"),
                                                                           "--no-progress"])
     assert snapshot(tmp_path) == before

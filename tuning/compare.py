@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # `python tuning/compare.py`: make the repository
 
 from app.cli import add_common_flags, add_config_flags, config_overrides, guarded, setup_logging  # noqa: E402
 from app.config import option  # noqa: E402
-from app.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from app.fileio import atomic_write_json, atomic_write_text, refuse_output_over_inputs  # noqa: E402
 from tuning.paired import PairedDifference, mean_std  # noqa: E402
 
 log = logging.getLogger("compare")
@@ -215,6 +215,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     setup_logging(args.verbose)
     config = CompareConfig(**config_overrides(args, "compare"))
+    refuse_output_over_inputs(args.out, {"--data": args.data}, "never")
     arms = make_arms(config)
     seeds = list(range(config.first_seed, config.first_seed + config.seeds))
     runs, out = args.out / "runs", args.out / config.name
