@@ -47,10 +47,11 @@ def label_lines(count: int, name: str = "train-annotations-human-imagelabels-box
     return [header] + [f"{start + i:016x}," + rows[i % len(rows)].split(",", 1)[1] for i in range(count)]
 
 
-def image_lines(count: int, start: int = 0, flickr_offset: int = 0) -> list:
+def image_lines(count: int, start: int = 0, flickr_offset: int = 0, subset: str = "train") -> list:
     """The header and `count` rows of the real image-metadata sample, each under a new ImageID (from
-    `start`), their Flickr ids plus `flickr_offset` (other photos than the sample's)."""
+    `start`), their Flickr ids plus `flickr_offset` (other photos than the sample's), in `subset`."""
     header, *rows = (DATA / "train-images-boxable-with-rotation.sample.csv").read_text(encoding="utf-8").splitlines()
+    rows = [row.replace(",train,", f",{subset},", 1) for row in rows]
     if flickr_offset:
         rows = [re.sub(r"/(\d+)_", lambda m: f"/{int(m[1]) + flickr_offset}_", row) for row in rows]
     return [header] + [f"{start + i:016x}," + rows[i % len(rows)].split(",", 1)[1] for i in range(count)]

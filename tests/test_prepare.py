@@ -108,7 +108,8 @@ def real_oid_dir(tmp_path):
     root = tmp_path / "oid"
     root.mkdir()
     for code, split in enumerate(SPLITS):  # other photos in each split (one photo in two splits is an error)
-        (root / f"{split}-images-with-rotation.csv").write_text("\n".join(image_lines(6, 16 * code, code)) + "\n")
+        images = image_lines(6, 16 * code, code, split)
+        (root / f"{split}-images-with-rotation.csv").write_text("\n".join(images) + "\n")
         (root / f"{split}-annotations-human-imagelabels-boxable.csv").write_text(
             "\n".join(label_lines(6, start=16 * code)) + "\n")
     (tmp_path / "yfcc100m_dataset").write_text((DATA / "yfcc100m_dataset.sample.tsv").read_text())
@@ -143,7 +144,7 @@ def test_prepare_cli_bad_input_is_one_error_line_and_exit_code_2(tmp_path, capsy
                            (("--hierarchy", str(tree)), f"{tree}: lacks 499 of the 500 classes of the class list")):
         code, _, out, err = prepare_cli(tmp_path, capsys, *extra)
         assert code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
-    images.write_text("\n".join(image_lines(6, 16, 1)) + "\n")
+    images.write_text("\n".join(image_lines(6, 16, 1, "validation")) + "\n")
     code, _, _, err = prepare_cli(tmp_path, capsys)
     assert code == 2 and err.startswith(f"error: {labels}:1: missing columns ['Confidence']"), err
 

@@ -76,6 +76,8 @@ def test_label_rows_outside_their_split_and_splits_without_labels_are_counted_an
     train_lines = [lines(train_labels)[0], lines(train_labels)[1], *validation_labels[1:],
                    f"{'e' * 16},verification,{lines(train_labels)[1].split(',')[2]},1"]
     train_labels.write_text("\n".join(train_lines) + "\n")
+    test_list = oid_dir / "test-images-with-rotation.csv"
+    test_list.write_text(test_list.read_text().replace(",test,", ",train,", 2))  # semantic nonsense: 2 rows
     code, stats, out, _ = run(capsys)
     assert code == 0
     bad = stats["bad_rows"]
@@ -88,6 +90,7 @@ def test_label_rows_outside_their_split_and_splits_without_labels_are_counted_an
     rare = f"train: only 1 of {images} images ({1 / images:.2%}) have verified labels, against 100.00% in validation"
     assert any(w.startswith(rare) for w in bad["warnings"]), bad["warnings"]
     assert "human_label_image_in_other_split" in out and f"warning: {rare}" in out
+    assert f"warning: {test_list}: 2 rows whose Subset is not test (e.g. line 2: 'train')" in out
     # No train label at all: a warning; and with no machine label either, training is refused.
     train_labels.write_text(lines(train_labels)[0] + "\n")
     machine = oid_dir / "train-annotations-machine-imagelabels.csv"

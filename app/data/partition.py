@@ -179,8 +179,9 @@ def partition_images(paths: dict, files: BucketFiles, bad: BadRows) -> tuple[dic
     """
     sizes, flickr, buckets, members = {}, [], [], {}
     for code, split in enumerate(oid.SPLITS):
-        keys, lines, split_flickr = [], [], []
+        keys, lines, split_flickr, elsewhere = [], [], [], []
         for batch in batches(oid.read_images(paths[split], bad)):
+            elsewhere += [(image.line_no, image.subset) for image in batch if image.subset not in ("", split)]
             key = np.array([int(image.image_id, 16) for image in batch], dtype=np.uint64)
             line = np.array([image.line_no for image in batch], dtype=np.int64)
             ids = np.array([image.flickr_id for image in batch], dtype=np.uint64)
@@ -199,6 +200,9 @@ def partition_images(paths: dict, files: BucketFiles, bad: BadRows) -> tuple[dic
         flickr.append(ids)
         if not sizes[split]:
             bad.warn(f"{split}: 0 images ({paths[split]})")
+        if elsewhere:
+            bad.warn(f"{paths[split]}: {len(elsewhere)} rows whose Subset is not {split} (e.g. line {elsewhere[0][0]}: "
+                     f"{elsewhere[0][1]!r}); they are kept in the {split} split, as the file says")
     check_disjoint_splits(members, paths)
     return sizes, FlickrMap(np.concatenate(flickr or [np.zeros(0, np.uint64)]),
                             np.concatenate(buckets or [np.zeros(0, np.int64)]))
