@@ -43,6 +43,12 @@ def option(default: Any, help: str, choices: tuple | None = None, execution: boo
     return field(default=default, metadata={"help": help, "choices": choices, "execution": execution, "needs": needs})
 
 
+def same_as(kind: type, name: str, help: str) -> Any:
+    """A field with the default, choices and kind of `kind`'s field `name` (stated once), and its own help."""
+    source = kind.__dataclass_fields__[name]
+    return option(source.default, help, source.metadata["choices"], source.metadata["execution"])
+
+
 def _check_choices(config) -> None:
     for f in dataclasses.fields(config):
         choices = f.metadata.get("choices")
@@ -79,11 +85,11 @@ class DataConfig:
 class PrepareConfig:
     """How sources become a dataset folder (`app/prepare.py`)."""
 
-    tag_limit: int = option(20, "tag limit N of the vocabulary saved with the dataset")
-    tag_threshold: int = option(10, "tag threshold T of the vocabulary saved with the dataset")
+    tag_limit: int = same_as(DataConfig, "tag_limit", "tag limit N of the vocabulary saved with the dataset")
+    tag_threshold: int = same_as(DataConfig, "tag_threshold", "tag threshold T of the vocabulary saved with the dataset")
     lowercase: bool = option(False, "fold tags to lower case (YFCC100M tags already are)")
-    tag_normalization: str = option("none", NORMALIZATION_HELP + " of the vocabulary saved with the dataset",
-                                    TAG_NORMALIZATIONS)
+    tag_normalization: str = same_as(DataConfig, "tag_normalization",
+                                     NORMALIZATION_HELP + " of the vocabulary saved with the dataset")
     records_per_shard: int = option(1024, "records per TFRecord shard")
     min_shards: int = option(2, "at least this many shards per split, so that workers can split them")
     expand_machine_labels: bool = option(True, "training targets: copy each machine label's confidence to the "

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from app.training.rundir import RunDir
+from app.runs.rundir import RunDir
 from app.training.run import RunOptions, train
 
 ROOT = Path(__file__).resolve().parents[1]
