@@ -244,6 +244,18 @@ class RunConfig:
         return cls.from_dict(read_json(path), str(path))
 
 
+def build_config(config_file: Optional[str | Path], overrides: dict) -> RunConfig:
+    """The config file (if any; else the defaults), with `overrides` (`{section: {field: value}}`) on top.
+
+    Raises:
+        InputError: naming the file (or `flags`) and the key.
+    """
+    raw = RunConfig.load(config_file).to_dict() if config_file else RunConfig().to_dict()
+    for section, fields in overrides.items():
+        raw[section].update(fields)
+    return RunConfig.from_dict(raw, str(config_file or "flags"))
+
+
 def build_section(kind: type, section: Any, where: str):
     """Builds one config dataclass from a dict, checking keys and value types.
 

@@ -111,3 +111,42 @@ def test_predict_detects_each_photos_language_as_prepare_does(exported):
     for model in (target, run_dir):  # the SavedModel, and the run folder's model in process
         got = predictor.load_predictor(model)[0](tags, [b""] * 3)["scores"]
         np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_the_parser_and_the_serving_signature_give_identical_model_inputs(exported, tiny_world, tmp_path):
+    """Photos with tags and an image, with an image only, with tags only and with neither: the tf.data
+    parser (records) and the serving path (raw request) make the same model inputs, and the export
+    scores them as the Keras model scores the parser's."""
+    run_dir, _, loaded = exported
+    run = TrainedRun(run_dir)
+    photos = [(["Katzen", "hunde"], "de", jpeg(60)), ([], "un", jpeg(150)), (["chats", "chat"], "fr", b""),
+              ([], "un", b"")]
+    info = write_photos(tmp_path / "d", tiny_world[1], photos)
+    parsed = next(iter(make_dataset(info, "train", run.preprocessor, batch_size=8)))[0]
+    order = [0, 2, 1, 3]  # round-robin into two shards
+    tags = [photos[i][0] for i in order]
+    width = max(len(t) for t in tags)
+    padded = tf.constant([t + [""] * (width - len(t)) for t in tags], tf.string)
+    raw = {"tags": tf.RaggedTensor.from_tensor(padded, padding=""), "language": tf.constant([photos[i][1] for i in order]),
+           "image": tf.constant([photos[i][2] for i in order])}
+    served, image_error = run.preprocessor(raw)
+    assert list(served) == list(parsed) == ["tag_ids", "image", "image_present"]
+    for name in parsed:
+        np.testing.assert_array_equal(served[name], parsed[name])
+    assert parsed["image_present"].numpy()[:, 0].tolist() == [1, 0, 1, 0]
+    assert image_error.numpy().tolist()[1] == b"no image bytes"
+    out = loaded.signatures["serving_default"](tags=padded, image_bytes=raw["image"], language=raw["language"])
+    np.testing.assert_allclose(out["scores"], run.model(parsed, training=False), rtol=0, atol=1e-5)
+
+
+def test_a_run_loads_back_through_app_runs_alone(exported):
+    run_dir, _, _ = exported
+    run = TrainedRun(run_dir)
+    assert run.preprocessor.get_config() == {"inputs": ["tag_ids", "image", "image_present"], "image_size": 32,
+                                             "image_presence": True, "vocabulary": "vocab.tsv"}
+    assert run.preprocessor.needs_language and run.preprocessor.tags.vocab.normalization == "snowball"
+    assert set(run.model.input) == set(run.preprocessor.model_inputs())
+    assert len(run.classes) == len(run.thresholds) == run.model.output.shape[-1]
+    inputs, _ = run.preprocessor({"tags": tf.ragged.constant([["Katzen"]]), "language": tf.constant(["de"]),
+                                  "image": tf.constant([jpeg(60)])})
+    assert run.model(inputs).shape == (1, len(run.classes))

@@ -135,6 +135,11 @@ class DatasetInfo:
                                            self.vocab.lowercase, normalization)
 
 
+def is_complete_dataset(data_dir: str | Path) -> bool:
+    """True when a prepare run finished writing the folder (its marker is there); not checked further."""
+    return (Path(data_dir) / MARKER).exists()
+
+
 def _read_marker(data_dir: Path) -> dict:
     hint = "run `python app/prepare.py` to make it"
     if not data_dir.is_dir():

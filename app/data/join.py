@@ -16,7 +16,7 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -163,13 +163,25 @@ def _label_lists(scores: dict, verified: dict, machine: dict, index: dict) -> di
     }
 
 
-def prepare_dataset(sources: Sources, out_dir: str | Path, config: PrepareConfig, progress: bool = True) -> dict:
+def prepare_dataset(sources: Sources | Callable[[Path], Sources], out_dir: str | Path, config: PrepareConfig,
+                    progress: bool = True) -> dict:
     """Joins the sources into a new dataset folder, swapped into place when complete.
+
+    Args:
+        sources: the source files, or a function that finds (or writes) them, given the new
+            folder's temporary path (the demo world writes its raw files there).
+        out_dir: the dataset folder.
+        config: vocabulary, shard layout, targets, the `yfcc` split's size, buckets.
+        progress: show progress bars.
 
     Returns:
         The stats (also in `stats.json`), plus the dataset's `fingerprint`.
     """
     with DatasetWriter(out_dir) as writer:
+        sources = sources(writer.path) if callable(sources) else sources
+        for split, path in sources.oid.human_labels.items():
+            subset = " (the boxable subset: no full file found)" if path and path.stem.endswith("-boxable") else ""
+            log.info("%s: human-verified labels from %s%s", split, path, subset)
         stats = prepare(sources, writer, config, progress)
         return {**stats, "fingerprint": writer.commit()}
 

@@ -166,6 +166,11 @@ class RunDir:
                 digest.update(block)
         return "run " + digest.hexdigest()[:12]
 
+    def is_complete(self) -> bool:
+        """True when the folder holds a run whose training finished."""
+        record = self.record()
+        return record is not None and record["status"] == COMPLETE
+
     def require_complete(self) -> "RunDir":
         """Raises a clear error unless the folder holds a finished run."""
         record = self.record()
