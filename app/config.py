@@ -86,7 +86,8 @@ class PrepareConfig:
     """How sources become a dataset folder (`app/prepare.py`)."""
 
     tag_limit: int = same_as(DataConfig, "tag_limit", "tag limit N of the vocabulary saved with the dataset")
-    tag_threshold: int = same_as(DataConfig, "tag_threshold", "tag threshold T of the vocabulary saved with the dataset")
+    tag_threshold: int = same_as(DataConfig, "tag_threshold",
+                                 "tag threshold T of the vocabulary saved with the dataset")
     lowercase: bool = option(False, "fold tags to lower case (YFCC100M tags already are)")
     tag_normalization: str = same_as(DataConfig, "tag_normalization",
                                      NORMALIZATION_HELP + " of the vocabulary saved with the dataset")

@@ -127,8 +127,8 @@ def test_the_parser_and_the_serving_signature_give_identical_model_inputs(export
     tags = [photos[i][0] for i in order]
     width = max(len(t) for t in tags)
     padded = tf.constant([t + [""] * (width - len(t)) for t in tags], tf.string)
-    raw = {"tags": tf.RaggedTensor.from_tensor(padded, padding=""), "language": tf.constant([photos[i][1] for i in order]),
-           "image": tf.constant([photos[i][2] for i in order])}
+    raw = {"tags": tf.RaggedTensor.from_tensor(padded, padding=""),
+           "language": tf.constant([photos[i][1] for i in order]), "image": tf.constant([photos[i][2] for i in order])}
     served, image_error = run.preprocessor(raw)
     assert list(served) == list(parsed) == ["tag_ids", "image", "image_present"]
     for name in parsed:

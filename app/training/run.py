@@ -193,9 +193,10 @@ def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions,
             moved = transfer_pretrained(pretrained.load_model(), head, t.freeze_embedding)
             log.info("initialised from %s: %s%s", pretrained.path, ", ".join(moved),
                      " (embedding frozen)" if t.freeze_embedding else "")
-        backbone = build_backbone(m.image_size, m.image_weights, m.train_backbone) if m.uses_image else None
+        image_size = preprocessor.image_size
+        backbone = build_backbone(image_size, m.image_weights, m.train_backbone) if image_size else None
         full = attach_backbone(head, backbone)
-        frozen = m.uses_image and not m.train_backbone
+        frozen = image_size is not None and not m.train_backbone
         trained = head if frozen else full
         optimizer = LazyAdam(learning_rate=t.learning_rate)
         if t.mixed_precision:
@@ -203,7 +204,7 @@ def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions,
         optimizer.build(trained.trainable_variables)
     features = None
     if frozen:
-        features = FeatureStore(options.cache_dir or run.cache_dir, info, m.image_size, m.image_weights)
+        features = FeatureStore(options.cache_dir or run.cache_dir, info, image_size, m.image_weights)
         features.extract(backbone, _feature_jobs(info, features, strategy, config.data.train_split), strategy,
                          options.progress)
     inputs = RunInputs(info, config, preprocessor, features)
