@@ -1,8 +1,9 @@
 """A SavedModel for TensorFlow Serving: raw tags and image bytes in, scores and top-k out.
 
-All preprocessing is in the graph and is the code the tf.data pipeline uses in training
-(`app.data.preprocess`): tag cleaning, the tag limit, padding, vocabulary lookup, image decoding
-and resizing; ResNet preprocessing is inside the Keras model itself.
+All preprocessing is in the graph and is the run's own `ContextualPreprocessor`
+(`app.data.preprocessor`), the object the tf.data pipeline used in training: tag cleaning, the tag
+limit, padding, vocabulary lookup, image decoding and resizing, image presence; ResNet
+preprocessing is inside the Keras model itself.
 
 Signatures:
     serving_default(tags: string [batch, None], image_bytes: string [batch][, language: string [batch]])
