@@ -38,6 +38,7 @@ from app.data.yfcc_split import SPLIT as YFCC_SPLIT
 from app.data.yfcc_split import yfcc_key
 
 log = logging.getLogger(__name__)
+prepare_log = logging.getLogger("prepare")  # the prepare step's own messages (app/prepare.py's logger)
 
 SPLITS = (*oid.SPLITS, YFCC_SPLIT)
 SELECTION_RULE = ("the photos of the YFCC100M file (not videos) outside the Open Images image lists with the "
@@ -181,7 +182,7 @@ def prepare_dataset(sources: Sources | Callable[[Path], Sources], out_dir: str |
         sources = sources(writer.path) if callable(sources) else sources
         for split, path in sources.oid.human_labels.items():
             subset = " (the boxable subset: no full file found)" if path and path.stem.endswith("-boxable") else ""
-            log.info("%s: human-verified labels from %s%s", split, path, subset)
+            prepare_log.info("%s: human-verified labels from %s%s", split, path, subset)
         stats = prepare(sources, writer, config, progress)
         return {**stats, "fingerprint": writer.commit()}
 
