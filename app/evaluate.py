@@ -94,7 +94,7 @@ def _inputs(args: argparse.Namespace) -> dict:
     """Every file and folder the command reads, the run's own dataset included (`--data` by default)."""
     data = args.data
     if data is None and args.model is not None and args.report is not None:
-        from app.training.rundir import RunDir
+        from app.runs.rundir import RunDir
 
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # (no record: evaluate_run says)
             data = RunDir(args.model).data_dir

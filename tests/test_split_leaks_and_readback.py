@@ -154,10 +154,10 @@ def test_a_class_name_with_a_line_break_is_refused(tmp_path, char):
 
 
 def test_predict_json_lines_hold_no_raw_line_separator():
-    from app.predict import _json_line
+    from app.serving.writers import json_line
 
     record = {"tags": [f"a{ch}b" for ch in FIELD_BREAKS]}
-    text = _json_line(record)
+    text = json_line(record)
     assert len(text.splitlines()) == 1 and json.loads(text) == record
 
 
