@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 
 from app.config import PrepareConfig
 from app.data.dataset import DatasetInfo
-from app.data.tfds_builder import ContextualOpenImages, decode_example, manual_sources
+from app.data.tfds_builder import ContextualOpenImages, decode_example, manual_sources, tfds_example
 from app.errors import InputError
 
 
@@ -24,16 +24,27 @@ def test_tfds_yields_the_records_of_prepare(tiny_world, tmp_path):
     info = DatasetInfo.load(data_dir)
     assert set(builder.info.splits) == {"train", "validation", "test", "yfcc"}
     assert builder.info.metadata["classes"] == [mid for mid, _ in info.classes]
+    presence = []
     for split in builder.info.splits:
         expected = prepared_examples(info, split)
         got = {ex["image_id"]: ex for ex in tfds.as_numpy(builder.as_dataset(split=split))}
         assert len(got) == info.split_sizes[split] == len(expected) > 0
         assert got.keys() == expected.keys()
         for key, example in expected.items():
-            assert got[key].keys() == example.keys()
+            assert got[key].keys() == example.keys() | {"image_present"}
+            assert got[key]["image_present"] == (len(example["image"]) > 0)
+            presence.append(got[key]["image_present"])
+            image = example.pop("image")
+            if len(image):  # the photo, decoded as TFDS decodes it
+                assert np.array_equal(got[key]["image"], tf.image.decode_image(image, channels=3).numpy())
+            else:
+                assert got[key]["image"].shape == (1, 1, 3) and not got[key]["image"].any()
             for name, value in example.items():
                 assert np.array_equal(got[key][name], value), (split, key, name)
-    assert any(len(ex["image"]) for ex in expected.values())  # images travel too
+    assert all(presence)  # every demo photo has its image; one without gets the stand-in:
+    record = dict(next(iter(prepared_examples(info, "test").values())), image=b"")
+    example = builder.info.features.deserialize_example(builder.info.features.serialize_example(tfds_example(record)))
+    assert not example["image_present"] and example["image"].shape == (1, 1, 3) and not example["image"].numpy().any()
     by_name = tfds.load("contextual_open_images", data_dir=str(tmp_path / "tfds"), split="train")
     assert int(by_name.cardinality()) == info.split_sizes["train"]
 
