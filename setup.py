@@ -27,14 +27,14 @@ setup(
     extras_require={"test": ["pytest>=8,<10"]},
     entry_points={
         "console_scripts": [
-            "cic-prepare=app.prepare:main",
-            "cic-download=app.download:main",
-            "cic-train=app.train:main",
-            "cic-pseudo-label=app.pseudo_label:main",
-            "cic-evaluate=app.evaluate:main",
-            "cic-export=app.export:main",
-            "cic-predict=app.predict:main",
-            "cic-search=tuning.search:main",
+            "cic-prepare=app.prepare:main.console",
+            "cic-download=app.download:main.console",
+            "cic-train=app.train:main.console",
+            "cic-pseudo-label=app.pseudo_label:main.console",
+            "cic-evaluate=app.evaluate:main.console",
+            "cic-export=app.export:main.console",
+            "cic-predict=app.predict:main.console",
+            "cic-search=tuning.search:main.console",
         ]
     },
 )

@@ -20,7 +20,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/download.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import fail, setup_logging  # noqa: E402
+from app.cli import console_script, fail, setup_logging  # noqa: E402
 
 log = logging.getLogger("download")
 SPLITS = ("train", "validation", "test")
@@ -86,6 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+@console_script
 def main(argv=None):
     """Runs the download; returns its `DownloadSummary`."""
     args = parse_args(argv)
