@@ -58,11 +58,12 @@ def test_tensorboard_reads_keras_layout_runs(contextual_export):
     out = python(f"""
         import json
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from tensorboard.util.tensor_util import make_ndarray
         scalars = {{}}
         for run in ("train", "validation"):
             events = EventAccumulator({str(run_dir / "logs")!r} + "/" + run, size_guidance={{"tensors": 0}})
             events.Reload()
-            scalars[run] = {{tag: [float(__import__("tensorflow").make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)]
+            scalars[run] = {{tag: [float(make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)]
                             for tag in events.Tags()["tensors"]}}
         print(json.dumps(scalars))
         """)
@@ -134,3 +135,19 @@ def test_a_wheel_installs_elsewhere_and_its_commands_run(tmp_path):
         assert done.returncode == 0 and "usage:" in done.stdout, done.stderr[-2000:]
     where = python("import app.demo.world, app.resources; print(app.demo.world.__file__)", cwd=elsewhere, env=env)
     assert where.startswith(str(site))  # the installed copy, not the repository
+
+
+def test_client_bodies_carry_languages_and_refuse_mixed_input():
+    photos = [Photo(["hund"], b"\xff\xd8", "de"), Photo([], b"", "un")]
+    row = rest_body(photos)
+    assert row["instances"][0] == {"tags": ["hund"], "image_bytes": {"b64": "/9g="}, "language": "de"}
+    assert rest_body(photos, columnar=True)["inputs"]["language"] == ["de", "un"]
+    assert rest_body(photos, columnar=True)["inputs"]["tags"] == [["hund"], [""]]
+    request = grpc_request(photos, "m", version=3)
+    assert request.model_spec.version.value == 3 and tf.make_ndarray(request.inputs["tags"]).shape == (2, 1)
+    with pytest.raises(ValueError, match="every photo a language"):
+        rest_body([Photo(["a"], b"", "en"), Photo(["b"])])
+    with pytest.raises(ValueError, match="serve_yfcc takes one YFCC100M tag field"):
+        rest_body([Photo(["a"])], "serve_yfcc")
+    with pytest.raises(ValueError, match="serving_default takes a list"):
+        grpc_request([Photo("a,b")])
