@@ -114,8 +114,10 @@ class History(Callback):
         if self.hparams:
             from tensorboard.plugins.hparams import api as hparams_api
 
-            with tf.summary.create_file_writer(str(self.logs_dir)).as_default():
+            writer = tf.summary.create_file_writer(str(self.logs_dir))
+            with writer.as_default():
                 hparams_api.hparams(self.hparams)
+            writer.close()
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
         rows = trainer.history

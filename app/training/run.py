@@ -60,9 +60,8 @@ class RunOptions:
         tags: a ready tag lookup (the tuner caches one per limit and threshold).
         head: a ready head model (the tuner's `build()`); built from the config otherwise.
         cache_dir: where frozen-backbone features are cached (default: the run's `cache/`).
-        keep_model: save the best epoch's `model.keras`.
         finish: tune the class thresholds, score the test split and keep `backup/` (tuning trials
-            only need the score and the model).
+            only need the score and the best epoch's `model.keras`).
         hparams: hyperparameter values to log for TensorBoard's HParams dashboard.
     """
 
@@ -71,7 +70,6 @@ class RunOptions:
     tags: Optional[TagLookup] = None
     head: Optional[keras.Model] = None
     cache_dir: Optional[Path] = None
-    keep_model: bool = True
     finish: bool = True
     hparams: Optional[dict] = None
 
@@ -224,7 +222,7 @@ def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions,
 def _callbacks(run: RunDir, config: RunConfig, options: RunOptions, strategy, chief: bool, full: keras.Model,
                steps: int) -> list:
     t = config.train
-    best = BestModel(strategy, (lambda: run.save_model(full)) if chief and options.keep_model else None)
+    best = BestModel(strategy, (lambda: run.save_model(full)) if chief else None)
     callbacks = [Checkpoint(run.backup_dir, chief, {"best": best.best}), best]
     if chief:
         callbacks.append(History(run.history_path, run.logs_dir, options.hparams))
@@ -250,7 +248,7 @@ def _final_metrics(run: RunDir, config: RunConfig, options: RunOptions, inputs: 
     metrics = {"model": config.model.model, "epochs": len(history), "best_epoch": int(best_epoch["epoch"]),
                "val_map": best_epoch["val_map"], "val_loss": best_epoch["val_loss"], "data": str(inputs.info.data_dir),
                "seconds": round(time.time() - started, 1)}
-    if options.keep_model and options.finish:
+    if options.finish:
         best = run.load_model()
         trainer.model.set_weights((best.get_layer(head.name) if frozen else best).get_weights())
         _, scores = inputs.score_split(trainer, "validation")
