@@ -1,11 +1,10 @@
 """The project's artifacts used by the TensorFlow ecosystem's own tools, each in a fresh process, as a
 user would: Keras (`keras.saving.load_model` after `import app`), TensorBoard (`EventAccumulator`),
-TF Serving (REST and gRPC requests answered by its documented rules) and pip (a wheel installed
-elsewhere). TFDS and KerasTuner are checked in test_tfds_builder.py and test_tuning.py."""
+TF Serving (REST and gRPC requests answered by its documented rules). TFDS, KerasTuner and pip are
+checked in test_tfds_builder.py, test_tuning.py and test_packaging.py."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -108,33 +107,6 @@ def test_tf_serving_answers_the_clients_rest_and_grpc_requests(contextual_export
     np.testing.assert_allclose(answers["contextual.yfcc"]["outputs"]["scores"], expected_yfcc["scores"].numpy().ravel(),
                                rtol=1e-5, atol=1e-6)
     assert padded_tags([Photo(["a"]), Photo(["b", "c"])]) == [["a", ""], ["b", "c"]]
-
-
-def test_a_wheel_installs_elsewhere_and_its_commands_run(tmp_path):
-    source = tmp_path / "source"  # a copy: building in place would leave build/ in the repository
-    for name in ("app", "tuning"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "runs"))
-    shutil.copy(ROOT / "setup.py", source / "setup.py")
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
-    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
-                   check=True, capture_output=True, timeout=300)
-    wheel, = (tmp_path / "dist").glob("contextual_image_classifier-*.whl")
-    site = tmp_path / "site"
-    subprocess.run(pip + ["install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True,
-                   timeout=300)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    env = {**QUIET, "PYTHONPATH": str(site)}
-    command = [str(site / "bin" / "cic-prepare"), "--demo", "--demo-size", "60", "--out", "demo"]
-    done = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert (elsewhere / "demo" / "classes.csv").exists() and list((elsewhere / "demo").glob("train-*"))
-    for module in ("app.train", "tuning.search"):
-        done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=elsewhere, env=env, capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 0 and "usage:" in done.stdout, done.stderr[-2000:]
-    where = python("import app.demo.world, app.resources; print(app.demo.world.__file__)", cwd=elsewhere, env=env)
-    assert where.startswith(str(site))  # the installed copy, not the repository
 
 
 def test_client_bodies_carry_languages_and_refuse_mixed_input():

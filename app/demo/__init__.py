@@ -1,1 +1,1 @@
-"""The offline demo world: a synthetic Open Images + YFCC100M world written in the real source formats."""
+"""The embedded demo world: a synthetic Open Images + YFCC100M in the real file formats."""
