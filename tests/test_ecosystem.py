@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from app.config import TrainConfig
+from app.runs.trained import TrainedRun
 from app.serving.client import Photo, grpc_request, model_config, padded_tags, rest_body
 from app.training.callbacks import read_history
 from photos import jpeg
@@ -42,6 +43,11 @@ def test_keras_loads_the_model_after_import_app(contextual_export):
         inputs = {{name: np.zeros([2] + list(t.shape[1:]), t.dtype) for name, t in model.input.items()}}
         inputs["tag_ids"][0, :3] = [2, 3, 4]
         print(json.dumps(np.asarray(model(inputs)).tolist()))
+        import tensorflow as tf  # docs/ecosystem.md: raw tags and image bytes through the run's preprocessor
+        from app.data.preprocessor import ContextualPreprocessor
+        preprocess = ContextualPreprocessor.load({str(run_dir)!r})
+        raw, error = preprocess({{"tags": tf.ragged.constant([["dog", "beach"]]), "image": tf.constant([{jpeg(40)!r}])}})
+        print(json.dumps([np.asarray(model(raw)).tolist(), error.numpy()[0].decode()]))
         """)
     import keras
 
@@ -49,7 +55,9 @@ def test_keras_loads_the_model_after_import_app(contextual_export):
     inputs = {name: np.zeros([2] + list(t.shape[1:]), t.dtype) for name, t in model.input.items()}
     inputs["tag_ids"][0, :3] = [2, 3, 4]
     assert {"tag_ids", "image"} <= set(inputs)  # the custom image and tag layers are both in the model
-    np.testing.assert_allclose(json.loads(out), np.asarray(model(inputs)), rtol=1e-5, atol=1e-6)
+    ids_scores, (raw_scores, error) = map(json.loads, out.splitlines()[-2:])
+    np.testing.assert_allclose(ids_scores, np.asarray(model(inputs)), rtol=1e-5, atol=1e-6)
+    assert error == "" and np.array(raw_scores).shape == (1, len(TrainedRun(run_dir).classes))
 
 
 def test_tensorboard_reads_keras_layout_runs(contextual_export):
