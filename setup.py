@@ -24,17 +24,24 @@ setup(
         "tqdm>=4.66,<5",
         "urllib3>=2,<3",
     ],
-    extras_require={"test": ["pytest>=8,<10"]},
+    extras_require={
+        # tfds.as_dataframe's HTML view needs jinja2; TFDS's `tfds build` CLI also needs apache-beam, which
+        # would downgrade TensorFlow 2.21's protobuf (see docs/ecosystem.md), so it is not listed.
+        "tfds": ["jinja2>=3.1,<4"],
+        # tensorflow-serving-api: the TF Serving request protos of app/serving/client.py's gRPC requests
+        "serving": ["tensorflow-serving-api>=2.21,<2.22"],
+        "test": ["pytest>=8,<10", "jinja2>=3.1,<4", "tensorflow-serving-api>=2.21,<2.22"],
+    },
     entry_points={
         "console_scripts": [
-            "cic-prepare=app.prepare:main",
-            "cic-download=app.download:main",
-            "cic-train=app.train:main",
-            "cic-pseudo-label=app.pseudo_label:main",
-            "cic-evaluate=app.evaluate:main",
-            "cic-export=app.export:main",
-            "cic-predict=app.predict:main",
-            "cic-search=tuning.search:main",
+            "cic-prepare=app.prepare:main.console",
+            "cic-download=app.download:main.console",
+            "cic-train=app.train:main.console",
+            "cic-pseudo-label=app.pseudo_label:main.console",
+            "cic-evaluate=app.evaluate:main.console",
+            "cic-export=app.export:main.console",
+            "cic-predict=app.predict:main.console",
+            "cic-search=tuning.search:main.console",
         ]
     },
 )

@@ -152,7 +152,10 @@ def describe(err: BaseException) -> str:
 
 
 def guarded(main: Callable) -> Callable:
-    """Decorates a CLI `main(argv)`: input errors become one-line errors (see `user_errors`)."""
+    """Decorates a CLI `main(argv)`: input errors become one-line errors (see `user_errors`).
+
+    The decorated function's `console` attribute is its console-script entry point (`setup.py`).
+    """
 
     @functools.wraps(main)
     def wrapper(argv=None):
@@ -160,7 +163,21 @@ def guarded(main: Callable) -> Callable:
         with user_errors(verbose="--verbose" in argv):
             return main(argv)
 
-    return wrapper
+    return console_script(wrapper)
+
+
+def console_script(main: Callable) -> Callable:
+    """Gives a CLI `main(argv=None)` a `console` attribute: its console-script entry point (`setup.py`).
+
+    It runs the command as `python app/X.py` does, exit status 0 unless an error exits first: the
+    value that `main` returns is for Python callers, and a console script would exit with it.
+    """
+
+    def console() -> None:
+        main()
+
+    main.console = console
+    return main
 
 
 _sigterm_watched = False

@@ -20,7 +20,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/download.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import fail, setup_logging  # noqa: E402
+from app.cli import console_script, fail, setup_logging  # noqa: E402
 from app.fileio import refuse_output_over_inputs  # noqa: E402
 
 log = logging.getLogger("download")
@@ -87,6 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+@console_script
 def main(argv=None):
     """Runs the download; returns its `DownloadSummary`."""
     args = parse_args(argv)

@@ -40,6 +40,26 @@ def tiny_world(tmp_path_factory):
     return sources, data_dir
 
 
+@pytest.fixture(scope="session")
+def contextual_export(tiny_world, tmp_path_factory):
+    """A contextual model (image + tags) trained for one epoch on the tiny world, and its first export.
+
+    Returns:
+        `(run_dir, export_dir)`.
+    """
+    from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from app.serving.signatures import export
+    from app.training.run import RunOptions, train
+
+    _, data_dir = tiny_world
+    root = tmp_path_factory.mktemp("serving")
+    config = RunConfig(data=DataConfig(tag_limit=10, tag_threshold=2),
+                       model=ModelConfig(model="contextual", embedding_dim=16, hidden_units=32, image_size=32),
+                       train=TrainConfig(epochs=1, batch_size=32))
+    train(data_dir, root / "run", config, RunOptions(progress=False))
+    return root / "run", export(root / "run")
+
+
 def label_lines(count: int, name: str = "train-annotations-human-imagelabels-boxable.sample.csv",
                 start: int = 0) -> list:
     """The header and `count` rows of a real label sample, each row under a new ImageID (from `start`)."""

@@ -9,13 +9,11 @@ import pytest
 import tensorflow as tf
 
 from app import predict
-from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from app.data.images import MAX_IMAGE_PIXELS
 from app.data.preprocess import decode_images
 from app.data.tags import OOV_ID, clean_tags
 from app.runs.trained import TrainedRun
 from app.serving.signatures import directory_size, export
-from app.training.run import RunOptions, train
 from photos import jpeg, noisy_jpeg, png_bomb, png_with_bad_data, truncated
 
 TRICKY = [
@@ -29,14 +27,8 @@ TRICKY = [
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_world, tmp_path_factory):
-    _, data_dir = tiny_world
-    root = tmp_path_factory.mktemp("serving")
-    config = RunConfig(data=DataConfig(tag_limit=10, tag_threshold=2),
-                       model=ModelConfig(model="contextual", embedding_dim=16, hidden_units=32, image_size=32),
-                       train=TrainConfig(epochs=1, batch_size=32))
-    train(data_dir, root / "run", config, RunOptions(progress=False))
-    return root / "run", export(root / "run")
+def exported(contextual_export):
+    return contextual_export
 
 
 def test_export_layout_and_versioning(exported):

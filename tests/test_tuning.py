@@ -57,12 +57,51 @@ def test_small_search_resumes_and_its_best_config_trains(tiny_world, tmp_path, c
     for trial in trials + ["trial_2"]:  # each trial trains into a run folder, like train.py, scored the same way
         run_metrics = json.loads((out / trial / "run" / "metrics.json").read_text())
         assert json.loads((out / trial / "trial.json").read_text())["score"] == pytest.approx(run_metrics["val_map"])
+    keras_tuner_in_a_fresh_process(out, data_dir, trials + ["trial_2"])
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "app/train.py", "--config", str(out / "best_config.json"), "--data",
                            str(data_dir), "--out", str(tmp_path / "best"), "--epochs", "1", "--no-progress"],
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert RunConfig.load(tmp_path / "best" / "config.json").data.tag_limit == best["tag_limit"]
+
+
+def keras_tuner_in_a_fresh_process(out: Path, data_dir: Path, trials: list) -> None:
+    """KerasTuner's own API on a finished search: `results_summary()`, `get_best_models()`, and each
+    trial's hyperparameters in TensorBoard's HParams data (read with `EventAccumulator`)."""
+    code = f"""
+import json, sys
+import keras, numpy as np
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+from tuning.search import open_tuner
+tuner = open_tuner({str(out)!r}, {str(data_dir)!r})
+tuner.results_summary(num_trials=1)
+best = tuner.get_best_models(1)[0]
+trial = tuner.oracle.get_best_trials(1)[0]
+saved = keras.saving.load_model(tuner.trial_run_dir(trial.trial_id) / "model.keras")
+ids = np.arange(best.input["tag_ids"].shape[1], dtype="int32")[None] % 5
+assert np.allclose(best({{"tag_ids": ids}}), saved({{"tag_ids": ids}}))
+hparams = {{}}
+for trial_id in {trials!r}:
+    events = EventAccumulator(str(tuner.trial_run_dir(trial_id.split("_")[1]) / "logs"))
+    events.Reload()
+    data = plugin_data_pb2.HParamsPluginData.FromString(events.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    hparams[trial_id] = {{k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in data.session_start_info.hparams.items()}}
+print(json.dumps({{"best": trial.trial_id, "limit": best.input["tag_ids"].shape[1], "hparams": hparams}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary, used = done.stdout.rsplit("\n", 2)[0], json.loads(done.stdout.splitlines()[-1])
+    best = max(trials, key=lambda t: json.loads((out / t / "trial.json").read_text())["score"])
+    values = json.loads((out / best / "trial.json").read_text())["hyperparameters"]["values"]
+    assert f"trial_{used['best']}" == best and used["limit"] == values["tag_limit"]
+    assert 'Objective(name="val_map", direction="max")' in summary
+    assert all(f"{name}: {values[name]}" in summary for name in values), summary  # every searched value
+    for trial in trials:
+        logged = json.loads((out / trial / "trial.json").read_text())["hyperparameters"]["values"]
+        assert used["hparams"][trial] == pytest.approx(logged), trial
 
 
 def test_distributed_search_with_a_chief_and_two_workers(tiny_world, tmp_path):

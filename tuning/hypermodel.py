@@ -22,6 +22,7 @@ from app.data.dataset import DatasetInfo
 from app.data.preprocess import TagLookup
 from app.data.preprocessor import ContextualPreprocessor
 from app.model.classifier import build_head
+from app.runs.rundir import MODEL
 from app.training.run import RunOptions, train
 
 log = logging.getLogger("tuning")
@@ -105,18 +106,36 @@ class TagHyperModel(kt.HyperModel):
         """
         config = self.run_config(hp, seed)
         tags = self.lookup(hp.get("tag_limit"), hp.get("tag_threshold"))
-        options = RunOptions(progress=False, tags=tags, head=model, cache_dir=self.cache_dir, keep_model=False)
+        options = RunOptions(progress=False, tags=tags, head=model, cache_dir=self.cache_dir, finish=False,
+                             hparams=dict(hp.values))
         result = train(self.info.data_dir, run_dir, config, options)
         m = result.metrics
         return {"val_map": m["val_map"], "best_epoch": m["best_epoch"], "epochs_run": m["epochs"]}
 
 
 class SearchTuner(kt.RandomSearch):
-    """RandomSearch whose trials train into their own run folders and log one line each."""
+    """RandomSearch whose trials train into their own run folders and log one line each.
+
+    A trial's run folder (`trial_N/run/`) keeps the model of its best epoch (`model.keras`, the rule
+    of `app/train.py`) and its TensorBoard logs, hyperparameters included; `get_best_models()` loads
+    those models.
+    """
+
+    def trial_run_dir(self, trial_id: str) -> Path:
+        """The run folder that a trial trains into."""
+        return Path(self.get_trial_dir(trial_id)) / "run"
 
     def run_trial(self, trial, *args, **kwargs) -> dict:
         hp = trial.hyperparameters
-        return self.hypermodel.fit(hp, self.hypermodel.build(hp), run_dir=Path(self.get_trial_dir(trial.trial_id)) / "run")
+        return self.hypermodel.fit(hp, self.hypermodel.build(hp), run_dir=self.trial_run_dir(trial.trial_id))
+
+    def load_model(self, trial) -> keras.Model:
+        """The trial's best-epoch model, as `app/train.py` chose and saved it."""
+        path = self.trial_run_dir(trial.trial_id) / MODEL
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: trial {trial.trial_id} kept no model (trials of searches made before "
+                                    f"models were kept have only their score)")
+        return keras.saving.load_model(path)
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)

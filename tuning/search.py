@@ -113,27 +113,47 @@ def write_summary(out: Path, rows: list, hypermodel) -> dict:
     return best
 
 
+def open_tuner(out: str | Path, data_dir: str | Path, search: Optional[SearchConfig] = None):
+    """The search's KerasTuner tuner, reloaded from `out` if the search was run before.
+
+    With it, a finished search is used the KerasTuner way: `tuner.results_summary()`,
+    `tuner.get_best_models(1)[0]`, `tuner.get_best_hyperparameters()`.
+
+    Args:
+        out: the search folder (`--out`).
+        data_dir: the prepared dataset (`--data`).
+        search: the search's settings (default: the defaults of `tuning/search.py`).
+
+    Returns:
+        A `tuning.hypermodel.SearchTuner`.
+    """
+    import keras_tuner as kt
+
+    from tuning.hypermodel import SearchTuner, TagHyperModel
+
+    search, out = search or SearchConfig(), Path(out)
+    hypermodel = TagHyperModel(data_dir, search.model, search.epochs,
+                               search.trial_time_budget * 60 if search.trial_time_budget else None, search.seed,
+                               search.image_size, search.image_weights, out / "cache")
+    return SearchTuner(hypermodel=hypermodel, objective=kt.Objective("val_map", "max"),
+                       # KerasTuner reads seed 0 as "pick one at random"
+                       max_trials=search.max_trials, seed=search.seed + 1, directory=str(out.parent),
+                       project_name=out.name, overwrite=False)
+
+
 @guarded
 def main(argv=None) -> Optional[dict]:
     args = parse_args(argv)
     setup_logging(args.verbose)
     search = SearchConfig(**config_overrides(args, "search"))
-    import keras_tuner as kt
-
     from app.fileio import refuse_output_over_inputs
-    from tuning.hypermodel import SearchTuner, TagHyperModel
 
     out = args.out or Path("tuning/runs") / args.data.name
     refuse_output_over_inputs(out, {"--data": args.data}, "never")
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    hypermodel = TagHyperModel(args.data, search.model, search.epochs,
-                               search.trial_time_budget * 60 if search.trial_time_budget else None, search.seed,
-                               search.image_size, search.image_weights, out / "cache")
-    tuner = SearchTuner(hypermodel=hypermodel, objective=kt.Objective("val_map", "max"),
-                        # KerasTuner reads seed 0 as "pick one at random"
-                        max_trials=search.max_trials, seed=search.seed + 1, directory=str(out.parent),
-                        project_name=out.name, overwrite=False)
+    tuner = open_tuner(out, args.data, search)
+    hypermodel = tuner.hypermodel
     tuner.search()
     if os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief":
         log.info("worker %s finished its trials", os.environ["KERASTUNER_TUNER_ID"])

@@ -13,16 +13,24 @@ and, optional, `yfcc100m_autotags`, `extra_tags.tsv` and `images/` (photos as `a
 writes them). The demo world's `raw/` folder (`prepare.py --demo` keeps it in the dataset folder)
 has this layout.
 
-Examples are the records of `prepare.py`, field for field: the builder runs the very same streaming
-join (`app.data.join.prepare`) into a dataset folder under TFDS's download folder, then yields that
+Examples are the records of `prepare.py`: the builder runs the very same streaming join
+(`app.data.join.prepare`) into a dataset folder under TFDS's download folder, then yields that
 folder's records split by split (key: `image_id`). Splits: train, validation, test, and `yfcc`
-(the weakly labelled YFCC100M photos). The class list, hierarchy and vocabulary of the run are in
-the builder's `metadata` (`classes`, `vocabulary_size`) and in that prepared folder.
+(the weakly labelled YFCC100M photos). The fields are the records' fields, typed for TFDS's tools
+(`tfds.show_examples`, `tfds.as_dataframe`, `as_supervised=True`): `image` is a `tfds.features.Image`
+(the photo's encoded bytes as prepared; a 1x1 black JPEG for a photo without one, which
+`image_present` marks False), and the class-id lists (`label_ids`, `verified_pos`, `verified_neg`,
+`machine_ids`, `autotag_ids`) are sequences of `tfds.features.ClassLabel` named by the class display
+names. Supervised keys: `({"image", "image_present", "tags", "language"}, "label_ids")`, the classes
+with a positive target. The class MIDs, hierarchy and vocabulary of the run are in the builder's
+`metadata` (`classes`, `vocabulary_size`) and in that prepared folder.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -62,17 +70,62 @@ def manual_sources(manual_dir: str | Path) -> Sources:
                    extra_tags=_find(root, "extra_tags"), images=images if images.is_dir() else None)
 
 
+CLASS_ID_LISTS = ("label_ids", "verified_pos", "verified_neg", "machine_ids", "autotag_ids")
+INPUTS = ("image", "image_present", "tags", "language")
+CITATION = """@misc{litschel2020contextualised,
+  author = {Litschel, Kieran},
+  title = {Contextualised Image Classifiers},
+  year = {2020},
+  howpublished = {\\url{https://github.com/KieranLitschel/Contextualised-Image-Classifiers}}
+}
+@article{kuznetsova2020openimages,
+  author = {Kuznetsova, Alina and Rom, Hassan and Alldrin, Neil and Uijlings, Jasper and Krasin, Ivan and
+            Pont-Tuset, Jordi and Kamali, Shahab and Popov, Stefan and Malloci, Matteo and Kolesnikov, Alexander
+            and Duerig, Tom and Ferrari, Vittorio},
+  title = {The Open Images Dataset V4: Unified image classification, object detection, and visual
+           relationship detection at scale},
+  journal = {International Journal of Computer Vision},
+  volume = {128},
+  pages = {1956--1981},
+  year = {2020}
+}
+@article{thomee2016yfcc100m,
+  author = {Thomee, Bart and Shamma, David A. and Friedland, Gerald and Elizalde, Benjamin and Ni, Karl and
+            Poland, Douglas and Borth, Damian and Li, Li-Jia},
+  title = {{YFCC100M}: The New Data in Multimedia Research},
+  journal = {Communications of the ACM},
+  volume = {59},
+  number = {2},
+  pages = {64--73},
+  year = {2016}
+}"""
+LICENSE = ("Mixed; each source keeps its own terms. Open Images annotations (labels, classes, hierarchy): "
+           "CC BY 4.0 (Google). Photos: each under the Creative Commons licence its Flickr owner chose (Open "
+           "Images lists them as CC BY 2.0); check a photo's licence before redistributing it. YFCC100M metadata "
+           "(user tags, autotags): the Yahoo Webscope terms under which it is distributed.")
+
+
 def _features() -> tfds.features.FeaturesDict:
-    """The record schema (`app.data.records.FEATURE_SPEC`) as TFDS features, list features 1-D."""
-    def vector(dtype):
-        return tfds.features.Tensor(shape=(None,), dtype=dtype)
+    """The record schema (`app.data.records.FEATURE_SPEC`) as TFDS features: `image` an Image, class-id
+    lists sequences of ClassLabel (named in `_split_generators`), other lists 1-D tensors."""
+    features = {}
+    for name, spec in records.FEATURE_SPEC.items():
+        if name == "image":
+            features[name] = tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg")
+        elif name in CLASS_ID_LISTS:
+            features[name] = tfds.features.Sequence(tfds.features.ClassLabel())
+        elif isinstance(spec, tf.io.RaggedFeature):
+            features[name] = tfds.features.Tensor(shape=(None,), dtype=spec.dtype)
+        else:
+            features[name] = tfds.features.Tensor(shape=(), dtype=spec.dtype)
+    features["image_present"] = tfds.features.Tensor(shape=(), dtype=tf.bool)
+    return tfds.features.FeaturesDict(features)
 
-    def scalar(dtype):
-        return tfds.features.Tensor(shape=(), dtype=dtype)
 
-    return tfds.features.FeaturesDict({
-        name: (vector(spec.dtype) if isinstance(spec, tf.io.RaggedFeature) else scalar(spec.dtype))
-        for name, spec in records.FEATURE_SPEC.items()})
+def class_label_names(classes: list) -> list:
+    """ClassLabel names for `(mid, name)` classes: the display name, with the MID where a name repeats."""
+    counts = collections.Counter(name for _, name in classes)
+    return [name if counts[name] == 1 else f"{name} ({mid})" for mid, name in classes]
 
 
 class ContextualOpenImages(tfds.core.GeneratorBasedBuilder):
@@ -99,7 +152,10 @@ class ContextualOpenImages(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(
             description=__doc__.split("\n\n")[0] + "\n" + self.__doc__.split("\n")[0],
             features=_features(),
+            supervised_keys=({name: name for name in INPUTS}, "label_ids"),
             homepage="https://storage.googleapis.com/openimages/web/challenge2019.html",
+            citation=CITATION,
+            license=LICENSE,
             metadata=tfds.core.MetadataDict(),
         )
 
@@ -108,6 +164,9 @@ class ContextualOpenImages(tfds.core.GeneratorBasedBuilder):
         folder = Path(dl_manager.download_dir) / PREPARED
         prepare_dataset(sources, folder, self.prepare_config, progress=False)
         info = DatasetInfo.load(folder)
+        names = class_label_names(info.classes)
+        for name in CLASS_ID_LISTS:
+            self.info.features[name].feature.names = names
         self.info.metadata.update(classes=[mid for mid, _ in info.classes], vocabulary_size=info.vocab.size,
                                   prepare_config=dataclasses.asdict(self.prepare_config),
                                   fingerprint=info.fingerprint)
@@ -118,10 +177,22 @@ class ContextualOpenImages(tfds.core.GeneratorBasedBuilder):
         for shard in shards:
             for serialized in tf.data.TFRecordDataset(str(shard)).as_numpy_iterator():
                 example = decode_example(serialized)
-                yield example["image_id"].decode(), example
+                yield example["image_id"].decode(), tfds_example(example)
 
 
 def decode_example(serialized: bytes) -> dict:
     """One shard record as numpy values by feature name (lists 1-D, as TFDS yields them)."""
     parsed = tf.io.parse_single_example(serialized, records.FEATURE_SPEC)
     return {name: value.numpy() for name, value in parsed.items()}
+
+
+@functools.lru_cache(maxsize=1)
+def missing_image() -> bytes:
+    """The stand-in for a photo without an image (`image_present` False): a 1x1 black JPEG."""
+    return tf.io.encode_jpeg(tf.zeros([1, 1, 3], tf.uint8)).numpy()
+
+
+def tfds_example(record: dict) -> dict:
+    """A decoded record as the builder's features take it: the stand-in image where there is none."""
+    present = len(record["image"]) > 0
+    return {**record, "image": record["image"] if present else missing_image(), "image_present": present}

@@ -7,7 +7,7 @@
     classes.csv       output order of the 500 classes (MID,DisplayName)
     hierarchy.json    the class hierarchy of the dataset
     model.keras       the best model by validation mAP (tag ids and/or uint8 pixels in)
-    history.csv       one row per epoch; logs/ holds the same for TensorBoard
+    history.csv       one row per epoch; logs/train/ and logs/validation/ hold the same for TensorBoard
     metrics.json      validation and test mAP of the best model
     thresholds.json   per-class thresholds tuned on validation (written by evaluate)
     backup/           the last epoch's checkpoint (resume after a kill)

@@ -90,16 +90,34 @@ class Checkpoint(Callback):
 
 
 class History(Callback):
-    """Writes `history.csv` (rewritten atomically each epoch) and TensorBoard scalars; on resume
-    it reloads the finished epochs' rows. Chief only."""
+    """Writes `history.csv` (rewritten atomically each epoch) and TensorBoard scalars in Keras's layout;
+    on resume it reloads the finished epochs' rows. Chief only.
 
-    def __init__(self, csv_path: Path, logs_dir: Path):
-        self.csv_path, self.logs_dir = Path(csv_path), Path(logs_dir)
-        self.writer = None
+    As `keras.callbacks.TensorBoard` does, `logs/train/` and `logs/validation/` are two runs with the
+    same tag names, so their curves overlay: `epoch_loss` in both (`loss`, `val_loss`), `epoch_map`
+    (`val_map`) in validation, `epoch_learning_rate`, `epoch_examples_per_second` and `epoch_seconds`
+    in train.
+
+    Args:
+        csv_path: the run's `history.csv`.
+        logs_dir: the run's `logs/`.
+        hparams: hyperparameter values to log for TensorBoard's HParams dashboard (tuning trials).
+    """
+
+    def __init__(self, csv_path: Path, logs_dir: Path, hparams: dict | None = None):
+        self.csv_path, self.logs_dir, self.hparams = Path(csv_path), Path(logs_dir), hparams
+        self.writers: dict = {}
 
     def on_train_begin(self, trainer: Trainer) -> None:
         trainer.history = read_history(self.csv_path)[: int(trainer.epoch.numpy())]
-        self.writer = tf.summary.create_file_writer(str(self.logs_dir))
+        self.writers = {run: tf.summary.create_file_writer(str(self.logs_dir / run)) for run in ("train", "validation")}
+        if self.hparams:
+            from tensorboard.plugins.hparams import api as hparams_api
+
+            writer = tf.summary.create_file_writer(str(self.logs_dir))
+            with writer.as_default():
+                hparams_api.hparams(self.hparams)
+            writer.close()
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
         rows = trainer.history
@@ -108,18 +126,23 @@ class History(Callback):
             writer = csv.DictWriter(handle, fieldnames=keys)
             writer.writeheader()
             writer.writerows(rows)
-        with self.writer.as_default(step=epoch):
-            for key, value in logs.items():
-                if isinstance(value, float):
-                    tf.summary.scalar(key, value)
-        self.writer.flush()
+        rate = trainer.optimizer.learning_rate  # a Keras variable; under a strategy its value is distributed
+        scalars = {**logs, "learning_rate": float(tf.convert_to_tensor(getattr(rate, "value", rate)))}
+        for key, value in scalars.items():
+            if isinstance(value, float):
+                run, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+                with self.writers[run].as_default(step=epoch):
+                    tf.summary.scalar(f"epoch_{name}", value)
+        for writer in self.writers.values():
+            writer.flush()
 
 
 def read_history(path: Path) -> list:
     if not Path(path).exists():
         return []
     with open(path, newline="") as handle:
-        return [{k: (v == "True" if k == "best" else float(v)) for k, v in row.items()} for row in csv.DictReader(handle)]
+        return [{k: (v == "True" if k == "best" else float(v)) for k, v in row.items() if v != ""}  # "": not logged then
+                for row in csv.DictReader(handle)]
 
 
 class TimeBudget(Callback):
@@ -164,8 +187,10 @@ class Progress(Callback):
             self.bar.set_postfix(epoch=int(trainer.epoch.numpy()) + 1, loss=f"{loss:.4f}")
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
-        text = ", ".join(f"{k}={v:.4f}" for k, v in logs.items() if isinstance(v, float) and k != "seconds")
-        message = f"epoch {epoch}/{self.epochs}: {text} ({logs['seconds']:.1f}s){' best' if logs.get('best') else ''}"
+        text = ", ".join(f"{k}={v:.4f}" for k, v in logs.items()
+                         if isinstance(v, float) and k not in ("seconds", "examples_per_second"))
+        message = (f"epoch {epoch}/{self.epochs}: {text} ({logs['seconds']:.1f}s, "
+                   f"{logs['examples_per_second']:.0f} examples/s){' best' if logs.get('best') else ''}")
         if self.enabled:
             self.bar.write(message, file=sys.stderr)
         else:

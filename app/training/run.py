@@ -61,7 +61,9 @@ class RunOptions:
         tags: a ready tag lookup (the tuner caches one per limit and threshold).
         head: a ready head model (the tuner's `build()`); built from the config otherwise.
         cache_dir: where frozen-backbone features are cached (default: the run's `cache/`).
-        keep_model: save `model.keras` and keep `backup/` (tuning trials only need the score).
+        finish: tune the class thresholds, score the test split and keep `backup/` (tuning trials
+            only need the score and the best epoch's `model.keras`).
+        hparams: hyperparameter values to log for TensorBoard's HParams dashboard.
     """
 
     progress: bool = True
@@ -69,7 +71,8 @@ class RunOptions:
     tags: Optional[TagLookup] = None
     head: Optional[keras.Model] = None
     cache_dir: Optional[Path] = None
-    keep_model: bool = True
+    finish: bool = True
+    hparams: Optional[dict] = None
 
 
 def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options: RunOptions = RunOptions(),
@@ -228,10 +231,10 @@ def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions,
 def _callbacks(run: RunDir, config: RunConfig, options: RunOptions, strategy, chief: bool, full: keras.Model,
                steps: int) -> list:
     t = config.train
-    best = BestModel(strategy, (lambda: run.save_model(full)) if chief and options.keep_model else None)
+    best = BestModel(strategy, (lambda: run.save_model(full)) if chief else None)
     callbacks = [Checkpoint(run.backup_dir, chief, {"best": best.best}), best]
     if chief:
-        callbacks.append(History(run.history_path, run.logs_dir))
+        callbacks.append(History(run.history_path, run.logs_dir, options.hparams))
     if t.time_budget_hours is not None:
         callbacks.append(TimeBudget(t.time_budget_hours * 3600))
     return callbacks + [Progress(t.epochs, steps, bar=options.progress and chief)]
@@ -254,7 +257,7 @@ def _final_metrics(run: RunDir, config: RunConfig, options: RunOptions, inputs: 
     metrics = {"model": config.model.model, "epochs": len(history), "best_epoch": int(best_epoch["epoch"]),
                "val_map": best_epoch["val_map"], "val_loss": best_epoch["val_loss"], "data": str(inputs.info.data_dir),
                "seconds": round(time.time() - started, 1)}
-    if options.keep_model:
+    if options.finish:
         best = run.load_model()
         trainer.model.set_weights((best.get_layer(head.name) if frozen else best).get_weights())
         _, scores = inputs.score_split(trainer, "validation")

@@ -127,7 +127,9 @@ class Trainer:
                 total += loss
                 for callback in callbacks:
                     callback.on_step_end(self, step, loss)
-            logs = {"epoch": epoch + 1, "loss": total / steps_per_epoch, **evaluate_fn(self)}
+            speed = steps_per_epoch * self.global_batch_size / max(time.time() - started, 1e-6)
+            logs = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "examples_per_second": round(speed, 1),
+                    **evaluate_fn(self)}
             logs["seconds"] = round(time.time() - started, 2)
             self.epoch.assign(epoch + 1)
             self.history.append(logs)
