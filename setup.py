@@ -24,7 +24,7 @@ setup(
         "tqdm>=4.66,<5",
         "urllib3>=2,<3",
     ],
-    extras_require={"test": ["pytest>=8,<10"]},
+    extras_require={"test": ["pytest>=8,<10", "scikit-learn>=1.4,<2"]},
     entry_points={
         "console_scripts": [
             "cic-prepare=app.prepare:main",
