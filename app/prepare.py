@@ -2,7 +2,10 @@
 
     python app/prepare.py --oid-dir DIR --yfcc FILE [--autotags FILE] [--extra-tags FILE]
                           [--images DIR] --out tfrecords/NAME
-    python app/prepare.py --demo [--demo-size N] [--seed S] --out tfrecords/demo
+    python app/prepare.py --demo [--demo-size N] [--seed S] [--demo-format oid|manifest|nuswide] --out tfrecords/demo
+    python app/prepare.py --manifest photos.csv|photos.jsonl --images DIR --classes classes.csv
+                          [--hierarchy tree.json] [--labels exhaustive|partial] --out tfrecords/NAME
+    python app/prepare.py --nuswide DIR | --coco DIR --out tfrecords/NAME
 
 The dataset is written into a temporary folder beside --out and swapped in only when complete.
 """
@@ -21,6 +24,7 @@ if __package__ in (None, ""):  # `python app/prepare.py`: make the repository ro
 from app.cli import (add_common_flags, add_config_flags, config_overrides, guarded, setup_logging,  # noqa: E402
                      writing_to)
 from app.config import PrepareConfig  # noqa: E402
+from app.data.collections.cli import add_collection_flags, collection_error, wants_collection  # noqa: E402
 
 log = logging.getLogger("prepare")
 
@@ -42,12 +46,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="train photos in the demo world; validation and test get a quarter each, YFCC100M-only "
                            "photos three times as many [default: 4000]")
     demo.add_argument("--seed", type=int, default=0, help="demo world seed [default: 0]")
+    add_collection_flags(parser)
     parser.add_argument("--out", type=Path, required=True, help="(required) output dataset folder, e.g. tfrecords/demo")
     add_config_flags(parser.add_argument_group("dataset"), PrepareConfig, "prepare")
     add_common_flags(parser)
     args = parser.parse_args(argv)
-    if not args.demo and (args.oid_dir is None or args.yfcc is None):
-        parser.error("give --oid-dir and --yfcc, or --demo")
+    if collection_error(args):
+        parser.error(collection_error(args))
+    if not args.demo and not wants_collection(args) and (args.oid_dir is None or args.yfcc is None):
+        parser.error("give --oid-dir and --yfcc, --manifest, --nuswide, --coco, or --demo")
     if args.demo and args.demo_size < 1:
         parser.error(f"--demo-size must be >= 1. Received: {args.demo_size}")
     return args
@@ -65,6 +72,14 @@ def main(argv=None) -> dict:
     started = time.time()
     progress = not args.no_progress and sys.stderr.isatty()
     with writing_to(args.out), DatasetWriter(args.out) as writer:
+        if wants_collection(args):
+            from app.data.collections.build import prepare_collection
+            from app.data.collections.cli import open_collection
+
+            stats = prepare_collection(open_collection(args, writer.path / "raw"), writer, config)
+            stats["fingerprint"] = writer.commit()
+            print(summary(stats, args.out, time.time() - started))
+            return stats
         if args.demo:
             from app.demo.world import WorldConfig, write_world
 
@@ -90,6 +105,11 @@ def summary(stats: dict, out: Path, seconds: float) -> str:
     """Formats the end-of-run summary."""
     lines = [f"prepared {out} in {seconds:.1f}s (fingerprint {stats['fingerprint'][:12]})"]
     for split, c in stats["splits"].items():
+        if "collection" in stats:  # app/data/collections: no YFCC100M join
+            lines.append(f"  {split:<10} {c['images']:>7} images | {c.get('with_tags', 0)} with tags, "
+                         f"{c.get('with_text', 0)} with text, {c.get('with_labels', 0)} with a label | "
+                         f"{c.get('with_image', 0)} with an image, {c.get('without_image', 0)} without")
+            continue
         lines.append(
             f"  {split:<10} {c['images']:>7} images | tags from YFCC100M {c.get('tags_from_yfcc', 0)}, "
             f"extra {c.get('tags_from_extra', 0)}, none {c.get('tags_from_none', 0)} | "

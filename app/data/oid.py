@@ -135,8 +135,11 @@ def flickr_id_from_url(url: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def read_classes(path: str | Path) -> list[tuple[str, str]]:
+def read_classes(path: str | Path, any_id: bool = False) -> list[tuple[str, str]]:
     """Reads `MID,DisplayName` rows (no header), e.g. `challenge-2019-classes-description-500.csv`.
+
+    With `any_id` (a dataset's or run's own classes.csv), a class id need not be a MID: collections
+    (`app.data.collections`) name their classes freely.
 
     Raises:
         InputError: naming the file and line, for a malformed row or a repeated MID, or for no rows.
@@ -151,7 +154,7 @@ def read_classes(path: str | Path) -> list[tuple[str, str]]:
             mid, name = parse_line(raw, 2)
         except BadLine as err:
             raise InputError(f"{path}:{line_no}: expected 'MID,DisplayName' ({err}), got {raw[:200]!r}") from None
-        if not MID_RE.match(mid):
+        if not (MID_RE.match(mid) or (any_id and mid)):
             raise InputError(f"{path}:{line_no}: expected a MID such as /m/0bt9lr, got {mid!r}")
         if mid in seen:
             raise InputError(f"{path}:{line_no}: class {mid} repeats line {seen[mid]}")

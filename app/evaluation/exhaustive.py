@@ -23,6 +23,7 @@ multi-label NUS-WIDE / COCO literature's, made explicit):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -137,3 +138,27 @@ def exhaustive_report(scores: np.ndarray, labels: np.ndarray, k: int = TOP_K) ->
     return {"class_map": mean(per_class), "classes_scored": int((~np.isnan(per_class)).sum()),
             "photo_map": mean(per_photo), "photos_scored": int((~np.isnan(per_photo)).sum()),
             "top_k": top_k_scores(scores, labels, k).as_dict()}
+
+
+def complete_pairs(pairs, scores: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """Dense `(scores, labels)` from verified pairs when every (photo, class) is verified, else None.
+
+    Args:
+        pairs: a `metrics.VerifiedPairs` (ordered by photo, then class).
+        scores: one score per pair.
+    """
+    shape = (pairs.num_images, pairs.num_classes)
+    if len(pairs) != shape[0] * shape[1] or not len(pairs):
+        return None
+    return np.asarray(scores, dtype=np.float64).reshape(shape), pairs.positive.reshape(shape).astype(np.int8)
+
+
+def exhaustive_reports(pairs, systems: dict, k: int = TOP_K) -> dict:
+    """`{system: exhaustive_report}` when the split is exhaustively labelled, else `{}`."""
+    out = {}
+    for name, scores in systems.items():
+        dense = complete_pairs(pairs, scores)
+        if dense is None:
+            return {}
+        out[name] = exhaustive_report(*dense, k)
+    return out

@@ -181,7 +181,7 @@ class RunDir:
         return Vocabulary.load(path) if path.exists() else None
 
     def load_classes(self) -> list:
-        return read_classes(self.path / CLASSES)
+        return read_classes(self.path / CLASSES, any_id=True)
 
     @property
     def hierarchy_path(self) -> Path:

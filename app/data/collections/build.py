@@ -1,0 +1,211 @@
+"""A collection (manifest, NUS-WIDE, COCO) -> a normal dataset folder, streaming.
+
+Two passes over the source: the first checks every row (ids, labels) and counts each split's
+photos; the second builds each record (tags, text, labels, the checked image) and writes it to its
+split's shards, in source order. Memory holds the id ledger (18 bytes a photo) and the train
+split's tag counts.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Protocol
+
+from app.config import PrepareConfig
+from app.data import images as image_checks
+from app.data import records
+from app.data.badrows import BadRows
+from app.data.collections.classes import ClassList
+from app.data.collections.ledger import IdLedger
+from app.data.collections.photo import SPLITS, CollectionPhoto, HashSplit
+from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetWriter
+from app.data.hierarchy import Hierarchy
+from app.data.join import photo_tags
+from app.data.pipeline import iter_language_tags
+from app.data.stemming import build_normalized_vocabulary
+from app.data.tags import vocabulary_from_counts
+from app.fileio import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+ALL_SPLITS = (*SPLITS, "yfcc")  # the dataset folder's splits; a collection's `yfcc` split is empty
+
+
+class PhotoSource(Protocol):
+    """A collection reader: `photos(bad)` streams one pass over its photos."""
+
+    def photos(self, bad: BadRows) -> Iterator[CollectionPhoto]: ...
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What a collection dataset is made from.
+
+    Args:
+        kind: `manifest`, `nuswide` or `coco` (recorded in stats.json).
+        source: the reader.
+        classes: the class list, in output order.
+        tree: the hierarchy (Open Images JSON form, class ids).
+        labels: `exhaustive` or `partial`.
+        images: the images folder, or None.
+        split: the hash split for photos without one.
+        made_from: the input files, for stats.json.
+    """
+
+    kind: str
+    source: PhotoSource
+    classes: ClassList
+    tree: dict
+    labels: str = "exhaustive"
+    images: Optional[Path] = None
+    split: HashSplit = HashSplit()
+    made_from: tuple = ()
+
+
+def scan(collection: Collection) -> dict:
+    """The first pass: checks ids and labels (the readers raise on a bad row) and counts each split."""
+    ledger, sizes = IdLedger(), collections.Counter()
+    for photo in collection.source.photos(BadRows()):
+        split = photo.split or collection.split(photo.image_id)
+        ledger.add(photo.image_id, photo.where, split)
+        sizes[split] += 1
+
+    def id_at(path: str, line: int) -> str:
+        return next(p.image_id for p in collection.source.photos(BadRows()) if p.where == f"{path}:{line}")
+
+    ledger.check(id_at)
+    return {split: sizes[split] for split in ALL_SPLITS}
+
+
+def photo_labels(photo: CollectionPhoto, hierarchy: Hierarchy, classes: ClassList, labels: str) -> dict:
+    """The record's label lists: positives (expanded to ancestors) are the targets; `exhaustive`:
+    every other class a verified negative; `partial`: the negatives column (expanded to descendants)."""
+    given = [(classes.ids[i], 1) for i in photo.labels] + [(classes.ids[i], 0) for i in photo.negatives or ()]
+    expanded = hierarchy.expand(given)
+    index = classes.index
+    positive = sorted(index[c] for c, v in expanded.items() if v == 1)
+    if labels == "exhaustive":
+        kept = set(positive)
+        negative = [i for i in range(len(classes)) if i not in kept]
+    else:
+        negative = sorted(index[c] for c, v in expanded.items() if v == 0)
+    return {"label_ids": positive, "label_targets": [1.0] * len(positive), "verified_pos": positive,
+            "verified_neg": negative}
+
+
+def load_image(photo: CollectionPhoto, folder: Optional[Path], bad: BadRows, without: BadRows) -> bytes:
+    """The photo's checked image bytes, or b"" (counted in `without` by reason; a broken file also in `bad`)."""
+    path, line = photo.where.rsplit(":", 1)
+    if not photo.image:
+        without.add("no_image", path, int(line), photo.image_id)
+        return b""
+    if photo.image.lower().startswith(("http://", "https://")):
+        without.add("image_url_not_fetched", path, int(line), photo.image)
+        return b""
+    if folder is None:
+        without.add("no_images_folder", path, int(line), photo.image)
+        return b""
+    file = (folder / photo.image.replace("\\", "/")).resolve()
+    if not file.is_relative_to(folder.resolve()):
+        bad.add("image_outside_folder", path, int(line), photo.image)
+        without.add("image_outside_folder", path, int(line), photo.image)
+        return b""
+    try:
+        data = file.read_bytes()
+        image_checks.verify_image(data)
+        return data
+    except FileNotFoundError:  # a dead link (NUS-WIDE has many): counted, the photo kept without an image
+        without.add("image_missing", path, int(line), f"{photo.image_id}: {file}")
+        return b""
+    except OSError as err:
+        reason, detail = "image_unreadable", f"{file}: {err.strerror}"
+    except image_checks.BadImage as err:
+        reason, detail = f"image_{err.reason}", f"{file}: {err.detail}"
+    bad.add(reason, path, int(line), f"{photo.image_id}: {detail}")
+    without.add(reason, path, int(line), f"{photo.image_id}: {detail}")
+    return b""
+
+
+class _Tally:
+    """Counts per split, languages, texts, and the train split's tag counts."""
+
+    def __init__(self, tag_limit: int):
+        self.counts = {split: collections.Counter(images=0) for split in ALL_SPLITS}
+        self.languages: collections.Counter = collections.Counter()
+        self.tag_counts: collections.Counter = collections.Counter()
+        self.tag_limit = tag_limit
+
+    def add(self, split: str, record: records.PhotoRecord) -> None:
+        counts = self.counts[split]
+        for key, value in (("images", 1), (f"tags_from_{record.tag_source}", 1), ("with_tags", bool(record.tags)),
+                           ("with_text", bool(record.text)), ("with_image", bool(record.image)),
+                           ("without_image", not record.image), ("with_labels", bool(record.verified_pos)),
+                           ("tags_kept", len(record.tags))):
+            counts[key] += value
+        self.languages[record.language] += 1
+        if split == "train":
+            self.tag_counts.update(record.tags[: self.tag_limit])
+
+
+def prepare_collection(collection: Collection, writer: DatasetWriter, config: PrepareConfig) -> dict:
+    """Writes a collection's shards and metadata into the writer's folder (the caller commits).
+
+    Returns:
+        The stats (also written to stats.json).
+    """
+    sizes = scan(collection)
+    bad, without = BadRows(), BadRows()
+    hierarchy = Hierarchy(collection.tree, collection.classes.ids)
+    shards = {split: records.ShardWriter(writer.path, split, records.shard_count(
+        sizes[split], config.records_per_shard, config.min_shards), total=sizes[split]) for split in ALL_SPLITS}
+    tally = _Tally(config.tag_limit)
+    try:
+        for photo in collection.source.photos(bad):
+            split = photo.split or collection.split(photo.image_id)
+            tags, language = photo_tags(photo.tags, config.lowercase)
+            record = records.PhotoRecord(
+                photo.image_id, photo.flickr_id, tags, language, "own" if tags else "none",
+                **photo_labels(photo, hierarchy, collection.classes, collection.labels),
+                image=load_image(photo, collection.images, bad, without), text=photo.text)
+            shards[split].write(record)
+            tally.add(split, record)
+        for shard_writer in shards.values():
+            writer.add_shards(shard_writer.close())
+    except BaseException:
+        for shard_writer in shards.values():
+            shard_writer.abort()
+        raise
+    vocab = _vocabulary(tally, writer, config)
+    write_collection_metadata(writer.path, collection, vocab)
+    stats = {"splits": {split: dict(tally.counts[split]) for split in ALL_SPLITS}, "bad_rows": bad.to_dict(),
+             "languages": dict(tally.languages.most_common()), "config": dataclasses.asdict(config),
+             "vocabulary_size": vocab.size, "image_folder": {"without_image": without.to_dict()},
+             "collection": {"kind": collection.kind, "labels": collection.labels, "classes": len(collection.classes),
+                            "made_from": [str(p) for p in collection.made_from],
+                            "hash_split": dataclasses.asdict(collection.split)}}
+    atomic_write_json(writer.path / STATS, stats)
+    log.info("%s", bad.report())
+    return stats
+
+
+def _vocabulary(tally: _Tally, writer: DatasetWriter, config: PrepareConfig):
+    if config.tag_normalization == "none":
+        return vocabulary_from_counts(tally.tag_counts, config.tag_limit, config.tag_threshold, config.lowercase)
+    train = sorted(writer.path / name for name in writer.shards if name.startswith("train-"))
+    return build_normalized_vocabulary(iter_language_tags(train), config.tag_limit, config.tag_threshold,
+                                       config.lowercase, config.tag_normalization)
+
+
+def write_collection_metadata(out_dir: Path, collection: Collection, vocab) -> None:
+    """classes.csv (`id,name`), hierarchy.json (class ids) and vocab.tsv."""
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(collection.classes.pairs())
+    atomic_write_text(out_dir / CLASSES, text.getvalue())
+    atomic_write_text(out_dir / HIERARCHY, json.dumps(collection.tree, ensure_ascii=False, indent=1))
+    vocab.save(out_dir / VOCAB)
