@@ -107,7 +107,7 @@ def summary(stats: dict, out: Path, seconds: float) -> str:
     for split, c in stats["splits"].items():
         if "collection" in stats:  # app/data/collections: no YFCC100M join
             lines.append(f"  {split:<10} {c['images']:>7} images | {c.get('with_tags', 0)} with tags, "
-                         f"{c.get('with_text', 0)} with text, {c.get('with_labels', 0)} with a label | "
+                         f"{c.get('with_text', 0)} with text, {c.get('with_targets', 0)} with a label | "
                          f"{c.get('with_image', 0)} with an image, {c.get('without_image', 0)} without")
             continue
         lines.append(

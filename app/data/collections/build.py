@@ -27,6 +27,7 @@ from app.data.collections.ledger import IdLedger
 from app.data.collections.photo import SPLITS, CollectionPhoto, HashSplit
 from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetWriter
 from app.data.hierarchy import Hierarchy
+from app.data.join import _Tally as _JoinTally  # one owner of the per-split counts
 from app.data.join import photo_tags
 from app.data.pipeline import iter_language_tags
 from app.data.stemming import build_normalized_vocabulary
@@ -132,25 +133,12 @@ def load_image(photo: CollectionPhoto, folder: Optional[Path], bad: BadRows, wit
     return b""
 
 
-class _Tally:
-    """Counts per split, languages, texts, and the train split's tag counts."""
-
-    def __init__(self, tag_limit: int):
-        self.counts = {split: collections.Counter(images=0) for split in ALL_SPLITS}
-        self.languages: collections.Counter = collections.Counter()
-        self.tag_counts: collections.Counter = collections.Counter()
-        self.tag_limit = tag_limit
+class _Tally(_JoinTally):
+    """The Open Images path's counts (per split, languages, train tag counts), plus photos with text."""
 
     def add(self, split: str, record: records.PhotoRecord) -> None:
-        counts = self.counts[split]
-        for key, value in (("images", 1), (f"tags_from_{record.tag_source}", 1), ("with_tags", bool(record.tags)),
-                           ("with_text", bool(record.text)), ("with_image", bool(record.image)),
-                           ("without_image", not record.image), ("with_labels", bool(record.verified_pos)),
-                           ("tags_kept", len(record.tags))):
-            counts[key] += value
-        self.languages[record.language] += 1
-        if split == "train":
-            self.tag_counts.update(record.tags[: self.tag_limit])
+        super().add(split, record)
+        self.counts[split]["with_text"] += bool(record.text)
 
 
 def prepare_collection(collection: Collection, writer: DatasetWriter, config: PrepareConfig) -> dict:
