@@ -221,3 +221,24 @@ def test_demo_world_as_manifest_and_nuswide_trains_and_scores(tmp_path, capsys):
     report = result.exhaustive[result.name]
     assert 0 < report["class_map"] <= 1 and 0 < report["photo_map"] <= 1 and report["top_k"]["k"] == 3
     assert np.isfinite(report["top_k"]["of1"])
+
+
+def test_manifest_urls_are_fetched_by_download_and_found_by_prepare(folder):
+    from photo_server import PhotoServer
+
+    from app import download
+
+    jpeg = (folder / "img" / "a.jpg").read_bytes()
+    with PhotoServer({"a.jpg": jpeg}) as server:
+        (folder / "photos.csv").write_text(
+            "id,image,labels\n"
+            f"IMG 1,{server.url}/ok/x/a.jpg,cat\n"  # an id that is not a file name: stored under its hash key
+            f"p2,{server.url}/404/x/b.jpg,cat\n"
+            "p3,b.jpg,cat\n")
+        summary = download.main(["--manifest", str(folder / "photos.csv"), "--out", str(folder / "img"),
+                                 "--no-progress", "--retries", "0"])
+    assert (summary.ok, summary.failed) == (1, 1)
+    stats = run_prepare(manifest_args(folder))
+    got = records(folder / "out")
+    assert got["IMG 1"]["image"] and got["p3"]["image"] and not got["p2"]["image"]
+    assert stats["image_folder"]["without_image"]["by_reason"] == {"download_http_404": 1}

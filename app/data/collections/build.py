@@ -25,10 +25,14 @@ from app.data.badrows import BadRows
 from app.data.collections.classes import ClassList
 from app.data.collections.ledger import IdLedger
 from app.data.collections.photo import SPLITS, CollectionPhoto, HashSplit
+from app.data.collections.urls import download_key, is_url
 from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetWriter
+from app.data.download import relative_path
 from app.data.hierarchy import Hierarchy
+from app.data.image_folder import ImageFolder
 from app.data.join import _Tally as _JoinTally  # one owner of the per-split counts
 from app.data.join import photo_tags
+from app.data.manifest import manifest_files
 from app.data.pipeline import iter_language_tags
 from app.data.stemming import build_normalized_vocabulary
 from app.data.tags import vocabulary_from_counts
@@ -100,37 +104,62 @@ def photo_labels(photo: CollectionPhoto, hierarchy: Hierarchy, classes: ClassLis
             "verified_neg": negative}
 
 
-def load_image(photo: CollectionPhoto, folder: Optional[Path], bad: BadRows, without: BadRows) -> bytes:
-    """The photo's checked image bytes, or b"" (counted in `without` by reason; a broken file also in `bad`)."""
-    path, line = photo.where.rsplit(":", 1)
-    if not photo.image:
-        without.add("no_image", path, int(line), photo.image_id)
+class CollectionImages:
+    """Where a collection's photos are: paths under `folder`, and URL photos that `download.py
+    --manifest` stored there (found by `urls.download_key` in its download manifest).
+
+    Args:
+        folder: the images folder, or None (every photo goes without an image).
+    """
+
+    def __init__(self, folder: Optional[Path]):
+        self.folder = Path(folder) if folder is not None else None
+        self._entries: Optional[dict] = None
+
+    def _downloaded(self) -> dict:
+        if self._entries is None:
+            self._entries = ImageFolder(self.folder, BadRows()).entries if manifest_files(self.folder) else {}
+        return self._entries
+
+    def _relative(self, photo: CollectionPhoto) -> tuple[Optional[str], str]:
+        """`(path under the folder, "")`, or `(None, why there is none)`."""
+        if not photo.image:
+            return None, "no_image"
+        if self.folder is None:
+            return None, "no_images_folder"
+        if not is_url(photo.image):
+            return photo.image.replace("\\", "/"), ""
+        found = self._downloaded().get(download_key(photo.image_id))
+        if found is None or found.reason:
+            return None, f"download_{found.reason}" if found else "not_downloaded"
+        return found.path or relative_path(download_key(photo.image_id)), ""
+
+    def load(self, photo: CollectionPhoto, bad: BadRows, without: BadRows) -> bytes:
+        """The photo's checked image bytes, or b"" (counted in `without` by reason; a broken file also in `bad`)."""
+        path, line = photo.where.rsplit(":", 1)
+        relative, why = self._relative(photo)
+        if relative is None:
+            without.add(why, path, int(line), f"{photo.image_id}: {photo.image}" if photo.image else photo.image_id)
+            return b""
+        file = (self.folder / relative).resolve()
+        if not file.is_relative_to(self.folder.resolve()):
+            bad.add("image_outside_folder", path, int(line), photo.image)
+            without.add("image_outside_folder", path, int(line), photo.image)
+            return b""
+        try:
+            data = file.read_bytes()
+            image_checks.verify_image(data)
+            return data
+        except FileNotFoundError:  # a dead link (NUS-WIDE has many): counted, the photo kept without an image
+            without.add("image_missing", path, int(line), f"{photo.image_id}: {file}")
+            return b""
+        except OSError as err:
+            reason, detail = "image_unreadable", f"{file}: {err.strerror}"
+        except image_checks.BadImage as err:
+            reason, detail = f"image_{err.reason}", f"{file}: {err.detail}"
+        bad.add(reason, path, int(line), f"{photo.image_id}: {detail}")
+        without.add(reason, path, int(line), f"{photo.image_id}: {detail}")
         return b""
-    if photo.image.lower().startswith(("http://", "https://")):
-        without.add("image_url_not_fetched", path, int(line), photo.image)
-        return b""
-    if folder is None:
-        without.add("no_images_folder", path, int(line), photo.image)
-        return b""
-    file = (folder / photo.image.replace("\\", "/")).resolve()
-    if not file.is_relative_to(folder.resolve()):
-        bad.add("image_outside_folder", path, int(line), photo.image)
-        without.add("image_outside_folder", path, int(line), photo.image)
-        return b""
-    try:
-        data = file.read_bytes()
-        image_checks.verify_image(data)
-        return data
-    except FileNotFoundError:  # a dead link (NUS-WIDE has many): counted, the photo kept without an image
-        without.add("image_missing", path, int(line), f"{photo.image_id}: {file}")
-        return b""
-    except OSError as err:
-        reason, detail = "image_unreadable", f"{file}: {err.strerror}"
-    except image_checks.BadImage as err:
-        reason, detail = f"image_{err.reason}", f"{file}: {err.detail}"
-    bad.add(reason, path, int(line), f"{photo.image_id}: {detail}")
-    without.add(reason, path, int(line), f"{photo.image_id}: {detail}")
-    return b""
 
 
 class _Tally(_JoinTally):
@@ -152,7 +181,7 @@ def prepare_collection(collection: Collection, writer: DatasetWriter, config: Pr
     hierarchy = Hierarchy(collection.tree, collection.classes.ids)
     shards = {split: records.ShardWriter(writer.path, split, records.shard_count(
         sizes[split], config.records_per_shard, config.min_shards), total=sizes[split]) for split in ALL_SPLITS}
-    tally = _Tally(config.tag_limit)
+    tally, images = _Tally(config.tag_limit), CollectionImages(collection.images)
     try:
         for photo in collection.source.photos(bad):
             split = photo.split or collection.split(photo.image_id)
@@ -160,7 +189,7 @@ def prepare_collection(collection: Collection, writer: DatasetWriter, config: Pr
             record = records.PhotoRecord(
                 photo.image_id, photo.flickr_id, tags, language, "own" if tags else "none",
                 **photo_labels(photo, hierarchy, collection.classes, collection.labels),
-                image=load_image(photo, collection.images, bad, without), text=photo.text)
+                image=images.load(photo, bad, without), text=photo.text)
             shards[split].write(record)
             tally.add(split, record)
         for shard_writer in shards.values():

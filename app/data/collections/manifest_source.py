@@ -61,9 +61,12 @@ class ManifestReader:
 
     def photos(self, bad: BadRows) -> Iterator[CollectionPhoto]:
         """One pass over the manifest; an empty caption is counted in `bad` (the photo is kept, without text)."""
-        rows = self._jsonl_rows() if self.jsonl else self._csv_rows()
-        for line_no, row in rows:
+        for line_no, row in self.rows():
             yield self._photo(row, line_no, bad)
+
+    def rows(self) -> Iterator[tuple[int, dict]]:
+        """`(line, {column: value})` of each row, columns by their canonical names (no label check)."""
+        return self._jsonl_rows() if self.jsonl else self._csv_rows()
 
     def _csv_rows(self) -> Iterator[tuple[int, dict]]:
         with open_text(self.path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
