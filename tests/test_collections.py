@@ -73,7 +73,8 @@ def test_manifest_csv_exhaustive_labels_hierarchy_images_and_text(folder):
         "IMG 1.jpg,a.jpg,Lecture|Hall,A lecturer at the board,l,train\n"
         "photo/2,b.jpg,cat kitten,\"A cat, asleep\",cat,test\n"
         "3,broken.jpg,,,,validation\n"
-        "4,gone.jpg,x,a person,person,train\n")
+        "4,gone.jpg,x,a person,person,train\n"
+        "5,,x,,cat,unlabelled\n")
     stats = run_prepare(manifest_args(folder))
     got = records(folder / "out")
     assert got["IMG 1.jpg"]["pos"] == {"l", "p", "s"}  # expanded to both parents
@@ -82,11 +83,12 @@ def test_manifest_csv_exhaustive_labels_hierarchy_images_and_text(folder):
     assert got["photo/2"]["split"] == "test" and got["photo/2"]["text"] == "A cat, asleep"
     assert got["3"]["pos"] == set() and got["3"]["neg"] == {"p", "s", "l", "c"} and not got["3"]["image"]
     assert got["4"]["image"] is False and got["IMG 1.jpg"]["image"]
+    assert stats["splits"]["yfcc"]["images"] == 1 and stats["splits"]["yfcc"]["with_targets"] == 1
     assert DatasetInfo.load(folder / "out").classes == [("p", "person"), ("s", "staff"), ("l", "lecturer"),
                                                         ("c", "cat")]
     bad, without = stats["bad_rows"]["by_reason"], stats["image_folder"]["without_image"]["by_reason"]
-    assert bad == {"empty_text": 1, "image_not_an_image": 1}  # counted, the photos kept
-    assert without == {"image_not_an_image": 1, "image_missing": 1}
+    assert bad == {"empty_text": 2, "image_not_an_image": 1}  # counted, the photos kept
+    assert without == {"image_not_an_image": 1, "image_missing": 1, "no_image": 1}
 
 
 def test_manifest_jsonl_partial_labels_and_hash_split(folder):
@@ -115,6 +117,7 @@ def test_manifest_jsonl_partial_labels_and_hash_split(folder):
     ("photos.jsonl", '{"id": "a", "labels": ["cat"]}\n{"id": "b", labels: []}\n', "photos.jsonl:2: not a JSON object"),
     ("photos.csv", "id,labels,negatives\na,cat,person\n", "photos.csv:2: a negatives column with --labels exhaustive"),
     ("photos.csv", "id,labels,split\na,cat,holdout\n", "photos.csv:2: split 'holdout' is not one of"),
+    ("photos.csv", "id,labels,split\na,cat,unlabelled\na,cat,test\n", "photos.csv:3: id 'a' is in two splits"),
 ])
 def test_manifest_bad_input_is_one_error_line(folder, capsys, name, content, message):
     (folder / name).write_text(content)

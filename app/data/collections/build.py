@@ -24,7 +24,7 @@ from app.data import records
 from app.data.badrows import BadRows
 from app.data.collections.classes import ClassList
 from app.data.collections.ledger import IdLedger
-from app.data.collections.photo import SPLITS, CollectionPhoto, HashSplit
+from app.data.collections.photo import ALL_SPLITS, UNLABELLED, CollectionPhoto, HashSplit
 from app.data.collections.urls import download_key, is_url
 from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetWriter
 from app.data.download import relative_path
@@ -39,7 +39,6 @@ from app.data.tags import vocabulary_from_counts
 from app.fileio import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
-ALL_SPLITS = (*SPLITS, "yfcc")  # the dataset folder's splits; a collection's `yfcc` split is empty
 
 
 class PhotoSource(Protocol):
@@ -88,13 +87,19 @@ def scan(collection: Collection) -> dict:
     return {split: sizes[split] for split in ALL_SPLITS}
 
 
-def photo_labels(photo: CollectionPhoto, hierarchy: Hierarchy, classes: ClassList, labels: str) -> dict:
+def photo_labels(photo: CollectionPhoto, hierarchy: Hierarchy, classes: ClassList, labels: str,
+                 split: str) -> dict:
     """The record's label lists: positives (expanded to ancestors) are the targets; `exhaustive`:
-    every other class a verified negative; `partial`: the negatives column (expanded to descendants)."""
+    every other class a verified negative; `partial`: the negatives column (expanded to descendants).
+    An unlabelled photo (split `unlabelled`, the dataset's `yfcc` split) keeps its positives as weak
+    targets, with nothing verified."""
     given = [(classes.ids[i], 1) for i in photo.labels] + [(classes.ids[i], 0) for i in photo.negatives or ()]
     expanded = hierarchy.expand(given)
     index = classes.index
     positive = sorted(index[c] for c, v in expanded.items() if v == 1)
+    if split == UNLABELLED:
+        return {"label_ids": positive, "label_targets": [1.0] * len(positive), "verified_pos": [],
+                "verified_neg": []}
     if labels == "exhaustive":
         kept = set(positive)
         negative = [i for i in range(len(classes)) if i not in kept]
@@ -188,7 +193,7 @@ def prepare_collection(collection: Collection, writer: DatasetWriter, config: Pr
             tags, language = photo_tags(photo.tags, config.lowercase)
             record = records.PhotoRecord(
                 photo.image_id, photo.flickr_id, tags, language, "own" if tags else "none",
-                **photo_labels(photo, hierarchy, collection.classes, collection.labels),
+                **photo_labels(photo, hierarchy, collection.classes, collection.labels, split),
                 image=images.load(photo, bad, without), text=photo.text)
             shards[split].write(record)
             tally.add(split, record)

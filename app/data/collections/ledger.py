@@ -9,7 +9,7 @@ import hashlib
 
 import numpy as np
 
-from app.data.collections.photo import SPLITS
+from app.data.collections.photo import ALL_SPLITS
 from app.errors import InputError
 
 
@@ -33,7 +33,7 @@ class IdLedger:
             if path not in self.files:
                 self.files.append(path)
         self._hashes.append(id_hash(image_id))
-        self._rows.append((int(line), self.files.index(path), SPLITS.index(split)))
+        self._rows.append((int(line), self.files.index(path), ALL_SPLITS.index(split)))
         if len(self._hashes) >= 1 << 16:
             self._flush()
 
@@ -67,7 +67,7 @@ class IdLedger:
         (line_a, file_a, split_a), (line_b, file_b, split_b) = rows[first].tolist(), rows[second].tolist()
         image_id = ids_of(self.files[file_b], line_b)
         if split_a != split_b:
-            raise InputError(f"{self.files[file_b]}:{line_b}: id {image_id!r} is in two splits ({SPLITS[split_b]} "
-                             f"here, {SPLITS[split_a]} at {self.files[file_a]}:{line_a}): a train/test leak")
+            raise InputError(f"{self.files[file_b]}:{line_b}: id {image_id!r} is in two splits ({ALL_SPLITS[split_b]} "
+                             f"here, {ALL_SPLITS[split_a]} at {self.files[file_a]}:{line_a}): a train/test leak")
         raise InputError(f"{self.files[file_b]}:{line_b}: duplicate id {image_id!r} (first at "
                          f"{self.files[file_a]}:{line_a})")

@@ -7,7 +7,9 @@ Columns (CSV header names, JSONL keys; case-insensitive, aliases in brackets):
     text [caption]           free text such as a caption (optional)
     labels [label]           positive classes, by id or name (optional: a photo may have none)
     negatives                verified negative classes (`--labels partial` only; optional)
-    split                    train, validation (or val) or test (optional)
+    split                    train, validation (or val), test, or unlabelled (optional; unlabelled
+                             photos form the dataset's `yfcc` split: weak targets, no verified
+                             labels, what pseudo_label.py's teacher scores)
 
 In a CSV, a list field is split on `|` when it holds one, else on whitespace; in JSONL a list is a
 JSON array (or a string, split the same way). Every bad row stops the run with `file:line: what`.
@@ -23,14 +25,15 @@ from typing import Iterator
 
 from app.data.badrows import BadRows
 from app.data.collections.classes import ClassList
-from app.data.collections.photo import SPLITS, CollectionPhoto
+from app.data.collections.photo import UNLABELLED, CollectionPhoto
 from app.data.sources import open_text
 from app.errors import InputError
 
 ALIASES = {"id": "id", "imageid": "id", "image_id": "id", "image": "image", "path": "image", "url": "image",
            "tags": "tags", "text": "text", "caption": "text", "labels": "labels", "label": "labels",
            "negatives": "negatives", "split": "split"}
-SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
+SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "test": "test",
+               "unlabelled": UNLABELLED, "unlabeled": UNLABELLED}
 LABEL_MODES = ("exhaustive", "partial")
 
 
@@ -129,7 +132,7 @@ class ManifestReader:
         if split not in (None, ""):
             split = SPLIT_NAMES.get(str(split).strip().lower())
             if split is None:
-                raise InputError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
+                raise InputError(f"{where}: split {row['split']!r} is not one of train, validation, test, unlabelled")
         negatives = None
         if "negatives" in row:
             if self.labels == "exhaustive":

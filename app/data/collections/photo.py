@@ -9,6 +9,8 @@ from typing import Optional
 from app.errors import InputError
 
 SPLITS = ("train", "validation", "test")
+UNLABELLED = "yfcc"  # the dataset split of photos without verified labels (weak targets, a teacher's material)
+ALL_SPLITS = (*SPLITS, UNLABELLED)
 
 
 @dataclass
