@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 
@@ -94,8 +95,8 @@ def test_manifest_csv_exhaustive_labels_hierarchy_images_and_text(folder):
 def test_manifest_jsonl_partial_labels_and_hash_split(folder):
     rows = [{"id": f"p{i}", "tags": ["t", f"u{i}"], "text": "x", "labels": ["person"] if i % 2 else [],
              "negatives": "cat|staff"} for i in range(40)]
-    (folder / "photos.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    run_prepare(manifest_args(folder, "photos.jsonl", "--labels", "partial", "--test-fraction", "0.5",
+    (folder / "photos.jsonl.gz").write_bytes(gzip.compress(("\n".join(json.dumps(r) for r in rows) + "\n").encode()))
+    run_prepare(manifest_args(folder, "photos.jsonl.gz", "--labels", "partial", "--test-fraction", "0.5",
                               "--validation-fraction", "0.25"))
     got = records(folder / "out")
     split = HashSplit(0.5, 0.25)

@@ -37,6 +37,29 @@ SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation"
 LABEL_MODES = ("exhaustive", "partial")
 
 
+class _Raw(io.RawIOBase):
+    """`app.data.sources.open_text`'s handle (plain, gzip or bz2) as a raw stream, to buffer and iterate."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self.handle.readinto(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.handle.close()
+        super().close()
+
+
+def open_lines(path: Path):
+    """A buffered binary reader of a plain, gzip or bz2 file (iterable by line)."""
+    return io.BufferedReader(_Raw(open_text(path)), 1 << 20)
+
+
 def split_list(value) -> list:
     """A list field: a JSON array as is, a string split on `|` if it holds one, else on whitespace."""
     if isinstance(value, list):
@@ -72,7 +95,7 @@ class ManifestReader:
         return self._jsonl_rows() if self.jsonl else self._csv_rows()
 
     def _csv_rows(self) -> Iterator[tuple[int, dict]]:
-        with open_text(self.path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+        with open_lines(self.path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
             reader = csv.reader(text, strict=True)
             try:
                 header = next(reader, None)
@@ -105,7 +128,7 @@ class ManifestReader:
         return names
 
     def _jsonl_rows(self) -> Iterator[tuple[int, dict]]:
-        with open_text(self.path) as raw:
+        with open_lines(self.path) as raw:
             for line_no, line in enumerate(raw, start=1):
                 if not line.strip():
                     continue
