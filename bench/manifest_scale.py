@@ -33,6 +33,7 @@ WORDS = [f"word{i}" for i in range(5000)]
 
 
 def write_manifest(path: Path, rows: int, seed: int = 0) -> None:
+    """A synthetic manifest of `rows` photos (the same for a seed)."""
     rng = random.Random(seed)
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -62,6 +63,7 @@ def read_speeds(path: Path, classes: Path) -> dict:
 
 
 def main(argv=None) -> dict:
+    """Measures both sizes and the read speed; returns (and saves) the results."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs=2, default=[20000, 160000])
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "manifest-scale")

@@ -63,6 +63,7 @@ class AnyImageIds(ImageIdKeys):
         return self.others[image_id]
 
     def text(self, key: int) -> str:
+        """The ImageID of a key."""
         key = int(key)
         return self.other_ids[key - UNLABELLED] if key >= UNLABELLED else self.labelled[key].as_py()
 

@@ -39,6 +39,7 @@ def add_collection_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def wants_collection(args: argparse.Namespace) -> bool:
+    """Whether the flags name a collection (not the Open Images + YFCC100M sources)."""
     return bool(args.manifest or args.nuswide or args.coco or (args.demo and args.demo_format != "oid"))
 
 

@@ -14,6 +14,7 @@ from app.errors import InputError
 
 
 def id_hash(image_id: str) -> int:
+    """A 64-bit hash of an id (BLAKE2b)."""
     return int.from_bytes(hashlib.blake2b(image_id.encode("utf-8"), digest_size=8).digest(), "little")
 
 

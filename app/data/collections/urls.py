@@ -21,6 +21,7 @@ URL_PREFIXES = ("http://", "https://")
 
 
 def is_url(image: str) -> bool:
+    """Whether a manifest's image value is an http(s) URL."""
     return image.lower().startswith(URL_PREFIXES)
 
 
