@@ -38,8 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     src.add_argument("--extra-tags", type=Path, help="TSV flickr_id<TAB>user_tags for photos missing in YFCC100M")
     src.add_argument("--images", type=Path, help="images folder: from app/download.py (with manifest.csv), "
                                                  "or ImageID.jpg files matching OriginalMD5 (optional)")
-    src.add_argument("--classes", type=Path, help="override: class descriptions CSV (MID,DisplayName)")
-    src.add_argument("--hierarchy", type=Path, help="override: hierarchy JSON")
+    src.add_argument("--classes", type=Path, help="Open Images: override the class descriptions CSV (MID,DisplayName); --manifest: "
+                                                    "the class list (name or name,id per line)")
+    src.add_argument("--hierarchy", type=Path, help="override: hierarchy JSON (Open Images form; with --manifest, "
+                                                      "--nuswide or --coco: class names or ids)")
     demo = parser.add_argument_group("embedded demo world")
     demo.add_argument("--demo", action="store_true", help="generate the offline demo world and prepare it")
     demo.add_argument("--demo-size", type=int, default=4000,
