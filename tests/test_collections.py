@@ -118,7 +118,7 @@ def test_manifest_jsonl_partial_labels_and_hash_split(folder):
     ("photos.jsonl", '{"id": "a", "labels": ["cat"]}\n{"id": "b", labels: []}\n', "photos.jsonl:2: not a JSON object"),
     ("photos.csv", "id,labels,negatives\na,cat,person\n", "photos.csv:2: a negatives column with --labels exhaustive"),
     ("photos.csv", "id,labels,split\na,cat,holdout\n", "photos.csv:2: split 'holdout' is not one of"),
-    ("photos.csv", "id,labels,split\na,cat,unlabelled\na,cat,test\n", "photos.csv:3: id 'a' is in two splits"),
+    ("photos.csv", "id,labels,split\na,cat,unlabelled\na,cat,test\n", "photos.csv:3: id 'a' is in two splits (test here, unlabelled at "),
 ])
 def test_manifest_bad_input_is_one_error_line(folder, capsys, name, content, message):
     (folder / name).write_text(content)

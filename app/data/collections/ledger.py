@@ -9,7 +9,7 @@ import hashlib
 
 import numpy as np
 
-from app.data.collections.photo import ALL_SPLITS
+from app.data.collections.photo import ALL_SPLITS, UNLABELLED
 from app.errors import InputError
 
 
@@ -68,7 +68,12 @@ class IdLedger:
         (line_a, file_a, split_a), (line_b, file_b, split_b) = rows[first].tolist(), rows[second].tolist()
         image_id = ids_of(self.files[file_b], line_b)
         if split_a != split_b:
-            raise InputError(f"{self.files[file_b]}:{line_b}: id {image_id!r} is in two splits ({ALL_SPLITS[split_b]} "
-                             f"here, {ALL_SPLITS[split_a]} at {self.files[file_a]}:{line_a}): a train/test leak")
+            here, there = (_split_name(ALL_SPLITS[s]) for s in (split_b, split_a))
+            raise InputError(f"{self.files[file_b]}:{line_b}: id {image_id!r} is in two splits ({here} here, {there} "
+                             f"at {self.files[file_a]}:{line_a}): a train/test leak")
         raise InputError(f"{self.files[file_b]}:{line_b}: duplicate id {image_id!r} (first at "
                          f"{self.files[file_a]}:{line_a})")
+
+
+def _split_name(split: str) -> str:
+    return "unlabelled" if split == UNLABELLED else split
