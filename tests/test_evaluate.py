@@ -68,6 +68,18 @@ def test_csv_mode_accepts_image_ids_of_any_form(csv_files):
         run_csv(csv_files, ",/m/0bt9lr,0.5\n")
 
 
+def test_csv_mode_scores_a_collection_with_its_own_class_ids(tmp_path):
+    # A dataset of a collection: class ids that are not MIDs, the root "(root)" of its hierarchy.json.
+    (tmp_path / "c.csv").write_text("cat,cat\n1,person\n")
+    (tmp_path / "h.json").write_text(json.dumps({"LabelName": "(root)", "Subcategory": [{"LabelName": "cat"},
+                                                                                      {"LabelName": "1"}]}))
+    (tmp_path / "labels.csv").write_text("ImageID,Source,LabelName,Confidence\nphoto a,x,cat,1\nphoto a,x,1,0\n"
+                                         "photo b,x,cat,0\nphoto b,x,1,1\n")
+    (tmp_path / "p.csv").write_text("ImageID,LabelName,Score\nphoto a,cat,0.9\nphoto b,cat,0.2\nphoto b,1,0.1\n")
+    result = evaluate_csv(tmp_path / "p.csv", tmp_path / "labels.csv", tmp_path / "h.json", tmp_path / "c.csv")
+    assert {m: v["ap"] for m, v in result.per_class.items()} == {"cat": 1.0, "1": 1.0}
+
+
 @pytest.mark.parametrize("rows,message", [
     ("0000000000000001,/m/0bt9lr\n", "p.csv:2: expected 3 fields"),
     ("0000000000000001,/m/nope,0.5\n", "p.csv:2: unknown class '/m/nope'"),

@@ -356,11 +356,12 @@ def _text(value) -> str:
 
 
 def mid_index(column: pa.Array, mids: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the index of its MID in `mids` (-1 if absent) and whether it is a well-formed MID."""
+    """Per row: the index of its MID in `mids` (-1 if absent) and whether it is a well-formed MID (or a
+    class id of `mids`: a collection's classes need not be MIDs)."""
     encoded = pc.dictionary_encode(column)
     names = encoded.dictionary.to_pylist()
     index = np.array([mids.get(n, -1) for n in names] or [-1], dtype=np.int32)
-    formed = np.array([bool(MID_RE.match(n)) for n in names] or [False])
+    formed = np.array([bool(MID_RE.match(n)) or n in mids for n in names] or [False])
     codes = arrow_to_numpy(encoded.indices, np.int32)
     return index[codes], formed[codes]
 

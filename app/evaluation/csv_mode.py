@@ -154,7 +154,7 @@ def evaluate_csv(predictions: str | Path, labels: str | Path, hierarchy_path: st
             predicted image among the labelled ones.
     """
     check_protocol(protocol)
-    classes = read_classes(classes_path or resources.CHALLENGE_CLASSES_CSV)
+    classes = read_classes(classes_path or resources.CHALLENGE_CLASSES_CSV, any_id=True)  # a dataset's own ids too
     mids = [mid for mid, _ in classes]
     hierarchy = Hierarchy.from_json(hierarchy_path, mids)
     ids = AnyImageIds.from_labels(labels)  # ImageIDs of any form, as the reference evaluator
