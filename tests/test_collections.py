@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from app import evaluate, prepare, train
+from app import evaluate, predict, prepare, train
 from app.data.collections.classes import read_class_list, read_hierarchy
 from app.data.collections.photo import HashSplit
 from app.data.dataset import DatasetInfo
@@ -225,6 +225,13 @@ def test_demo_world_as_manifest_and_nuswide_trains_and_scores(tmp_path, capsys):
     report = result.exhaustive[result.name]
     assert 0 < report["class_map"] <= 1 and 0 < report["photo_map"] <= 1 and report["top_k"]["k"] == 3
     assert np.isfinite(report["top_k"]["of1"])
+    (tmp_path / "in.csv").write_text('image_id,image_path,tags\nmy photo 1,,"dog,hund"\n')
+    predict.main(["--model", str(run), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "p.csv"),
+                  "--format", "oid-csv", "--min-score", "0"])
+    header, *rows = (tmp_path / "p.csv").read_text().splitlines()
+    ids = [cid for cid, _ in DatasetInfo.load(tmp_path / "nuswide").classes]
+    assert header == "ImageID,LabelName,Score" and sorted(r.split(",")[1] for r in rows) == sorted(ids)
+    assert {r.split(",")[0] for r in rows} == {"my photo 1"}
 
 
 def test_manifest_urls_are_fetched_by_download_and_found_by_prepare(folder):
