@@ -253,3 +253,19 @@ def test_manifest_urls_are_fetched_by_download_and_found_by_prepare(folder):
     got = records(folder / "out")
     assert got["IMG 1"]["image"] and got["p3"]["image"] and not got["p2"]["image"]
     assert stats["image_folder"]["without_image"]["by_reason"] == {"download_http_404": 1}
+
+
+def test_json_stream_matches_json_loads_across_block_boundaries(tmp_path):
+    from app.data.collections.json_stream import iter_array
+
+    doc = {"info": {"v": [1.5, "x"]}, "images": [{"id": 12.25, "s": "a\\\"b ü"}, 1e-7, [True, None], -3],
+           "n": 123456, "annotations": [], "more": {"images": [9]}}
+    path = tmp_path / "d.json"
+    for indent in (None, 1):
+        path.write_text(json.dumps(doc, indent=indent, ensure_ascii=False), encoding="utf-8")
+        for block in (1, 2, 3, 5, 8, 1 << 20):  # numbers such as 12.25 cut at a block's end
+            assert list(iter_array(path, "images", block)) == doc["images"]
+            assert list(iter_array(path, "annotations", block)) == [] == list(iter_array(path, "absent", block))
+    path.write_text('{"images": [{"id": 1},\n {"id": 2,}]}')
+    with pytest.raises(InputError, match=r"d.json:2: not valid JSON"):
+        list(iter_array(path, "images", 4))

@@ -10,20 +10,20 @@ captions from `annotations/captions_{train,val}2017.json`, photos under `train20
   (scored as one input; see docs/your-own-photos.md).
 * A photo's position in messages is its index in the JSON `images` list (`file:N`).
 
-The annotation files are JSON documents: each is loaded whole (about 450 MB for train2017's
-instances), then reduced to a few arrays before the photos are streamed.
+The annotation files are streamed element by element (`json_stream`); what is kept is each photo's
+category set and joined captions (a few hundred bytes a photo), not the documents.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from app.data.badrows import BadRows
 from app.data.collections.classes import ClassList
+from app.data.collections.json_stream import iter_array
 from app.data.collections.photo import CollectionPhoto, unit_hash
 from app.data.oid import flickr_id_from_url
 from app.errors import InputError
@@ -31,13 +31,11 @@ from app.errors import InputError
 PARTS = (("train2017", "train"), ("val2017", "test"))
 
 
-def _load(path: Path) -> dict:
+def _array(path: Path, key: str) -> Iterator:
+    """The elements of a top-level array of an annotation file, streamed (`json_stream`)."""
     if not path.is_file():
         raise InputError(f"{path}: missing (COCO layout: annotations/instances_*2017.json, captions_*2017.json)")
-    try:
-        return json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}:{getattr(err, 'lineno', 1)}: not valid JSON: {err}") from None
+    return iter_array(path, key)
 
 
 @dataclass
@@ -54,8 +52,8 @@ class Coco:
 
     def __post_init__(self):
         self.root = Path(self.root)
-        categories = _load(self.root / "annotations" / "instances_val2017.json").get("categories", [])
-        categories = sorted(categories, key=lambda c: c["id"])
+        categories = sorted(_array(self.root / "annotations" / "instances_val2017.json", "categories"),
+                            key=lambda c: c["id"])
         self.classes = ClassList.from_names([c["name"] for c in categories], str(self.root / "annotations"),
                                             [str(c["id"]) for c in categories])
 
@@ -71,16 +69,15 @@ class Coco:
         """One pass: train2017 (train and validation), then val2017 (test), each in `images` order."""
         for part, split in PARTS:
             path = self.root / "annotations" / f"instances_{part}.json"
-            instances = _load(path)
             labels = collections.defaultdict(set)
-            for note in instances.get("annotations", []):
+            for note in _array(path, "annotations"):
                 category = str(note.get("category_id"))
                 if category not in self.classes.index:
                     raise InputError(f"{path}:1: annotation {note.get('id')} has category {category}, not in the "
                                      f"categories of instances_val2017.json")
                 labels[note["image_id"]].add(self.classes.index[category])
             captions = self._captions(part)
-            for position, image in enumerate(instances.get("images", []), start=1):
+            for position, image in enumerate(_array(path, "images"), start=1):
                 image_id = str(image["id"])
                 text = captions.pop(image["id"], "")
                 if not text:
@@ -92,10 +89,9 @@ class Coco:
 
     def _captions(self, part: str) -> dict:
         """`{image id: the captions joined}` in caption-id order."""
-        notes = _load(self.root / "annotations" / f"captions_{part}.json").get("annotations", [])
         by_image = collections.defaultdict(list)
-        for note in sorted(notes, key=lambda n: n.get("id", 0)):
+        for note in _array(self.root / "annotations" / f"captions_{part}.json", "annotations"):
             caption = " ".join(str(note.get("caption", "")).split())
             if caption:
-                by_image[note["image_id"]].append(caption)
-        return {image: " ".join(texts) for image, texts in by_image.items()}
+                by_image[note["image_id"]].append((note.get("id", 0), caption))
+        return {image: " ".join(c for _, c in sorted(notes)) for image, notes in by_image.items()}
