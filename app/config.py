@@ -43,6 +43,12 @@ def option(default: Any, help: str, choices: tuple | None = None, execution: boo
     return field(default=default, metadata={"help": help, "choices": choices, "execution": execution, "needs": needs})
 
 
+def same_as(kind: type, name: str, help: str) -> Any:
+    """A field with the default, choices and kind of `kind`'s field `name` (stated once), and its own help."""
+    source = kind.__dataclass_fields__[name]
+    return option(source.default, help, source.metadata["choices"], source.metadata["execution"])
+
+
 def _check_choices(config) -> None:
     for f in dataclasses.fields(config):
         choices = f.metadata.get("choices")
@@ -79,11 +85,12 @@ class DataConfig:
 class PrepareConfig:
     """How sources become a dataset folder (`app/prepare.py`)."""
 
-    tag_limit: int = option(20, "tag limit N of the vocabulary saved with the dataset")
-    tag_threshold: int = option(10, "tag threshold T of the vocabulary saved with the dataset")
+    tag_limit: int = same_as(DataConfig, "tag_limit", "tag limit N of the vocabulary saved with the dataset")
+    tag_threshold: int = same_as(DataConfig, "tag_threshold",
+                                 "tag threshold T of the vocabulary saved with the dataset")
     lowercase: bool = option(False, "fold tags to lower case (YFCC100M tags already are)")
-    tag_normalization: str = option("none", NORMALIZATION_HELP + " of the vocabulary saved with the dataset",
-                                    TAG_NORMALIZATIONS)
+    tag_normalization: str = same_as(DataConfig, "tag_normalization",
+                                     NORMALIZATION_HELP + " of the vocabulary saved with the dataset")
     records_per_shard: int = option(1024, "records per TFRecord shard")
     min_shards: int = option(2, "at least this many shards per split, so that workers can split them")
     expand_machine_labels: bool = option(True, "training targets: copy each machine label's confidence to the "
@@ -236,6 +243,18 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
         return cls.from_dict(read_json(path), str(path))
+
+
+def build_config(config_file: Optional[str | Path], overrides: dict) -> RunConfig:
+    """The config file (if any; else the defaults), with `overrides` (`{section: {field: value}}`) on top.
+
+    Raises:
+        InputError: naming the file (or `flags`) and the key.
+    """
+    raw = RunConfig.load(config_file).to_dict() if config_file else RunConfig().to_dict()
+    for section, fields in overrides.items():
+        raw[section].update(fields)
+    return RunConfig.from_dict(raw, str(config_file or "flags"))
 
 
 def build_section(kind: type, section: Any, where: str):

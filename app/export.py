@@ -32,11 +32,11 @@ def main(argv=None) -> Path:
     if args.top_k < 1 or args.version is not None and args.version < 1:
         p.error("--top-k and --version must be >= 1")
     setup_logging(args.verbose)
-    from app.evaluation.scoring import TrainedModel
+    from app.runs.trained import TrainedRun
     from app.serving.signatures import directory_size, export
 
     target = export(args.model, args.out, args.version, args.top_k, args.review_margin)
-    weights = sum(w.numpy().nbytes for w in TrainedModel(args.model).model.weights)
+    weights = sum(w.numpy().nbytes for w in TrainedRun(args.model).model.weights)
     size = directory_size(target)
     print(f"exported {target} ({size / 1e6:.1f} MB; weights {weights / 1e6:.1f} MB, ratio {size / weights:.2f})\n"
           f"  signatures: serving_default(tags [batch, None], image_bytes [batch]), serve_yfcc(tags [batch], ...)\n"

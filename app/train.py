@@ -24,45 +24,18 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/train.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import (add_common_flags, add_config_flags, config_overrides, exit_on_sigterm, fail, guarded,  # noqa: E402
-                     setup_logging, writing_to)
-from app.config import SECTIONS, RunConfig  # noqa: E402
+from app.cli import exit_on_sigterm, fail, guarded, setup_logging, writing_to  # noqa: E402
+from app.config import RunConfig  # noqa: E402
+from app.training.flags import DEMO_DATA, parse_args, run_config  # noqa: E402
 
 log = logging.getLogger("train")
-DEMO_DATA = Path("tfrecords/demo")
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=DEMO_DATA, help="prepared dataset folder [default: %(default)s]")
-    p.add_argument("--name", help="run name under saved_models/ [default: the model kind]")
-    p.add_argument("--out", type=Path, help="run folder [default: saved_models/NAME]")
-    p.add_argument("--config", type=Path, help="a config JSON (e.g. tuning's best_config.json); flags override it")
-    p.add_argument("--overwrite", action="store_true", help="replace a run folder that holds another run")
-    p.add_argument("--local-workers", type=int, metavar="N",
-                   help="with --strategy multi_worker: start N worker processes on this machine (ports chosen free)")
-    add_common_flags(p)
-    for section, kind in SECTIONS.items():
-        add_config_flags(p.add_argument_group(section), kind, section)
-    args = p.parse_args(argv)
-    if args.local_workers is not None and args.local_workers < 1:
-        p.error(f"--local-workers must be >= 1. Received: {args.local_workers}")
-    return args
-
-
-def build_config(args: argparse.Namespace) -> RunConfig:
-    """The config file (if any), overridden by the flags given."""
-    raw = RunConfig.load(args.config).to_dict() if args.config else RunConfig().to_dict()
-    for section in SECTIONS:
-        raw[section].update(config_overrides(args, section))
-    return RunConfig.from_dict(raw, str(args.config or "flags"))
 
 
 @guarded
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
-    config = build_config(args)
+    args = parse_args(argv, __doc__)
+    config = run_config(args)
     multi_worker = config.train.strategy == "multi_worker"
     if multi_worker and not args.local_workers:
         exit_on_sigterm()  # before TensorFlow starts (setup_logging imports it): its runtime swallows SIGTERM
@@ -100,10 +73,14 @@ def ensure_demo_data(args: argparse.Namespace) -> None:
     try:
         DatasetInfo.load(DEMO_DATA)
     except DatasetError:
-        from app import prepare
+        from app.data.summary import summary
+        from app.demo.dataset import prepare_demo
 
         log.info("no complete dataset at %s: preparing the demo world first", DEMO_DATA)
-        prepare.main(["--demo", "--out", str(DEMO_DATA)] + (["--no-progress"] if args.no_progress else []))
+        started = time.time()
+        with writing_to(DEMO_DATA):
+            stats = prepare_demo(DEMO_DATA, progress=not args.no_progress and sys.stderr.isatty())
+        print(summary(stats, DEMO_DATA, time.time() - started))
 
 
 def strip_flag(argv: list, flag: str) -> list:

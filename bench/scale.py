@@ -48,6 +48,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python bench/scale.py`: the repository root is importable
+    sys.path.insert(0, str(ROOT))
+
+from app.data.dataset import is_complete_dataset  # noqa: E402
+from app.runs.rundir import RunDir  # noqa: E402
+
 STEPS = ("prepare", "train-contextual", "train-tags", "evaluate", "search")
 LIMIT_KB = 2.0
 CAP = 256  # prepare's photos per bucket and training's shuffle buffer, so that both sizes are past them
@@ -125,12 +131,12 @@ class Bench:
 
     def ensure_inputs(self, step: str, size: int) -> None:
         """Makes (unmeasured) the dataset and the runs a step reads, when they are missing."""
-        if not (self.data(size) / "dataset.json").exists():
+        if not is_complete_dataset(self.data(size)):
             self.make(self.command("make-data", size), f"data-{size}")
         kinds = ("contextual", "tags", "image") if step == "evaluate" else ()
         for kind in kinds:
             run = self.run_dir(size, kind)
-            if not (run / "metrics.json").exists():
+            if not RunDir(run).is_complete():
                 shutil.rmtree(run, ignore_errors=True)
                 self.make(self.train_command(size, kind, run), f"{kind}-{size}")
 

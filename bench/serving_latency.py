@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from app.evaluation.scoring import TrainedModel  # noqa: E402
+from app.runs.trained import TrainedRun  # noqa: E402
 from app.serving.signatures import directory_size, export  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def main():
     for run_dir in args.runs:
         with tempfile.TemporaryDirectory() as tmp:
             target = export(run_dir, Path(tmp) / "serving", 1)
-            weights = sum(w.numpy().nbytes for w in TrainedModel(run_dir).model.weights)
+            weights = sum(w.numpy().nbytes for w in TrainedRun(run_dir).model.weights)
             signature = tf.saved_model.load(str(target)).signatures["serving_default"]
             tags, images = photos(64)
             results[run_dir.name] = {

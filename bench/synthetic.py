@@ -3,14 +3,14 @@ metadata) with Zipfian tags over a large vocabulary and a few labels per photo."
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from app import resources
 from app.data import records
-from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetInfo, DatasetWriter
+from app.data.dataset import DatasetInfo, DatasetWriter
+from app.data.oid import read_classes
 from app.data.tags import Vocabulary
 
 
@@ -36,11 +36,9 @@ def write_dataset(folder: Path, sizes: dict, vocab_size: int = 110_000, limit: i
             writer.add_shards(records.write_shards(photos(count, tokens, num_classes, seed, start), writer.path, split,
                                                    shards))
             start += count
-        Vocabulary(tokens, list(range(len(tokens), 0, -1)), limit, 1).save(writer.path / VOCAB)
-        classes = resources.CHALLENGE_CLASSES_CSV.read_text(encoding="utf-8").splitlines()[:num_classes]
-        (writer.path / CLASSES).write_text("\n".join(classes) + "\n", encoding="utf-8")
-        (writer.path / HIERARCHY).write_text(resources.HIERARCHY_JSON.read_text(encoding="utf-8"), encoding="utf-8")
-        stats = {"config": {"lowercase": False}, "splits": {s: {"images": n} for s, n in sizes.items()}}
-        (writer.path / STATS).write_text(json.dumps(stats), encoding="utf-8")
+        writer.write_metadata(read_classes(resources.CHALLENGE_CLASSES_CSV)[:num_classes],
+                              resources.HIERARCHY_JSON.read_text(encoding="utf-8"),
+                              Vocabulary(tokens, list(range(len(tokens), 0, -1)), limit, 1))
+        writer.write_stats({"config": {"lowercase": False}, "splits": {s: {"images": n} for s, n in sizes.items()}})
         writer.commit()
     return DatasetInfo.load(folder)

@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 
 from app.config import ModelConfig  # noqa: E402
 from app.data.pipeline import make_dataset  # noqa: E402
-from app.data.preprocess import TagLookup  # noqa: E402
+from app.data.preprocessor import ContextualPreprocessor  # noqa: E402
 from app.model.classifier import build_backbone, build_head  # noqa: E402
 from app.training.optimizer import LazyAdam  # noqa: E402
 from app.training.trainer import masked_bce  # noqa: E402
@@ -60,9 +60,9 @@ def tags_benchmark(examples: int, steps: int, rounds: int = 5) -> dict:
     `rounds` rounds (medians), so that machine noise hits both sides of the ratio alike."""
     with tempfile.TemporaryDirectory() as tmp:
         info = write_dataset(Path(tmp) / "data", {"train": examples}, VOCAB, LIMIT)
-        lookup = TagLookup(info.vocab)
-        pipeline = make_dataset(info, "train", lookup=lookup, image_size=None, batch_size=BATCH, training=True,
-                                repeat=True)
+        config = ModelConfig(model="tags", embedding_dim=DIMS, hidden_units=DIMS)
+        preprocessor = ContextualPreprocessor.for_model(config, info.vocab)
+        pipeline = make_dataset(info, "train", preprocessor, batch_size=BATCH, training=True, repeat=True)
         cached = list(pipeline.take(64))  # the same batches, as in-memory tensors
         ids = tf.concat([inputs["tag_ids"] for inputs, _, _ in cached], 0)
         targets = tf.concat([t for _, t, _ in cached], 0)
@@ -70,10 +70,9 @@ def tags_benchmark(examples: int, steps: int, rounds: int = 5) -> dict:
         in_memory = (tf.data.Dataset.from_tensor_slices(({"tag_ids": ids}, targets, masks))
                      .repeat().batch(BATCH).prefetch(tf.data.AUTOTUNE))
         results = {}
-        config = ModelConfig(model="tags", embedding_dim=DIMS, hidden_units=DIMS)
         for name, optimizer, n in (("lazy_adam", LazyAdam(1e-2), steps), ("keras_adam", keras.optimizers.Adam(1e-2), 20)):
             keras.utils.set_random_seed(0)
-            step = make_step(build_head(config, CLASSES, lookup), optimizer)
+            step = make_step(build_head(config, CLASSES, preprocessor), optimizer)
             sources = {"tf.data shards": iter(pipeline), "in-memory tensors": iter(in_memory)}
             for iterator in sources.values():  # tracing and warm-up
                 for _ in range(5):

@@ -83,7 +83,8 @@ def dense_scores(model, lookup, info, split: str, image_size=None) -> np.ndarray
     evaluation calls it (eager calls differ in the last bits, which can move a score across its
     threshold)."""
     from app.data.pipeline import make_dataset
+    from app.data.preprocessor import ContextualPreprocessor
 
-    ds = make_dataset(info, split, lookup=lookup, image_size=image_size, batch_size=64)
+    ds = make_dataset(info, split, ContextualPreprocessor(lookup, image_size), batch_size=64)
     call = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
     return np.concatenate([call({k: v for k, v in x.items() if k in model.input}).numpy() for x, _, _ in ds])

@@ -134,6 +134,9 @@ def test_class_lists_and_hierarchies_refuse_repeats_and_cycles(tmp_path):
     (tmp_path / "c.csv").write_text("cat,1\ndog,cat\n")
     with pytest.raises(InputError, match=r"c.csv:1: class name 'cat' is the id of the class at line 2"):
         read_class_list(tmp_path / "c.csv")
+    (tmp_path / "c.csv").write_text('cat\n"dog, big",d\nx,"a,b"\n')  # a comma: in a name, not in an id
+    with pytest.raises(InputError, match=r"c.csv:3: class 'x' \(id 'a,b'\): ids cannot hold"):
+        read_class_list(tmp_path / "c.csv")
     (tmp_path / "c.csv").write_text("cat\ndog\n")
     classes = read_class_list(tmp_path / "c.csv")
     cycle = {"LabelName": "root", "Subcategory": [{"LabelName": "cat", "Subcategory": [

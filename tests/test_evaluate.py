@@ -368,7 +368,7 @@ def dense_evaluation(runs, data_dir, protocol, floor):
     for run in map(TrainedModel, runs):
         m = run.config.model
         for split in ("test", "validation"):
-            raw = dense_scores(run.model, run.tags, info, split, m.image_size if m.uses_image else None)
+            raw = dense_scores(run.model, run.preprocessor.tags, info, split, m.image_size if m.uses_image else None)
             scores[run.name, split] = np.where(raw >= floor, raw, 0.0)[order[split]].astype(np.float64)
     val = splits["validation"]["verified"][order["validation"]]
     thresholds = (reference_thresholds(scores["tags", "validation"], val) if floor else

@@ -4,6 +4,7 @@ import pytest
 
 from app.config import ModelConfig
 from app.data.preprocess import TagLookup
+from app.data.preprocessor import ContextualPreprocessor
 from app.data.tags import Vocabulary
 from app.model.classifier import attach_backbone, build_backbone, build_head, resolve_image_weights
 from app.model.layers import (ImageDropout, MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D,
@@ -121,7 +122,7 @@ def test_resnet_preprocessing_matches_keras():
 def test_model_variants_save_and_load(tmp_path, kind, presence):
     config = ModelConfig(model=kind, embedding_dim=8, hidden_units=16, pooling="avg", tag_dropout=0.1,
                          image_presence=presence, image_dropout=0.2 if presence and kind == "contextual" else 0.0)
-    head = build_head(config, num_classes=7, tags=tiny_lookup(vocab_size=12, limit=5))
+    head = build_head(config, 7, ContextualPreprocessor.for_model(config, tiny_lookup(vocab_size=12, limit=5)))
     model = attach_backbone(head, build_backbone(32) if config.uses_image else None)
     inputs = {}
     if config.uses_tags:

@@ -5,8 +5,10 @@ import tensorflow as tf
 
 from app.data import records
 from app.data.dataset import DatasetInfo
-from app.data.pipeline import iter_tags, make_dataset
+from app.data.pipeline import make_dataset
+from app.data.records import iter_tags
 from app.data.preprocess import TagLookup
+from app.data.preprocessor import ContextualPreprocessor
 from app.evaluation.truth import load_truth
 from conftest import DATA, image_lines, label_lines
 
@@ -50,8 +52,8 @@ def _decoded(tags):
 def test_tf_data_batches_and_split_truth_line_up(tiny_world):
     _, data_dir = tiny_world
     info = DatasetInfo.load(data_dir)
-    lookup = TagLookup(info.vocab)
-    ds = make_dataset(info, "validation", lookup=lookup, image_size=32, batch_size=16, verified_only=True)
+    preprocessor = ContextualPreprocessor(TagLookup(info.vocab), 32)
+    ds = make_dataset(info, "validation", preprocessor, batch_size=16, verified_only=True)
     inputs, targets, mask = next(iter(ds))
     assert inputs["tag_ids"].shape == (16, 10) and inputs["image"].shape == (16, 32, 32, 3)
     truth = load_truth(info, "validation")

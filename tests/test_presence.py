@@ -1,16 +1,15 @@
 """Image presence: what the feature cache stores, what the pipelines feed, and withheld inputs."""
 
-import shutil
 
 import numpy as np
 import tensorflow as tf
 
 from app.data import records
-from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetInfo, DatasetWriter
+from app.data.dataset import DatasetInfo, DatasetWriter
 from app.data.pipeline import make_dataset
 from app.data.preprocess import TagLookup, decode_images
+from app.data.preprocessor import ContextualPreprocessor
 from app.data.tags import clean_tags
-from app.fileio import atomic_write_json
 from app.model.classifier import build_backbone
 from app.training.features import RECORD_FLOATS, FeatureStore
 from photos import jpeg, png, truncated, noisy_jpeg
@@ -27,10 +26,8 @@ def write_photos(folder, base_dir, photos) -> DatasetInfo:
                                         label_targets=[1.0], verified_pos=[i % 5], image=image)
                     for i, (tags, language, image) in enumerate(photos)]
             writer.add_shards(records.write_shards(recs, writer.path, split, 2))
-        for name in (CLASSES, HIERARCHY, VOCAB):
-            shutil.copy(base_dir / name, writer.path / name)
-        atomic_write_json(writer.path / STATS, {"splits": {s: {"images": len(photos)} for s in ("train", "validation",
-                                                                                               "test")}})
+        writer.copy_metadata(DatasetInfo.load(base_dir))
+        writer.write_stats({"splits": {s: {"images": len(photos)} for s in ("train", "validation", "test")}})
         writer.commit()
     return DatasetInfo.load(folder)
 
@@ -48,11 +45,9 @@ def test_presence_is_the_decode_result_in_the_cache_and_both_pipelines(tiny_worl
     rows = np.concatenate([np.fromfile(f, np.float32).reshape(-1, RECORD_FLOATS) for f in store.files("test")])
     order = [0, 2, 4, 1, 3, 5]  # records go round-robin into the two shards
     assert rows[:, -1].tolist() == [expected[i] for i in order]
-    lookup = TagLookup(info.vocab)
-    cached = next(iter(make_dataset(info, "test", lookup=lookup, image_size=None, batch_size=8, image_presence=True,
-                                    feature_files=store.files("test"))))[0]
-    decoded = next(iter(make_dataset(info, "test", lookup=lookup, image_size=32, batch_size=8,
-                                     image_presence=True)))[0]
+    preprocessor = ContextualPreprocessor(TagLookup(info.vocab), 32, image_presence=True)
+    cached = next(iter(make_dataset(info, "test", preprocessor, batch_size=8, feature_files=store.files("test"))))[0]
+    decoded = next(iter(make_dataset(info, "test", preprocessor, batch_size=8)))[0]
     assert cached["image_present"].numpy()[:, 0].tolist() == decoded["image_present"].numpy()[:, 0].tolist()
     assert cached["image_present"].shape == (6, 1)
     features = backbone(decoded["image"], training=False).numpy()
@@ -62,11 +57,10 @@ def test_presence_is_the_decode_result_in_the_cache_and_both_pipelines(tiny_worl
 def test_withheld_inputs_are_scored_as_serving_gets_them(tiny_world, tmp_path):
     _, data_dir = tiny_world
     info = write_photos(tmp_path / "d", data_dir, [(["dog", "hund"], "de", image) for image in IMAGES])
-    lookup = TagLookup(info.vocab)
+    preprocessor = ContextualPreprocessor(TagLookup(info.vocab), 32, image_presence=True)
 
     def first(**kwargs):
-        return next(iter(make_dataset(info, "test", lookup=lookup, image_size=32, batch_size=8, image_presence=True,
-                                      **kwargs)))[0]
+        return next(iter(make_dataset(info, "test", preprocessor, batch_size=8, **kwargs)))[0]
 
     full, no_image, no_tags = first(), first(withhold=("image",)), first(withhold=("tags",))
     assert full["image_present"].numpy().sum() == 3 and no_image["image_present"].numpy().sum() == 0

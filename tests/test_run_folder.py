@@ -1,6 +1,6 @@
 """The run folder as a user meets it, through the command lines: finished runs are reported, not
 retrained; other data or config are refused before anything is written; one process per folder;
-kill -9 resumes exactly; predict without an export; the README's multi-worker command."""
+kill -9 resumes exactly; predict without an export; the documented multi-worker command."""
 
 import hashlib
 import json
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from app.training.rundir import RunDir
+from app.runs.rundir import RunDir
 from app.training.run import RunOptions, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,8 +131,8 @@ def test_predict_on_a_run_that_was_never_exported(workspace):
 
 
 def readme_command(pattern: str) -> list:
-    """The README's command line matching `pattern`, split into arguments after `python`."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """The documented command line (docs/training.md) matching `pattern`, split into arguments after `python`."""
+    text = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
     line = next(line.strip() for line in text.splitlines() if re.search(pattern, line))
     words = line.split()
     assert words[0] == "python", line

@@ -13,7 +13,7 @@ from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from app.data.images import MAX_IMAGE_PIXELS
 from app.data.preprocess import decode_images
 from app.data.tags import OOV_ID, clean_tags
-from app.evaluation.scoring import TrainedModel
+from app.runs.trained import TrainedRun
 from app.serving.signatures import directory_size, export
 from app.training.run import RunOptions, train
 from photos import jpeg, noisy_jpeg, png_bomb, png_with_bad_data, truncated
@@ -45,20 +45,20 @@ def test_export_layout_and_versioning(exported):
     again = export(run_dir)
     assert again.name == "2"
     shutil.rmtree(again)
-    weights = sum(w.numpy().nbytes for w in TrainedModel(run_dir).model.weights)
+    weights = sum(w.numpy().nbytes for w in TrainedRun(run_dir).model.weights)
     assert directory_size(target) < 1.5 * weights  # each variable stored once, not twice
 
 
 def test_signature_matches_the_python_model(exported):
     run_dir, target = exported
-    run = TrainedModel(run_dir)
+    run = TrainedRun(run_dir)
     loaded = tf.saved_model.load(str(target))
     images = [jpeg(40 * i) for i in range(len(TRICKY))]
     width = max(len(t) for t in TRICKY)
     padded = tf.constant([t + [""] * (width - len(t)) for t in TRICKY])
     out = loaded.signatures["serving_default"](tags=padded, image_bytes=tf.constant(images))
     # the reference: Python tag cleaning and vocabulary, the training pipeline's image decoding
-    index = {t: i + 2 for i, t in enumerate(run.tags.vocab.tokens)}
+    index = {t: i + 2 for i, t in enumerate(run.preprocessor.tags.vocab.tokens)}
     rows = [[index.get(t, OOV_ID) for t in clean_tags(tags)][:10] for tags in TRICKY]  # Python cleaning, limit 10
     ids = np.array([row + [0] * (10 - len(row)) for row in rows], "int32")
     pixels, _ = decode_images(tf.constant(images), 32)
@@ -159,7 +159,7 @@ def test_predict_cli_single_and_streaming_batch(exported, tmp_path):
     assert [r["image_path"] for r in rows] == ["a.jpg", "b.jpg", "missing.jpg"]
     assert rows[0]["tags"] == ["dog", "hund", "2009"] and len(rows[0]["top_k"]) == 5
     assert [r["image_ok"] for r in rows] == [True, False, False] and "error" in rows[1] and "error" in rows[2]
-    run = TrainedModel(run_dir)
+    run = TrainedRun(run_dir)
     threshold = {mid: t for (mid, _), t in zip(run.classes, run.thresholds)}
     from app.data.hierarchy import Hierarchy
 

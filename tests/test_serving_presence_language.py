@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from app import predict
+from app.serving import predictor
 from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from app.data.language import detect_language
 from app.data.pipeline import make_dataset
 from app.data.preprocess import decode_images
-from app.evaluation.scoring import TrainedModel
+from app.runs.trained import TrainedRun
 from app.serving.signatures import export
 from app.training.run import RunOptions, train
 from photos import jpeg, noisy_jpeg, truncated
@@ -48,13 +48,13 @@ def exported(tiny_world, tmp_path_factory):
 
 def test_signatures_take_the_language_and_map_tags_as_the_training_pipeline(exported, tiny_world, tmp_path):
     run_dir, _, loaded = exported
-    run = TrainedModel(run_dir)
-    assert run.tags.vocab.normalization == "snowball" and run.tags.vocab.forms
+    run = TrainedRun(run_dir)
+    assert run.preprocessor.tags.vocab.normalization == "snowball" and run.preprocessor.tags.vocab.forms
     images = [jpeg(20 * i + 10) if i % 3 else b"" for i in range(len(MULTILINGUAL))]
     # the training pipeline: records written by prepare's cleaning, read by make_dataset
     info = write_photos(tmp_path / "d", tiny_world[1], [(t, lang, im) for (t, lang), im in zip(MULTILINGUAL, images)])
     order = [i for shard in range(2) for i in range(shard, len(images), 2)]  # round-robin into two shards
-    inputs = next(iter(make_dataset(info, "test", lookup=run.tags, image_size=32, batch_size=16, image_presence=True)))[0]
+    inputs = next(iter(make_dataset(info, "test", run.preprocessor, batch_size=16)))[0]
     reference = np.asarray(run.model({k: v for k, v in inputs.items() if k in run.model.input}, training=False))
     for name in ("serving_default", "serve_yfcc"):
         assert set(loaded.signatures[name].structured_input_signature[1]) == {"tags", "image_bytes", "language"}
@@ -68,21 +68,21 @@ def test_signatures_take_the_language_and_map_tags_as_the_training_pipeline(expo
                                            language=tf.constant([lang for _, lang in MULTILINGUAL]))
     np.testing.assert_allclose(yfcc["scores"].numpy(), out["scores"].numpy(), atol=1e-6)
     # the language matters: a tag whose form in its photo's language differs from its most frequent form
-    group, tag = next(key for key in sorted(run.tags.vocab.forms) if key[0])  # e.g. (es, eos) -> eos, not eo
-    ids = [run.tags(tf.ragged.constant([[tag]]), languages=tf.constant([lang])).numpy()[0, 0] for lang in (group, "un")]
+    group, tag = next(key for key in sorted(run.preprocessor.tags.vocab.forms) if key[0])  # e.g. (es, eos) -> eos, not eo
+    ids = [run.preprocessor.tags(tf.ragged.constant([[tag]]), languages=tf.constant([lang])).numpy()[0, 0] for lang in (group, "un")]
     assert ids[0] != ids[1]
 
 
 def test_a_photo_without_an_image_is_marked_absent_not_black(exported):
     run_dir, _, loaded = exported
-    run = TrainedModel(run_dir)
+    run = TrainedRun(run_dir)
     serve = loaded.signatures["serving_default"]
     images = [jpeg(90), b"", truncated(noisy_jpeg(3))]
     tags, languages = tf.constant([["dog", "hund"]] * 3), tf.constant(["de"] * 3)
     out = serve(tags=tags, image_bytes=tf.constant(images), language=languages)
     assert out["image_ok"].numpy().tolist() == [True, False, False]
     pixels, _ = decode_images(tf.constant(images), 32)
-    tag_ids = run.tags(tf.ragged.constant([["dog", "hund"]] * 3), languages=languages)
+    tag_ids = run.preprocessor.tags(tf.ragged.constant([["dog", "hund"]] * 3), languages=languages)
     present = tf.constant([[1.0], [0.0], [0.0]])
     keras_scores = np.asarray(run.model({"tag_ids": tag_ids, "image": pixels, "image_present": present}))
     np.testing.assert_allclose(out["scores"].numpy(), keras_scores, atol=1e-5)
@@ -103,11 +103,50 @@ def test_saved_model_cli_runs_with_the_language_input(exported):
 def test_predict_detects_each_photos_language_as_prepare_does(exported):
     run_dir, target, loaded = exported
     tags = [["hund", "katze", "strand", "sommer", "urlaub"], ["dog"], []]
-    assert predict.tag_languages(tags) == ["de", "un", "un"] == [detect_language(t) for t in tags]
+    assert predictor.tag_languages(tags) == ["de", "un", "un"] == [detect_language(t) for t in tags]
     serve = loaded.signatures["serving_default"]
     width = max(len(t) for t in tags)
     expected = serve(tags=tf.constant([t + [""] * (width - len(t)) for t in tags]), image_bytes=tf.constant([b""] * 3),
                      language=tf.constant(["de", "un", "un"]))["scores"].numpy()
     for model in (target, run_dir):  # the SavedModel, and the run folder's model in process
-        got = predict.load_predictor(model)[0](tags, [b""] * 3)["scores"]
+        got = predictor.load_predictor(model)[0](tags, [b""] * 3)["scores"]
         np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_the_parser_and_the_serving_signature_give_identical_model_inputs(exported, tiny_world, tmp_path):
+    """Photos with tags and an image, with an image only, with tags only and with neither: the tf.data
+    parser (records) and the serving path (raw request) make the same model inputs, and the export
+    scores them as the Keras model scores the parser's."""
+    run_dir, _, loaded = exported
+    run = TrainedRun(run_dir)
+    photos = [(["Katzen", "hunde"], "de", jpeg(60)), ([], "un", jpeg(150)), (["chats", "chat"], "fr", b""),
+              ([], "un", b"")]
+    info = write_photos(tmp_path / "d", tiny_world[1], photos)
+    parsed = next(iter(make_dataset(info, "train", run.preprocessor, batch_size=8)))[0]
+    order = [0, 2, 1, 3]  # round-robin into two shards
+    tags = [photos[i][0] for i in order]
+    width = max(len(t) for t in tags)
+    padded = tf.constant([t + [""] * (width - len(t)) for t in tags], tf.string)
+    raw = {"tags": tf.RaggedTensor.from_tensor(padded, padding=""),
+           "language": tf.constant([photos[i][1] for i in order]), "image": tf.constant([photos[i][2] for i in order])}
+    served, image_error = run.preprocessor(raw)
+    assert list(served) == list(parsed) == ["tag_ids", "image", "image_present"]
+    for name in parsed:
+        np.testing.assert_array_equal(served[name], parsed[name])
+    assert parsed["image_present"].numpy()[:, 0].tolist() == [1, 0, 1, 0]
+    assert image_error.numpy().tolist()[1] == b"no image bytes"
+    out = loaded.signatures["serving_default"](tags=padded, image_bytes=raw["image"], language=raw["language"])
+    np.testing.assert_allclose(out["scores"], run.model(parsed, training=False), rtol=0, atol=1e-5)
+
+
+def test_a_run_loads_back_through_app_runs_alone(exported):
+    run_dir, _, _ = exported
+    run = TrainedRun(run_dir)
+    assert run.preprocessor.get_config() == {"inputs": ["tag_ids", "image", "image_present"], "image_size": 32,
+                                             "image_presence": True, "vocabulary": "vocab.tsv"}
+    assert run.preprocessor.needs_language and run.preprocessor.tags.vocab.normalization == "snowball"
+    assert set(run.model.input) == set(run.preprocessor.model_inputs())
+    assert len(run.classes) == len(run.thresholds) == run.model.output.shape[-1]
+    inputs, _ = run.preprocessor({"tags": tf.ragged.constant([["Katzen"]]), "language": tf.constant(["de"]),
+                                  "image": tf.constant([jpeg(60)])})
+    assert run.model(inputs).shape == (1, len(run.classes))

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from app.data.preprocessor import ContextualPreprocessor
 from app.model.classifier import attach_backbone, build_backbone, build_head
 from app.training.optimizer import LazyAdam
 from app.training.run import RunOptions, train
@@ -33,7 +34,7 @@ def tiny_run_config(**model):
 def test_each_variant_learns_on_a_tiny_batch(kind, train_backbone):
     keras.utils.set_random_seed(0)
     config = ModelConfig(model=kind, embedding_dim=8, hidden_units=16, dropout=0.0, tag_dropout=0.0)
-    head = build_head(config, num_classes=6, tags=tiny_lookup(vocab_size=20, limit=4))
+    head = build_head(config, 6, ContextualPreprocessor.for_model(config, tiny_lookup(vocab_size=20, limit=4)))
     backbone = build_backbone(32, trainable=train_backbone) if config.uses_image else None
     model = attach_backbone(head, backbone)
     rng = np.random.default_rng(0)
@@ -124,19 +125,18 @@ def test_streamed_features_train_like_the_backbone_applied_on_the_fly(tiny_world
     """The cached features stay aligned with the shards' tags and targets through shuffling."""
     from app.data.dataset import DatasetInfo
     from app.data.pipeline import make_dataset
-    from app.data.preprocess import TagLookup
     from app.training.features import FeatureStore
     from app.training.trainer import Trainer
 
     _, data_dir = tiny_world
     info = DatasetInfo.load(data_dir)
-    tags = TagLookup(info.vocab)
     strategy = tf.distribute.get_strategy()
     config = ModelConfig(model="contextual", embedding_dim=8, hidden_units=16, image_size=32, tag_dropout=0.3)
+    preprocessor = ContextualPreprocessor.for_model(config, info.vocab)
     weights = []
     for cached in (True, False):
         keras.utils.set_random_seed(5)
-        head = build_head(config, info.num_classes, tags, seed=5)
+        head = build_head(config, info.num_classes, preprocessor, seed=5)
         backbone = build_backbone(32)
         model = head if cached else attach_backbone(head, backbone)
         store = FeatureStore(tmp_path, info, 32, "none")
@@ -146,7 +146,7 @@ def test_streamed_features_train_like_the_backbone_applied_on_the_fly(tiny_world
         trainer = Trainer(strategy, model, optimizer, global_batch_size=32)
 
         def dataset(epoch, ctx, cached=cached, store=store):
-            return make_dataset(info, "train", lookup=tags, image_size=None if cached else 32, batch_size=32,
+            return make_dataset(info, "train", preprocessor, batch_size=32,
                                 training=True, seed=epoch, repeat=True, shuffle_buffer=50,
                                 feature_files=store.files("train") if cached else None)
 

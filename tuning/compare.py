@@ -121,8 +121,8 @@ def train_arm(arm: Arm, seed: int, data: Path, runs: Path, progress: bool) -> No
     arm's own `--data` trains it on that dataset folder (a teacher's pseudo-labelled one, say); every
     arm is scored on the splits of the comparison's `--data`.
     """
-    from app.train import build_config
-    from app.train import parse_args as train_args
+    from app.training.flags import parse_args as train_args
+    from app.training.flags import run_config
     from app.training.run import RunOptions, train
 
     run_dir = arm.run_dir(runs, seed)
@@ -131,7 +131,7 @@ def train_arm(arm: Arm, seed: int, data: Path, runs: Path, progress: bool) -> No
     own_data = any(flag.split("=")[0] == "--data" for flag in flags)
     if own_data:
         _check_same_scoring_splits(args.data, data)
-    result = train(args.data if own_data else data, run_dir, build_config(args), RunOptions(progress=progress))
+    result = train(args.data if own_data else data, run_dir, run_config(args), RunOptions(progress=progress))
     log.info("%s seed %d (%s): %s, val mAP %.4f, test mAP %.4f", arm.label, seed, run_dir.name, result.status,
              result.metrics["val_map"], result.metrics["test_map"])
 
@@ -152,9 +152,10 @@ def evaluate_seed(arms: list[Arm], seed: int, split: str, data: Path, runs: Path
     """`{"summary", "slices", "slice_sizes"}` of one seed on one split, with systems named by arm
     label; cached in `out` and redone when a run folder's record changed."""
     from app.evaluation.run_mode import evaluate_run
+    from app.runs.rundir import RunDir
 
     dirs = [arm.run_dir(runs, seed) for arm in arms]
-    records = {str(d): json.loads((d / "run.json").read_text()) for d in dirs}
+    records = {str(d): RunDir(d).record() for d in dirs}
     cache = out / f"eval-{split}-seed{seed}.json"
     if cache.exists():
         saved = json.loads(cache.read_text())

@@ -20,6 +20,7 @@ import keras_tuner as kt
 from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from app.data.dataset import DatasetInfo
 from app.data.preprocess import TagLookup
+from app.data.preprocessor import ContextualPreprocessor
 from app.model.classifier import build_head
 from app.training.run import RunOptions, train
 
@@ -45,7 +46,8 @@ class TagHyperModel(kt.HyperModel):
     """
 
     def __init__(self, data_dir, model: str = "tags", epochs: int = 20, trial_time_budget_s: Optional[float] = None,
-                 seed: int = 0, image_size: int = 64, image_weights: str = "none", cache_dir: Optional[Path] = None):
+                 seed: int = 0, image_size: int = ModelConfig.image_size,
+                 image_weights: str = ModelConfig.image_weights, cache_dir: Optional[Path] = None):
         super().__init__(name=f"{model}_hypermodel")
         if model not in ("tags", "contextual"):
             raise ValueError(f"model must be 'tags' or 'contextual'. Received: model={model!r}")
@@ -85,7 +87,8 @@ class TagHyperModel(kt.HyperModel):
         hp.Float("l2", 1e-7, 1e-3, sampling="log")
         config = self.run_config(hp)
         keras.utils.set_random_seed(config.train.seed)
-        return build_head(config.model, self.info.num_classes, self.lookup(limit, threshold), seed=config.train.seed)
+        preprocessor = ContextualPreprocessor.for_model(config.model, self.lookup(limit, threshold))
+        return build_head(config.model, self.info.num_classes, preprocessor, seed=config.train.seed)
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, run_dir: Path, seed: Optional[int] = None,
             **kwargs) -> dict:

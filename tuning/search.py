@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # `python tuning/search.py`: make the repository 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from app.cli import add_common_flags, add_config_flags, config_overrides, guarded, setup_logging  # noqa: E402
-from app.config import option  # noqa: E402
+from app.config import ModelConfig, option, same_as  # noqa: E402
 
 log = logging.getLogger("search")
 SUMMARY, BEST_CONFIG = "summary.csv", "best_config.json"
@@ -40,8 +40,9 @@ class SearchConfig:
     epochs: int = option(20, "maximum epochs per trial")
     trial_time_budget: Optional[float] = option(None, "minutes of training per trial")
     model: str = option("tags", "tags (the study's search) or contextual (frozen image backbone)", ("tags", "contextual"))
-    image_size: int = option(64, "contextual: image size of the frozen backbone")
-    image_weights: str = option("none", "contextual: backbone weights (none, imagenet or a file)")
+    image_size: int = same_as(ModelConfig, "image_size", "contextual: image size of the frozen backbone")
+    image_weights: str = same_as(ModelConfig, "image_weights",
+                                 "contextual: backbone weights (none, imagenet or a file)")
     seed: int = option(0, "random search seed, and the first training seed")
     repeat_top: int = option(0, "re-run the top K configurations of every (limit, threshold)")
     seeds: int = option(3, "seeds per repeated configuration, the original one included")

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from app.data.sources import iter_line_blocks
+from app.data.textfiles import iter_line_blocks
 from app.errors import InputError
 
 BLOCK_BYTES = 1 << 20  # text per block: its Python and Arrow objects (~15x) bound the reader's memory

@@ -28,7 +28,7 @@ from pathlib import Path
 from app.data.oid import read_classes
 from app.data.tags import Vocabulary
 from app.errors import InputError
-from app.fileio import atomic_write_json, swap_in_folder
+from app.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, swap_in_folder
 
 MARKER = "dataset.json"
 STATS = "stats.json"
@@ -42,10 +42,6 @@ SHARD_GLOB = "{split}-*-of-*.tfrecord"
 
 class DatasetError(InputError):
     """A dataset folder that is missing, incomplete or mixed."""
-
-
-def shard_name(split: str, index: int, count: int) -> str:
-    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
 def file_sha256(path: Path) -> str:
@@ -132,11 +128,16 @@ class DatasetInfo:
         (and languages, for a normalisation: `app.data.stemming`)."""
         if (limit, threshold, normalization) == (self.vocab.limit, self.vocab.threshold, self.vocab.normalization):
             return self.vocab
-        from app.data.pipeline import iter_language_tags
+        from app.data.records import iter_language_tags
         from app.data.stemming import build_normalized_vocabulary
 
         return build_normalized_vocabulary(iter_language_tags(self.shard_files("train")), limit, threshold,
                                            self.vocab.lowercase, normalization)
+
+
+def is_complete_dataset(data_dir: str | Path) -> bool:
+    """True when a prepare run finished writing the folder (its marker is there); not checked further."""
+    return (Path(data_dir) / MARKER).exists()
 
 
 def _read_marker(data_dir: Path) -> dict:
@@ -215,6 +216,21 @@ class DatasetWriter:
         """Records shards written into `self.path` as `{name: {"records", "bytes", "sha256"}}`."""
         self.shards.update(shards)
 
+    def write_metadata(self, classes: list, hierarchy_text: str, vocab: Vocabulary) -> None:
+        """Writes classes.csv (`[(MID, DisplayName)]` in output order), hierarchy.json and vocab.tsv."""
+        atomic_write_text(self.path / CLASSES, "".join(f"{mid},{_csv_field(name)}\n" for mid, name in classes))
+        atomic_write_text(self.path / HIERARCHY, hierarchy_text)
+        vocab.save(self.path / VOCAB)
+
+    def copy_metadata(self, source: DatasetInfo) -> None:
+        """Writes another dataset's classes.csv, hierarchy.json and vocab.tsv, byte for byte."""
+        for name in (CLASSES, HIERARCHY, VOCAB):
+            atomic_write_bytes(self.path / name, (source.data_dir / name).read_bytes())
+
+    def write_stats(self, stats: dict) -> None:
+        """Writes stats.json: what the dataset was made from and its counts."""
+        atomic_write_json(self.path / STATS, stats)
+
     def link_shards(self, source: DatasetInfo, names: dict) -> None:
         """Puts another complete dataset's shards into this one, unchanged, under new names: hard
         links where the file system allows (no copy), else copies.
@@ -250,3 +266,6 @@ class DatasetWriter:
         swap_in_folder(self.path, self.target)
         return digest
 
+
+def _csv_field(text: str) -> str:
+    return f'"{text}"' if "," in text or '"' in text else text

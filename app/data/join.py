@@ -16,7 +16,7 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -25,20 +25,20 @@ from app.config import PrepareConfig
 from app.data import oid, records, yfcc
 from app.data.badrows import BadRows
 from app.data.buckets import first_occurrences, mix64
-from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetWriter
+from app.data.dataset import DatasetWriter
 from app.data.hierarchy import Hierarchy
 from app.data.image_folder import ImageFolder, ManifestEntry
 from app.data.language import detect_language
 from app.data.partition import TAG_SOURCES, Partitioned, partition
-from app.data.pipeline import iter_language_tags
+from app.data.records import iter_language_tags
 from app.data.sources import Sources
 from app.data.stemming import build_normalized_vocabulary
 from app.data.tags import clean_tags, vocabulary_from_counts
 from app.data.yfcc_split import SPLIT as YFCC_SPLIT
 from app.data.yfcc_split import yfcc_key
-from app.fileio import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
+prepare_log = logging.getLogger("prepare")  # the prepare step's own messages (app/prepare.py's logger)
 
 SPLITS = (*oid.SPLITS, YFCC_SPLIT)
 SELECTION_RULE = ("the photos of the YFCC100M file (not videos) outside the Open Images image lists with the "
@@ -164,13 +164,25 @@ def _label_lists(scores: dict, verified: dict, machine: dict, index: dict) -> di
     }
 
 
-def prepare_dataset(sources: Sources, out_dir: str | Path, config: PrepareConfig, progress: bool = True) -> dict:
+def prepare_dataset(sources: Sources | Callable[[Path], Sources], out_dir: str | Path, config: PrepareConfig,
+                    progress: bool = True) -> dict:
     """Joins the sources into a new dataset folder, swapped into place when complete.
+
+    Args:
+        sources: the source files, or a function that finds (or writes) them, given the new
+            folder's temporary path (the demo world writes its raw files there).
+        out_dir: the dataset folder.
+        config: vocabulary, shard layout, targets, the `yfcc` split's size, buckets.
+        progress: show progress bars.
 
     Returns:
         The stats (also in `stats.json`), plus the dataset's `fingerprint`.
     """
     with DatasetWriter(out_dir) as writer:
+        sources = sources(writer.path) if callable(sources) else sources
+        for split, path in sources.oid.human_labels.items():
+            subset = " (the boxable subset: no full file found)" if path and path.stem.endswith("-boxable") else ""
+            prepare_log.info("%s: human-verified labels from %s%s", split, path, subset)
         stats = prepare(sources, writer, config, progress)
         return {**stats, "fingerprint": writer.commit()}
 
@@ -208,13 +220,13 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
         train = sorted(out_dir / name for name in writer.shards if name.startswith("train-"))
         vocab = build_normalized_vocabulary(iter_language_tags(train), config.tag_limit, config.tag_threshold,
                                             config.lowercase, config.tag_normalization)
-    write_metadata(out_dir, context.classes, sources.oid.hierarchy, vocab)
+    writer.write_metadata(context.classes, Path(sources.oid.hierarchy).read_text(encoding="utf-8"), vocab)
     stats = {"splits": {split: dict(tally.counts[split]) for split in SPLITS}, "bad_rows": bad.to_dict(),
              "languages": dict(tally.languages.most_common()), "config": dataclasses.asdict(config),
              "vocabulary_size": vocab.size, "image_folder": folder.stats() if folder else None,
              "yfcc_split": {"photos": parts.sizes[YFCC_SPLIT], "cap": config.yfcc_split_size,
                             "outside_open_images": parts.yfcc_offered, "rule": SELECTION_RULE}}
-    atomic_write_json(out_dir / STATS, stats)
+    writer.write_stats(stats)
     log.info("%s", bad.report())
     return stats
 
@@ -361,12 +373,3 @@ def yfcc_photos(parts: Partitioned, bucket: int, path: Path, bad: BadRows) -> It
                            "yfcc" if photo in tags else "none", autotags=autotags.get(photo, {}))
 
 
-def write_metadata(out_dir: Path, classes: list, hierarchy_path: Path, vocab) -> None:
-    """Writes classes.csv, hierarchy.json and vocab.tsv beside the shards."""
-    atomic_write_text(out_dir / CLASSES, "".join(f"{mid},{_csv_field(name)}\n" for mid, name in classes))
-    atomic_write_text(out_dir / HIERARCHY, Path(hierarchy_path).read_text(encoding="utf-8"))
-    vocab.save(out_dir / VOCAB)
-
-
-def _csv_field(text: str) -> str:
-    return f'"{text}"' if "," in text or '"' in text else text

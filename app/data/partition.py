@@ -28,7 +28,8 @@ from app.data import oid, yfcc
 from app.data.badrows import BadRows
 from app.data.buckets import BucketFiles, bucket_of, first_occurrences, mix64
 from app.data.image_folder import ImageFolder, ManifestEntry
-from app.data.sources import Sources, iter_line_blocks
+from app.data.sources import Sources
+from app.data.textfiles import iter_line_blocks
 from app.data.yfcc_split import BottomK, order_keys, parse_yfcc_key
 
 BATCH = 8192  # rows handed to the bucket files at once (an autotag row is about 1 KB of Python objects)

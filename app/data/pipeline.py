@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Optional
 
 import tensorflow as tf
 
 from app.data import records
 from app.data.dataset import DatasetInfo
-from app.data.preprocess import TagLookup, decode_images
+from app.data.preprocessor import FEATURE_DIM, ContextualPreprocessor
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def iter_tags(files: list) -> Iterator[list]:
-    """Streams each photo's cleaned tags from shards, in shard order (for vocabularies)."""
-    return (tags for _, tags in iter_language_tags(files))
-
-
-def iter_language_tags(files: list) -> Iterator[tuple[str, list]]:
-    """Streams each photo's `(language, cleaned tags)` from shards, in shard order."""
-    ds = tf.data.TFRecordDataset(files).batch(4096)
-    for batch in ds.map(lambda s: records.parse_batch(s, ["language", "tags"])):
-        for language, row in zip(batch["language"].numpy(), batch["tags"].to_list()):
-            yield language.decode(), [t.decode("utf-8") for t in row]
 
 
 def dense_rows(ids: tf.RaggedTensor, values: tf.RaggedTensor | None, width: int) -> tf.Tensor:
@@ -38,9 +25,8 @@ def dense_rows(ids: tf.RaggedTensor, values: tf.RaggedTensor | None, width: int)
 def make_dataset(
     info: DatasetInfo,
     split: str,
+    preprocessor: ContextualPreprocessor,
     *,
-    lookup: Optional[TagLookup],
-    image_size: Optional[int],
     batch_size: int,
     training: bool = False,
     seed: int = 0,
@@ -49,8 +35,6 @@ def make_dataset(
     shuffle_buffer: int = 10000,
     repeat: bool = False,
     feature_files: Optional[list] = None,
-    feature_dim: int = 2048,
-    image_presence: bool = False,
     withhold: tuple = (),
 ) -> tf.data.Dataset:
     """Batches of `(inputs, targets, loss_mask)` from a split's shards.
@@ -58,8 +42,7 @@ def make_dataset(
     Args:
         info: the dataset folder.
         split: `train`, `validation` or `test`.
-        lookup: maps tags to ids (`tag_ids`); None for image-only models.
-        image_size: decode images at this size (`image`); None to skip images.
+        preprocessor: the model's inputs, made from the records' fields.
         batch_size: per-replica batch size.
         training: shuffle shards and records (seeded); evaluation keeps shard order.
         seed: shuffle seed (vary it per epoch for a new order).
@@ -69,11 +52,9 @@ def make_dataset(
         repeat: repeat forever before batching, so that every batch is full (a step then has
             the same examples whatever the number of replicas).
         feature_files: one raw float32 file per shard, record-aligned with it (frozen-backbone
-            features, see `app.training.features`), read alongside as `image_features`. Each
-            record is `feature_dim` features, then the image presence (1.0 or 0.0).
-        feature_dim: features per record in `feature_files`.
-        image_presence: add `image_present` `[b, 1]`: 1.0 where the photo's image was decoded
-            (from the feature files, or from `decode_images` where images are decoded here).
+            features, see `app.training.features`), read alongside as `image_features` (and
+            `image_present`) instead of decoding images. Each record is `FEATURE_DIM` features,
+            then the image presence (1.0 or 0.0).
         withhold: `"image"` and/or `"tags"`: score the photos as if they came without them (no
             image bytes, no tags), as serving would.
 
@@ -81,22 +62,22 @@ def make_dataset(
         A dataset of `(inputs dict, targets [b, C], loss_mask [b, C] or [b, 1])`.
     """
     files = info.shard_files(split)
-    ds = _records(files, feature_files, feature_dim, split, input_context)
+    ds = _records(files, feature_files, split, input_context)
     if training:
         ds = ds.shuffle(len(files), seed=seed)
         # Sequential: the same order as a deterministic parallel interleave, at half the CPU per
         # record (on few cores the parallel one's threads take CPU from the training step).
-        ds = ds.interleave(lambda *s: _read_shard(*s, feature_dim=feature_dim), cycle_length=min(4, len(files)))
+        ds = ds.interleave(lambda *s: _read_shard(*s), cycle_length=min(4, len(files)))
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
     else:  # shard order, as `app.evaluation.truth.load_truth` reads it
-        ds = ds.flat_map(lambda *s: _read_shard(*s, feature_dim=feature_dim))
+        ds = ds.flat_map(lambda *s: _read_shard(*s))
     if repeat:
         ds = ds.repeat()
-    parse = _parser(info.num_classes, lookup, image_size, verified_only, feature_dim, image_presence, withhold)
+    parse = _parser(info.num_classes, preprocessor, verified_only, feature_files is not None, withhold)
     return ds.batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
 
-def _records(files: list, feature_files: Optional[list], feature_dim: int, split: str,
+def _records(files: list, feature_files: Optional[list], split: str,
              input_context: Optional[tf.distribute.InputContext]) -> tf.data.Dataset:
     """The shard file names (paired with their feature files), this input pipeline's share only."""
     ds = tf.data.Dataset.from_tensor_slices((files,) if feature_files is None else (files, feature_files))
@@ -108,41 +89,25 @@ def _records(files: list, feature_files: Optional[list], feature_dim: int, split
     return ds
 
 
-def _read_shard(shard, features=None, *, feature_dim: int) -> tf.data.Dataset:
+def _read_shard(shard, features=None) -> tf.data.Dataset:
     """A shard's serialized records, zipped with its raw feature rows when given."""
     records_ds = tf.data.TFRecordDataset(shard)
     if features is None:
         return records_ds
-    return tf.data.Dataset.zip((records_ds, tf.data.FixedLengthRecordDataset(features, (feature_dim + 1) * 4)))
+    return tf.data.Dataset.zip((records_ds, tf.data.FixedLengthRecordDataset(features, (FEATURE_DIM + 1) * 4)))
 
 
-def _parser(num_classes: int, lookup: Optional[TagLookup], image_size: Optional[int], verified_only: bool,
-            feature_dim: int, image_presence: bool, withhold: tuple):
+def _parser(num_classes: int, preprocessor: ContextualPreprocessor, verified_only: bool, from_features: bool,
+            withhold: tuple):
     """`(serialized batch[, feature bytes batch]) -> (inputs, targets, mask)`, parsing only what is used."""
-    unknown = sorted(set(withhold) - {"image", "tags"})
-    if unknown or ("image" in withhold and image_size is None):
-        raise ValueError(f"withhold takes 'image' (with decoded images, not features) and/or 'tags'. Received: "
-                         f"withhold={withhold}, image_size={image_size}")
-    keys = ["label_ids", "label_targets"]
-    keys += ["tags", "language"] if lookup is not None else []
-    keys += ["image"] if image_size is not None else []
+    keys = ["label_ids", "label_targets"] + preprocessor.record_keys(from_features)
     keys += ["verified_pos", "verified_neg"] if verified_only else []
+    preprocessor.check_withhold(withhold, from_features)
 
-    def parse(serialized, features=None):  # features: raw float32 bytes, `feature_dim` + 1 per record
+    def parse(serialized, features=None):  # features: raw float32 bytes, `FEATURE_DIM` + 1 per record
         ex = records.parse_batch(serialized, keys)
-        inputs = {}
-        if lookup is not None:
-            tags = ex["tags"][:, :0] if "tags" in withhold else ex["tags"]
-            inputs["tag_ids"] = lookup(tags, cleaned=True, languages=ex["language"])  # prepare cleaned them
-        if image_size is not None:
-            image_bytes = tf.fill(tf.shape(ex["image"]), "") if "image" in withhold else ex["image"]
-            inputs["image"], errors = decode_images(image_bytes, image_size)
-            present = tf.cast(tf.equal(errors, ""), tf.float32)[:, None]
-        if features is not None:
-            rows = tf.reshape(tf.io.decode_raw(features, tf.float32), [-1, feature_dim + 1])
-            inputs["image_features"], present = rows[:, :feature_dim], rows[:, feature_dim:]
-        if image_presence:
-            inputs["image_present"] = present
+        rows = None if features is None else tf.reshape(tf.io.decode_raw(features, tf.float32), [-1, FEATURE_DIM + 1])
+        inputs, _ = preprocessor(preprocessor.withhold(ex, withhold), cleaned=True, feature_rows=rows)
         targets = dense_rows(ex["label_ids"], ex["label_targets"], num_classes)
         if verified_only:
             mask = dense_rows(ex["verified_pos"], None, num_classes) + dense_rows(ex["verified_neg"], None, num_classes)

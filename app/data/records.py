@@ -11,12 +11,15 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import tensorflow as tf
 
-from app.data.dataset import shard_name
 
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
 @dataclass
@@ -202,3 +205,16 @@ def write_shards(records: Iterable[PhotoRecord], out_dir: str | Path, split: str
         writer.abort()
         raise
     return writer.close()
+
+
+def iter_tags(files: list) -> Iterator[list]:
+    """Streams each photo's cleaned tags from shards, in shard order (for vocabularies)."""
+    return (tags for _, tags in iter_language_tags(files))
+
+
+def iter_language_tags(files: list) -> Iterator[tuple[str, list]]:
+    """Streams each photo's `(language, cleaned tags)` from shards, in shard order."""
+    ds = tf.data.TFRecordDataset(files).batch(4096)
+    for batch in ds.map(lambda s: parse_batch(s, ["language", "tags"])):
+        for language, row in zip(batch["language"].numpy(), batch["tags"].to_list()):
+            yield language.decode(), [t.decode("utf-8") for t in row]

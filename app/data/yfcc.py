@@ -17,7 +17,7 @@ import numpy as np
 
 from app import resources
 from app.data.badrows import BadRows
-from app.data.sources import iter_line_blocks
+from app.data.textfiles import iter_line_blocks
 from app.data.tags import TagDecodeError, decode_field, decode_tags
 from app.errors import InputError
 

@@ -102,6 +102,14 @@ class WorldConfig:
     autotag_miss_rate: float = 0.35
     autotag_false_rate: float = 1.2
 
+    @classmethod
+    def sized(cls, train_size: int, seed: int = 0) -> "WorldConfig":
+        """A world of `train_size` train photos: validation and test get a quarter each (at least
+        50), YFCC100M-only photos three times as many."""
+        held_out = max(50, train_size // 4)
+        return cls(train_size=train_size, validation_size=held_out, test_size=held_out, extra_yfcc=3 * train_size,
+                   seed=seed)
+
     @property
     def sizes(self) -> dict:
         """Photos per kind: the Open Images splits and `yfcc` (YFCC100M only)."""

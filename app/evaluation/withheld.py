@@ -43,7 +43,7 @@ def withheld_slices(models: Sequence, info: DatasetInfo, split: str, truth: Spli
     for label, what in WITHHELD.items():
         scores = {}
         for model in models:
-            uses = model.config.model.uses_image if what == "image" else model.config.model.uses_tags
+            uses = model.preprocessor.uses_image if what == "image" else model.preprocessor.uses_tags
             scores[model.name] = (apply_floor(model.score(info, split, truth, withhold=(what,)), floor) if uses
                                   else systems[model.name])
         _add_fusion(scores, models, fusion_weight)

@@ -21,46 +21,45 @@ from pathlib import Path
 import keras
 
 from app.config import ModelConfig
-from app.data.preprocess import TagLookup
+from app.data.preprocessor import ContextualPreprocessor
 from app.model.layers import (ImageDropout, MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D,
                               MissingImageEmbedding, ResNetPreprocess, SparseReadEmbedding, TagDropout)
 
-FEATURE_DIM = 2048
 IMAGENET_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
-def build_head(config: ModelConfig, num_classes: int, tags: TagLookup | None, seed: int = 0) -> keras.Model:
+def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPreprocessor,
+               seed: int = 0) -> keras.Model:
     """Builds the model on tag ids and/or image features (whichever `config.model` uses).
 
     Args:
         config: the model configuration.
         num_classes: output classes (500 for the challenge).
-        tags: the tag lookup (its limit is the input length, its vocabulary the embedding's
-            size); None for an image-only model.
+        preprocessor: the model's inputs (`ContextualPreprocessor.for_model(config, tags)`): their
+            specs give the `keras.Input`s, the tag vocabulary the embedding's size.
         seed: seed for dropout and tag dropout.
 
     Returns:
-        A functional model with inputs `tag_ids` `[batch, tags.limit]` int32 and/or
-        `image_features` `[batch, 2048]` (and `image_present` `[batch, 1]` with `image_presence`),
-        and output `scores` `[batch, num_classes]`.
+        A functional model with the preprocessor's head inputs (`model_inputs(features=True)`:
+        `tag_ids` and/or `image_features`, and `image_present` with `image_presence`), and output
+        `scores` `[batch, num_classes]`.
     """
     regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
-    inputs, branches, kept_tags = {}, [], None
-    if config.uses_tags and tags is None:
-        raise ValueError(f"a {config.model!r} model needs a tag lookup")
+    inputs = {name: keras.Input(spec.shape, dtype=spec.dtype, name=name)
+              for name, spec in preprocessor.model_inputs(features=True).items()}
+    branches, kept_tags = [], None
 
     # === Tag branch ===
-    if config.uses_tags:
-        tag_ids = keras.Input((tags.limit,), dtype="int32", name="tag_ids")
-        inputs["tag_ids"] = tag_ids
-        kept_tags = tag_ids
-        if config.uses_image and config.tag_dropout > 0:
-            kept_tags = TagDropout(config.tag_dropout, seed=seed, name="tag_dropout")(tag_ids)
-        x = SparseReadEmbedding(tags.vocab_size, config.embedding_dim, mask_zero=True, name="tag_embedding")(kept_tags)
+    if "tag_ids" in inputs:
+        kept_tags = inputs["tag_ids"]
+        if "image_features" in inputs and config.tag_dropout > 0:
+            kept_tags = TagDropout(config.tag_dropout, seed=seed, name="tag_dropout")(kept_tags)
+        vocab_size = preprocessor.tags.vocab_size
+        x = SparseReadEmbedding(vocab_size, config.embedding_dim, mask_zero=True, name="tag_embedding")(kept_tags)
         pooling = MaskedGlobalMaxPooling1D if config.pooling == "max" else MaskedGlobalAveragePooling1D
         branches.append(pooling(name=f"tag_{config.pooling}_pool")(x))
 
-    if config.uses_image:
+    if "image_features" in inputs:
         branches.append(_image_branch(config, inputs, kept_tags, seed))
 
     # === Head ===
@@ -75,16 +74,14 @@ def build_head(config: ModelConfig, num_classes: int, tags: TagLookup | None, se
 
 
 def _image_branch(config: ModelConfig, inputs: dict, kept_tags, seed: int):
-    """The image features input (and `image_present`), normalised; adds the inputs to `inputs`."""
-    features = keras.Input((FEATURE_DIM,), name="image_features")
-    inputs["image_features"] = features
+    """The image features (with `image_present`, where the model takes it), normalised."""
+    features = inputs["image_features"]
     # ResNet's pooled features are non-negative with a scale that depends on the weights;
     # normalising them puts both branches on one scale before fusion.
     x = keras.layers.LayerNormalization(name="image_feature_norm")(features)
-    if not config.image_presence:
+    if "image_present" not in inputs:
         return x
-    present = keras.Input((1,), name="image_present")
-    inputs["image_present"] = present
+    present = inputs["image_present"]
     if config.image_dropout > 0 and kept_tags is not None:
         present = ImageDropout(config.image_dropout, seed=seed + 1000, name="image_dropout")([present, kept_tags])
     return MissingImageEmbedding(name="missing_image")([x, present])

@@ -1,8 +1,9 @@
 """A SavedModel for TensorFlow Serving: raw tags and image bytes in, scores and top-k out.
 
-All preprocessing is in the graph and is the code the tf.data pipeline uses in training
-(`app.data.preprocess`): tag cleaning, the tag limit, padding, vocabulary lookup, image decoding
-and resizing; ResNet preprocessing is inside the Keras model itself.
+All preprocessing is in the graph and is the run's own `ContextualPreprocessor`
+(`app.data.preprocessor`), the object the tf.data pipeline used in training: tag cleaning, the tag
+limit, padding, vocabulary lookup, image decoding and resizing, image presence; ResNet
+preprocessing is inside the Keras model itself.
 
 Signatures:
     serving_default(tags: string [batch, None], image_bytes: string [batch][, language: string [batch]])
@@ -25,22 +26,19 @@ is False only where the bytes are empty.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable
 
 import tensorflow as tf
 
 from app.data.hierarchy import Hierarchy
-from app.data.preprocess import NO_IMAGE, decode_images, split_yfcc_tags
-from app.evaluation.scoring import TrainedModel
+from app.data.preprocess import split_yfcc_tags
+from app.data.preprocessor import SERVING_TAGS, SERVING_YFCC_TAGS
 from app.fileio import atomic_output
+from app.runs.rundir import RunDir
+from app.runs.trained import TrainedRun
 from app.serving.specific import ancestor_matrix, specific_classes
-from app.training.rundir import RunDir
 
-
-IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="image_bytes")
-LANGUAGE = tf.TensorSpec([None], tf.string, name="language")
 CLASSES_ASSET = "assets.extra/classes.csv"  # the output classes, beside the SavedModel (TF Serving ignores it)
 
 
@@ -60,20 +58,15 @@ class ServingModule(tf.Module):
         review_margin: a class score this close to its threshold makes the photo need review.
     """
 
-    def __init__(self, run: TrainedModel, top_k: int = 5, review_margin: float = 0.05):
+    def __init__(self, run: TrainedRun, top_k: int = 5, review_margin: float = 0.05):
         super().__init__(name="contextual_classifier")
-        m = run.config.model
         # The SavedModel tracks the model's tf.Variables directly, and not the Keras model: tracked
         # through the Keras model, TF1-style loaders (TF Serving, `saved_model_cli run`) cannot find
         # them (keras-team/keras#20095), and tracked both ways each is stored twice
         # (keras-team/keras#23553, as in `ExportArchive`).
         self.model_variables = [w.value for w in run.model.weights]
         self._keras = _Untracked(run.model)
-        self.uses_tags, self.uses_image = m.uses_tags, m.uses_image
-        self.image_size = m.image_size
-        self.lookup = run.tags
-        self.uses_presence = "image_present" in run.model.input
-        self.needs_language = bool(run.tags and run.tags.needs_language)
+        self.preprocessor = run.preprocessor
         self.top_k = min(top_k, len(run.classes))
         mids = [mid for mid, _ in run.classes]
         self.mids = tf.constant(mids + [""])  # index -1: no class
@@ -82,34 +75,29 @@ class ServingModule(tf.Module):
         self.ancestors = tf.constant(ancestor_matrix(Hierarchy.from_json(run.run.hierarchy_path, mids), mids))
         self.review_margin = review_margin
         self.serving_default = self._signature(lambda tags: tf.RaggedTensor.from_tensor(tags, padding=""),
-                                               tf.TensorSpec([None, None], tf.string, name="tags"))
-        self.serve_yfcc = self._signature(split_yfcc_tags, tf.TensorSpec([None], tf.string, name="tags"))
+                                               SERVING_TAGS)
+        self.serve_yfcc = self._signature(split_yfcc_tags, SERVING_YFCC_TAGS)
 
     def _signature(self, split: Callable, tags: tf.TensorSpec) -> tf.types.experimental.PolymorphicFunction:
-        """A signature: `tags` (made ragged by `split`), `image_bytes`, and `language` if it is needed."""
-        if self.needs_language:
+        """A signature on the preprocessor's serving inputs: `tags` (made ragged by `split`),
+        `image_bytes`, and `language` if it is needed."""
+        if self.preprocessor.needs_language:
             def serve(tags, image_bytes, language):
                 return self.predict(split(tags), image_bytes, language)
+        else:
+            def serve(tags, image_bytes):
+                return self.predict(split(tags), image_bytes)
 
-            return tf.function(serve, input_signature=[tags, IMAGE_BYTES, LANGUAGE])
-
-        def serve(tags, image_bytes):
-            return self.predict(split(tags), image_bytes)
-
-        return tf.function(serve, input_signature=[tags, IMAGE_BYTES])
+        return tf.function(serve, input_signature=self.preprocessor.serving_inputs(tags))
 
     def predict(self, tags: tf.RaggedTensor, image_bytes: tf.Tensor, language: tf.Tensor | None = None) -> dict:
         """Scores ragged raw tags and encoded images (one row of each per photo), with each photo's
         language where the vocabulary is normalised per language."""
         image_bytes = _same_batch(tags.nrows(), image_bytes)
-        inputs = {}
-        image_error = tf.where(tf.strings.length(image_bytes) > 0, "", NO_IMAGE)
-        if self.uses_tags:
-            inputs["tag_ids"] = self.lookup(tags, languages=language)
-        if self.uses_image:
-            inputs["image"], image_error = decode_images(image_bytes, self.image_size)
-        if self.uses_presence:
-            inputs["image_present"] = tf.cast(tf.equal(image_error, ""), tf.float32)[:, None]
+        raw = {"tags": tags, "image": image_bytes}
+        if language is not None:
+            raw["language"] = language
+        inputs, image_error = self.preprocessor(raw)
         # An empty batch skips the model: some oneDNN kernels (AVX-512 BatchNorm) reject 0 images.
         scores = tf.cond(tf.shape(image_bytes)[0] > 0,
                          lambda: tf.cast(self._keras.model(inputs, training=False), tf.float32),
@@ -142,7 +130,7 @@ def next_version(base: Path) -> int:
 def export(run_dir: str | Path, out: str | Path | None = None, version: int | None = None, top_k: int = 5,
            review_margin: float = 0.05) -> Path:
     """Writes `out/VERSION/` (default `run_dir/serving/NEXT/`) atomically and returns it."""
-    run = TrainedModel(run_dir)
+    run = TrainedRun(run_dir)
     base = Path(out) if out else run.run.serving_dir
     with run.run.lock():
         version = version or next_version(base)
@@ -154,7 +142,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, version: int | No
             tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default,
                                                               "serve_yfcc": module.serve_yfcc})
             (tmp / CLASSES_ASSET).parent.mkdir()
-            shutil.copy(run.run.path / "classes.csv", tmp / CLASSES_ASSET)
+            run.run.copy_classes(tmp / CLASSES_ASSET)
     return target
 
 

@@ -28,10 +28,10 @@ from tqdm import tqdm
 from app.data import records
 from app.data.dataset import DatasetInfo
 from app.data.preprocess import decode_images
+from app.data.preprocessor import FEATURE_DIM
 from app.fileio import atomic_output
 
 log = logging.getLogger("app.training")
-FEATURE_DIM = 2048
 RECORD_FLOATS = FEATURE_DIM + 1  # the features, then the image presence
 LAYOUT = "v2"
 SUFFIX = ".f32"

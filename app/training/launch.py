@@ -3,7 +3,7 @@
 Each worker runs `python -m app.train ARGS` with its own `TF_CONFIG` on free loopback ports; its
 output lines are prefixed with `[worker i]`. The launcher waits for all of them and fails if any
 fails (stopping the others), so a shell sees the outcome. On several machines, set TF_CONFIG on
-each instead (see the README).
+each instead (see docs/training.md).
 """
 
 from __future__ import annotations

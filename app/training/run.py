@@ -22,14 +22,15 @@ from app.config import RunConfig
 from app.data.dataset import DatasetInfo
 from app.data.pipeline import make_dataset
 from app.data.preprocess import TagLookup
+from app.data.preprocessor import ContextualPreprocessor
 from app.evaluation.metrics import sparse_mean_average_precision, sparse_tune_class_thresholds
 from app.evaluation.truth import PairScores, SplitTruth, load_truth
 from app.model.classifier import (attach_backbone, build_backbone, build_head, resolve_image_weights,
                                   transfer_pretrained)
+from app.runs.rundir import COMPLETE, NEW, Fingerprint, RunDir, RunError
 from app.training.callbacks import BestModel, Checkpoint, History, Progress, TimeBudget, read_history
-from app.training.features import FEATURE_DIM, FeatureStore
+from app.training.features import FeatureStore
 from app.training.optimizer import LazyAdam
-from app.training.rundir import COMPLETE, NEW, Fingerprint, RunDir, RunError
 from app.training.strategy import broadcast_from_chief, get_strategy, is_chief, worker_shards
 from app.training.trainer import Trainer, masked_bce, steps_for
 
@@ -77,7 +78,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
 
     Args:
         data_dir: a prepared dataset folder.
-        run_dir: the run folder (`saved_models/NAME`); see `app.training.rundir`.
+        run_dir: the run folder (`saved_models/NAME`); see `app.runs.rundir`.
         config: data, model and training configuration.
         options: execution options.
         strategy: an already created strategy (else made from `config.train`).
@@ -118,15 +119,16 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
             history = read_history(run.history_path)
             return RunResult(run.path, "complete", history, run.metrics() if chief else {}, time.time() - started)
         tags = tags or lookup()
+        preprocessor = ContextualPreprocessor.for_model(m, tags)
         if chief:
-            run.begin(fingerprint, config, info, tags.vocab if tags else None)
+            run.begin(fingerprint, config, info, preprocessor)
         log.info("%s model on %s (%s split, %d photos): %d classes, %s, strategy %s with %d replica(s)", m.model,
                  info.data_dir, d.train_split, info.split_sizes[d.train_split], info.num_classes,
                  f"vocabulary {tags.vocab_size}" if tags else "no tags", t.strategy, strategy.num_replicas_in_sync)
         previous_policy = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy("mixed_float16" if t.mixed_precision else "float32")
         try:
-            return _fit(info, run, config, options, strategy, chief, tags, pretrained, started)
+            return _fit(info, run, config, options, strategy, chief, preprocessor, pretrained, started)
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -182,18 +184,19 @@ def _agree_on_state(strategy, run: RunDir, fingerprint: Fingerprint, config: Run
 
 
 def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions, strategy, chief: bool,
-         tags: Optional[TagLookup], pretrained: Optional[RunDir], started: float) -> RunResult:
+         preprocessor: ContextualPreprocessor, pretrained: Optional[RunDir], started: float) -> RunResult:
     m, t = config.model, config.train
     keras.utils.set_random_seed(t.seed)
     with strategy.scope():
-        head = options.head or build_head(m, info.num_classes, tags, seed=t.seed)
+        head = options.head or build_head(m, info.num_classes, preprocessor, seed=t.seed)
         if pretrained is not None:
             moved = transfer_pretrained(pretrained.load_model(), head, t.freeze_embedding)
             log.info("initialised from %s: %s%s", pretrained.path, ", ".join(moved),
                      " (embedding frozen)" if t.freeze_embedding else "")
-        backbone = build_backbone(m.image_size, m.image_weights, m.train_backbone) if m.uses_image else None
+        image_size = preprocessor.image_size
+        backbone = build_backbone(image_size, m.image_weights, m.train_backbone) if image_size else None
         full = attach_backbone(head, backbone)
-        frozen = m.uses_image and not m.train_backbone
+        frozen = image_size is not None and not m.train_backbone
         trained = head if frozen else full
         optimizer = LazyAdam(learning_rate=t.learning_rate)
         if t.mixed_precision:
@@ -201,10 +204,10 @@ def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions,
         optimizer.build(trained.trainable_variables)
     features = None
     if frozen:
-        features = FeatureStore(options.cache_dir or run.cache_dir, info, m.image_size, m.image_weights)
+        features = FeatureStore(options.cache_dir or run.cache_dir, info, image_size, m.image_weights)
         features.extract(backbone, _feature_jobs(info, features, strategy, config.data.train_split), strategy,
                          options.progress)
-    inputs = RunInputs(info, config, tags, features)
+    inputs = RunInputs(info, config, preprocessor, features)
     trainer = Trainer(strategy, trained, optimizer, t.batch_size, t.mixed_precision)
     steps = steps_for(info.split_sizes[config.data.train_split], t.batch_size)
     history = trainer.fit(inputs.train_dataset, steps, t.epochs, inputs.validation_metrics,
@@ -264,25 +267,21 @@ class RunInputs:
     Args:
         info: the dataset.
         config: the run configuration.
-        tags: the tag lookup (None for image-only models).
+        preprocessor: the model's inputs.
         features: the feature store (None unless the backbone is frozen).
     """
 
-    def __init__(self, info: DatasetInfo, config: RunConfig, tags: Optional[TagLookup],
+    def __init__(self, info: DatasetInfo, config: RunConfig, preprocessor: ContextualPreprocessor,
                  features: Optional[FeatureStore]):
-        self.info, self.config, self.tags, self.features = info, config, tags, features
-        m = config.model
-        self.image_size = m.image_size if m.uses_image and features is None else None
+        self.info, self.config, self.preprocessor, self.features = info, config, preprocessor, features
         self._truth: dict = {}
         self._eval: dict = {}
 
     def _dataset(self, split: str, batch_size: int, **kwargs) -> tf.data.Dataset:
         t = self.config.train
-        m = self.config.model
-        return make_dataset(self.info, split, lookup=self.tags, image_size=self.image_size, batch_size=batch_size,
+        return make_dataset(self.info, split, self.preprocessor, batch_size=batch_size,
                             verified_only=t.loss_on == "verified", shuffle_buffer=t.shuffle_buffer,
-                            feature_files=self.features.files(split) if self.features else None,
-                            feature_dim=FEATURE_DIM, image_presence=m.uses_image and m.image_presence, **kwargs)
+                            feature_files=self.features.files(split) if self.features else None, **kwargs)
 
     def train_dataset(self, epoch: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         t = self.config.train

@@ -38,10 +38,10 @@ from tqdm import tqdm
 
 from app.config import PseudoLabelConfig
 from app.data import records
-from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetInfo, DatasetWriter, shard_name
+from app.data.dataset import DatasetInfo, DatasetWriter
+from app.data.records import shard_name
 from app.errors import InputError
 from app.evaluation.scoring import TrainedModel
-from app.fileio import atomic_write_json
 
 log = logging.getLogger("app.training")
 SOURCE_SPLIT = "yfcc"
@@ -92,9 +92,8 @@ def pseudo_label(teacher_dir: str | Path, data_dir: str | Path, out_dir: str | P
             writer.link_shards(info, {f: shard_name(split, i, len(files)) for i, f in enumerate(files)})
         scores_path.unlink()
         stats = _stats(info, teacher, config, kept, cuts)
-        for name in (CLASSES, HIERARCHY, VOCAB):
-            (writer.path / name).write_bytes((info.data_dir / name).read_bytes())
-        atomic_write_json(writer.path / STATS, stats)
+        writer.copy_metadata(info)
+        writer.write_stats(stats)
         fingerprint = writer.commit()
     log.info("pseudo-labels of %s: kept %d of %d %s photos; %s train photos in %s", teacher.name, kept,
              info.split_sizes[SOURCE_SPLIT], SOURCE_SPLIT, stats["splits"]["train"]["images"], out_dir)

@@ -9,9 +9,7 @@ split's tag counts.
 from __future__ import annotations
 
 import collections
-import csv
 import dataclasses
-import io
 import json
 import logging
 from dataclasses import dataclass
@@ -26,17 +24,16 @@ from app.data.collections.classes import ClassList
 from app.data.collections.ledger import IdLedger
 from app.data.collections.photo import ALL_SPLITS, UNLABELLED, CollectionPhoto, HashSplit
 from app.data.collections.urls import download_key, is_url
-from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetWriter
+from app.data.dataset import DatasetWriter
 from app.data.download import relative_path
 from app.data.hierarchy import Hierarchy
 from app.data.image_folder import ImageFolder
 from app.data.join import _Tally as _JoinTally  # one owner of the per-split counts
 from app.data.join import photo_tags
 from app.data.manifest import manifest_files
-from app.data.pipeline import iter_language_tags
+from app.data.records import iter_language_tags
 from app.data.stemming import build_normalized_vocabulary
 from app.data.tags import vocabulary_from_counts
-from app.fileio import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +172,20 @@ class _Tally(_JoinTally):
         self.counts[split]["with_text"] += bool(record.text)
 
 
+def prepare_collection_dataset(args, config: PrepareConfig) -> dict:
+    """`prepare.py`'s collection run: the collection its flags name (`cli.open_collection`; a demo
+    world is written into the new folder first) as a new dataset folder, swapped in when complete.
+
+    Returns:
+        The stats, plus the dataset's `fingerprint`.
+    """
+    from app.data.collections.cli import open_collection
+
+    with DatasetWriter(args.out) as writer:
+        stats = prepare_collection(open_collection(args, writer.path / "raw"), writer, config)
+        return {**stats, "fingerprint": writer.commit()}
+
+
 def prepare_collection(collection: Collection, writer: DatasetWriter, config: PrepareConfig) -> dict:
     """Writes a collection's shards and metadata into the writer's folder (the caller commits).
 
@@ -204,14 +215,14 @@ def prepare_collection(collection: Collection, writer: DatasetWriter, config: Pr
             shard_writer.abort()
         raise
     vocab = _vocabulary(tally, writer, config)
-    write_collection_metadata(writer.path, collection, vocab)
+    writer.write_metadata(collection.classes.pairs(), json.dumps(collection.tree, ensure_ascii=False, indent=1), vocab)
     stats = {"splits": {split: dict(tally.counts[split]) for split in ALL_SPLITS}, "bad_rows": bad.to_dict(),
              "languages": dict(tally.languages.most_common()), "config": dataclasses.asdict(config),
              "vocabulary_size": vocab.size, "image_folder": {"without_image": without.to_dict()},
              "collection": {"kind": collection.kind, "labels": collection.labels, "classes": len(collection.classes),
                             "made_from": [str(p) for p in collection.made_from],
                             "hash_split": dataclasses.asdict(collection.split)}}
-    atomic_write_json(writer.path / STATS, stats)
+    writer.write_stats(stats)
     log.info("%s", bad.report())
     return stats
 
@@ -222,12 +233,3 @@ def _vocabulary(tally: _Tally, writer: DatasetWriter, config: PrepareConfig):
     train = sorted(writer.path / name for name in writer.shards if name.startswith("train-"))
     return build_normalized_vocabulary(iter_language_tags(train), config.tag_limit, config.tag_threshold,
                                        config.lowercase, config.tag_normalization)
-
-
-def write_collection_metadata(out_dir: Path, collection: Collection, vocab) -> None:
-    """classes.csv (`id,name`), hierarchy.json (class ids) and vocab.tsv."""
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows(collection.classes.pairs())
-    atomic_write_text(out_dir / CLASSES, text.getvalue())
-    atomic_write_text(out_dir / HIERARCHY, json.dumps(collection.tree, ensure_ascii=False, indent=1))
-    vocab.save(out_dir / VOCAB)

@@ -63,6 +63,8 @@ class ClassList:
     def from_names(cls, names: Sequence[str], source: str, ids: Optional[Sequence[str]] = None) -> "ClassList":
         """A class list from names (and ids), refusing a repeated name or id."""
         ids = list(ids) if ids is not None else list(names)
+        for cid, name in zip(ids, names):
+            check_class(cid, name, source)
         for values, kind in ((names, "name"), (ids, "id")):
             seen: dict = {}
             for i, value in enumerate(values):
@@ -70,6 +72,13 @@ class ClassList:
                     raise InputError(f"{source}: class {kind} {value!r} repeats (classes {seen[value] + 1} and {i + 1})")
                 seen[value] = i
         return cls(list(ids), list(names), source)
+
+
+def check_class(cid: str, name: str, where: str) -> None:
+    """Refuses what the dataset's classes.csv cannot hold: a `"` or a line break, or a `,` in an id."""
+    if any(c in cid for c in ',"\r\n') or any(c in name for c in '"\r\n'):
+        raise InputError(f"{where}: class {name!r} (id {cid!r}): ids cannot hold , \" or line breaks, names \" "
+                         f"or line breaks")
 
 
 def read_class_list(path: str | Path) -> ClassList:
@@ -94,6 +103,7 @@ def read_class_list(path: str | Path) -> ClassList:
         if len(fields) > 2 or not fields[0] or (len(fields) == 2 and not fields[1]):
             raise InputError(f"{path}:{line_no}: expected 'name' or 'name,id', got {raw.decode('utf-8', 'replace')!r}")
         name, cid = fields[0], fields[-1]
+        check_class(cid, name, f"{path}:{line_no}")
         for key, kind in ((f"name:{name}", "name"), (f"id:{cid}", "id")):
             if key in seen:
                 raise InputError(f"{path}:{line_no}: class {kind} {key.split(':', 1)[1]!r} repeats line {seen[key]}")

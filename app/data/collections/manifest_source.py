@@ -26,7 +26,7 @@ from typing import Iterator
 from app.data.badrows import BadRows
 from app.data.collections.classes import ClassList
 from app.data.collections.photo import UNLABELLED, CollectionPhoto
-from app.data.sources import open_text
+from app.data.textfiles import open_text
 from app.errors import InputError
 
 ALIASES = {"id": "id", "imageid": "id", "image_id": "id", "image": "image", "path": "image", "url": "image",

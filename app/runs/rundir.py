@@ -2,6 +2,7 @@
 
     run.json          what the run was made from (its fingerprint), its data folder and status
     config.json       the full RunConfig (`python app/train.py --config` takes it)
+    preprocessor.json the model's inputs (`app.data.preprocessor.ContextualPreprocessor`)
     vocab.tsv         the tag vocabulary (with the tag limit and cleaning: all a TagLookup needs)
     classes.csv       output order of the 500 classes (MID,DisplayName)
     hierarchy.json    the class hierarchy of the dataset
@@ -30,7 +31,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from app import __version__
 from app.config import RunConfig, read_json
@@ -39,6 +40,9 @@ from app.data.oid import read_classes
 from app.data.tags import Vocabulary
 from app.errors import InputError
 from app.fileio import atomic_output, atomic_write_json, atomic_write_text, remove_stale_temps
+
+if TYPE_CHECKING:  # the preprocessor needs TensorFlow, which reading a run's record does not
+    from app.data.preprocessor import ContextualPreprocessor
 
 RUN = "run.json"
 CONFIG = "config.json"
@@ -162,6 +166,11 @@ class RunDir:
                 digest.update(block)
         return "run " + digest.hexdigest()[:12]
 
+    def is_complete(self) -> bool:
+        """True when the folder holds a run whose training finished."""
+        record = self.record()
+        return record is not None and record["status"] == COMPLETE
+
     def require_complete(self) -> "RunDir":
         """Raises a clear error unless the folder holds a finished run."""
         record = self.record()
@@ -182,6 +191,18 @@ class RunDir:
 
     def load_classes(self) -> list:
         return read_classes(self.path / CLASSES, any_id=True)
+
+    def copy_classes(self, target: Path) -> None:
+        """Copies `classes.csv` (MID,DisplayName in output order) to `target` (an export's asset)."""
+        shutil.copy(self.path / CLASSES, target)
+
+    def load_preprocessor(self) -> "ContextualPreprocessor":
+        """The model's inputs; runs from before `preprocessor.json` get them from their config."""
+        from app.data.preprocessor import PREPROCESSOR, ContextualPreprocessor
+
+        if (self.path / PREPROCESSOR).exists():
+            return ContextualPreprocessor.load(self.path)
+        return ContextualPreprocessor.for_model(self.load_config().model, self.load_vocab())
 
     @property
     def hierarchy_path(self) -> Path:
@@ -231,12 +252,11 @@ class RunDir:
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
 
     def begin(self, fingerprint: Fingerprint, config: RunConfig, dataset: DatasetInfo,
-              vocab: Optional[Vocabulary]) -> None:
+              preprocessor: "ContextualPreprocessor") -> None:
         """Writes what the run is made from (after `state` accepted it)."""
         self.path.mkdir(parents=True, exist_ok=True)
         config.save(self.path / CONFIG)
-        if vocab is not None:
-            vocab.save(self.path / VOCAB)
+        preprocessor.save(self.path)
         atomic_write_text(self.path / CLASSES, dataset.classes_path.read_text(encoding="utf-8"))
         atomic_write_text(self.path / HIERARCHY, dataset.hierarchy_path.read_text(encoding="utf-8"))
         self._write_record(fingerprint, dataset.data_dir, "training", None)

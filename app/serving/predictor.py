@@ -1,0 +1,66 @@
+"""A predictor: a trained run or an exported SavedModel as one callable over raw photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+
+def load_predictor(path: Path, review_margin: float | None = None) -> tuple[Callable[[list, list], dict], list]:
+    """A callable `(tags lists, image bytes list) -> outputs dict` from a run folder or a SavedModel,
+    and the class MIDs in output order.
+
+    Args:
+        path: a run folder (its newest export, or the model in process if it has none) or a
+            SavedModel version folder.
+        review_margin: for a run folder without an export (an export has its own, set by
+            `app/export.py --review-margin`).
+
+    Raises:
+        FileNotFoundError: `path` is no folder.
+        ValueError: an export from an older version, or a review margin for an export.
+    """
+    import tensorflow as tf
+
+    from app.data.oid import read_classes
+    from app.serving.signatures import CLASSES_ASSET, ServingModule, latest_export
+    from app.runs.rundir import RunDir
+
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such model folder (a run folder or a SavedModel version folder)")
+    export = path if (path / "saved_model.pb").exists() else latest_export(RunDir(path))
+    if export is not None:
+        if review_margin is not None:
+            raise ValueError(f"{export} is an export: its review margin was set by app/export.py --review-margin")
+        if not (export / CLASSES_ASSET).exists():
+            raise ValueError(f"{export}: an export from an older version (no specific classes); re-export the run "
+                             f"with python app/export.py")
+        module = tf.saved_model.load(str(export))
+        signature = module.signatures["serving_default"]
+        mids = [m for m, _ in read_classes(export / CLASSES_ASSET, any_id=True)]
+    else:  # a run folder that was never exported: the same module, in process
+        from app.runs.trained import TrainedRun
+
+        run = TrainedRun(path)
+        # Keep the module itself: its tf.function holds it only weakly.
+        module = ServingModule(run, review_margin=0.05 if review_margin is None else review_margin)
+        signature, mids = module.serving_default.get_concrete_function(), [m for m, _ in run.classes]
+
+    wants_language = "language" in signature.structured_input_signature[1]
+
+    def predict(tags: list, images: list, module=module) -> dict:
+        width = max([len(t) for t in tags] + [1])
+        padded = tf.constant([t + [""] * (width - len(t)) for t in tags], tf.string)
+        extra = {"language": tf.constant(tag_languages(tags), tf.string)} if wants_language else {}
+        out = signature(tags=padded, image_bytes=tf.constant(images, tf.string), **extra)
+        return {k: v.numpy() for k, v in out.items()}
+
+    return predict, mids
+
+
+def tag_languages(tags: list) -> list:
+    """Each photo's tag language, as prepare detects it: pycld2 on the cleaned tags, `un` when unsure."""
+    from app.data.language import detect_language
+    from app.data.tags import clean_tags
+
+    return [detect_language(clean_tags(t)) for t in tags]

@@ -1,0 +1,36 @@
+"""The flags of a training run (`app/train.py`, and each arm of `tuning/compare.py`): the data and
+run folders, and one flag per config field (`app.cli.add_config_flags`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from app.cli import add_common_flags, add_config_flags, config_overrides
+from app.config import SECTIONS, RunConfig, build_config
+
+DEMO_DATA = Path("tfrecords/demo")
+
+
+def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
+    """Parses `app/train.py`'s flags (`description`: its help text)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEMO_DATA, help="prepared dataset folder [default: %(default)s]")
+    p.add_argument("--name", help="run name under saved_models/ [default: the model kind]")
+    p.add_argument("--out", type=Path, help="run folder [default: saved_models/NAME]")
+    p.add_argument("--config", type=Path, help="a config JSON (e.g. tuning's best_config.json); flags override it")
+    p.add_argument("--overwrite", action="store_true", help="replace a run folder that holds another run")
+    p.add_argument("--local-workers", type=int, metavar="N",
+                   help="with --strategy multi_worker: start N worker processes on this machine (ports chosen free)")
+    add_common_flags(p)
+    for section, kind in SECTIONS.items():
+        add_config_flags(p.add_argument_group(section), kind, section)
+    args = p.parse_args(argv)
+    if args.local_workers is not None and args.local_workers < 1:
+        p.error(f"--local-workers must be >= 1. Received: {args.local_workers}")
+    return args
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The config file (if any), overridden by the flags given."""
+    return build_config(args.config, {section: config_overrides(args, section) for section in SECTIONS})
