@@ -6,6 +6,7 @@ Usage:
                            [--retries 3] [--timeout 30] [--only-tagged --yfcc FILE [--extra-tags FILE]]
                            [--shard i/N] [--retry-permanent]
     python app/download.py --oid-dir DIR --out IMAGES_DIR --yfcc-split N --yfcc FILE   # the yfcc split's photos
+    python app/download.py --manifest photos.csv|photos.jsonl --out IMAGES_DIR   # a photo manifest's URLs
 
 Re-running the same command resumes: photos already `ok` are not requested again.
 """
@@ -49,7 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "with a manifest.csv; a re-run resumes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--oid-dir", type=Path, required=True, metavar="DIR", help="folder with the Open Images image CSVs")
+    parser.add_argument("--oid-dir", type=Path, metavar="DIR", help="folder with the Open Images image CSVs")
+    parser.add_argument("--manifest", type=Path, metavar="PHOTOS",
+                        help="instead of --oid-dir: a photo manifest (docs/your-own-photos.md) whose image URLs to "
+                             "fetch, for prepare --manifest PHOTOS --images IMAGES_DIR")
     parser.add_argument("--out", type=Path, required=True, metavar="IMAGES_DIR", help="images folder (IMAGES_DIR) for prepare --images")
     parser.add_argument("--split", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to download")
     parser.add_argument("--source", choices=("original", "thumbnail"), default="original",
@@ -77,6 +81,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--proxy", metavar="URL", help="HTTP proxy URL for every request")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
+    if (args.oid_dir is None) == (args.manifest is None):
+        parser.error("give --oid-dir or --manifest")
+    if args.manifest is not None and (args.yfcc_split is not None or args.only_tagged):
+        parser.error("--manifest takes neither --yfcc-split nor --only-tagged")
     if args.yfcc_split is not None:
         if args.yfcc is None or args.only_tagged or args.source != "original":
             parser.error("--yfcc-split needs --yfcc, and takes neither --only-tagged nor --source")
@@ -106,8 +114,15 @@ def main(argv=None):
                                               proxy=args.proxy))
     try:
         refuse_output_over_inputs(args.out, {"--oid-dir": args.oid_dir, "--yfcc": args.yfcc,
-                                             "--extra-tags": args.extra_tags}, "any")
-        if args.yfcc_split is not None:
+                                             "--extra-tags": args.extra_tags, "--manifest": args.manifest}, "any")
+        if args.manifest is not None:
+            from app.data.collections.urls import manifest_download_items
+
+            total = sum(1 for _ in manifest_download_items(args.manifest))
+            log.info("%d photos with a URL in %s; writing to %s", total, args.manifest, args.out)
+            summary = download(manifest_download_items(args.manifest), args.out, config, progress=progress,
+                               total=total)
+        elif args.yfcc_split is not None:
             total, items = yfcc_split_items(args.oid_dir, args.yfcc, args.yfcc_split, bad, args.shard, progress)
             log.info("%d photos of the yfcc split selected (shard %s); writing to %s", total,
                      "all" if args.shard is None else "%d/%d" % args.shard, args.out)

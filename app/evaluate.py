@@ -111,9 +111,12 @@ def format_summary(result) -> str:
     Returns:
         The lines, joined.
     """
-    from app.evaluation.tables import headline, slice_table, summary_table, text
+    from app.evaluation.tables import exhaustive_table, headline, slice_table, summary_table, text
 
     lines = [headline(result), *text(summary_table(result))]
+    if result.exhaustive:
+        lines += ["exhaustive labels (every photo scored for every class; app/evaluation/exhaustive.py):",
+                  *text(exhaustive_table(result))]
     if result.slices:
         lines += ["mAP on slices of photos (each over the classes with a verified positive among its photos):",
                   *text(slice_table(result, list(result.slices), group_line=True))]

@@ -2,7 +2,10 @@
 
     python app/prepare.py --oid-dir DIR --yfcc FILE [--autotags FILE] [--extra-tags FILE]
                           [--images DIR] --out tfrecords/NAME
-    python app/prepare.py --demo [--demo-size N] [--seed S] --out tfrecords/demo
+    python app/prepare.py --demo [--demo-size N] [--seed S] [--demo-format oid|manifest|nuswide] --out tfrecords/demo
+    python app/prepare.py --manifest photos.csv|photos.jsonl --images DIR --classes classes.csv
+                          [--hierarchy tree.json] [--labels exhaustive|partial] --out tfrecords/NAME
+    python app/prepare.py --nuswide DIR | --coco DIR --out tfrecords/NAME
 
 The dataset is written into a temporary folder beside --out and swapped in only when complete.
 """
@@ -21,6 +24,7 @@ if __package__ in (None, ""):  # `python app/prepare.py`: make the repository ro
 from app.cli import (add_common_flags, add_config_flags, config_overrides, guarded, setup_logging,  # noqa: E402
                      writing_to)
 from app.config import PrepareConfig  # noqa: E402
+from app.data.collections.cli import add_collection_flags, collection_error, wants_collection  # noqa: E402
 from app.demo.world import WorldConfig  # noqa: E402
 from app.fileio import refuse_output_over_inputs  # noqa: E402
 
@@ -36,20 +40,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     src.add_argument("--extra-tags", type=Path, help="TSV flickr_id<TAB>user_tags for photos missing in YFCC100M")
     src.add_argument("--images", type=Path, help="images folder: from app/download.py (with manifest.csv), "
                                                  "or ImageID.jpg files matching OriginalMD5 (optional)")
-    src.add_argument("--classes", type=Path, help="override: class descriptions CSV (MID,DisplayName)")
-    src.add_argument("--hierarchy", type=Path, help="override: hierarchy JSON")
+    src.add_argument("--classes", type=Path, help="Open Images: override the class descriptions CSV (MID,DisplayName); "
+                                                  "--manifest: the class list (name or name,id per line)")
+    src.add_argument("--hierarchy", type=Path, help="override: hierarchy JSON (Open Images form; with --manifest, "
+                                                    "--nuswide or --coco: class names or ids)")
     demo = parser.add_argument_group("embedded demo world")
     demo.add_argument("--demo", action="store_true", help="generate the offline demo world and prepare it")
     demo.add_argument("--demo-size", type=int, default=WorldConfig.train_size,
                       help="train photos in the demo world; validation and test get a quarter each, YFCC100M-only "
                            "photos three times as many [default: %(default)s]")
     demo.add_argument("--seed", type=int, default=0, help="demo world seed [default: 0]")
+    add_collection_flags(parser)
     parser.add_argument("--out", type=Path, required=True, help="(required) output dataset folder, e.g. tfrecords/demo")
     add_config_flags(parser.add_argument_group("dataset"), PrepareConfig, "prepare")
     add_common_flags(parser)
     args = parser.parse_args(argv)
-    if not args.demo and (args.oid_dir is None or args.yfcc is None):
-        parser.error("give --oid-dir and --yfcc, or --demo")
+    if collection_error(args):
+        parser.error(collection_error(args))
+    if not args.demo and not wants_collection(args) and (args.oid_dir is None or args.yfcc is None):
+        parser.error("give --oid-dir and --yfcc, --manifest, --nuswide, --coco, or --demo")
     if args.demo and args.demo_size < 1:
         parser.error(f"--demo-size must be >= 1. Received: {args.demo_size}")
     return args
@@ -72,7 +81,11 @@ def main(argv=None) -> dict:
     started = time.time()
     progress = not args.no_progress and sys.stderr.isatty()
     with writing_to(args.out):
-        if args.demo:
+        if wants_collection(args):
+            from app.data.collections.build import prepare_collection_dataset
+
+            stats = prepare_collection_dataset(args, config)
+        elif args.demo:
             stats = prepare_demo(args.out, args.demo_size, args.seed, config, progress)
         else:
             stats = prepare_dataset(lambda _: Sources(

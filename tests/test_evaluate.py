@@ -47,6 +47,39 @@ def test_csv_mode_applies_the_hierarchy(csv_files):
     assert result.map == 1.0 and result.classes_scored == 3
 
 
+def test_csv_mode_accepts_image_ids_of_any_form(csv_files):
+    # The same labels and predictions under ids that are not 16 hex digits (in the same code-point
+    # order): the same APs; an unlabelled id is ignored with a warning, a repeat and an empty id named.
+    rename = {"0000000000000001": "IMG 0001.jpg", "0000000000000002": "b/ü-2", "0000000000000003": "c3",
+              "0000000000000004": "zz-unlabelled"}
+    rows = ("0000000000000001,/m/0bt9lr,0.9\n0000000000000002,/m/0bt9lr,0.8\n0000000000000001,/m/0jbk,0.5\n"
+            "0000000000000003,/m/0jbk,0.5\n0000000000000002,/m/0jbk,0.5\n0000000000000004,/m/01yrx,0.99\n")
+    hex_result = run_csv(csv_files, rows)
+    labels = (csv_files / "labels.csv").read_text()
+    for old, new in rename.items():
+        rows, labels = rows.replace(old, new), labels.replace(old, new)
+    (csv_files / "labels.csv").write_text(labels, encoding="utf-8")
+    result = run_csv(csv_files, rows)
+    assert result.per_class == hex_result.per_class and result.images == 3
+    assert "1 predictions are for images without verified labels" in result.warnings[0]
+    with pytest.raises(InputError, match="p.csv:3: second prediction for image b/ü-2 class /m/0bt9lr"):
+        run_csv(csv_files, "b/ü-2,/m/0bt9lr,0.5\nb/ü-2,/m/0bt9lr,0.6\n")
+    with pytest.raises(InputError, match="p.csv:2: ImageID '' is empty"):
+        run_csv(csv_files, ",/m/0bt9lr,0.5\n")
+
+
+def test_csv_mode_scores_a_collection_with_its_own_class_ids(tmp_path):
+    # A dataset of a collection: class ids that are not MIDs, the root "(root)" of its hierarchy.json.
+    (tmp_path / "c.csv").write_text("cat,cat\n1,person\n")
+    (tmp_path / "h.json").write_text(json.dumps({"LabelName": "(root)", "Subcategory": [{"LabelName": "cat"},
+                                                                                      {"LabelName": "1"}]}))
+    (tmp_path / "labels.csv").write_text("ImageID,Source,LabelName,Confidence\nphoto a,x,cat,1\nphoto a,x,1,0\n"
+                                         "photo b,x,cat,0\nphoto b,x,1,1\n")
+    (tmp_path / "p.csv").write_text("ImageID,LabelName,Score\nphoto a,cat,0.9\nphoto b,cat,0.2\nphoto b,1,0.1\n")
+    result = evaluate_csv(tmp_path / "p.csv", tmp_path / "labels.csv", tmp_path / "h.json", tmp_path / "c.csv")
+    assert {m: v["ap"] for m, v in result.per_class.items()} == {"cat": 1.0, "1": 1.0}
+
+
 @pytest.mark.parametrize("rows,message", [
     ("0000000000000001,/m/0bt9lr\n", "p.csv:2: expected 3 fields"),
     ("0000000000000001,/m/nope,0.5\n", "p.csv:2: unknown class '/m/nope'"),
@@ -176,8 +209,7 @@ def test_repeated_labels_are_warnings_and_a_positive_wins(csv_files, capsys):
      ":3: second prediction for image 0000000000000001 class /m/0bt9lr (first at line 2)"),
     ("0000000000000001,/m/0bt9lr,0.5\n0000000000000001,/m/0jbk,7\n0000000000000001,/m/0bt9lr,0.6\n",
      ":3: score 7.0 is outside [0, 1]"),
-    ("0000000000000001,/m/0bt9lr,0.5\nnot-an-id,/m/0jbk,0.5\n",
-     ":3: ImageID 'not-an-id' is not 16 lower-case hex digits"),
+    ("0000000000000001,/m/0bt9lr,0.5\n,/m/0jbk,0.5\n", ":3: ImageID '' is empty"),
 ])
 def test_csv_mode_stops_at_the_first_bad_prediction_row(csv_files, rows, message):
     with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")

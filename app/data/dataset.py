@@ -90,7 +90,7 @@ class DatasetInfo:
         shards = {split: sorted(str(data_dir / n) for n in marker["files"] if n.startswith(f"{split}-"))
                   for split in SPLITS}
         counts = {name: meta["records"] for name, meta in marker["files"].items() if "records" in meta}
-        return cls(data_dir, read_classes(data_dir / CLASSES), Vocabulary.load(data_dir / VOCAB),
+        return cls(data_dir, read_classes(data_dir / CLASSES, any_id=True), Vocabulary.load(data_dir / VOCAB),
                    {split: c["images"] for split, c in stats["splits"].items()}, marker["fingerprint"], stats, shards,
                    counts)
 

@@ -136,8 +136,11 @@ def flickr_id_from_url(url: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def read_classes(path: str | Path) -> list[tuple[str, str]]:
+def read_classes(path: str | Path, any_id: bool = False) -> list[tuple[str, str]]:
     """Reads `MID,DisplayName` rows (no header), e.g. `challenge-2019-classes-description-500.csv`.
+
+    With `any_id` (a dataset's or run's own classes.csv), a class id need not be a MID: collections
+    (`app.data.collections`) name their classes freely.
 
     Raises:
         InputError: naming the file and line, for a malformed row or a repeated MID, or for no rows.
@@ -152,7 +155,7 @@ def read_classes(path: str | Path) -> list[tuple[str, str]]:
             mid, name = parse_line(raw, 2)
         except BadLine as err:
             raise InputError(f"{path}:{line_no}: expected 'MID,DisplayName' ({err}), got {raw[:200]!r}") from None
-        if not MID_RE.match(mid):
+        if not (MID_RE.match(mid) or (any_id and mid)):
             raise InputError(f"{path}:{line_no}: expected a MID such as /m/0bt9lr, got {mid!r}")
         if any(ch in LINE_BREAKS for ch in name):
             raise InputError(f"{path}:{line_no}: a class name holding a line break, {name!r}: some readers of "
@@ -201,6 +204,22 @@ def image_keys(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def image_id_text(key: int) -> str:
     """The ImageID spelled by an `image_keys` key."""
     return f"{int(key):016x}"
+
+
+class ImageIdKeys:
+    """How a file's ImageIDs become uint64 keys whose order is the ids' order: Open Images ids (16
+    lower-case hex digits, the number they spell). `app.evaluation.image_ids` keys ids of any form."""
+
+    def keys(self, column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """`(keys, ok)` of a string column (see `image_keys`)."""
+        return image_keys(column)
+
+    def text(self, key: int) -> str:
+        """The ImageID of a key."""
+        return image_id_text(key)
+
+
+HEX_IDS = ImageIdKeys()
 
 
 def record_rejects(chunk: CsvChunk, bad: BadRows, prefix: str, path: Path) -> None:
@@ -290,8 +309,8 @@ class _AnyMid(dict):
         return self.setdefault(mid, len(self)) if MID_RE.match(mid) else default
 
 
-def iter_label_rows(path: str | Path, bad: BadRows, mids: Mapping[str, int], machine: bool = False
-                    ) -> Iterator[LabelRows]:
+def iter_label_rows(path: str | Path, bad: BadRows, mids: Mapping[str, int], machine: bool = False,
+                    ids: "ImageIdKeys | None" = None) -> Iterator[LabelRows]:
     """Streams an image-level label file (`ImageID,Source,LabelName,Confidence`) in chunks of valid rows.
 
     Counted in `bad` as `{human|machine}_label_{reason}`: unparseable lines, a malformed ImageID, a
@@ -304,19 +323,20 @@ def iter_label_rows(path: str | Path, bad: BadRows, mids: Mapping[str, int], mac
         bad: receives the counts.
         mids: `{mid: index}` of the classes to keep.
         machine: a machine-label file.
+        ids: how ImageIDs become keys (default: 16 hex digits, `image_keys`).
     """
     path = Path(path)
     kind = "machine_label" if machine else "human_label"
     reader = CsvReader(path, LABEL_COLUMNS, numbers=("Confidence",))
     for chunk in reader:
         record_rejects(chunk, bad, kind, path)
-        yield _check_labels(chunk, str(path), bad, mids, kind, machine)
+        yield _check_labels(chunk, str(path), bad, mids, kind, machine, ids or HEX_IDS)
     warn_if_empty(reader, bad)
 
 
 def _check_labels(chunk: CsvChunk, name: str, bad: BadRows, mids: Mapping[str, int], kind: str,
-                  machine: bool) -> LabelRows:
-    keys, id_ok = image_keys(chunk.columns["ImageID"])
+                  machine: bool, ids: "ImageIdKeys") -> LabelRows:
+    keys, id_ok = ids.keys(chunk.columns["ImageID"])
     label, formed = mid_index(chunk.columns["LabelName"], mids)
     value = chunk.numbers("Confidence")
     value_ok = ((value >= 0) & (value <= 1)) if machine else ((value == 0) | (value == 1))
@@ -340,11 +360,12 @@ def _text(value) -> str:
 
 
 def mid_index(column: pa.Array, mids: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the index of its MID in `mids` (-1 if absent) and whether it is a well-formed MID."""
+    """Per row: the index of its MID in `mids` (-1 if absent) and whether it is a well-formed MID (or a
+    class id of `mids`: a collection's classes need not be MIDs)."""
     encoded = pc.dictionary_encode(column)
     names = encoded.dictionary.to_pylist()
     index = np.array([mids.get(n, -1) for n in names] or [-1], dtype=np.int32)
-    formed = np.array([bool(MID_RE.match(n)) for n in names] or [False])
+    formed = np.array([bool(MID_RE.match(n)) or n in mids for n in names] or [False])
     codes = arrow_to_numpy(encoded.indices, np.int32)
     return index[codes], formed[codes]
 
@@ -363,7 +384,8 @@ def read_labels(path: str | Path, bad: BadRows, machine: bool = False,
             yield image_id_text(key), names[label], value
 
 
-def load_labels(path: str | Path, bad: BadRows, mids: Sequence[str], machine: bool = False) -> LabelTable:
+def load_labels(path: str | Path, bad: BadRows, mids: Sequence[str], machine: bool = False,
+                ids: "ImageIdKeys | None" = None) -> LabelTable:
     """Reads a whole label file into a `LabelTable`, one label per (image, class).
 
     Besides the checks of `iter_label_rows`, repeated (image, class) rows are resolved as
@@ -374,9 +396,10 @@ def load_labels(path: str | Path, bad: BadRows, mids: Sequence[str], machine: bo
         bad: receives the counts.
         mids: the MIDs to keep, in index order.
         machine: a machine-label file.
+        ids: how ImageIDs become keys (default: 16 hex digits).
     """
-    parts = list(iter_label_rows(path, bad, {m: i for i, m in enumerate(mids)}, machine))
-    return dedupe_labels(concat_label_rows(parts), mids, machine, str(path), bad)
+    parts = list(iter_label_rows(path, bad, {m: i for i, m in enumerate(mids)}, machine, ids))
+    return dedupe_labels(concat_label_rows(parts), mids, machine, str(path), bad, ids)
 
 
 def concat_label_rows(parts: Sequence[LabelRows]) -> LabelRows:
@@ -385,7 +408,8 @@ def concat_label_rows(parts: Sequence[LabelRows]) -> LabelRows:
                        for f, t in (("image", np.uint64), ("label", np.int32), ("value", float), ("lines", np.int64))))
 
 
-def dedupe_labels(rows: LabelRows, mids: Sequence[str], machine: bool, name: str, bad: BadRows) -> LabelTable:
+def dedupe_labels(rows: LabelRows, mids: Sequence[str], machine: bool, name: str, bad: BadRows,
+                  ids: "ImageIdKeys | None" = None) -> LabelTable:
     """One label per (image, class), as a `LabelTable`.
 
     A repeated (image, class) is counted as `{kind}_duplicate` (same value) or
@@ -398,6 +422,7 @@ def dedupe_labels(rows: LabelRows, mids: Sequence[str], machine: bool, name: str
         machine: machine labels.
         name: the file, for the bad-row examples.
         bad: receives the counts.
+        ids: what the image keys spell (default: 16 hex digits).
     """
     images, inverse = _distinct(rows.image)
     key = inverse * max(len(mids), 1) + rows.label
@@ -410,7 +435,7 @@ def dedupe_labels(rows: LabelRows, mids: Sequence[str], machine: bool, name: str
         kind = "machine_label" if machine else "human_label"
         conflict = (rows.value[later] != rows.value[earlier]) & (not machine)
         for mask, reason in ((~conflict, f"{kind}_duplicate"), (conflict, f"{kind}_conflict")):
-            _report_repeats(later[mask], earlier[mask], rows, list(mids), name, bad, reason)
+            _report_repeats(later[mask], earlier[mask], rows, list(mids), name, bad, reason, ids or HEX_IDS)
     starts = np.flatnonzero(first)
     best = np.maximum.reduceat(rows.value[order], starts) if len(starts) else rows.value
     return LabelTable(images, inverse[order[starts]], rows.label[order[starts]], best, list(mids))
@@ -429,10 +454,10 @@ def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _report_repeats(later: np.ndarray, earlier: np.ndarray, rows: LabelRows, mids: list, name: str, bad: BadRows,
-                    reason: str) -> None:
+                    reason: str, ids: "ImageIdKeys") -> None:
     image, label, value, lines = rows.image, rows.label, rows.value, rows.lines
     by_line = np.argsort(lines[later], kind="stable")
     later, earlier = later[by_line], earlier[by_line]
-    texts = [f"{image_id_text(image[r])},{mids[label[r]]},{value[r]:g} (first at line {lines[f]})"
+    texts = [f"{ids.text(image[r])},{mids[label[r]]},{value[r]:g} (first at line {lines[f]})"
              for r, f in zip(later[:bad.max_examples].tolist(), earlier[:bad.max_examples].tolist())]
     bad.add_many(reason, name, lines[later], texts)

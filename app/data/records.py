@@ -40,6 +40,7 @@ class PhotoRecord:
     autotag_ids: list = field(default_factory=list)
     autotag_scores: list = field(default_factory=list)
     image: bytes = b""
+    text: str = ""  # free text such as a caption (collections; stored, not yet a model input)
 
 
 def _bytes(values) -> tf.train.Feature:
@@ -72,6 +73,8 @@ def encode(record: PhotoRecord) -> bytes:
         "autotag_ids": _ints(record.autotag_ids),
         "autotag_scores": _floats(record.autotag_scores),
     }
+    if record.text:  # absent means empty: Open Images records stay byte for byte as before
+        features["text"] = _bytes([record.text.encode("utf-8")])
     # Deterministic: features (a protobuf map) sorted by name; otherwise their order varies between processes.
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
@@ -91,6 +94,7 @@ FEATURE_SPEC = {
     "machine_scores": tf.io.RaggedFeature(tf.float32),
     "autotag_ids": tf.io.RaggedFeature(tf.int64),
     "autotag_scores": tf.io.RaggedFeature(tf.float32),
+    "text": tf.io.FixedLenFeature([], tf.string, default_value=b""),
 }
 
 

@@ -1,4 +1,5 @@
-"""A prepared dataset's stats (`stats.json`, written by `app.data.join`) as a short report."""
+"""A prepared dataset's stats (`stats.json`, written by `app.data.join` or `app.data.collections.build`)
+as a short report."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ def summary(stats: dict, out: Path, seconds: float) -> str:
     """Formats the end-of-run summary."""
     lines = [f"prepared {out} in {seconds:.1f}s (fingerprint {stats['fingerprint'][:12]})"]
     for split, c in stats["splits"].items():
+        if "collection" in stats:  # app/data/collections: no YFCC100M join
+            lines.append(f"  {split:<10} {c['images']:>7} images | {c.get('with_tags', 0)} with tags, "
+                         f"{c.get('with_text', 0)} with text, {c.get('with_targets', 0)} with a label | "
+                         f"{c.get('with_image', 0)} with an image, {c.get('without_image', 0)} without")
+            continue
         lines.append(
             f"  {split:<10} {c['images']:>7} images | tags from YFCC100M {c.get('tags_from_yfcc', 0)}, "
             f"extra {c.get('tags_from_extra', 0)}, none {c.get('tags_from_none', 0)} | "

@@ -18,8 +18,9 @@ from app import resources
 from app.data.badrows import BadRows
 from app.data.csvread import CsvChunk, CsvReader
 from app.data.hierarchy import Hierarchy
-from app.data.oid import LabelTable, image_id_text, image_keys, load_labels, mid_index, read_classes
+from app.data.oid import HEX_IDS, ImageIdKeys, LabelTable, load_labels, mid_index, read_classes
 from app.errors import InputError
+from app.evaluation.image_ids import AnyImageIds
 from app.evaluation.metrics import average_precisions, check_protocol
 
 PREDICTION_COLUMNS = ("ImageID", "LabelName", "Score")
@@ -32,7 +33,7 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 class Predictions:
     """A predictions file as arrays, in file order: row `i` is line `i + 2`."""
 
-    image: np.ndarray  # uint64 ImageID keys (`app.data.oid.image_keys`)
+    image: np.ndarray  # uint64 ImageID keys (an `ImageIdKeys`)
     label: np.ndarray  # int32 class indices
     score: np.ndarray  # float64
 
@@ -48,22 +49,23 @@ class CsvResult:
     warnings: list = field(default_factory=list)
 
 
-def read_predictions(path: str | Path, class_index: Mapping[str, int]) -> Predictions:
+def read_predictions(path: str | Path, class_index: Mapping[str, int], ids: ImageIdKeys = HEX_IDS) -> Predictions:
     """Reads and checks an `ImageID,LabelName,Score` file.
 
     Args:
         path: plain, gzip or bz2 CSV with exactly that header.
         class_index: `{mid: class index}`.
+        ids: how ImageIDs become keys (`AnyImageIds` for ids of any form).
 
     Raises:
         InputError: at the first bad row, as `file:line: what`: an unparseable line, a malformed
-            ImageID, an unknown class, a score that is not a number or is outside [0, 1], or a
+            (or empty) ImageID, an unknown class, a score that is not a number or is outside [0, 1], or a
             second prediction for an (image, class).
     """
     path = Path(path)
     parts, error = [], None
     for chunk in CsvReader(path, PREDICTION_COLUMNS, numbers=("Score",), exact_header=True):
-        rows, error = _check_chunk(chunk, class_index)
+        rows, error = _check_chunk(chunk, class_index, ids)
         parts.append(rows)
         if error is not None:
             break
@@ -73,20 +75,22 @@ def read_predictions(path: str | Path, class_index: Mapping[str, int]) -> Predic
     if repeat is not None:  # every row read lies before `error`
         first, second = repeat
         mids = {i: m for m, i in class_index.items()}
-        error = (second + 2, f"second prediction for image {image_id_text(predictions.image[second])} class "
+        error = (second + 2, f"second prediction for image {ids.text(predictions.image[second])} class "
                              f"{mids[int(predictions.label[second])]} (first at line {first + 2})")
     if error is not None:
         raise InputError(f"{path}:{error[0]}: {error[1]}")
     return predictions
 
 
-def _check_chunk(chunk: CsvChunk, class_index: Mapping[str, int]) -> tuple[Predictions, tuple | None]:
+def _check_chunk(chunk: CsvChunk, class_index: Mapping[str, int], id_keys: ImageIdKeys
+                 ) -> tuple[Predictions, tuple | None]:
     """The rows before the chunk's first bad row, and that row's `(line, message)` (None if none)."""
     ids, names = chunk.columns["ImageID"], chunk.columns["LabelName"]
-    keys, id_ok = image_keys(ids)
+    keys, id_ok = id_keys.keys(ids)
+    malformed = "is empty" if isinstance(id_keys, AnyImageIds) else "is not 16 lower-case hex digits"
     label, _ = mid_index(names, class_index)
     score = chunk.numbers("Score")
-    checks = [(~id_ok, lambda i: f"ImageID {ids[i].as_py()!r} is not 16 lower-case hex digits"),
+    checks = [(~id_ok, lambda i: f"ImageID {ids[i].as_py()!r} {malformed}"),
               (label < 0, lambda i: f"unknown class {names[i].as_py()!r} (not in the class list)"),
               (~((score >= 0) & (score <= 1)), lambda i: f"score {float(score[i])} is outside [0, 1]")]
     errors = [(int(chunk.lines[i]), message(int(i))) for mask, message in checks for i in np.flatnonzero(mask)[:1]]
@@ -150,15 +154,16 @@ def evaluate_csv(predictions: str | Path, labels: str | Path, hierarchy_path: st
             predicted image among the labelled ones.
     """
     check_protocol(protocol)
-    classes = read_classes(classes_path or resources.CHALLENGE_CLASSES_CSV)
+    classes = read_classes(classes_path or resources.CHALLENGE_CLASSES_CSV, any_id=True)  # a dataset's own ids too
     mids = [mid for mid, _ in classes]
     hierarchy = Hierarchy.from_json(hierarchy_path, mids)
-    table, warnings = _read_labels(Path(labels), hierarchy)
+    ids = AnyImageIds.from_labels(labels)  # ImageIDs of any form, as the reference evaluator
+    table, warnings = _read_labels(Path(labels), hierarchy, ids)
     verified = _verified(table, hierarchy)
-    predicted = read_predictions(predictions, {mid: i for i, mid in enumerate(mids)})
+    predicted = read_predictions(predictions, {mid: i for i, mid in enumerate(mids)}, ids)
     rows = _labelled_rows(predicted.image, table.images)
     if not (rows >= 0).any():
-        example = f" (e.g. {image_id_text(predicted.image[0])})" if len(rows) else ""
+        example = f" (e.g. {ids.text(predicted.image[0])})" if len(rows) else ""
         raise InputError(f"{predictions}: none of the {len(rows)} predictions is for one of the "
                          f"{len(table.images)} labelled images of {labels}{example}")
     if (rows < 0).any():
@@ -173,10 +178,10 @@ def evaluate_csv(predictions: str | Path, labels: str | Path, hierarchy_path: st
                      classes_scored=int(scored.sum()), images=len(table.images), warnings=warnings)
 
 
-def _read_labels(path: Path, hierarchy: Hierarchy) -> tuple[LabelTable, list]:
+def _read_labels(path: Path, hierarchy: Hierarchy, ids: ImageIdKeys) -> tuple[LabelTable, list]:
     """The verified labels; any bad row but a repeat stops with its `file:line`."""
     bad = BadRows()
-    table = load_labels(path, bad, hierarchy.known_mids())
+    table = load_labels(path, bad, hierarchy.known_mids(), ids=ids)
     repeats = ("human_label_duplicate", "human_label_conflict")
     fatal = [reason for reason in bad.counts if reason not in repeats]
     if fatal:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from app.data.dataset import DatasetInfo
 from app.data.hierarchy import Hierarchy
 from app.evaluation import baselines
+from app.evaluation.exhaustive import exhaustive_reports
 from app.evaluation.metrics import (check_protocol, sparse_average_precisions, sparse_mean_average_precision,
                                     sparse_summary_metrics, sparse_tune_class_thresholds)
 from app.evaluation.scoring import TrainedModel, apply_floor
@@ -52,6 +53,8 @@ class RunEvaluation:
         fusion_runs: the `(tags-only, image-only)` runs it fuses: the first of each kind compared.
         protocol: `challenge` (a score of 0 is no prediction) or `study` (every verified
             (image, class) is a detection, 0 included, as the 2020 study scored).
+        exhaustive: `{system: app.evaluation.exhaustive.exhaustive_report}` when every photo of the
+            split is labelled for every class (NUS-WIDE, COCO, an exhaustive manifest), else empty.
     """
 
     name: str
@@ -71,6 +74,7 @@ class RunEvaluation:
     fusion_runs: Optional[tuple] = None
     slice_classes: dict = field(default_factory=dict)
     photos: int = 0
+    exhaustive: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """Everything, with per-class AP keyed by MID (null where a class has no positive)."""
@@ -80,7 +84,8 @@ class RunEvaluation:
                 "summary": self.summary, "slices": self.slices, "slice_sizes": self.slice_sizes,
                 "slice_classes": self.slice_classes, "photos": self.photos,
                 "fusion_weight": self.fusion_weight, "fusion_runs": self.fusion_runs, "classes": dict(zip(self.class_mids, self.class_names)),
-                "positives": dict(zip(self.class_mids, self.positives)), "per_class_ap": per_class}
+                "positives": dict(zip(self.class_mids, self.positives)), "per_class_ap": per_class,
+                "exhaustive": self.exhaustive}
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split: str = "test", floor: float = 0.0,
@@ -127,7 +132,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
         summary={name: sparse_summary_metrics(truth.pairs, s, thresholds if name == run.name else 0.5, protocol)
                  for name, s in systems.items()},
         per_class={name: sparse_average_precisions(truth.pairs, s, protocol) for name, s in systems.items()},
-        fusion_weight=weight, fusion_runs=fused, photos=truth.num_images)
+        fusion_weight=weight, fusion_runs=fused, photos=truth.num_images,
+        exhaustive=exhaustive_reports(truth.pairs, systems))
     result.slices, result.slice_sizes, result.slice_classes = _slices(systems, truth, protocol)
     withheld, sizes = withheld_slices(models, info, split, truth, protocol, floor, systems, weight)
     result.slices.update(withheld)

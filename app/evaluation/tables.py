@@ -178,3 +178,13 @@ def _is_number(cell: str) -> bool:
 
 def _escape(cell: str) -> str:
     return cell.replace("|", "\\|")
+
+
+def exhaustive_table(result: RunEvaluation) -> Table:
+    """Per-class and per-photo mAP and top-k precision/recall/F1 of each system (exhaustive labels)."""
+    k = next(iter(result.exhaustive.values()))["top_k"]["k"]
+    header = ["system", "class mAP", "photo mAP", *(f"{m}@{k}" for m in ("CP", "CR", "CF1", "OP", "OR", "OF1"))]
+    rows = [[name, number(r["class_map"]), number(r["photo_map"]),
+             *(number(r["top_k"][key]) for key in ("cp", "cr", "cf1", "op", "orecall", "of1"))]
+            for name, r in result.exhaustive.items()]
+    return Table([header], rows)

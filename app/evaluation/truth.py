@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from app.data import records
 from app.data.dataset import DatasetError, DatasetInfo
-from app.data.oid import image_keys
+from app.evaluation.image_ids import order_keys
 from app.evaluation.metrics import VerifiedPairs
 
 TRUTH_KEYS = ["image_id", "verified_pos", "verified_neg", "machine_ids", "machine_scores", "language", "tags"]
@@ -33,7 +33,7 @@ class SplitTruth:
     Args:
         pairs: the verified pairs, photos in ImageID order.
         machine: float32 machine-label confidence at each pair (0 where there is none).
-        image_ids: uint64 ImageID keys (`app.data.oid.image_keys`), ascending.
+        image_ids: uint64 ImageID keys in the ids' order (`app.evaluation.image_ids.order_keys`), ascending.
         languages: each photo's tag language, an index into `language_codes`.
         language_codes: ISO 639-1 codes (`un`: undetected).
         has_tags: whether each photo has tags.
@@ -94,12 +94,9 @@ def _machine_at(ex: dict, pairs: VerifiedPairs) -> np.ndarray:
     return machine
 
 
-def _image_ids(ex: dict, where: str) -> np.ndarray:
-    keys, ok = image_keys(pa.array(ex["image_id"].numpy(), type=pa.binary()))
-    if not ok.all():
-        bad = ex["image_id"].numpy()[np.flatnonzero(~ok)[0]]
-        raise DatasetError(f"{where}: ImageID {bad!r} is not 16 lower-case hex digits; re-run `python app/prepare.py`")
-    return keys
+def _image_ids(ex: dict) -> pa.Array:
+    """A batch's ImageIDs (any form: collections name photos freely)."""
+    return pa.array(ex["image_id"].numpy(), type=pa.binary())
 
 
 def load_truth(info: DatasetInfo, split: str) -> SplitTruth:
@@ -113,7 +110,7 @@ def load_truth(info: DatasetInfo, split: str) -> SplitTruth:
         The split's truth, photos in ImageID order.
 
     Raises:
-        DatasetError: a malformed ImageID or a class index outside the dataset's classes.
+        DatasetError: a class index outside the dataset's classes.
     """
     where, c = f"{info.data_dir} ({split} split)", info.num_classes
     parts: dict = {k: [] for k in ("rows", "classes", "positive", "machine", "ids", "languages", "has_tags")}
@@ -125,12 +122,13 @@ def load_truth(info: DatasetInfo, split: str) -> SplitTruth:
         known = np.array([codes.setdefault(code.decode(), len(codes)) for code in languages], dtype=np.uint16)
         for key, value in (("rows", (pairs.rows + seen).astype(np.int32)), ("classes", pairs.classes.astype(np.int32)),
                            ("positive", pairs.positive),
-                           ("machine", _machine_at(ex, pairs)), ("ids", _image_ids(ex, where)),
+                           ("machine", _machine_at(ex, pairs)), ("ids", _image_ids(ex)),
                            ("languages", known[inverse.reshape(-1)]),
                            ("has_tags", (ex["tags"].row_lengths() > 0).numpy())):
             parts[key].append(value)
         seen += pairs.num_images
-    return _in_image_id_order({k: _concatenate(v) for k, v in parts.items()}, list(codes), c)
+    ids = order_keys(pa.concat_arrays(parts.pop("ids")) if parts["ids"] else pa.array([], pa.binary()))
+    return _in_image_id_order({"ids": ids, **{k: _concatenate(v) for k, v in parts.items()}}, list(codes), c)
 
 
 def _concatenate(parts: list) -> np.ndarray:

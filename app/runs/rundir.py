@@ -190,7 +190,7 @@ class RunDir:
         return Vocabulary.load(path) if path.exists() else None
 
     def load_classes(self) -> list:
-        return read_classes(self.path / CLASSES)
+        return read_classes(self.path / CLASSES, any_id=True)
 
     def copy_classes(self, target: Path) -> None:
         """Copies `classes.csv` (MID,DisplayName in output order) to `target` (an export's asset)."""

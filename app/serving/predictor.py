@@ -36,7 +36,8 @@ def load_predictor(path: Path, review_margin: float | None = None) -> tuple[Call
             raise ValueError(f"{export}: an export from an older version (no specific classes); re-export the run "
                              f"with python app/export.py")
         module = tf.saved_model.load(str(export))
-        signature, mids = module.signatures["serving_default"], [m for m, _ in read_classes(export / CLASSES_ASSET)]
+        signature = module.signatures["serving_default"]
+        mids = [m for m, _ in read_classes(export / CLASSES_ASSET, any_id=True)]
     else:  # a run folder that was never exported: the same module, in process
         from app.runs.trained import TrainedRun
 

@@ -1,0 +1,104 @@
+"""Streaming the top-level arrays of a large JSON object file (COCO's annotation files), one
+element at a time, with the standard library's decoder: memory holds one element and a read block,
+not the document (json.loads of COCO's 450 MB instances file takes several GB).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from app.errors import InputError
+
+BLOCK = 1 << 20
+_WHITESPACE = " \t\r\n"
+_DELIMITERS = _WHITESPACE + ",]}:"
+
+
+class _Cursor:
+    """A decoding position in a file read block by block."""
+
+    def __init__(self, handle, path: Path, block: int):
+        self.handle, self.path, self.block = handle, path, block
+        self.buffer, self.pos, self.eof, self.lines_before = "", 0, False, 1
+        self.decoder = json.JSONDecoder()
+
+    def _refill(self) -> bool:
+        if self.eof:
+            return False
+        self.lines_before += self.buffer.count("\n", 0, self.pos)
+        text = self.handle.read(self.block)
+        self.buffer, self.pos, self.eof = self.buffer[self.pos:] + text, 0, not text
+        return bool(text)
+
+    def error(self, what: str) -> InputError:
+        line = self.lines_before + self.buffer.count("\n", 0, self.pos)
+        return InputError(f"{self.path}:{line}: not valid JSON: {what}")
+
+    def peek(self) -> str:
+        """The next character that is not whitespace ("" at the end)."""
+        while True:
+            while self.pos < len(self.buffer) and self.buffer[self.pos] in _WHITESPACE:
+                self.pos += 1
+            if self.pos < len(self.buffer):
+                return self.buffer[self.pos]
+            if not self._refill():
+                return ""
+
+    def expect(self, chars: str) -> str:
+        char = self.peek()
+        if not char or char not in chars:
+            raise self.error(f"expected one of {chars!r}, found {char or 'the end'!r}")
+        self.pos += 1
+        return char
+
+    def value(self):
+        """Decodes the next whole value."""
+        self.peek()
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buffer, self.pos)
+                # A value ends at a delimiter: a number cut by the block's end ("12." of "12.5") goes on.
+                if self.eof or (end < len(self.buffer) and self.buffer[end] in _DELIMITERS):
+                    self.pos = end
+                    return value
+            except json.JSONDecodeError as err:
+                if self.eof:
+                    raise self.error(err.msg) from None
+            if not self._refill():
+                self.eof = True
+
+
+def iter_array(path: str | Path, key: str, block: int = BLOCK) -> Iterator:
+    """The elements of the top-level array `key` of a JSON object file, in order (none if absent).
+
+    Raises:
+        InputError: `file:line: not valid JSON: ...`, or `key` not holding an array.
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8-sig") as handle:
+        cursor = _Cursor(handle, path, block)
+        cursor.expect("{")
+        if cursor.peek() == "}":
+            return
+        while True:
+            name = cursor.value()
+            cursor.expect(":")
+            if cursor.peek() == "[":
+                cursor.expect("[")
+                if cursor.peek() == "]":
+                    cursor.expect("]")
+                else:
+                    while True:
+                        element = cursor.value()
+                        if name == key:
+                            yield element
+                        if cursor.expect(",]") == "]":
+                            break
+            elif name == key:
+                raise cursor.error(f"{key!r} is not an array")
+            else:
+                cursor.value()
+            if cursor.expect(",}") == "}":
+                return
