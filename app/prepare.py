@@ -77,7 +77,9 @@ def main(argv=None) -> dict:
 
     refuse_output_over_inputs(args.out, {"--oid-dir": args.oid_dir, "--yfcc": args.yfcc, "--autotags": args.autotags,
                                          "--extra-tags": args.extra_tags, "--images": args.images,
-                                         "--classes": args.classes, "--hierarchy": args.hierarchy}, "never")
+                                         "--classes": args.classes, "--hierarchy": args.hierarchy,
+                                         "--manifest": args.manifest, "--nuswide": args.nuswide, "--coco": args.coco},
+                              "never")
     started = time.time()
     progress = not args.no_progress and sys.stderr.isatty()
     with writing_to(args.out):
