@@ -2,7 +2,7 @@
 
 Two passes over the source: the first checks every row (ids, labels) and counts each split's
 photos; the second builds each record (tags, text, labels, the checked image) and writes it to its
-split's shards, in source order. Memory holds the id ledger (18 bytes a photo) and the train
+split's shards, in source order. Memory holds the id ledger (20 bytes a photo) and the train
 split's tag counts.
 """
 
