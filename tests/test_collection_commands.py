@@ -84,3 +84,12 @@ def test_pseudo_label_without_unlabelled_photos_and_a_spaced_class_name(tmp_path
                            "--out", str(tmp_path / "taught")])
     assert exit_info.value.code == 2
     assert "split `unlabelled` in the manifest" in capsys.readouterr().err
+
+
+def test_class_names_at_padding_index_are_empty():
+    """A photo with fewer than k specific confident classes (padding -1) once failed the whole request."""
+    from app.serving.specific import at_indices
+
+    table = tf.constant(["p", "l", "c", ""])
+    got = at_indices(table, tf.constant([[1, -1, -1], [-1, -1, -1], [2, 0, 1]]))
+    assert got.numpy().tolist() == [[b"l", b"", b""], [b"", b"", b""], [b"c", b"p", b"l"]]
