@@ -1,7 +1,7 @@
 """Checking a collection's ids: no id twice, above all not in two splits (a train/test leak).
 
 Memory is 20 bytes a photo (a 64-bit hash of the id; its line, file and split as 32-bit numbers),
-not the ids; `check` needs about 40 more a photo while it sorts (measured in bench/manifest_scale.py).
+not the ids; `check` needs about 50 more a photo while it sorts (measured in bench/manifest_scale.py).
 Two different ids share a 64-bit hash with odds of about n²/2⁶⁵ (3e-8 at 1M photos): a false
 "duplicate" error, never a missed one.
 """
