@@ -46,7 +46,7 @@ def test_search_export_serving_and_predict_use_the_collection_classes(manifest_r
     best = search.main(["--data", str(data), "--model", "tags", "--max-trials", "1", "--epochs", "1",
                         "--out", str(tmp_path / "search"), "--no-progress"])
     assert 0 < best["mean_map"] <= 1 and (tmp_path / "search" / "best_config.json").exists()
-    served = export.main(["--model", str(runs["contextual"]), "--out", str(tmp_path / "serving"), "--no-progress"])
+    served = export.main(["--model", str(runs["tags"]), "--out", str(tmp_path / "serving"), "--no-progress"])
     image = next((data / "raw" / "world" / "images").glob("*.jpg")).read_bytes()
     out = tf.saved_model.load(str(served)).signatures["serving_default"](
         tags=tf.constant([["dog", "beach"]]), image_bytes=tf.constant([image]))
