@@ -5,6 +5,7 @@ pseudo-labelling of the manifest's `unlabelled` split; the class list is the man
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import tensorflow as tf
@@ -63,6 +64,8 @@ def test_pseudo_label_scores_the_manifest_unlabelled_split(manifest_runs, tmp_pa
     data, runs = manifest_runs
     info = DatasetInfo.load(data)
     assert info.split_sizes["yfcc"] == 60  # the demo manifest's `unlabelled` photos
+    made_from = info.stats["collection"]["made_from"]  # the demo's files, where they are once prepared
+    assert made_from and all(Path(p).is_file() and Path(p).is_relative_to(data) for p in made_from)
     stats = pseudo_label.main(["--teacher", str(runs["tags"]), "--data", str(data), "--out", str(tmp_path / "taught"),
                                "--no-progress"])
     taught = DatasetInfo.load(tmp_path / "taught")

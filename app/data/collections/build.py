@@ -222,9 +222,17 @@ def prepare_collection(collection: Collection, writer: DatasetWriter, config: Pr
              "collection": {"kind": collection.kind, "labels": collection.labels, "classes": len(collection.classes),
                             "made_from": [str(p) for p in collection.made_from],
                             "hash_split": dataclasses.asdict(collection.split)}}
+    stats = _final_paths(stats, writer)
     writer.write_stats(stats)
     log.info("%s", bad.report())
     return stats
+
+
+def _final_paths(stats: dict, writer: DatasetWriter) -> dict:
+    """`stats` with paths inside the writer's temporary folder (a demo world's files) as they will be
+    once the folder is swapped into place."""
+    temporary, final = (json.dumps(str(p))[1:-1] for p in (writer.path, writer.target))
+    return json.loads(json.dumps(stats).replace(temporary, final))
 
 
 def _vocabulary(tally: _Tally, writer: DatasetWriter, config: PrepareConfig):
