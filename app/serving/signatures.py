@@ -37,7 +37,7 @@ from app.data.preprocessor import SERVING_TAGS, SERVING_YFCC_TAGS
 from app.fileio import atomic_output
 from app.runs.rundir import RunDir
 from app.runs.trained import TrainedRun
-from app.serving.specific import ancestor_matrix, specific_classes
+from app.serving.specific import ancestor_matrix, at_indices, specific_classes
 
 CLASSES_ASSET = "assets.extra/classes.csv"  # the output classes, beside the SavedModel (TF Serving ignores it)
 
@@ -106,8 +106,8 @@ class ServingModule(tf.Module):
         shown = specific_classes(scores, self.thresholds, self.ancestors, self.top_k, self.review_margin)
         return {"scores": scores, "top_k_scores": top.values, "top_k_mids": tf.gather(self.mids, top.indices),
                 "top_k_names": tf.gather(self.names, top.indices),
-                "classes_mids": tf.gather(self.mids, shown["indices"]),
-                "classes_names": tf.gather(self.names, shown["indices"]), "classes_scores": shown["scores"],
+                "classes_mids": at_indices(self.mids, shown["indices"]),
+                "classes_names": at_indices(self.names, shown["indices"]), "classes_scores": shown["scores"],
                 "classes_count": shown["count"], "needs_review": shown["needs_review"],
                 "image_ok": tf.equal(image_error, ""), "image_error": image_error}
 
