@@ -30,7 +30,8 @@ def heatmap(out: Path, table: list, stat: str) -> None:
             continue
         shade = cmap((value - lo) / (hi - lo))
         dark = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] < 0.55
-        ax.text(j, i, f"{value:.3f}\nn={counts[i, j]}", ha="center", va="center", fontsize=7,
+        digits = 3 if stat == "mean" else 4  # a std over a few seeds is often under 0.001
+        ax.text(j, i, f"{value:.{digits}f}\nn={counts[i, j]}", ha="center", va="center", fontsize=7,
                 color="white" if dark else "black")
     what = "mean over seeds" if stat == "mean" else "std over seeds"
     ax.set(xticks=range(len(TAG_THRESHOLDS)), xticklabels=TAG_THRESHOLDS, yticks=range(len(TAG_LIMITS)),
