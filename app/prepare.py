@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="train photos in the demo world; validation and test get a quarter each, YFCC100M-only "
                            "photos three times as many [default: %(default)s]")
     demo.add_argument("--seed", type=int, default=0, help="demo world seed [default: 0]")
-    add_collection_flags(parser)
+    add_collection_flags(parser, demo)
     parser.add_argument("--out", type=Path, required=True, help="(required) output dataset folder, e.g. tfrecords/demo")
     add_config_flags(parser.add_argument_group("dataset"), PrepareConfig, "prepare")
     add_common_flags(parser)

@@ -17,8 +17,13 @@ if TYPE_CHECKING:
 DEMO_FORMATS = ("oid", "manifest", "nuswide")
 
 
-def add_collection_flags(parser: argparse.ArgumentParser) -> None:
-    """Adds the collection flags (--images, --classes and --hierarchy are shared with Open Images)."""
+def add_collection_flags(parser: argparse.ArgumentParser, demo_group: argparse._ArgumentGroup | None = None) -> None:
+    """Adds the collection flags (--images, --classes and --hierarchy are shared with Open Images).
+
+    Args:
+        parser: the command's parser.
+        demo_group: the argument group of the demo flags, where --demo-format is listed (default: the parser).
+    """
     group = parser.add_argument_group("your own photos (docs/your-own-photos.md)")
     group.add_argument("--manifest", type=Path, help="photos.csv or photos.jsonl: id, image, tags, text, labels, "
                                                      "[negatives], [split]; needs --classes")
@@ -33,9 +38,10 @@ def add_collection_flags(parser: argparse.ArgumentParser) -> None:
                        help="the share hashed into validation, cut from what test leaves (NUS-WIDE, COCO: from the "
                             "official train split) "
                             "[default: 0.1]")
-    parser.add_argument("--demo-format", choices=DEMO_FORMATS, default="oid",
-                        help="with --demo: write the demo world as Open Images + YFCC100M files (oid), as a "
-                             "manifest with captions, or in the NUS-WIDE layout [default: oid]")
+    (demo_group or parser).add_argument("--demo-format", choices=DEMO_FORMATS, default="oid",
+                                        help="with --demo: write the demo world as Open Images + YFCC100M files "
+                                             "(oid), as a manifest with captions, or in the NUS-WIDE layout "
+                                             "[default: oid]")
 
 
 def wants_collection(args: argparse.Namespace) -> bool:
