@@ -84,7 +84,8 @@ def add_config_flags(group, kind: type, section: str, names: list[str] | None = 
         if names is not None and f.name not in names:
             continue
         default = getattr(shown, f.name)
-        help_text = f"{f.metadata.get('help', '')} [default: {default}]".replace("%", "%%")
+        default_text = f" [default: {default}]" if default not in ("", None) else ""
+        help_text = f"{f.metadata.get('help', '')}{default_text}".replace("%", "%%")
         kwargs: dict = {"dest": f"{section}.{f.name}", "default": None, "help": help_text}
         hint = hints[f.name]
         if hint is bool:
