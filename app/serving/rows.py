@@ -119,6 +119,9 @@ def make_row(where: str, image_path: object, tags: object, image_id: object = No
 def split_tags(value: object) -> list[str]:
     """Comma-separated tags or a list of tag strings -> list of tags (None: no tags).
 
+    A string without a comma but with a `|` is split on `|`, as a manifest's tags column is (a
+    collection model's tags would otherwise be one unknown tag).
+
     Raises:
         TypeError: naming the value, if it is neither.
     """
@@ -131,7 +134,8 @@ def split_tags(value: object) -> list[str]:
         return []
     if not isinstance(value, str):
         raise TypeError(f"tags must be a comma-separated string or a list of strings, got {_typed(value)}")
-    return [t.strip() for t in value.split(",") if t.strip()]
+    separator = "|" if "|" in value and "," not in value else ","
+    return [t.strip() for t in value.split(separator) if t.strip()]
 
 
 def read_image(row: Row, base: Path) -> Row:
