@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,6 +181,17 @@ def test_nuswide_bad_layout_is_one_error_line(tmp_path, capsys, edit, message):
     assert message in err and err.startswith("error: ")
 
 
+@pytest.mark.parametrize("path", ["Groundtruth/TrainTestLabels/Labels_person_Train.txt", "NUS_WID_Tags/All_Tags.txt"])
+def test_a_nuswide_file_longer_than_its_image_list_is_refused(tmp_path, capsys, path):
+    root = tmp_path / "nus"
+    shutil.copytree(DATA / "nuswide_sample", root)
+    lines = (root / path).read_text().splitlines()
+    (root / path).write_text("\n".join(lines + [lines[-1]]) + "\n\n")  # one line too many (blank lines pass)
+    err = fails(["--nuswide", str(root), "--out", str(tmp_path / "out")], capsys)
+    assert err.startswith("error: ") and f"{Path(path).name}:{len(lines) + 1}: a line past the end" in err
+    assert not (tmp_path / "out").exists()
+
+
 def _coco(root):
     (root / "annotations").mkdir(parents=True)
     categories = [{"id": 18, "name": "dog", "supercategory": "animal"}, {"id": 1, "name": "person",
@@ -199,6 +211,12 @@ def _coco(root):
 
 def test_coco_val2017_is_test_and_captions_are_joined(tmp_path):
     _coco(tmp_path / "coco")
+    for kind, note in (("instances", {"id": 7, "image_id": 99, "category_id": 1}),
+                       ("captions", {"id": 8, "image_id": "11", "caption": "an id of another type"})):
+        path = tmp_path / "coco" / "annotations" / f"{kind}_train2017.json"
+        document = json.loads(path.read_text())
+        document["annotations"].append(note)  # a note of no listed image: counted, never lost silently
+        path.write_text(json.dumps(document))
     stats = run_prepare(["--coco", str(tmp_path / "coco"), "--validation-fraction", "0",
                          "--out", str(tmp_path / "out")])
     got = records(tmp_path / "out")
@@ -207,7 +225,8 @@ def test_coco_val2017_is_test_and_captions_are_joined(tmp_path):
     assert got["11"]["text"] == "caption 1 of 11 caption 0 of 11"  # caption-id order
     assert got["11"]["pos"] == {"18"} and got["11"]["neg"] == {"1"} and got["11"]["image"]
     assert DatasetInfo.load(tmp_path / "out").classes == [("1", "person"), ("18", "dog")]
-    assert stats["bad_rows"]["by_reason"] == {"empty_text": 2}  # the last photo of each part has no caption
+    assert stats["bad_rows"]["by_reason"] == {"empty_text": 2,  # the last photo of each part has no caption
+                                              "annotation_image_not_listed": 1, "caption_image_not_listed": 1}
 
 
 def test_demo_world_as_manifest_and_nuswide_trains_and_scores(tmp_path, capsys):

@@ -86,6 +86,9 @@ class Coco:
                 yield CollectionPhoto(image_id, f"{path}:{position}", f"{part}/{image['file_name']}", [], text,
                                       sorted(labels.pop(image["id"], ())), None, photo_split,
                                       flickr_id_from_url(image.get("flickr_url", "")) or 0)
+            _count_unlisted(bad, path, labels, "annotation_image_not_listed")
+            _count_unlisted(bad, self.root / "annotations" / f"captions_{part}.json", captions,
+                            "caption_image_not_listed")
 
     def _captions(self, part: str) -> dict:
         """`{image id: the captions joined}` in caption-id order."""
@@ -95,3 +98,16 @@ class Coco:
             if caption:
                 by_image[note["image_id"]].append((note.get("id", 0), caption))
         return {image: " ".join(c for _, c in sorted(notes)) for image, notes in by_image.items()}
+
+
+def _count_unlisted(bad: BadRows, path: Path, left: dict, reason: str) -> None:
+    """Counts the notes left over for image ids that the `images` list lacks (they would be lost silently).
+
+    Args:
+        bad: where the bad rows are counted.
+        path: the annotation file the notes came from.
+        left: `{image id: its notes}` not taken by any listed photo.
+        reason: the bad-row reason.
+    """
+    for image_id in left:
+        bad.add(reason, str(path), 1, f"image_id {image_id!r} is not in the images list")
