@@ -229,6 +229,16 @@ def test_coco_val2017_is_test_and_captions_are_joined(tmp_path):
                                               "annotation_image_not_listed": 1, "caption_image_not_listed": 1}
 
 
+def test_a_coco_image_without_id_is_one_error_line(tmp_path, capsys):
+    _coco(tmp_path / "coco")
+    path = tmp_path / "coco" / "annotations" / "instances_train2017.json"
+    document = json.loads(path.read_text())
+    document["images"].append({"file_name": "x.jpg"})  # was a KeyError traceback
+    path.write_text(json.dumps(document))
+    err = fails(["--coco", str(tmp_path / "coco"), "--out", str(tmp_path / "out")], capsys)
+    assert err.startswith("error: ") and 'instances_train2017.json:4: an image needs "id"' in err
+
+
 def test_demo_world_as_manifest_and_nuswide_trains_and_scores(tmp_path, capsys):
     for kind in ("manifest", "nuswide"):
         stats = run_prepare(["--demo", "--demo-format", kind, "--demo-size", "60", "--seed", "2",

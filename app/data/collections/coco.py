@@ -75,9 +75,11 @@ class Coco:
                 if category not in self.classes.index:
                     raise InputError(f"{path}:1: annotation {note.get('id')} has category {category}, not in the "
                                      f"categories of instances_val2017.json")
-                labels[note["image_id"]].add(self.classes.index[category])
+                labels[note.get("image_id")].add(self.classes.index[category])
             captions = self._captions(part)
             for position, image in enumerate(_array(path, "images"), start=1):
+                if not isinstance(image, dict) or not {"id", "file_name"} <= image.keys():
+                    raise InputError(f"{path}:{position}: an image needs \"id\" and \"file_name\", got {image!r:.80}")
                 image_id = str(image["id"])
                 text = captions.pop(image["id"], "")
                 if not text:
@@ -96,7 +98,7 @@ class Coco:
         for note in _array(self.root / "annotations" / f"captions_{part}.json", "annotations"):
             caption = " ".join(str(note.get("caption", "")).split())
             if caption:
-                by_image[note["image_id"]].append((note.get("id", 0), caption))
+                by_image[note.get("image_id")].append((note.get("id", 0), caption))
         return {image: " ".join(c for _, c in sorted(notes)) for image, notes in by_image.items()}
 
 
