@@ -229,14 +229,18 @@ def test_coco_val2017_is_test_and_captions_are_joined(tmp_path):
                                               "annotation_image_not_listed": 1, "caption_image_not_listed": 1}
 
 
-def test_a_coco_image_without_id_is_one_error_line(tmp_path, capsys):
+@pytest.mark.parametrize("part,key,value,message", [
+    ("train2017", "images", {"file_name": "x.jpg"}, 'instances_train2017.json:4: an image needs "id"'),
+    ("val2017", "categories", {"id": None, "name": "cat"}, 'instances_val2017.json:1: category 3 needs an integer'),
+])
+def test_coco_images_and_categories_without_an_id_are_one_error_line(tmp_path, capsys, part, key, value, message):
     _coco(tmp_path / "coco")
-    path = tmp_path / "coco" / "annotations" / "instances_train2017.json"
+    path = tmp_path / "coco" / "annotations" / f"instances_{part}.json"
     document = json.loads(path.read_text())
-    document["images"].append({"file_name": "x.jpg"})  # was a KeyError traceback
+    document[key].append(value)  # were a KeyError / TypeError traceback
     path.write_text(json.dumps(document))
     err = fails(["--coco", str(tmp_path / "coco"), "--out", str(tmp_path / "out")], capsys)
-    assert err.startswith("error: ") and 'instances_train2017.json:4: an image needs "id"' in err
+    assert err.startswith("error: ") and message in err
 
 
 def test_demo_world_as_manifest_and_nuswide_trains_and_scores(tmp_path, capsys):

@@ -52,8 +52,14 @@ class Coco:
 
     def __post_init__(self):
         self.root = Path(self.root)
-        categories = sorted(_array(self.root / "annotations" / "instances_val2017.json", "categories"),
-                            key=lambda c: c["id"])
+        path = self.root / "annotations" / "instances_val2017.json"
+        categories = list(_array(path, "categories"))
+        for position, category in enumerate(categories, start=1):
+            if not isinstance(category, dict) or type(category.get("id")) is not int or not isinstance(
+                    category.get("name"), str):
+                raise InputError(f"{path}:1: category {position} needs an integer \"id\" and a \"name\", "
+                                 f"got {category!r:.80}")
+        categories.sort(key=lambda c: c["id"])
         self.classes = ClassList.from_names([c["name"] for c in categories], str(self.root / "annotations"),
                                             [str(c["id"]) for c in categories])
 
