@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import shutil
@@ -91,6 +92,22 @@ def test_manifest_csv_exhaustive_labels_hierarchy_images_and_text(folder):
     bad, without = stats["bad_rows"]["by_reason"], stats["image_folder"]["without_image"]["by_reason"]
     assert bad == {"empty_text": 2, "image_not_an_image": 1}  # counted, the photos kept
     assert without == {"image_not_an_image": 1, "image_missing": 1, "no_image": 1}
+
+
+def test_image_paths_escaping_the_images_folder_are_counted_and_odd_ids_kept_exactly(folder):
+    (folder / "img" / "link.jpg").symlink_to(folder / "classes.csv")  # a link out of --images
+    odd_ids = ['a,"b"', "../c", "d\ne", "\u202ef\u200b 🐈"]  # comma, quote, .., line break, RTL, zero-width, emoji
+    rows = [[odd_ids[0], "../classes.csv"], [odd_ids[1], str(folder / "classes.csv")], [odd_ids[2], "link.jpg"],
+            [odd_ids[3], "a.jpg"]]
+    with open(folder / "photos.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "image", "text", "labels", "split"])
+        writer.writerows([[i, image, f"text of {i}", "cat", "train"] for i, image in rows])
+    stats = run_prepare(manifest_args(folder))
+    got = records(folder / "out")
+    assert set(got) == set(odd_ids) and got["d\ne"]["text"] == "text of d\ne"
+    assert [got[i]["image"] for i in odd_ids] == [False, False, False, True]
+    assert stats["bad_rows"]["by_reason"] == {"image_outside_folder": 3}  # `..`, absolute, a link: counted
 
 
 def test_manifest_jsonl_partial_labels_and_hash_split(folder):
