@@ -188,10 +188,11 @@ def test_predict_cli_single_and_streaming_batch(exported, tmp_path):
     assert json.loads(single.stdout)["top_k"][0]["mid"].startswith("/m/")
 
 
-def test_predict_reads_manifest_style_tags_and_writes_each_rows_image_id(exported, tmp_path):
+def test_predict_reads_bom_crlf_and_manifest_style_tags_and_writes_each_rows_image_id(exported, tmp_path):
     run_dir, target = exported
     (tmp_path / "a.jpg").write_bytes(jpeg(120))
-    (tmp_path / "in.csv").write_text('image_id,image_path,tags\nfirst,a.jpg,dog|hund\nsecond,a.jpg,"dog,hund"\n')
+    (tmp_path / "in.csv").write_bytes(  # a byte-order mark and CRLF (was: "expected a header", exit 2)
+        b'\xef\xbb\xbfimage_id,image_path,tags\r\nfirst,a.jpg,dog|hund\r\nsecond,a.jpg,"dog,hund"\r\n')
     done = subprocess.run([sys.executable, "app/predict.py", "--model", str(target), "--input", str(tmp_path / "in.csv"),
                            "--output", str(tmp_path / "out.jsonl"), "--no-progress"],
                           capture_output=True, text=True, timeout=180)

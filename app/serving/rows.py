@@ -53,8 +53,9 @@ def read_rows(path: Path) -> Iterator[Row]:
         OSError: the file cannot be opened.
         ValueError: a CSV file whose header lacks `image_path` or `tags`.
     """
-    # surrogateescape: a line that is not UTF-8 is reported on its own instead of ending the file
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+    # utf-8-sig: a byte-order mark is read as nothing; surrogateescape: a line that is not UTF-8 is reported on its
+    # own instead of ending the file
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         yield from (_jsonl_rows(handle, path) if path.suffix == ".jsonl" else _csv_rows(handle, path))
 
 
