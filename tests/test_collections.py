@@ -162,6 +162,9 @@ def test_class_lists_and_hierarchies_refuse_repeats_and_cycles(tmp_path):
     (tmp_path / "t.json").write_text(json.dumps(cycle, indent=1))
     with pytest.raises(InputError, match=r"t.json:\d+: hierarchy has a cycle through"):
         read_hierarchy(tmp_path / "t.json", classes)
+    (tmp_path / "c.csv").write_text("cat,c1\ndog,c2\n")  # a tree of names over a list with ids
+    with pytest.raises(InputError, match=r"t.json:\d+: hierarchy has a cycle through 'c\d' \(class '(cat|dog)'\)"):
+        read_hierarchy(tmp_path / "t.json", read_class_list(tmp_path / "c.csv"))
     (tmp_path / "t.json").write_text('{"LabelName": "root",\n "Subcategory": [}\n')
     with pytest.raises(InputError, match=r"t.json:2: not valid JSON"):
         read_hierarchy(tmp_path / "t.json", classes)
