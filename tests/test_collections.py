@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,6 +94,22 @@ def test_manifest_csv_exhaustive_labels_hierarchy_images_and_text(folder):
     assert without == {"image_not_an_image": 1, "image_missing": 1, "no_image": 1}
 
 
+def test_image_paths_escaping_the_images_folder_are_counted_and_odd_ids_kept_exactly(folder):
+    (folder / "img" / "link.jpg").symlink_to(folder / "classes.csv")  # a link out of --images
+    odd_ids = ['a,"b"', "../c", "d\ne", "\u202ef\u200b 🐈"]  # comma, quote, .., line break, RTL, zero-width, emoji
+    rows = [[odd_ids[0], "../classes.csv"], [odd_ids[1], str(folder / "classes.csv")], [odd_ids[2], "link.jpg"],
+            [odd_ids[3], "a.jpg"]]
+    with open(folder / "photos.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "image", "text", "labels", "split"])
+        writer.writerows([[i, image, f"text of {i}", "cat", "train"] for i, image in rows])
+    stats = run_prepare(manifest_args(folder))
+    got = records(folder / "out")
+    assert set(got) == set(odd_ids) and got["d\ne"]["text"] == "text of d\ne"
+    assert [got[i]["image"] for i in odd_ids] == [False, False, False, True]
+    assert stats["bad_rows"]["by_reason"] == {"image_outside_folder": 3}  # `..`, absolute, a link: counted
+
+
 def test_manifest_jsonl_partial_labels_and_hash_split(folder):
     rows = [{"id": f"p{i}", "tags": ["t", f"u{i}"], "text": "x", "labels": ["person"] if i % 2 else [],
              "negatives": "cat|staff"} for i in range(40)]
@@ -144,6 +162,9 @@ def test_class_lists_and_hierarchies_refuse_repeats_and_cycles(tmp_path):
     (tmp_path / "t.json").write_text(json.dumps(cycle, indent=1))
     with pytest.raises(InputError, match=r"t.json:\d+: hierarchy has a cycle through"):
         read_hierarchy(tmp_path / "t.json", classes)
+    (tmp_path / "c.csv").write_text("cat,c1\ndog,c2\n")  # a tree of names over a list with ids
+    with pytest.raises(InputError, match=r"t.json:\d+: hierarchy has a cycle through 'c\d' \(class '(cat|dog)'\)"):
+        read_hierarchy(tmp_path / "t.json", read_class_list(tmp_path / "c.csv"))
     (tmp_path / "t.json").write_text('{"LabelName": "root",\n "Subcategory": [}\n')
     with pytest.raises(InputError, match=r"t.json:2: not valid JSON"):
         read_hierarchy(tmp_path / "t.json", classes)
@@ -180,6 +201,17 @@ def test_nuswide_bad_layout_is_one_error_line(tmp_path, capsys, edit, message):
     assert message in err and err.startswith("error: ")
 
 
+@pytest.mark.parametrize("path", ["Groundtruth/TrainTestLabels/Labels_person_Train.txt", "NUS_WID_Tags/All_Tags.txt"])
+def test_a_nuswide_file_longer_than_its_image_list_is_refused(tmp_path, capsys, path):
+    root = tmp_path / "nus"
+    shutil.copytree(DATA / "nuswide_sample", root)
+    lines = (root / path).read_text().splitlines()
+    (root / path).write_text("\n".join(lines + [lines[-1]]) + "\n\n")  # one line too many (blank lines pass)
+    err = fails(["--nuswide", str(root), "--out", str(tmp_path / "out")], capsys)
+    assert err.startswith("error: ") and f"{Path(path).name}:{len(lines) + 1}: a line past the end" in err
+    assert not (tmp_path / "out").exists()
+
+
 def _coco(root):
     (root / "annotations").mkdir(parents=True)
     categories = [{"id": 18, "name": "dog", "supercategory": "animal"}, {"id": 1, "name": "person",
@@ -199,6 +231,12 @@ def _coco(root):
 
 def test_coco_val2017_is_test_and_captions_are_joined(tmp_path):
     _coco(tmp_path / "coco")
+    for kind, note in (("instances", {"id": 7, "image_id": 99, "category_id": 1}),
+                       ("captions", {"id": 8, "image_id": "11", "caption": "an id of another type"})):
+        path = tmp_path / "coco" / "annotations" / f"{kind}_train2017.json"
+        document = json.loads(path.read_text())
+        document["annotations"].append(note)  # a note of no listed image: counted, never lost silently
+        path.write_text(json.dumps(document))
     stats = run_prepare(["--coco", str(tmp_path / "coco"), "--validation-fraction", "0",
                          "--out", str(tmp_path / "out")])
     got = records(tmp_path / "out")
@@ -207,7 +245,22 @@ def test_coco_val2017_is_test_and_captions_are_joined(tmp_path):
     assert got["11"]["text"] == "caption 1 of 11 caption 0 of 11"  # caption-id order
     assert got["11"]["pos"] == {"18"} and got["11"]["neg"] == {"1"} and got["11"]["image"]
     assert DatasetInfo.load(tmp_path / "out").classes == [("1", "person"), ("18", "dog")]
-    assert stats["bad_rows"]["by_reason"] == {"empty_text": 2}  # the last photo of each part has no caption
+    assert stats["bad_rows"]["by_reason"] == {"empty_text": 2,  # the last photo of each part has no caption
+                                              "annotation_image_not_listed": 1, "caption_image_not_listed": 1}
+
+
+@pytest.mark.parametrize("part,key,value,message", [
+    ("train2017", "images", {"file_name": "x.jpg"}, 'instances_train2017.json:4: an image needs "id"'),
+    ("val2017", "categories", {"id": None, "name": "cat"}, 'instances_val2017.json:1: category 3 needs an integer'),
+])
+def test_coco_images_and_categories_without_an_id_are_one_error_line(tmp_path, capsys, part, key, value, message):
+    _coco(tmp_path / "coco")
+    path = tmp_path / "coco" / "annotations" / f"instances_{part}.json"
+    document = json.loads(path.read_text())
+    document[key].append(value)  # were a KeyError / TypeError traceback
+    path.write_text(json.dumps(document))
+    err = fails(["--coco", str(tmp_path / "coco"), "--out", str(tmp_path / "out")], capsys)
+    assert err.startswith("error: ") and message in err
 
 
 def test_demo_world_as_manifest_and_nuswide_trains_and_scores(tmp_path, capsys):

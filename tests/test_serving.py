@@ -188,6 +188,21 @@ def test_predict_cli_single_and_streaming_batch(exported, tmp_path):
     assert json.loads(single.stdout)["top_k"][0]["mid"].startswith("/m/")
 
 
+def test_predict_reads_bom_crlf_and_manifest_style_tags_and_writes_each_rows_image_id(exported, tmp_path):
+    run_dir, target = exported
+    (tmp_path / "a.jpg").write_bytes(jpeg(120))
+    (tmp_path / "in.csv").write_bytes(  # a byte-order mark and CRLF (was: "expected a header", exit 2)
+        b'\xef\xbb\xbfimage_id,image_path,tags\r\nfirst,a.jpg,dog|hund\r\nsecond,a.jpg,"dog,hund"\r\n')
+    done = subprocess.run([sys.executable, "app/predict.py", "--model", str(target), "--input", str(tmp_path / "in.csv"),
+                           "--output", str(tmp_path / "out.jsonl"), "--no-progress"],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["image_id"] for r in rows] == ["first", "second"]  # two rows of one image told apart
+    assert rows[0]["tags"] == rows[1]["tags"] == ["dog", "hund"]  # a|b as a manifest's tags: not one unknown tag
+    assert rows[0]["top_k"] == rows[1]["top_k"]
+
+
 def test_predict_keeps_every_csv_row_and_says_what_is_wrong(exported, tmp_path):
     _, target = exported
     (tmp_path / "a.jpg").write_bytes(jpeg(120))

@@ -53,8 +53,9 @@ def read_rows(path: Path) -> Iterator[Row]:
         OSError: the file cannot be opened.
         ValueError: a CSV file whose header lacks `image_path` or `tags`.
     """
-    # surrogateescape: a line that is not UTF-8 is reported on its own instead of ending the file
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+    # utf-8-sig: a byte-order mark is read as nothing; surrogateescape: a line that is not UTF-8 is reported on its
+    # own instead of ending the file
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         yield from (_jsonl_rows(handle, path) if path.suffix == ".jsonl" else _csv_rows(handle, path))
 
 
@@ -119,6 +120,9 @@ def make_row(where: str, image_path: object, tags: object, image_id: object = No
 def split_tags(value: object) -> list[str]:
     """Comma-separated tags or a list of tag strings -> list of tags (None: no tags).
 
+    A string without a comma but with a `|` is split on `|`, as a manifest's tags column is (a
+    collection model's tags would otherwise be one unknown tag).
+
     Raises:
         TypeError: naming the value, if it is neither.
     """
@@ -131,7 +135,8 @@ def split_tags(value: object) -> list[str]:
         return []
     if not isinstance(value, str):
         raise TypeError(f"tags must be a comma-separated string or a list of strings, got {_typed(value)}")
-    return [t.strip() for t in value.split(",") if t.strip()]
+    separator = "|" if "|" in value and "," not in value else ","
+    return [t.strip() for t in value.split(separator) if t.strip()]
 
 
 def read_image(row: Row, base: Path) -> Row:

@@ -20,7 +20,8 @@ def records(outputs: dict | None, rows: list) -> Iterator[dict]:
     """
     i = 0
     for row in rows:
-        record = {"image_path": row.image_path, "tags": row.tags}
+        record = {"image_id": row.image_id} if row.image_id else {}  # rows may share an image_path
+        record.update(image_path=row.image_path, tags=row.tags)
         error = row.error
         if row.scorable:
             record.update(_scored(outputs, i))

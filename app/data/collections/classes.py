@@ -151,7 +151,8 @@ def read_hierarchy(path: str | Path, classes: ClassList) -> tuple[dict, Hierarch
     except ValueError as err:
         cycle = re.search(r"cycle through '(.*)'", str(err))
         name = classes.names[classes.index[cycle.group(1)]] if cycle and cycle.group(1) in classes.index else ""
-        raise InputError(f"{path}:{_line_of(text, name, cycle.group(1) if cycle else '')}: {err}") from None
+        named = f" (class {name!r})" if name and name != cycle.group(1) else ""  # the tree may use names, not ids
+        raise InputError(f"{path}:{_line_of(text, name, cycle.group(1) if cycle else '')}: {err}{named}") from None
 
 
 def _with_ids(node: dict, classes: ClassList) -> dict:

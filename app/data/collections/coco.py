@@ -52,8 +52,14 @@ class Coco:
 
     def __post_init__(self):
         self.root = Path(self.root)
-        categories = sorted(_array(self.root / "annotations" / "instances_val2017.json", "categories"),
-                            key=lambda c: c["id"])
+        path = self.root / "annotations" / "instances_val2017.json"
+        categories = list(_array(path, "categories"))
+        for position, category in enumerate(categories, start=1):
+            if not isinstance(category, dict) or type(category.get("id")) is not int or not isinstance(
+                    category.get("name"), str):
+                raise InputError(f"{path}:1: category {position} needs an integer \"id\" and a \"name\", "
+                                 f"got {category!r:.80}")
+        categories.sort(key=lambda c: c["id"])
         self.classes = ClassList.from_names([c["name"] for c in categories], str(self.root / "annotations"),
                                             [str(c["id"]) for c in categories])
 
@@ -75,9 +81,11 @@ class Coco:
                 if category not in self.classes.index:
                     raise InputError(f"{path}:1: annotation {note.get('id')} has category {category}, not in the "
                                      f"categories of instances_val2017.json")
-                labels[note["image_id"]].add(self.classes.index[category])
+                labels[note.get("image_id")].add(self.classes.index[category])
             captions = self._captions(part)
             for position, image in enumerate(_array(path, "images"), start=1):
+                if not isinstance(image, dict) or not {"id", "file_name"} <= image.keys():
+                    raise InputError(f"{path}:{position}: an image needs \"id\" and \"file_name\", got {image!r:.80}")
                 image_id = str(image["id"])
                 text = captions.pop(image["id"], "")
                 if not text:
@@ -86,6 +94,9 @@ class Coco:
                 yield CollectionPhoto(image_id, f"{path}:{position}", f"{part}/{image['file_name']}", [], text,
                                       sorted(labels.pop(image["id"], ())), None, photo_split,
                                       flickr_id_from_url(image.get("flickr_url", "")) or 0)
+            _count_unlisted(bad, path, labels, "annotation_image_not_listed")
+            _count_unlisted(bad, self.root / "annotations" / f"captions_{part}.json", captions,
+                            "caption_image_not_listed")
 
     def _captions(self, part: str) -> dict:
         """`{image id: the captions joined}` in caption-id order."""
@@ -93,5 +104,18 @@ class Coco:
         for note in _array(self.root / "annotations" / f"captions_{part}.json", "annotations"):
             caption = " ".join(str(note.get("caption", "")).split())
             if caption:
-                by_image[note["image_id"]].append((note.get("id", 0), caption))
+                by_image[note.get("image_id")].append((note.get("id", 0), caption))
         return {image: " ".join(c for _, c in sorted(notes)) for image, notes in by_image.items()}
+
+
+def _count_unlisted(bad: BadRows, path: Path, left: dict, reason: str) -> None:
+    """Counts the notes left over for image ids that the `images` list lacks (they would be lost silently).
+
+    Args:
+        bad: where the bad rows are counted.
+        path: the annotation file the notes came from.
+        left: `{image id: its notes}` not taken by any listed photo.
+        reason: the bad-row reason.
+    """
+    for image_id in left:
+        bad.add(reason, str(path), 1, f"image_id {image_id!r} is not in the images list")

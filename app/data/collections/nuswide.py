@@ -116,6 +116,8 @@ class NusWide:
             for split, head in heads.items():
                 if head is not None:
                     raise InputError(f"{lists[split].where}: {head} is not in Imagelist.txt (or out of its order)")
+            for lines in [tags] + [each for group in labels.values() for each in group]:
+                _check_ended(lines)
 
     @staticmethod
     def _next_entry(lines: _Lines) -> Optional[str]:
@@ -164,6 +166,14 @@ class NusWide:
             elif value == "1":
                 positives.append(index)
         return positives
+
+
+def _check_ended(lines: _Lines) -> None:
+    """Refuses a file read in step with Imagelist.txt that has lines left over (it belongs to another list)."""
+    while (line := lines.next()) is not None:
+        if line.strip():
+            raise InputError(f"{lines.where}: a line past the end of its image list (the file is longer than the "
+                             f"list it must follow line by line)")
 
 
 def _flickr_id(entry: str, where: str) -> int:
