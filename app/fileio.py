@@ -107,6 +107,29 @@ def remove_stale_temps(folder: str | Path) -> int:
     return removed
 
 
+class RepeatedKeyError(ValueError):
+    """A JSON object that names one key twice."""
+
+
+def json_loads_unique(text: str | bytes):
+    """`json.loads`, refusing an object with a key given twice (json.loads keeps the last one silently).
+
+    Raises:
+        json.JSONDecodeError: not JSON.
+        RepeatedKeyError: `key 'id' given twice`.
+    """
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def _unique_keys(pairs: list) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise RepeatedKeyError(f"key {key!r} given twice")
+        out[key] = value
+    return out
+
+
 def _real(path: str | Path) -> Path:
     """`path` with `..`, symbolic links and `~` resolved (as far as it exists)."""
     return Path(os.path.realpath(Path(path).expanduser()))

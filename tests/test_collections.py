@@ -134,6 +134,7 @@ def test_manifest_jsonl_partial_labels_and_hash_split(folder):
     ("photos.csv", "id,labels\na,cat,extra\n", "photos.csv:2: expected 2 fields (id,labels), got 3"),
     ("photos.csv", "id,colour\na,red\n", "photos.csv:1: unknown column 'colour'"),
     ("photos.jsonl", '{"id": "a", "labels": ["cat"]}\n{"id": "b", labels: []}\n', "photos.jsonl:2: not a JSON object"),
+    ("photos.jsonl", '{"id": "a", "labels": ["cat"], "id": "b"}\n', "photos.jsonl:1: not a JSON object: key 'id' given twice"),
     ("photos.csv", "id,labels,negatives\na,cat,person\n", "photos.csv:2: a negatives column with --labels exhaustive"),
     ("photos.csv", "id,labels,split\na,cat,holdout\n", "photos.csv:2: split 'holdout' is not one of"),
     ("photos.csv", "id,labels,split\na,cat,unlabelled\na,cat,test\n", "photos.csv:3: id 'a' is in two splits (test here, unlabelled at "),

@@ -244,7 +244,8 @@ def test_predict_jsonl_rows_with_bad_values_get_their_own_error(exported, tmp_pa
     lines = ['{"image_path": "a.jpg", "tags": ["dog", "hund"]}', '{"image_path": "a.jpg", "tags": 5}',
              '{"image_path": "a.jpg", "tags": ["dog", 1]}', "not json", "[1, 2]", '{"image_path": "a.jpg"}',
              '{"image_path": 5, "tags": "dog"}', '{"image_path": "", "tags": null}', "",
-             '{"image_path": "a.jpg", "tags": ["ok", "\\ud800"]}', '{"image_path": "a.jpg", "tags": "dog,cat"}']
+             '{"image_path": "a.jpg", "tags": ["ok", "\\ud800"]}', '{"image_path": "a.jpg", "tags": "dog,cat"}',
+             '{"image_path": "a.jpg", "tags": "dog", "tags": "cat"}']
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
     predict.main(["--model", str(target), "--input", str(tmp_path / "in.jsonl"), "--output",
                   str(tmp_path / "out.jsonl"), "--no-progress"])
@@ -260,8 +261,9 @@ def test_predict_jsonl_rows_with_bad_values_get_their_own_error(exported, tmp_pa
         "in.jsonl:7: image_path must be a string, got int 5",
         "",
         "in.jsonl:10: tag 2 is not valid Unicode: lone surrogate U+D800 at character 1",
-        ""]
-    assert [len(r["top_k"]) for r in rows] == [5] + [0] * 6 + [5, 0, 5]
+        "",
+        "in.jsonl:12: not one JSON object: key 'tags' given twice"]  # json.loads would keep "cat" silently
+    assert [len(r["top_k"]) for r in rows] == [5] + [0] * 6 + [5, 0, 5, 0]
     assert all(r["classes"] == [] and r["needs_review"] for r in rows if not r["top_k"])  # not scored
     assert rows[1]["tags"] == 5 and rows[6]["image_path"] == 5 and rows[7]["tags"] == []
     assert rows[8]["tags"] == ["ok", "\ud800"] and rows[9]["tags"] == ["dog", "cat"]

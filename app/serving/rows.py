@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from app.fileio import RepeatedKeyError, json_loads_unique
+
 COLUMNS = ("image_path", "tags")
 
 
@@ -65,9 +67,12 @@ def _jsonl_rows(handle, path: Path) -> Iterator[Row]:
             continue
         where = f"{path}:{line_no}"
         try:
-            value = json.loads(line)
+            value = json_loads_unique(line)
         except json.JSONDecodeError as err:
             yield Row.bad(where, f"not JSON: {err.msg} (column {err.colno})")
+            continue
+        except RepeatedKeyError as err:
+            yield Row.bad(where, f"not one JSON object: {err}")
             continue
         if not isinstance(value, dict):
             yield Row.bad(where, f"expected a JSON object, got {_typed(value)}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +28,7 @@ from app.data.collections.classes import ClassList
 from app.data.collections.photo import UNLABELLED, CollectionPhoto
 from app.data.textfiles import open_text
 from app.errors import InputError
+from app.fileio import json_loads_unique
 
 ALIASES = {"id": "id", "imageid": "id", "image_id": "id", "image": "image", "path": "image", "url": "image",
            "tags": "tags", "text": "text", "caption": "text", "labels": "labels", "label": "labels",
@@ -134,8 +134,8 @@ class ManifestReader:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line.decode("utf-8-sig"))
-                except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                    row = json_loads_unique(line.decode("utf-8-sig"))
+                except (UnicodeDecodeError, ValueError) as err:
                     raise InputError(f"{self.path}:{line_no}: not a JSON object: {err}") from None
                 if not isinstance(row, dict):
                     raise InputError(f"{self.path}:{line_no}: not a JSON object: {line[:80]!r}")
