@@ -21,6 +21,8 @@ def records(outputs: dict | None, rows: list) -> Iterator[dict]:
     i = 0
     for row in rows:
         record = {"image_path": row.image_path, "tags": row.tags}
+        if row.text:
+            record["text"] = row.text
         error = row.error
         if row.scorable:
             record.update(_scored(outputs, i))
