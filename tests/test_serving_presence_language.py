@@ -158,29 +158,11 @@ CAPTIONED = [(["Hund", "strand"], "de", "Zwei Hunde am Strand, 2009!"), (["dog"]
              ([], "un", "dogs... dogs & a cat?"), (["chat"], "fr", ""), ([], "un", "")]
 
 
-def write_captioned(folder, base_dir, photos) -> "DatasetInfo":
-    """A dataset folder of `(raw tags, language, caption)` photos (every split the same, no images)."""
-    from app.data import records
-    from app.data.dataset import DatasetInfo, DatasetWriter
-    from app.data.tags import clean_tags
-
-    with DatasetWriter(folder) as writer:
-        for split in ("train", "validation", "test"):
-            recs = [records.PhotoRecord(f"{i:016x}", i, clean_tags(tags), language, "own", label_ids=[i % 5],
-                                        label_targets=[1.0], verified_pos=[i % 5], text=text)
-                    for i, (tags, language, text) in enumerate(photos)]
-            writer.add_shards(records.write_shards(recs, writer.path, split, 2))
-        writer.copy_metadata(DatasetInfo.load(base_dir))
-        writer.write_stats({"splits": {s: {"images": len(photos)} for s in ("train", "validation", "test")}})
-        writer.commit()
-    return DatasetInfo.load(folder)
-
-
 @pytest.fixture(scope="module")
 def captioned(tiny_world, tmp_path_factory):
     """A tags + captions model (separate branches, Snowball per language) trained for one epoch, and its export."""
     root = tmp_path_factory.mktemp("captions")
-    info = write_captioned(root / "data", tiny_world[1], CAPTIONED * 4)
+    info = write_photos(root / "data", tiny_world[1], [(tags, lang, b"", text) for tags, lang, text in CAPTIONED * 4])
     config = RunConfig(data=DataConfig(tag_limit=10, tag_threshold=1, tag_normalization="snowball", text_limit=6,
                                        text_threshold=2),
                        model=ModelConfig(model="tags", text_input="both", text_branch="separate", embedding_dim=8,
