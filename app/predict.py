@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", type=Path, required=True, help="run folder or SavedModel version folder")
     p.add_argument("--image", help="one photo (JPEG/PNG)")
     p.add_argument("--tags", default="", help='its tags, comma-separated: "dog,hund,2009"')
-    p.add_argument("--text", default="", help='its free text (a caption), for models that read text: "A dog on the beach."')
+    p.add_argument("--text", default="",
+                   help='its free text (a caption), for models that read text: "A dog on the beach."')
     p.add_argument("--input", type=Path, help="batch mode: CSV or JSONL with image_path and tags (and image_id)")
     p.add_argument("--output", type=Path, help="batch mode: the output file [default: stdout]")
     p.add_argument("--format", choices=("jsonl", "oid-csv"), default="jsonl",

@@ -93,7 +93,8 @@ class TagDropout(_PhotoDropout):
         several = isinstance(tag_ids, (list, tuple))
         first = tag_ids[0] if several else tag_ids
         draws = keras.random.uniform((ops.shape(first)[0], 1), seed=self.seed_generator)
-        dropped = [ops.where(draws < self.rate, ops.zeros_like(ids), ids) for ids in (tag_ids if several else [tag_ids])]
+        dropped = [ops.where(draws < self.rate, ops.zeros_like(ids), ids)
+                   for ids in (tag_ids if several else [tag_ids])]
         return dropped if several else dropped[0]
 
     def compute_output_shape(self, input_shape):

@@ -91,7 +91,8 @@ def _csv_rows(handle, path: Path) -> Iterator[Row]:
             where = f"{path}:{reader.reader.line_num}"  # DictReader's own line_num counts good rows only
             yield Row.bad(where, f"not valid CSV: {err}")
             continue
-        yield make_row(f"{path}:{reader.line_num}", row["image_path"] or "", row["tags"], row.get("image_id"), row.get("text"))
+        yield make_row(f"{path}:{reader.line_num}", row["image_path"] or "", row["tags"], row.get("image_id"),
+                       row.get("text"))
 
 
 def make_row(where: str, image_path: object, tags: object, image_id: object = None, text: object = None) -> Row:

@@ -115,7 +115,9 @@ def batches(rows: Iterator, size: int) -> Iterator[list]:
 def write_batch(batch: list, predict, writer) -> int:
     """Scores and writes a batch; returns how many of its rows have an error."""
     scorable = [r for r in batch if r.scorable]
-    outputs = predict([r.tags for r in scorable], [r.image for r in scorable], [r.text for r in scorable]) if scorable else None
+    outputs = None
+    if scorable:
+        outputs = predict([r.tags for r in scorable], [r.image for r in scorable], [r.text for r in scorable])
     scores = iter(outputs["scores"]) if outputs is not None else iter(())
     errors = 0
     for row, record in zip(batch, records(outputs, batch)):
