@@ -246,5 +246,7 @@ def test_a_shared_text_branch_has_one_vocabulary_embedding_and_pooling(captioned
     assert not (tmp_path / "text_vocab.tsv").exists()
     loaded = ContextualPreprocessor.load(tmp_path)
     assert loaded.get_config() == shared.get_config() and loaded.text.limit == 6 and loaded.tags.limit == 10
+    old = RunConfig().fingerprint()  # runs without text keep their fingerprints (and preprocessor.json)
+    assert "text_input" not in old["model"] and "text_branch" not in old["model"] and "text_limit" not in old["data"]
     text_only = ContextualPreprocessor.for_run(Model(model="tags", text_input="text"), data, info)
     assert list(text_only.model_inputs()) == ["text_ids"] and text_only.record_keys() == ["text", "language"]
