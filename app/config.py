@@ -26,7 +26,7 @@ LOSS_ON = ("all", "verified")
 TAG_NORMALIZATIONS = ("none", "snowball")
 TRAIN_SPLITS = ("train", "yfcc")
 TEXT_INPUTS = ("tags", "text", "both")
-TEXT_BRANCHES = ("shared", "separate")
+TEXT_BRANCHES = ("separate", "shared")
 NORMALIZATION_HELP = ("tag normalisation: none, or snowball (each tag stemmed with the NLTK Snowball stemmer of its "
                       "photo's language; see app/data/stemming.py)")
 
@@ -122,8 +122,9 @@ class ModelConfig:
     text_input: str = option("tags", "the text the model reads beside (or, for a tags model, instead of) the image: "
                                      "the photo's tags, its free text (a caption: tokenised into words in the graph), "
                                      "or both", TEXT_INPUTS, needs="text")
-    text_branch: str = option("shared", "with --text-input both: tags and caption words go through one vocabulary, "
-                                        "embedding and masked pooling (shared), or each through its own (separate)",
+    text_branch: str = option("separate", "with --text-input both: tags and caption words each go through their own "
+                                          "vocabulary, embedding and masked pooling (separate: validation's choice on the "
+                                          "demo, tuning/results/README.md), or all through one (shared)",
                               TEXT_BRANCHES, needs="text")
     embedding_dim: int = option(128, "tag embedding size", needs="tags")
     pooling: str = option("max", "masked pooling over a photo's tags", POOLINGS, needs="tags")

@@ -236,11 +236,13 @@ def test_a_shared_text_branch_has_one_vocabulary_embedding_and_pooling(captioned
 
     info = captioned[0]
     data = DataConfig(tag_limit=10, tag_threshold=2, text_limit=6, text_threshold=2)
-    shared = ContextualPreprocessor.for_run(Model(model="tags", text_input="both"), data, info)
+    assert Model().text_branch == "separate"  # validation's choice (tuning/results/README.md, section 5)
+    shared = ContextualPreprocessor.for_run(Model(model="tags", text_input="both", text_branch="shared"), data, info)
     assert shared.shared_text and shared.tags.vocab.tokens == shared.text.vocab.tokens
     ids, _ = shared({"tags": tf.ragged.constant([["dog"]]), "text": tf.constant(["a DOG!"])})
     assert ids["tag_ids"].numpy()[0, 0] == ids["text_ids"].numpy()[0, 1] > 1  # one id for the tag and the word
-    model = build_head(Model(model="tags", text_input="both", embedding_dim=4, hidden_units=8), 5, shared)
+    model = build_head(Model(model="tags", text_input="both", text_branch="shared", embedding_dim=4, hidden_units=8), 5,
+                       shared)
     assert "text_embedding" not in [layer.name for layer in model.layers]
     shared.save(tmp_path)
     assert not (tmp_path / "text_vocab.tsv").exists()

@@ -34,5 +34,5 @@ compare --data tfrecords/demo-manifest-$SIZE --name text-models --splits test \
 # 3. The NUS-WIDE layout of the same scenes (tags only: NUS-WIDE has no captions).
 [ -d tfrecords/demo-nuswide-$SIZE ] || python app/prepare.py --demo --demo-size "$SIZE" --demo-format nuswide \
     --out tfrecords/demo-nuswide-$SIZE --no-progress
-compare --data tfrecords/demo-nuswide-$SIZE --out "$OUT-nuswide" --name nuswide-layout --control "--model tags $COMMON" \
+compare --data tfrecords/demo-nuswide-$SIZE --out "$OUT-nuswide" --name nuswide-layout --splits test --control "--model tags $COMMON" \
     --method "$COMMON" --references "image-only: --model image $COMMON"
