@@ -13,8 +13,11 @@ from app.fileio import atomic_output  # noqa: E402
 
 
 def save_figure(fig, path: Path, dpi: int = 110) -> None:
-    """Lays out, saves (atomically) and closes a figure."""
+    """Lays out, saves (atomically) and closes a figure.
+
+    The saved image grows to hold every title, label and annotation, so none is cut at the edge.
+    """
     fig.tight_layout()
     with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=dpi)
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)

@@ -21,12 +21,14 @@ def heatmap(out: Path, table: list, stat: str) -> None:
         counts[i, j] += 1
     fig, ax = plt.subplots(figsize=(6.5, 5))
     cmap = plt.get_cmap("viridis")
-    image = ax.imshow(grid, cmap=cmap)
-    lo, hi = np.nanmin(grid) if np.isfinite(grid).any() else 0, np.nanmax(grid) if np.isfinite(grid).any() else 1
+    known = np.isfinite(grid).any()
+    lo = 0.0 if stat == "std" or not known else np.nanmin(grid)  # a std scale starts at 0, never below
+    hi = max(np.nanmax(grid) if known else 1.0, lo + 1e-3)
+    image = ax.imshow(grid, cmap=cmap, vmin=lo, vmax=hi)
     for (i, j), value in np.ndenumerate(grid):
         if np.isnan(value):
             continue
-        shade = cmap((value - lo) / (hi - lo) if hi > lo else 0.5)
+        shade = cmap((value - lo) / (hi - lo))
         dark = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] < 0.55
         ax.text(j, i, f"{value:.3f}\nn={counts[i, j]}", ha="center", va="center", fontsize=7,
                 color="white" if dark else "black")
@@ -50,7 +52,7 @@ def pooling(out: Path, table: list) -> None:
     counts = [sum(r["pooling"] == p for r in table) for p in ("max", "avg")]
     ax.set(xticks=[0, 1], xticklabels=[f"max\n(n={counts[0]})", f"avg\n(n={counts[1]})"], xlim=(-0.6, 1.6),
            ylabel="validation mAP (mean over seeds)",
-           title="masked max vs avg pooling\n(each dot a configuration; other values vary; bar = median)")
+           title="masked max vs avg pooling\n(each dot a configuration; other values vary;\nbar = median)")
     _save(fig, out / "pooling.png")
 
 

@@ -99,6 +99,12 @@ class DatasetInfo:
         return len(self.classes)
 
     @property
+    def has_machine_labels(self) -> bool:
+        """Whether the records carry machine labels: Open Images does, a collection (manifest,
+        NUS-WIDE, COCO; `collection` in stats.json) does not."""
+        return "collection" not in self.stats
+
+    @property
     def hierarchy_path(self) -> Path:
         return self.data_dir / HIERARCHY
 

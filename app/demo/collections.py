@@ -4,7 +4,9 @@ The world is generated as usual (`app.demo.world.write_world`: the same scenes, 
 for a seed), then rewritten from its `truth.jsonl` and `images/`:
 
 * `manifest`: `photos.csv` (id, image, tags, text, labels, split), `classes.csv` (the classes
-  that occur, by name) and the JPEGs; labels are each photo's true classes (exhaustive);
+  that occur, by name) and the JPEGs; labels are each photo's true classes (exhaustive); the
+  world's YFCC100M-only photos (as many as the train photos) come with split `unlabelled` and no
+  labels, for `pseudo_label.py`;
 * `nuswide`: ImageList/, NUS_WID_Tags/All_Tags.txt, ConceptsList/Concepts81.txt,
   Groundtruth/AllLabels/ and Flickr/<concept>/<n>_<flickr id>.jpg, with one photo in twenty left
   out of Flickr/ (dead links, as in the real set); train and validation photos form the train list.
@@ -52,11 +54,12 @@ def _tags(raw: list) -> list:
     return out
 
 
-def _truth(raw: Path):
+def _truth(raw: Path, unlabelled: bool = False):
+    """`(number, row)` of the world's labelled photos (and its YFCC100M-only ones if `unlabelled`)."""
     with open(raw / "truth.jsonl", encoding="utf-8") as handle:
         for number, line in enumerate(handle):
             row = json.loads(line)
-            if row["split"] != "yfcc":
+            if row["split"] != "yfcc" or unlabelled:
                 yield number, row
 
 
@@ -75,10 +78,12 @@ def write_manifest(raw: Path, out: Path) -> tuple[Path, Path]:
     with open(out / "photos.csv", "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["id", "image", "tags", "text", "labels", "split"])
-        for number, row in _truth(raw):
+        for number, row in _truth(raw, unlabelled=True):
+            known = row["split"] != "yfcc"
             writer.writerow([row["image_id"], f"{row['image_id']}.jpg", "|".join(_tags(row["tags"])),
                              caption(row["objects"], row["language"], lexicon, number),
-                             "|".join(names[m] for m in row["classes"]), row["split"]])
+                             "|".join(names[m] for m in row["classes"]) if known else "",
+                             row["split"] if known else "unlabelled"])
     return out / "photos.csv", out / "classes.csv"
 
 
@@ -124,8 +129,9 @@ def write_demo_collection(args: argparse.Namespace, scratch: Path) -> argparse.N
     from app.demo.world import WorldConfig, write_world
 
     held_out = max(50, args.demo_size // 4)
+    extra = args.demo_size if args.demo_format == "manifest" else 0
     write_world(scratch / "world", WorldConfig(train_size=args.demo_size, validation_size=held_out,
-                                               test_size=held_out, extra_yfcc=0, seed=args.seed))
+                                               test_size=held_out, extra_yfcc=extra, seed=args.seed))
     args = argparse.Namespace(**vars(args))
     if args.demo_format == "manifest":
         args.manifest, args.classes = write_manifest(scratch / "world", scratch / "manifest")

@@ -120,7 +120,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
     # The run's thresholds were tuned on its raw validation scores; floored scores need their own.
     thresholds = (sparse_tune_class_thresholds(val.pairs, val_scores[run.name]) if floor > 0 else run.thresholds)
     weight, fused = _add_late_fusion(systems, val_scores, models, val, protocol)
-    systems[MACHINE] = baselines.machine_label_scores(truth.machine)
+    if info.has_machine_labels:  # a collection has none: a row of zeros would read as a baseline
+        systems[MACHINE] = baselines.machine_label_scores(truth.machine)
     present = baselines.most_likely_classes(*class_counts(info, "train"))
     systems[MOST_LIKELY] = baselines.most_likely_pair_scores(present, truth.pairs)
     hierarchy = Hierarchy.from_json(info.hierarchy_path, [m for m, _ in info.classes])

@@ -40,7 +40,7 @@ from app.data.preprocessor import SERVING_TAGS, SERVING_YFCC_TAGS
 from app.fileio import atomic_output
 from app.runs.rundir import RunDir
 from app.runs.trained import TrainedRun
-from app.serving.specific import ancestor_matrix, specific_classes
+from app.serving.specific import ancestor_matrix, at_indices, specific_classes
 
 CLASSES_ASSET = "assets.extra/classes.csv"  # the output classes, beside the SavedModel (TF Serving ignores it)
 
@@ -112,17 +112,10 @@ class ServingModule(tf.Module):
         shown = specific_classes(scores, self.thresholds, self.ancestors, self.top_k, self.review_margin)
         return {"scores": scores, "top_k_scores": top.values, "top_k_mids": tf.gather(self.mids, top.indices),
                 "top_k_names": tf.gather(self.names, top.indices),
-                "classes_mids": tf.gather(self.mids, padding_last(shown["indices"], self.mids)),
-                "classes_names": tf.gather(self.names, padding_last(shown["indices"], self.names)),
-                "classes_scores": shown["scores"],
+                "classes_mids": at_indices(self.mids, shown["indices"]),
+                "classes_names": at_indices(self.names, shown["indices"]), "classes_scores": shown["scores"],
                 "classes_count": shown["count"], "needs_review": shown["needs_review"],
                 "image_ok": tf.equal(image_error, ""), "image_error": image_error}
-
-
-def padding_last(indices: tf.Tensor, table: tf.Tensor) -> tf.Tensor:
-    """`indices` with the padding index -1 made the table's last row ("": tf.gather takes no negative
-    index, and fails on CPU for one)."""
-    return tf.where(indices < 0, tf.shape(table, out_type=indices.dtype)[0] - 1, indices)
 
 
 def _same_batch(tag_rows: tf.Tensor, image_bytes: tf.Tensor, name: str = "image_bytes") -> tf.Tensor:

@@ -49,3 +49,17 @@ def specific_classes(scores: tf.Tensor, thresholds: tf.Tensor, ancestors: tf.Ten
     unsure = tf.reduce_any(tf.abs(scores - thresholds) < margin, axis=1)
     return {"indices": tf.where(valid, top.indices, -1), "scores": tf.where(valid, top.values, 0.0),
             "count": count, "needs_review": tf.equal(count, 0) | unsure}
+
+
+def at_indices(table: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    """`table[indices]`, where index -1 (`specific_classes`' padding) takes the table's last entry.
+
+    `tf.gather` does not wrap negative indices: on CPU it raises, and a photo with fewer than k
+    specific confident classes failed the whole request.
+
+    Args:
+        table: `[C + 1]`, the last entry standing for "no class".
+        indices: any shape, each in [-1, C).
+    """
+    return tf.gather(table, tf.where(indices < 0, tf.shape(table, out_type=indices.dtype)[0] - 1, indices))
+

@@ -68,8 +68,11 @@ def pseudo_label(teacher_dir: str | Path, data_dir: str | Path, out_dir: str | P
     info = DatasetInfo.load(data_dir)
     refuse_output_over_inputs(out_dir, {"--data": info.data_dir, "--teacher": teacher_dir}, "never")
     if not info.split_sizes.get(SOURCE_SPLIT):
-        raise InputError(f"{info.data_dir}: the {SOURCE_SPLIT} split is empty: nothing to pseudo-label (prepare with "
-                         f"a YFCC100M file and --yfcc-split-size > 0)")
+        kind = info.stats.get("collection", {}).get("kind")
+        how = ("prepare with a YFCC100M file and --yfcc-split-size > 0" if kind is None else
+               "give photos with split `unlabelled` in the manifest" if kind == "manifest" else
+               f"a {kind} dataset has no unlabelled photos; add them through a manifest with split `unlabelled`")
+        raise InputError(f"{info.data_dir}: the {SOURCE_SPLIT} split is empty: nothing to pseudo-label ({how})")
     teacher = TrainedModel(teacher_dir)
     teacher.check_dataset(info)
     with DatasetWriter(out_dir) as writer:

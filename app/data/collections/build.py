@@ -2,7 +2,7 @@
 
 Two passes over the source: the first checks every row (ids, labels) and counts each split's
 photos; the second builds each record (tags, text, labels, the checked image) and writes it to its
-split's shards, in source order. Memory holds the id ledger (18 bytes a photo) and the train
+split's shards, in source order. Memory holds the id ledger (20 bytes a photo) and the train
 split's tag counts.
 """
 
@@ -222,9 +222,17 @@ def prepare_collection(collection: Collection, writer: DatasetWriter, config: Pr
              "collection": {"kind": collection.kind, "labels": collection.labels, "classes": len(collection.classes),
                             "made_from": [str(p) for p in collection.made_from],
                             "hash_split": dataclasses.asdict(collection.split)}}
+    stats = _final_paths(stats, writer)
     writer.write_stats(stats)
     log.info("%s", bad.report())
     return stats
+
+
+def _final_paths(stats: dict, writer: DatasetWriter) -> dict:
+    """`stats` with paths inside the writer's temporary folder (a demo world's files) as they will be
+    once the folder is swapped into place."""
+    temporary, final = (json.dumps(str(p))[1:-1] for p in (writer.path, writer.target))
+    return json.loads(json.dumps(stats).replace(temporary, final))
 
 
 def _vocabulary(tally: _Tally, writer: DatasetWriter, config: PrepareConfig):

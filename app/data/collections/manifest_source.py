@@ -11,7 +11,8 @@ Columns (CSV header names, JSONL keys; case-insensitive, aliases in brackets):
                              photos form the dataset's `yfcc` split: weak targets, no verified
                              labels, what pseudo_label.py's teacher scores)
 
-In a CSV, a list field is split on `|` when it holds one, else on whitespace; in JSONL a list is a
+In a CSV, a list field is split on `|` when it holds one, else on whitespace (a labels field that
+is exactly one class's name, spaces included, is that class); in JSONL a list is a
 JSON array (or a string, split the same way). Every bad row stops the run with `file:line: what`.
 """
 
@@ -166,5 +167,11 @@ class ManifestReader:
         if "text" in row and not text:
             bad.add("empty_text", str(self.path), line_no, image_id)
         return CollectionPhoto(image_id, where, str(row.get("image") or "").strip(), split_list(row.get("tags")),
-                               text, [self.classes.lookup(c, where) for c in split_list(row.get("labels"))],
+                               text, [self.classes.lookup(c, where) for c in self._label_list(row.get("labels"))],
                                negatives, split or None)
+
+    def _label_list(self, value) -> list:
+        """`split_list`, except that a whole field naming one class (`traffic light`) is that class."""
+        if isinstance(value, str) and "|" not in value and value.strip() in self.classes.index:
+            return [value.strip()]
+        return split_list(value)
