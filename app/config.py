@@ -25,6 +25,8 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 LOSS_ON = ("all", "verified")
 TAG_NORMALIZATIONS = ("none", "snowball")
 TRAIN_SPLITS = ("train", "yfcc")
+TEXT_INPUTS = ("tags", "text", "both")
+TEXT_BRANCHES = ("separate", "shared")
 NORMALIZATION_HELP = ("tag normalisation: none, or snowball (each tag stemmed with the NLTK Snowball stemmer of its "
                       "photo's language; see app/data/stemming.py)")
 
@@ -38,7 +40,8 @@ def option(default: Any, help: str, choices: tuple | None = None, execution: boo
         help: the flag's help text.
         choices: the allowed values.
         execution: how a run executes, not what it computes (left out of run fingerprints).
-        needs: only matters for models that use `tags`, the `image`, or both (`contextual`).
+        needs: only matters for models that use `tags`, the `image`, or both (`contextual`), or `text`
+            (free text as words: a field left at its default otherwise, so older runs keep their fingerprints).
     """
     return field(default=default, metadata={"help": help, "choices": choices, "execution": execution, "needs": needs})
 
@@ -72,13 +75,17 @@ class DataConfig:
     tag_threshold: int = option(10, "vocabulary: tags seen at least T times among the train split's first N tags",
                                 needs="tags")
     tag_normalization: str = option("none", NORMALIZATION_HELP, TAG_NORMALIZATIONS, needs="tags")
+    text_limit: int = option(32, "keep each caption's first N words (models with --text-input text or both)",
+                             needs="text")
+    text_threshold: int = option(10, "word vocabulary: words seen at least T times among the train split's captions' "
+                                     "first N words", needs="text")
     train_split: str = option("train", "the split to train on: train (Open Images), or yfcc (YFCC100M photos outside "
                                        "Open Images, labelled by their autotags: weak pre-training); the vocabulary "
                                        "is the train split's either way", TRAIN_SPLITS)
 
     def __post_init__(self):
         _check_choices(self)
-        _check_at_least(self, 1, "tag_limit", "tag_threshold")
+        _check_at_least(self, 1, "tag_limit", "tag_threshold", "text_limit", "text_threshold")
 
 
 @dataclass
@@ -112,6 +119,13 @@ class ModelConfig:
     """The classifier's shape (see `app.model.classifier.build_head`)."""
 
     model: str = option("contextual", "contextual (image + tags), tags or image", MODELS)
+    text_input: str = option("tags", "the text the model reads beside (or, for a tags model, instead of) the image: "
+                                     "the photo's tags, its free text (a caption: tokenised into words in the graph), "
+                                     "or both", TEXT_INPUTS, needs="text")
+    text_branch: str = option("separate", "with --text-input both: tags and caption words each go through their own "
+                                          "vocabulary, embedding and masked pooling (separate: validation's choice on the "
+                                          "demo, tuning/results/README.md), or all through one (shared)",
+                              TEXT_BRANCHES, needs="text")
     embedding_dim: int = option(128, "tag embedding size", needs="tags")
     pooling: str = option("max", "masked pooling over a photo's tags", POOLINGS, needs="tags")
     hidden_layers: int = option(1, "number of Dropout -> Dense(relu) blocks")
@@ -149,6 +163,16 @@ class ModelConfig:
     @property
     def uses_image(self) -> bool:
         return self.model in ("contextual", "image")
+
+    @property
+    def reads_tags(self) -> bool:
+        """The model reads the photos' tags (`uses_tags` means it has a text side: tags and/or words)."""
+        return self.uses_tags and self.text_input in ("tags", "both")
+
+    @property
+    def reads_text(self) -> bool:
+        """The model reads the photos' free text (captions), as words."""
+        return self.uses_tags and self.text_input in ("text", "both")
 
 
 @dataclass
@@ -217,7 +241,8 @@ class RunConfig:
         """The fields that decide what a run computes: not the execution ones, nor those its model
         kind does not use (an image-only run has no tag limit)."""
         m = self.model
-        used = {None: True, "tags": m.uses_tags, "image": m.uses_image, "contextual": m.model == "contextual"}
+        used = {None: True, "tags": m.uses_tags, "image": m.uses_image, "contextual": m.model == "contextual",
+                "text": m.reads_text}
         return {name: {f.name: getattr(getattr(self, name), f.name) for f in dataclasses.fields(kind)
                        if not f.metadata.get("execution") and used[f.metadata.get("needs")]}
                 for name, kind in SECTIONS.items()}

@@ -1,10 +1,13 @@
 """Predict classes for photos with a trained run or an exported SavedModel.
 
     python app/predict.py --model saved_models/contextual --image photo.jpg --tags "dog,hund,2009"
+    python app/predict.py --model saved_models/captions --image photo.jpg --text "A dog on the beach."
     python app/predict.py --model saved_models/contextual/serving/1 --input photos.csv --output predictions.jsonl
 
-Batch input is CSV (header `image_path,tags`, optionally `image_id`) or JSONL (`{"image_path": ...,
-"tags": ...}`), with tags comma-separated as a user writes them (or a JSON list). Output is one JSON
+Batch input is CSV (header `image_path,tags`, optionally `image_id` and `text`) or JSONL
+(`{"image_path": ..., "tags": ...}`, optionally `"text"`), with tags comma-separated as a user writes
+them (or a JSON list); `text` is free text such as a caption, read by models trained with
+`--text-input text|both` (ignored by the others). Output is one JSON
 line per photo with `classes`: the most specific confident classes (a class's score reaches its
 threshold, tuned on validation; a confident class implies its ancestors, which are not listed),
 `needs_review` (no class is confident, or some class's score is within the review margin of its
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", type=Path, required=True, help="run folder or SavedModel version folder")
     p.add_argument("--image", help="one photo (JPEG/PNG)")
     p.add_argument("--tags", default="", help='its tags, comma-separated: "dog,hund,2009"')
+    p.add_argument("--text", default="",
+                   help='its free text (a caption), for models that read text: "A dog on the beach."')
     p.add_argument("--input", type=Path, help="batch mode: CSV or JSONL with image_path and tags (and image_id)")
     p.add_argument("--output", type=Path, help="batch mode: the output file [default: stdout]")
     p.add_argument("--format", choices=("jsonl", "oid-csv"), default="jsonl",
@@ -61,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
                         "threshold [default: 0.05; an export keeps the margin it was exported with]")
     add_common_flags(p)
     args = p.parse_args(argv)
-    if (args.image is None) == (args.input is None) and not (args.input is None and args.tags):
-        p.error("give --image (and/or --tags) for one photo, or --input for a batch")
+    if (args.image is None) == (args.input is None) and not (args.input is None and (args.tags or args.text)):
+        p.error("give --image (and/or --tags, --text) for one photo, or --input for a batch")
     setup_logging(args.verbose)
     refuse_output_over_inputs(args.output, {"--input": args.input, "--model": args.model, "--image": args.image})
     predict, mids = load_predictor(args.model, args.review_margin)
@@ -73,10 +78,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _single(predict, args) -> None:
-    row = read_image(make_row("--image", args.image or "", args.tags), Path("."))
+    row = read_image(make_row("--image", args.image or "", args.tags, text=args.text), Path("."))
     if not row.scorable or row.error:
         raise ValueError(row.error)
-    for record in records(predict([row.tags], [row.image]), [row]):
+    for record in records(predict([row.tags], [row.image], [row.text]), [row]):
         print(json_line(record, indent=2))
 
 

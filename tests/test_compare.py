@@ -76,3 +76,13 @@ def test_an_arm_on_its_own_dataset_must_share_validation_and_test(tiny_world, tm
     assert not (tmp_path / "runs").exists()
     long = compare.Arm("y", tuple(FLAGS.split()) + ("--pretrained", "a" * 300 + "{seed}"))
     assert len(long.slug) == 111 and long.slug != compare.Arm("z", long.flags + ("--seed",)).slug
+
+
+def test_exhaustive_metrics_become_rows_per_system_and_seed():
+    report = {"class_map": 0.5, "photo_map": 0.6, "top_k": {"of1": 0.7, "cf1": 0.4}}
+    evaluations = [{"summary": {"method": {"map": 0.3}}, "slices": {}, "exhaustive": {"method": report}},
+                   {"summary": {"method": {"map": 0.2}}, "slices": {}}]  # a split without exhaustive labels
+    rows = compare.metric_rows(evaluations)
+    assert rows["mAP"] == {"method": [0.3, 0.2]}
+    assert rows["per-photo mAP"] == {"method": [0.6]} and rows["overall F1@3"] == {"method": [0.7]}
+    assert rows["per-class mAP (every photo, every class)"] == {"method": [0.5]}

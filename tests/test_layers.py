@@ -74,6 +74,10 @@ def test_tag_dropout_drops_whole_photos_only_in_training():
     np.testing.assert_array_equal(np.asarray(layer(ids, training=False)), ids)
     with pytest.raises(ValueError, match="rate=1.5"):
         TagDropout(1.5)
+    words = ids[:, :3] + 1000  # a photo's caption word ids go with its tags
+    tags_out, words_out = (np.asarray(x) for x in TagDropout(0.5, seed=1)([ids, words], training=True))
+    np.testing.assert_array_equal((tags_out == 0).all(axis=1), (words_out == 0).all(axis=1))
+    assert 0.3 < (words_out == 0).all(axis=1).mean() < 0.7
 
 
 def test_image_dropout_removes_images_only_of_photos_that_keep_tags_and_only_in_training():

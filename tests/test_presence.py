@@ -18,13 +18,14 @@ IMAGES = [jpeg(30), b"", truncated(noisy_jpeg(2)), png(200), b"not an image", jp
 
 
 def write_photos(folder, base_dir, photos) -> DatasetInfo:
-    """A dataset folder of `(raw tags, language, image bytes)` photos (every split the same), with the
-    classes, hierarchy and vocabulary of the dataset in `base_dir`."""
+    """A dataset folder of `(raw tags, language, image bytes[, text])` photos (every split the same),
+    with the classes, hierarchy and vocabulary of the dataset in `base_dir`."""
     with DatasetWriter(folder) as writer:
         for split in ("train", "validation", "test"):
             recs = [records.PhotoRecord(f"{i:016x}", i, clean_tags(tags), language, "yfcc", label_ids=[i % 5],
-                                        label_targets=[1.0], verified_pos=[i % 5], image=image)
-                    for i, (tags, language, image) in enumerate(photos)]
+                                        label_targets=[1.0], verified_pos=[i % 5], image=image,
+                                        text=text[0] if text else "")
+                    for i, (tags, language, image, *text) in enumerate(photos)]
             writer.add_shards(records.write_shards(recs, writer.path, split, 2))
         writer.copy_metadata(DatasetInfo.load(base_dir))
         writer.write_stats({"splits": {s: {"images": len(photos)} for s in ("train", "validation", "test")}})

@@ -150,3 +150,105 @@ def test_a_run_loads_back_through_app_runs_alone(exported):
     inputs, _ = run.preprocessor({"tags": tf.ragged.constant([["Katzen"]]), "language": tf.constant(["de"]),
                                   "image": tf.constant([jpeg(60)])})
     assert run.model(inputs).shape == (1, len(run.classes))
+
+
+# === Free text (a caption) as an input ===
+# (raw tags, language, caption): punctuation, case, digits, repeats, inflections, none at all.
+CAPTIONED = [(["Hund", "strand"], "de", "Zwei Hunde am Strand, 2009!"), (["dog"], "en", "A dog, running on the BEACH."),
+             ([], "un", "dogs... dogs & a cat?"), (["chat"], "fr", ""), ([], "un", "")]
+
+
+@pytest.fixture(scope="module")
+def captioned(tiny_world, tmp_path_factory):
+    """A tags + captions model (separate branches, Snowball per language) trained for one epoch, and its export."""
+    root = tmp_path_factory.mktemp("captions")
+    info = write_photos(root / "data", tiny_world[1], [(tags, lang, b"", text) for tags, lang, text in CAPTIONED * 4])
+    config = RunConfig(data=DataConfig(tag_limit=10, tag_threshold=1, tag_normalization="snowball", text_limit=6,
+                                       text_threshold=2),
+                       model=ModelConfig(model="tags", text_input="both", text_branch="separate", embedding_dim=8,
+                                         hidden_units=16),
+                       train=TrainConfig(epochs=1, batch_size=8))
+    train(info.data_dir, root / "run", config, RunOptions(progress=False))
+    return info, root / "run", tf.saved_model.load(str(export(root / "run")))
+
+
+def test_captions_are_tokenised_in_the_graph_and_served_as_the_parser_reads_them(captioned):
+    from app.data.preprocessor import tokenize_text
+
+    info, run_dir, loaded = captioned
+    words = tokenize_text(tf.constant(["Zwei Hunde am Strand, 2009!", "A dog, running on the BEACH.", ""]))
+    assert words.to_list() == [[b"zwei", b"hunde", b"am", b"strand", b"2009"],
+                               [b"a", b"dog", b"running", b"on", b"the", b"beach"], []]
+    run = TrainedRun(run_dir)
+    vocab = run.preprocessor.text.vocab
+    assert (run_dir / "text_vocab.tsv").exists() and vocab.limit == 6 and vocab.normalization == "snowball"
+    assert "hund" in vocab.tokens and "hunde" not in vocab.tokens  # "Hunde" (de) -> "hund"; digits dropped
+    parsed = next(iter(make_dataset(info, "test", run.preprocessor, batch_size=32)))[0]
+    order = [i for shard in range(2) for i in range(shard, len(CAPTIONED) * 4, 2)]
+    photos = [(CAPTIONED * 4)[i] for i in order]
+    width = max(len(t) for t, _, _ in photos)
+    padded = tf.constant([t + [""] * (width - len(t)) for t, _, _ in photos], tf.string)
+    raw = {"tags": tf.RaggedTensor.from_tensor(padded, padding=""), "language": tf.constant([p[1] for p in photos]),
+           "text": tf.constant([p[2] for p in photos])}
+    served, _ = run.preprocessor(raw)
+    assert list(served) == list(parsed) == ["tag_ids", "text_ids"]
+    for name in parsed:
+        np.testing.assert_array_equal(served[name], parsed[name])
+    assert set(loaded.signatures["serving_default"].structured_input_signature[1]) == {
+        "tags", "image_bytes", "text", "language"}
+    out = loaded.signatures["serving_default"](tags=padded, image_bytes=tf.constant([b""] * len(photos)),
+                                               text=raw["text"], language=raw["language"])
+    np.testing.assert_allclose(out["scores"], run.model(parsed, training=False), rtol=0, atol=1e-5)
+    withheld = next(iter(make_dataset(info, "test", run.preprocessor, batch_size=32, withhold=("tags",))))[0]
+    assert not np.any(withheld["text_ids"]) and not np.any(withheld["tag_ids"])  # "tags": the whole text side
+
+
+def test_predict_and_the_client_send_the_text(captioned, tmp_path, capsys):
+    import json
+
+    from app.predict import main as predict_main
+    from app.serving.client import Photo, rest_body
+
+    _, run_dir, loaded = captioned
+    tags, text = ["hund"], "Zwei Hunde am Strand"
+    expected = loaded.signatures["serving_default"](tags=tf.constant([tags]), image_bytes=tf.constant([b""]),
+                                                    text=tf.constant([text]), language=tf.constant(["un"]))
+    without = predictor.load_predictor(run_dir)[0]([tags], [b""])["scores"]
+    got = predictor.load_predictor(run_dir)[0]([tags], [b""], [text])["scores"]
+    np.testing.assert_allclose(got, expected["scores"], atol=1e-5)
+    assert not np.allclose(got, without, atol=1e-6)  # the text is read
+    predict_main(["--model", str(run_dir), "--tags", "hund", "--text", text, "--no-progress"])
+    single = json.loads(capsys.readouterr().out)
+    assert single["text"] == text and [c["score"] for c in single["top_k"]] == pytest.approx(
+        expected["top_k_scores"].numpy()[0].tolist(), abs=1e-5)
+    (tmp_path / "in.csv").write_text(f"image_path,tags,text\n,hund,{text}\n,hund,\n", encoding="utf-8")
+    predict_main(["--model", str(run_dir), "--input", str(tmp_path / "in.csv"), "--no-progress"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["top_k"] == single["top_k"] and lines[1]["top_k"] != single["top_k"]
+    body = rest_body([Photo(tags, text=text), Photo([])])
+    assert [row["text"] for row in body["instances"]] == [text, ""]
+
+
+def test_a_shared_text_branch_has_one_vocabulary_embedding_and_pooling(captioned, tmp_path):
+    from app.config import ModelConfig as Model
+    from app.data.preprocessor import ContextualPreprocessor
+    from app.model.classifier import build_head
+
+    info = captioned[0]
+    data = DataConfig(tag_limit=10, tag_threshold=2, text_limit=6, text_threshold=2)
+    assert Model().text_branch == "separate"  # validation's choice (tuning/results/README.md, section 5)
+    shared = ContextualPreprocessor.for_run(Model(model="tags", text_input="both", text_branch="shared"), data, info)
+    assert shared.shared_text and shared.tags.vocab.tokens == shared.text.vocab.tokens
+    ids, _ = shared({"tags": tf.ragged.constant([["dog"]]), "text": tf.constant(["a DOG!"])})
+    assert ids["tag_ids"].numpy()[0, 0] == ids["text_ids"].numpy()[0, 1] > 1  # one id for the tag and the word
+    model = build_head(Model(model="tags", text_input="both", text_branch="shared", embedding_dim=4, hidden_units=8), 5,
+                       shared)
+    assert "text_embedding" not in [layer.name for layer in model.layers]
+    shared.save(tmp_path)
+    assert not (tmp_path / "text_vocab.tsv").exists()
+    loaded = ContextualPreprocessor.load(tmp_path)
+    assert loaded.get_config() == shared.get_config() and loaded.text.limit == 6 and loaded.tags.limit == 10
+    old = RunConfig().fingerprint()  # runs without text keep their fingerprints (and preprocessor.json)
+    assert "text_input" not in old["model"] and "text_branch" not in old["model"] and "text_limit" not in old["data"]
+    text_only = ContextualPreprocessor.for_run(Model(model="tags", text_input="text"), data, info)
+    assert list(text_only.model_inputs()) == ["text_ids"] and text_only.record_keys() == ["text", "language"]

@@ -169,17 +169,27 @@ def evaluate_seed(arms: list[Arm], seed: int, split: str, data: Path, runs: Path
 
     saved = {"runs": records, "fusion_weight": result.fusion_weight,
              "summary": rename(result.summary), "slice_sizes": result.slice_sizes,
+             "exhaustive": rename(result.exhaustive),
              "slices": {k: {label: rename(v) for label, v in group.items()} for k, group in result.slices.items()}}
     atomic_write_json(cache, saved)
     return saved
 
 
+EXHAUSTIVE_ROWS = {"per-class mAP (every photo, every class)": lambda r: r["class_map"],
+                   "per-photo mAP": lambda r: r["photo_map"], "overall F1@3": lambda r: r["top_k"]["of1"],
+                   "per-class F1@3": lambda r: r["top_k"]["cf1"]}
+
+
 def metric_rows(evaluations: list[dict]) -> dict:
-    """`{metric: {system: [value per seed]}}`: mAP, then each slice's mAP."""
+    """`{metric: {system: [value per seed]}}`: mAP, the exhaustive metrics where the split is
+    exhaustively labelled, then each slice's mAP."""
     rows: dict = {}
     for ev in evaluations:
         for system, metrics in ev["summary"].items():
             rows.setdefault("mAP", {}).setdefault(system, []).append(metrics["map"])
+        for system, report in ev.get("exhaustive", {}).items():
+            for metric, value in EXHAUSTIVE_ROWS.items():
+                rows.setdefault(metric, {}).setdefault(system, []).append(value(report))
         for key, group in ev["slices"].items():
             for label, systems in group.items():
                 metric = f"mAP, {label} ({ev['slice_sizes'][key][label]} photos)"

@@ -40,7 +40,7 @@ class PhotoRecord:
     autotag_ids: list = field(default_factory=list)
     autotag_scores: list = field(default_factory=list)
     image: bytes = b""
-    text: str = ""  # free text such as a caption (collections; stored, not yet a model input)
+    text: str = ""  # free text such as a caption (collections; a model input with --text-input text|both)
 
 
 def _bytes(values) -> tf.train.Feature:

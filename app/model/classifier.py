@@ -1,6 +1,7 @@
 """The classifier, built in one place: tag branch + ResNet50 image branch -> shared head.
 
     tag_ids ─ TagDropout ─ Embedding(mask_zero, sparse reads) ─ masked max|avg pool ─┐
+    [text_ids ┘ (shared: concatenated with tag_ids; separate: its own Embedding and pool) ┤]
     image ─ ResNetPreprocess ─ ResNet50(pooling=avg) ─ LayerNorm ─ [MissingImageEmbedding] ─┴─ Concatenate
         ─ n × (Dropout ─ Dense(q, relu, L2)) ─ Dropout ─ Dense(classes, sigmoid)
 
@@ -30,18 +31,19 @@ IMAGENET_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPreprocessor,
                seed: int = 0) -> keras.Model:
-    """Builds the model on tag ids and/or image features (whichever `config.model` uses).
+    """Builds the model on tag ids, caption word ids and/or image features (whichever the preprocessor gives).
 
     Args:
         config: the model configuration.
         num_classes: output classes (500 for the challenge).
         preprocessor: the model's inputs (`ContextualPreprocessor.for_model(config, tags)`): their
-            specs give the `keras.Input`s, the tag vocabulary the embedding's size.
+            specs give the `keras.Input`s, the tag (word) vocabulary the embedding's size, and
+            `shared_text` whether words share the tags' embedding and pooling.
         seed: seed for dropout and tag dropout.
 
     Returns:
         A functional model with the preprocessor's head inputs (`model_inputs(features=True)`:
-        `tag_ids` and/or `image_features`, and `image_present` with `image_presence`), and output
+        `tag_ids`, `text_ids` and/or `image_features`, and `image_present` with `image_presence`), and output
         `scores` `[batch, num_classes]`.
     """
     regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
@@ -49,15 +51,20 @@ def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPr
               for name, spec in preprocessor.model_inputs(features=True).items()}
     branches, kept_tags = [], None
 
-    # === Tag branch ===
-    if "tag_ids" in inputs:
-        kept_tags = inputs["tag_ids"]
+    # === Text side: tags and/or caption words ===
+    names = [name for name in ("tag_ids", "text_ids") if name in inputs]
+    if names:
+        ids = [inputs[name] for name in names]
         if "image_features" in inputs and config.tag_dropout > 0:
-            kept_tags = TagDropout(config.tag_dropout, seed=seed, name="tag_dropout")(kept_tags)
-        vocab_size = preprocessor.tags.vocab_size
-        x = SparseReadEmbedding(vocab_size, config.embedding_dim, mask_zero=True, name="tag_embedding")(kept_tags)
-        pooling = MaskedGlobalMaxPooling1D if config.pooling == "max" else MaskedGlobalAveragePooling1D
-        branches.append(pooling(name=f"tag_{config.pooling}_pool")(x))
+            dropped = TagDropout(config.tag_dropout, seed=seed, name="tag_dropout")(ids if len(ids) > 1 else ids[0])
+            ids = list(dropped) if len(ids) > 1 else [dropped]
+        kept_tags = ids[0] if len(ids) == 1 else keras.layers.Concatenate(name="text_side_ids")(ids)
+        if preprocessor.uses_text and not preprocessor.shared_text:  # tags, then words: a branch each
+            branches.append(_token_branch(config, preprocessor.tags.vocab_size, ids[0], "tag"))
+            branches.append(_token_branch(config, preprocessor.text.vocab_size, ids[1], "text"))
+        else:  # one vocabulary: tags and words pooled together
+            lookup = preprocessor.tags or preprocessor.text
+            branches.append(_token_branch(config, lookup.vocab_size, kept_tags, "tag"))
 
     if "image_features" in inputs:
         branches.append(_image_branch(config, inputs, kept_tags, seed))
@@ -71,6 +78,13 @@ def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPr
     x = keras.layers.Dropout(config.dropout, seed=seed + 99, name="dropout_out")(x)
     scores = keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32", name="scores")(x)
     return keras.Model(inputs, scores, name=f"{config.model}_head")
+
+
+def _token_branch(config: ModelConfig, vocab_size: int, ids, prefix: str):
+    """Embedding (masked, sparse reads) then masked max or average pooling over the ids."""
+    x = SparseReadEmbedding(vocab_size, config.embedding_dim, mask_zero=True, name=f"{prefix}_embedding")(ids)
+    pooling = MaskedGlobalMaxPooling1D if config.pooling == "max" else MaskedGlobalAveragePooling1D
+    return pooling(name=f"{prefix}_{config.pooling}_pool")(x)
 
 
 def _image_branch(config: ModelConfig, inputs: dict, kept_tags, seed: int):

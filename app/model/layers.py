@@ -79,7 +79,8 @@ class _PhotoDropout(keras.layers.Layer):
 class TagDropout(_PhotoDropout):
     """In training, replaces all of a photo's tag ids with padding with probability `rate`.
 
-    This teaches the fused model to do well on photos without tags. Inactive at inference.
+    This teaches the fused model to do well on photos without tags. Inactive at inference. Given a
+    list of id tensors (tag ids, caption word ids), it drops the same photos' ids in each.
 
     Args:
         rate: probability of dropping a photo's tags.
@@ -89,8 +90,15 @@ class TagDropout(_PhotoDropout):
     def call(self, tag_ids, training=False):
         if not training or self.rate == 0.0:
             return tag_ids
-        draws = keras.random.uniform((ops.shape(tag_ids)[0], 1), seed=self.seed_generator)
-        return ops.where(draws < self.rate, ops.zeros_like(tag_ids), tag_ids)
+        several = isinstance(tag_ids, (list, tuple))
+        first = tag_ids[0] if several else tag_ids
+        draws = keras.random.uniform((ops.shape(first)[0], 1), seed=self.seed_generator)
+        dropped = [ops.where(draws < self.rate, ops.zeros_like(ids), ids)
+                   for ids in (tag_ids if several else [tag_ids])]
+        return dropped if several else dropped[0]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

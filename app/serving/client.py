@@ -11,7 +11,8 @@ tags: `serving_default` takes `tags` as `[batch, None]`, padded with "" (the sig
 tags), so `padded_tags` pads each photo's list to the batch's longest. `serve_yfcc` takes one
 YFCC100M tag field (comma-separated, percent-encoded) per photo. Image bytes travel as
 `{"b64": ...}` in JSON; "" (no bytes) scores the photo without its image. A model whose vocabulary
-is normalised per language (`--tag-normalization snowball`) also needs each photo's `language`.
+is normalised per language (`--tag-normalization snowball`) also needs each photo's `language`,
+and a model that reads free text (`--text-input text|both`) each photo's `text` ("" for none).
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ class Photo:
         tags: the user tags as written (`serving_default`), or one YFCC100M tag field (`serve_yfcc`).
         image: the encoded JPEG or PNG bytes, or b"" for none.
         language: the tags' language code, for models normalised per language.
+        text: the photo's free text (a caption), for models that read text.
     """
 
     tags: Sequence[str] | str
     image: bytes = b""
     language: Optional[str] = None
+    text: Optional[str] = None
 
 
 def padded_tags(photos: Sequence[Photo]) -> list:
@@ -54,6 +57,8 @@ def _columns(photos: Sequence[Photo], signature: str) -> dict:
         raise ValueError("serving_default takes a list of tags per photo (serve_yfcc takes a tag field)")
     columns = {"tags": padded_tags(photos) if signature == "serving_default" else [p.tags for p in photos],
                "image_bytes": [p.image for p in photos]}
+    if any(p.text is not None for p in photos):  # a photo without text has "" (the model reads none)
+        columns["text"] = [p.text or "" for p in photos]
     languages = [p.language for p in photos]
     if any(language is not None for language in languages):
         if None in languages:

@@ -7,7 +7,7 @@ from typing import Callable
 
 
 def load_predictor(path: Path, review_margin: float | None = None) -> tuple[Callable[[list, list], dict], list]:
-    """A callable `(tags lists, image bytes list) -> outputs dict` from a run folder or a SavedModel,
+    """A callable `(tags lists, image bytes list[, texts list]) -> outputs dict` from a run folder or a SavedModel,
     and the class MIDs in output order.
 
     Args:
@@ -47,11 +47,14 @@ def load_predictor(path: Path, review_margin: float | None = None) -> tuple[Call
         signature, mids = module.serving_default.get_concrete_function(), [m for m, _ in run.classes]
 
     wants_language = "language" in signature.structured_input_signature[1]
+    wants_text = "text" in signature.structured_input_signature[1]
 
-    def predict(tags: list, images: list, module=module) -> dict:
+    def predict(tags: list, images: list, texts: list | None = None, module=module) -> dict:
         width = max([len(t) for t in tags] + [1])
         padded = tf.constant([t + [""] * (width - len(t)) for t in tags], tf.string)
         extra = {"language": tf.constant(tag_languages(tags), tf.string)} if wants_language else {}
+        if wants_text:  # a model that reads no text ignores it
+            extra["text"] = tf.constant(texts or [""] * len(tags), tf.string)
         out = signature(tags=padded, image_bytes=tf.constant(images, tf.string), **extra)
         return {k: v.numpy() for k, v in out.items()}
 

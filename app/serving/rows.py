@@ -31,6 +31,7 @@ class Row:
         note: something the output should say that is not an error.
         image: the image bytes, or b"".
         image_id: the photo's id for `--format oid-csv` (an `image_id` column), or "".
+        text: the photo's free text (a `text` column, such as a caption), or "".
     """
 
     where: str
@@ -41,6 +42,7 @@ class Row:
     note: str | None = None
     image: bytes = b""
     image_id: str = ""
+    text: str = ""
 
     @classmethod
     def bad(cls, where: str, problem: str, image_path: object = None, tags: object = None) -> Row:
@@ -79,7 +81,7 @@ def _jsonl_rows(handle, path: Path) -> Iterator[Row]:
         elif any(k not in value for k in COLUMNS):
             yield Row.bad(where, f"expected keys {list(COLUMNS)}, got {sorted(value)}")
         else:
-            yield make_row(where, value["image_path"], value["tags"], value.get("image_id"))
+            yield make_row(where, value["image_path"], value["tags"], value.get("image_id"), value.get("text"))
 
 
 def _csv_rows(handle, path: Path) -> Iterator[Row]:
@@ -95,10 +97,11 @@ def _csv_rows(handle, path: Path) -> Iterator[Row]:
             where = f"{path}:{reader.reader.line_num}"  # DictReader's own line_num counts good rows only
             yield Row.bad(where, f"not valid CSV: {err}")
             continue
-        yield make_row(f"{path}:{reader.line_num}", row["image_path"] or "", row["tags"], row.get("image_id"))
+        yield make_row(f"{path}:{reader.line_num}", row["image_path"] or "", row["tags"], row.get("image_id"),
+                       row.get("text"))
 
 
-def make_row(where: str, image_path: object, tags: object, image_id: object = None) -> Row:
+def make_row(where: str, image_path: object, tags: object, image_id: object = None, text: object = None) -> Row:
     """A row from the values given, or a bad row saying what is wrong with them.
 
     Args:
@@ -106,20 +109,24 @@ def make_row(where: str, image_path: object, tags: object, image_id: object = No
         image_path: a path string ("" for none).
         tags: comma-separated tags, a list of tag strings, or None for none.
         image_id: the photo's id (optional; default: the image file's name without its suffix).
+        text: the photo's free text (optional; for models that read text).
     """
     try:
         if not isinstance(image_path, str):
             raise TypeError(f"image_path must be a string, got {_typed(image_path)}")
         if image_id is not None and not isinstance(image_id, str):
             raise TypeError(f"image_id must be a string, got {_typed(image_id)}")
+        if text is not None and not isinstance(text, str):
+            raise TypeError(f"text must be a string, got {_typed(text)}")
         tag_list = split_tags(tags)
-        texts = [("image_path", image_path)] + [(f"tag {i}", t) for i, t in enumerate(tag_list, start=1)]
+        texts = [("image_path", image_path), ("text", text or "")]
+        texts += [(f"tag {i}", t) for i, t in enumerate(tag_list, start=1)]
         problem = next(filter(None, (_not_utf8(what, text) for what, text in texts)), None)
         if problem:
             raise ValueError(problem)
     except (TypeError, ValueError) as err:
         return Row.bad(where, str(err), image_path, tags)
-    return Row(where, image_path, tag_list, image_id=image_id or Path(image_path).stem)
+    return Row(where, image_path, tag_list, image_id=image_id or Path(image_path).stem, text=text or "")
 
 
 def split_tags(value: object) -> list[str]:

@@ -6,10 +6,13 @@ limit, padding, vocabulary lookup, image decoding and resizing, image presence; 
 preprocessing is inside the Keras model itself.
 
 Signatures:
-    serving_default(tags: string [batch, None], image_bytes: string [batch][, language: string [batch]])
+    serving_default(tags: string [batch, None], image_bytes: string [batch][, text: string [batch]]
+                    [, language: string [batch]])
         Tags as users write them, padded with "" to a common length (empty tags are dropped).
-    serve_yfcc(tags: string [batch], image_bytes: string [batch][, language: string [batch]])
+    serve_yfcc(tags: string [batch], image_bytes: string [batch][, text][, language])
         One comma-separated, percent-encoded YFCC100M tag field per photo.
+`text: string [batch]` (each photo's free text, such as a caption; "" for none) is an input only of
+models that read text (`--text-input text|both`), before `language`.
 `language` (each photo's tag language, as `app.data.language.detect_language` gives it on the
 cleaned tags: `en`, `de`, ..., `un`) is an input only of models whose vocabulary is normalised per
 language (`--tag-normalization snowball`, see `app.data.stemming`).
@@ -80,23 +83,26 @@ class ServingModule(tf.Module):
 
     def _signature(self, split: Callable, tags: tf.TensorSpec) -> tf.types.experimental.PolymorphicFunction:
         """A signature on the preprocessor's serving inputs: `tags` (made ragged by `split`),
-        `image_bytes`, and `language` if it is needed."""
-        if self.preprocessor.needs_language:
-            def serve(tags, image_bytes, language):
-                return self.predict(split(tags), image_bytes, language)
-        else:
-            def serve(tags, image_bytes):
-                return self.predict(split(tags), image_bytes)
+        `image_bytes`, `text` if the model reads free text, and `language` if it is needed."""
+        names = [spec.name for spec in self.preprocessor.serving_inputs(tags)]
+
+        def serve(*args):
+            raw = dict(zip(names, args))
+            return self.predict(split(raw.pop("tags")), raw.pop("image_bytes"), **raw)
 
         return tf.function(serve, input_signature=self.preprocessor.serving_inputs(tags))
 
-    def predict(self, tags: tf.RaggedTensor, image_bytes: tf.Tensor, language: tf.Tensor | None = None) -> dict:
+    def predict(self, tags: tf.RaggedTensor, image_bytes: tf.Tensor, language: tf.Tensor | None = None,
+                text: tf.Tensor | None = None) -> dict:
         """Scores ragged raw tags and encoded images (one row of each per photo), with each photo's
-        language where the vocabulary is normalised per language."""
+        language where the vocabulary is normalised per language, and its free text where the model
+        reads it."""
         image_bytes = _same_batch(tags.nrows(), image_bytes)
         raw = {"tags": tags, "image": image_bytes}
         if language is not None:
             raw["language"] = language
+        if text is not None:
+            raw["text"] = _same_batch(tags.nrows(), text, "text")
         inputs, image_error = self.preprocessor(raw)
         # An empty batch skips the model: some oneDNN kernels (AVX-512 BatchNorm) reject 0 images.
         scores = tf.cond(tf.shape(image_bytes)[0] > 0,
@@ -112,10 +118,11 @@ class ServingModule(tf.Module):
                 "image_ok": tf.equal(image_error, ""), "image_error": image_error}
 
 
-def _same_batch(tag_rows: tf.Tensor, image_bytes: tf.Tensor) -> tf.Tensor:
-    """`image_bytes`, once it is checked to have one entry per row of tags (a malformed request)."""
+def _same_batch(tag_rows: tf.Tensor, image_bytes: tf.Tensor, name: str = "image_bytes") -> tf.Tensor:
+    """`image_bytes` (or another per-photo input `name`), once it is checked to have one entry per row
+    of tags (a malformed request)."""
     images = tf.shape(image_bytes, out_type=tf.int64)[0]
-    message = tf.strings.format("tags has {} rows but image_bytes has {}: give one image_bytes entry per photo "
+    message = tf.strings.format("tags has {} rows but " + name + " has {}: give one " + name + " entry per photo "
                                 "('' for none)", (tag_rows, images))
     with tf.control_dependencies([tf.debugging.Assert(tf.equal(tag_rows, images), [message])]):
         return tf.identity(image_bytes)

@@ -22,6 +22,8 @@ def records(outputs: dict | None, rows: list) -> Iterator[dict]:
     for row in rows:
         record = {"image_id": row.image_id} if row.image_id else {}  # rows may share an image_path
         record.update(image_path=row.image_path, tags=row.tags)
+        if row.text:
+            record["text"] = row.text
         error = row.error
         if row.scorable:
             record.update(_scored(outputs, i))
@@ -114,7 +116,9 @@ def batches(rows: Iterator, size: int) -> Iterator[list]:
 def write_batch(batch: list, predict, writer) -> int:
     """Scores and writes a batch; returns how many of its rows have an error."""
     scorable = [r for r in batch if r.scorable]
-    outputs = predict([r.tags for r in scorable], [r.image for r in scorable]) if scorable else None
+    outputs = None
+    if scorable:
+        outputs = predict([r.tags for r in scorable], [r.image for r in scorable], [r.text for r in scorable])
     scores = iter(outputs["scores"]) if outputs is not None else iter(())
     errors = 0
     for row, record in zip(batch, records(outputs, batch)):

@@ -111,7 +111,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
 
         def lookup() -> Optional[TagLookup]:  # a vocabulary of other settings streams the train split
             return options.tags or (TagLookup(info.vocabulary(d.tag_limit, d.tag_threshold, d.tag_normalization))
-                                    if m.uses_tags else None)
+                                    if m.reads_tags else None)
 
         tags = None
         if pretrained is not None:  # before the folder is touched (--overwrite clears it)
@@ -122,12 +122,12 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
             history = read_history(run.history_path)
             return RunResult(run.path, "complete", history, run.metrics() if chief else {}, time.time() - started)
         tags = tags or lookup()
-        preprocessor = ContextualPreprocessor.for_model(m, tags)
+        preprocessor = ContextualPreprocessor.for_run(m, d, info, tags)
         if chief:
             run.begin(fingerprint, config, info, preprocessor)
         log.info("%s model on %s (%s split, %d photos): %d classes, %s, strategy %s with %d replica(s)", m.model,
                  info.data_dir, d.train_split, info.split_sizes[d.train_split], info.num_classes,
-                 f"vocabulary {tags.vocab_size}" if tags else "no tags", t.strategy, strategy.num_replicas_in_sync)
+                 f"vocabulary {(preprocessor.tags or preprocessor.text).vocab_size}" if preprocessor.uses_tags else "no tags", t.strategy, strategy.num_replicas_in_sync)
         previous_policy = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy("mixed_float16" if t.mixed_precision else "float32")
         try:
