@@ -45,8 +45,12 @@ def test_search_export_serving_and_predict_use_the_collection_classes(manifest_r
     data, runs = manifest_runs
     ids = {cid for cid, _ in DatasetInfo.load(data).classes}
     best = search.main(["--data", str(data), "--model", "tags", "--max-trials", "1", "--epochs", "1",
-                        "--out", str(tmp_path / "search"), "--no-progress"])
+                        "--text-input", "both", "--out", str(tmp_path / "search"), "--no-progress"])
     assert 0 < best["mean_map"] <= 1 and (tmp_path / "search" / "best_config.json").exists()
+    # the search's models read the captions, and its best config says so (train.py --config takes it)
+    assert json.loads((tmp_path / "search" / "best_config.json").read_text())["model"]["text_input"] == "both"
+    trial_run = next((tmp_path / "search").glob("trial_*/run"))
+    assert (trial_run / "text_vocab.tsv").exists()
     served = export.main(["--model", str(runs["tags"]), "--out", str(tmp_path / "serving"), "--no-progress"])
     image = next((data / "raw" / "world" / "images").glob("*.jpg")).read_bytes()
     out = tf.saved_model.load(str(served)).signatures["serving_default"](

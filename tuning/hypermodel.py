@@ -44,18 +44,23 @@ class TagHyperModel(kt.HyperModel):
         image_size: contextual: the backbone's image size.
         image_weights: contextual: the backbone's weights.
         cache_dir: where the search caches frozen-backbone features.
+        text_input: the text the models read: tags, captions (`text`) or both.
+        text_branch: with `text_input="both"`, one shared or two separate embedding branches.
     """
 
     def __init__(self, data_dir, model: str = "tags", epochs: int = 20, trial_time_budget_s: Optional[float] = None,
                  seed: int = 0, image_size: int = ModelConfig.image_size,
-                 image_weights: str = ModelConfig.image_weights, cache_dir: Optional[Path] = None):
+                 image_weights: str = ModelConfig.image_weights, cache_dir: Optional[Path] = None,
+                 text_input: str = ModelConfig.text_input, text_branch: str = ModelConfig.text_branch):
         super().__init__(name=f"{model}_hypermodel")
         if model not in ("tags", "contextual"):
             raise ValueError(f"model must be 'tags' or 'contextual'. Received: model={model!r}")
         self.info = DatasetInfo.load(data_dir)
         self.model_kind, self.epochs, self.budget, self.seed = model, epochs, trial_time_budget_s, seed
         self.image_size, self.image_weights, self.cache_dir = image_size, image_weights, cache_dir
+        self.text_input, self.text_branch = text_input, text_branch
         self._lookups: dict = {}
+        self._preprocessors: dict = {}
 
     def lookup(self, limit: int, threshold: int) -> TagLookup:
         """The (limit, threshold) tag lookup, built once and cached."""
@@ -71,7 +76,8 @@ class TagHyperModel(kt.HyperModel):
             data=DataConfig(tag_limit=hp.get("tag_limit"), tag_threshold=hp.get("tag_threshold")),
             model=ModelConfig(model=self.model_kind, embedding_dim=hp.get("units"), hidden_units=hp.get("units"),
                               pooling=hp.get("pooling"), dropout=hp.get("dropout"), l2=hp.get("l2"),
-                              image_size=self.image_size, image_weights=self.image_weights),
+                              image_size=self.image_size, image_weights=self.image_weights,
+                              text_input=self.text_input, text_branch=self.text_branch),
             train=TrainConfig(epochs=self.epochs, batch_size=hp.get("batch_size"), learning_rate=hp.get("learning_rate"),
                               seed=self.seed if seed is None else seed,
                               time_budget_hours=self.budget / 3600 if self.budget else None),
@@ -88,7 +94,10 @@ class TagHyperModel(kt.HyperModel):
         hp.Float("l2", 1e-7, 1e-3, sampling="log")
         config = self.run_config(hp)
         keras.utils.set_random_seed(config.train.seed)
-        preprocessor = ContextualPreprocessor.for_model(config.model, self.lookup(limit, threshold))
+        if (limit, threshold) not in self._preprocessors:  # a caption vocabulary streams the train split: once
+            self._preprocessors[limit, threshold] = ContextualPreprocessor.for_run(
+                config.model, config.data, self.info, self.lookup(limit, threshold))
+        preprocessor = self._preprocessors[limit, threshold]
         return build_head(config.model, self.info.num_classes, preprocessor, seed=config.train.seed)
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, run_dir: Path, seed: Optional[int] = None,

@@ -43,6 +43,8 @@ class SearchConfig:
     image_size: int = same_as(ModelConfig, "image_size", "contextual: image size of the frozen backbone")
     image_weights: str = same_as(ModelConfig, "image_weights",
                                  "contextual: backbone weights (none, imagenet or a file)")
+    text_input: str = same_as(ModelConfig, "text_input", "the text the models read: tags, captions (text) or both")
+    text_branch: str = same_as(ModelConfig, "text_branch", "with --text-input both: shared or separate branches")
     seed: int = option(0, "random search seed, and the first training seed")
     repeat_top: int = option(0, "re-run the top K configurations of every (limit, threshold)")
     seeds: int = option(3, "seeds per repeated configuration, the original one included")
@@ -134,7 +136,8 @@ def open_tuner(out: str | Path, data_dir: str | Path, search: Optional[SearchCon
     search, out = search or SearchConfig(), Path(out)
     hypermodel = TagHyperModel(data_dir, search.model, search.epochs,
                                search.trial_time_budget * 60 if search.trial_time_budget else None, search.seed,
-                               search.image_size, search.image_weights, out / "cache")
+                               search.image_size, search.image_weights, out / "cache", search.text_input,
+                               search.text_branch)
     return SearchTuner(hypermodel=hypermodel, objective=kt.Objective("val_map", "max"),
                        # KerasTuner reads seed 0 as "pick one at random"
                        max_trials=search.max_trials, seed=search.seed + 1, directory=str(out.parent),
