@@ -28,17 +28,19 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", type=Path, required=True, help="(required) a finished run folder, e.g. "
                                                               "saved_models/contextual")
-    p.add_argument("--data", type=Path, default=Path("tfrecords/demo"),
-                   help="the dataset with the yfcc split to label [default: %(default)s]")
+    p.add_argument("--data", type=Path,
+                   help="the dataset with the yfcc split to label [default: the one the teacher was trained on]")
     p.add_argument("--out", type=Path, required=True, help="(required) the new dataset folder")
     add_config_flags(p, PseudoLabelConfig, "pseudo")
     add_common_flags(p)
     args = p.parse_args(argv)
     config = PseudoLabelConfig(**config_overrides(args, "pseudo"))
     setup_logging(args.verbose)
+    from app.runs.rundir import RunDir
     from app.training.teacher import pseudo_label
 
-    stats = pseudo_label(args.teacher, args.data, args.out, config,
+    data = args.data or RunDir(args.teacher).require_complete().data_dir
+    stats = pseudo_label(args.teacher, data, args.out, config,
                          progress=not args.no_progress and sys.stderr.isatty())
     print(f"wrote {args.out}/: {stats['kept']} of {stats['scored']} yfcc photos pseudo-labelled by {args.teacher} "
           f"({stats['teacher_model']} model); train it with: python app/train.py --data {args.out} --model image")
