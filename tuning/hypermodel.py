@@ -116,6 +116,7 @@ class TagHyperModel(kt.HyperModel):
         config = self.run_config(hp, seed)
         tags = self.lookup(hp.get("tag_limit"), hp.get("tag_threshold"))
         options = RunOptions(progress=False, tags=tags, head=model, cache_dir=self.cache_dir, finish=False,
+                             preprocessor=self._preprocessors.get((hp.get("tag_limit"), hp.get("tag_threshold"))),
                              hparams=dict(hp.values))
         result = train(self.info.data_dir, run_dir, config, options)
         m = result.metrics

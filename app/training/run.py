@@ -59,6 +59,7 @@ class RunOptions:
         progress: show progress bars (on a terminal).
         overwrite: replace a run folder that holds another run.
         tags: a ready tag lookup (the tuner caches one per limit and threshold).
+        preprocessor: the ready inputs of `head` (the tuner's, whose word vocabulary is built once).
         head: a ready head model (the tuner's `build()`); built from the config otherwise.
         cache_dir: where frozen-backbone features are cached (default: the run's `cache/`).
         finish: tune the class thresholds, score the test split and keep `backup/` (tuning trials
@@ -69,6 +70,7 @@ class RunOptions:
     progress: bool = True
     overwrite: bool = False
     tags: Optional[TagLookup] = None
+    preprocessor: Optional[ContextualPreprocessor] = None
     head: Optional[keras.Model] = None
     cache_dir: Optional[Path] = None
     finish: bool = True
@@ -122,7 +124,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
             history = read_history(run.history_path)
             return RunResult(run.path, "complete", history, run.metrics() if chief else {}, time.time() - started)
         tags = tags or lookup()
-        preprocessor = ContextualPreprocessor.for_run(m, d, info, tags)
+        preprocessor = options.preprocessor or ContextualPreprocessor.for_run(m, d, info, tags)
         if chief:
             run.begin(fingerprint, config, info, preprocessor)
         log.info("%s model on %s (%s split, %d photos): %d classes, %s, strategy %s with %d replica(s)", m.model,
