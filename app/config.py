@@ -28,7 +28,7 @@ TRAIN_SPLITS = ("train", "yfcc")
 TEXT_INPUTS = ("tags", "text", "both")
 TEXT_BRANCHES = ("separate", "shared")
 NORMALIZATION_HELP = ("tag normalisation: none, or snowball (each tag stemmed with the NLTK Snowball stemmer of its "
-                      "photo's language; see app/data/stemming.py)")
+                      "photo's language; see app/text/stemming.py)")
 
 
 def option(default: Any, help: str, choices: tuple | None = None, execution: bool = False,

@@ -100,11 +100,11 @@ def main(argv=None):
     """Runs the download; returns its `DownloadSummary`."""
     args = parse_args(argv)
     setup_logging()
-    from app.data.badrows import BadRows
-    from app.data.download import DownloadConfig, download
-    from app.data.download_items import yfcc_split_items
-    from app.data.fetch import FetchConfig
-    from app.data.manifest import manifest_name
+    from app.badrows import BadRows
+    from app.downloader.download import DownloadConfig, download
+    from app.downloader.reader import yfcc_split_items
+    from app.downloader.fetch import FetchConfig
+    from app.downloader.manifest import manifest_name
 
     bad = BadRows()
     progress = not args.no_progress
@@ -116,7 +116,7 @@ def main(argv=None):
         refuse_output_over_inputs(args.out, {"--oid-dir": args.oid_dir, "--yfcc": args.yfcc,
                                              "--extra-tags": args.extra_tags, "--manifest": args.manifest}, "any")
         if args.manifest is not None:
-            from app.data.collections.urls import manifest_download_items
+            from app.downloader.urls import manifest_download_items
 
             total = sum(1 for _ in manifest_download_items(args.manifest))
             log.info("%d photos with a URL in %s; writing to %s", total, args.manifest, args.out)
@@ -140,9 +140,9 @@ def main(argv=None):
 
 
 def _download_oid(args, bad, config, progress: bool):
-    from app.data.badrows import BadRows
-    from app.data.download import download
-    from app.data.download_items import OidSelection, find_image_files, oid_items, tagged_flickr_ids
+    from app.badrows import BadRows
+    from app.downloader.download import download
+    from app.downloader.reader import OidSelection, find_image_files, oid_items, tagged_flickr_ids
 
     files = find_image_files(args.oid_dir, tuple(args.split))
     log.info("image lists: %s", ", ".join(f"{split} {path.name}" for split, path in files.items()))

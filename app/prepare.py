@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # `python app/prepare.py`: make the repository ro
 from app.cli import (add_common_flags, add_config_flags, config_overrides, guarded, setup_logging,  # noqa: E402
                      writing_to)
 from app.config import PrepareConfig  # noqa: E402
-from app.data.collections.cli import add_collection_flags, collection_error, wants_collection  # noqa: E402
+from app.records.collection_flags import add_collection_flags, collection_error, wants_collection  # noqa: E402
 from app.demo.world import WorldConfig  # noqa: E402
 from app.fileio import refuse_output_over_inputs  # noqa: E402
 
@@ -69,10 +69,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     setup_logging(args.verbose)
     config = PrepareConfig(**config_overrides(args, "prepare"))
-    from app.data import oid
-    from app.data.join import prepare_dataset
-    from app.data.sources import Sources
-    from app.data.summary import summary
+    from app.sources import oid
+    from app.records.join import prepare_dataset
+    from app.sources.oid_yfcc import Sources
+    from app.records.summary import summary
     from app.demo.dataset import prepare_demo
 
     refuse_output_over_inputs(args.out, {"--oid-dir": args.oid_dir, "--yfcc": args.yfcc, "--autotags": args.autotags,
@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
     progress = not args.no_progress and sys.stderr.isatty()
     with writing_to(args.out):
         if wants_collection(args):
-            from app.data.collections.build import prepare_collection_dataset
+            from app.records.builder import prepare_collection_dataset
 
             stats = prepare_collection_dataset(args, config)
         elif args.demo:

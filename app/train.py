@@ -70,12 +70,12 @@ def ensure_demo_data(args: argparse.Namespace) -> None:
     """Prepares the demo world at the default data folder when it is not a complete dataset."""
     if args.data != DEMO_DATA:
         return
-    from app.data.dataset import DatasetError, DatasetInfo
+    from app.records.dataset import DatasetError, DatasetInfo
 
     try:
         DatasetInfo.load(DEMO_DATA)
     except DatasetError:
-        from app.data.summary import summary
+        from app.records.summary import summary
         from app.demo.dataset import prepare_demo
 
         log.info("no complete dataset at %s: preparing the demo world first", DEMO_DATA)

@@ -2,7 +2,7 @@
 
 A server in another process (so that its CPU is not counted) serves photo-like JPEG "originals"
 (default 3000x2000, quality 90: noise over a smooth random field, so they compress like photos)
-over HTTP/1.1 keep-alive on 127.0.0.1. `app.data.download.download` fetches them with MD5
+over HTTP/1.1 keep-alive on 127.0.0.1. `app.downloader.download.download` fetches them with MD5
 checks, shrinks them to --max-side and writes them, at each worker count. Per run it reports
 photos/s, the downloader process's CPU seconds per photo (getrusage), and the share of that
 CPU spent decoding, resizing and re-encoding (per-thread CPU clocks inside the workers). Then it
@@ -30,12 +30,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.data.download import DownloadConfig, DownloadItem, download  # noqa: E402
-from app.data.fetch import FetchConfig  # noqa: E402
-from app.data.badrows import BadRows  # noqa: E402
-from app.data.image_folder import ImageFolder  # noqa: E402
-from app.data.images import md5_base64, verify_image  # noqa: E402
-from app.data.oid import OidImage  # noqa: E402
+from app.downloader.download import DownloadConfig, DownloadItem, download  # noqa: E402
+from app.downloader.fetch import FetchConfig  # noqa: E402
+from app.badrows import BadRows  # noqa: E402
+from app.records.image_folder import ImageFolder  # noqa: E402
+from app.downloader.images import md5_base64, verify_image  # noqa: E402
+from app.sources.oid import OidImage  # noqa: E402
 
 
 def photo_like(width: int, height: int, seed: int) -> bytes:

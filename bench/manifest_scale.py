@@ -59,8 +59,8 @@ def read_speeds(path: Path, classes: Path) -> dict:
     """Seconds for one pass of our reader and of `pandas.read_csv` over the same manifest."""
     import pandas as pd
 
-    from app.data.collections.classes import read_class_list
-    from app.data.collections.manifest_source import ManifestReader
+    from app.sources.classes import read_class_list
+    from app.sources.manifest import ManifestReader
 
     started = time.perf_counter()
     rows = sum(1 for _ in ManifestReader(path, read_class_list(classes)).rows())

@@ -161,8 +161,8 @@ def legacy_evaluate_csv(predictions: Path, labels: Path, hierarchy_path: Path, c
     scoring steps, without its error checks): the baseline of the ratio."""
     import csv
 
-    from app.data.hierarchy import Hierarchy
-    from app.data.oid import read_classes
+    from app.sources.hierarchy import Hierarchy
+    from app.sources.oid import read_classes
 
     mids = [m for m, _ in read_classes(classes_path)]
     index = {m: i for i, m in enumerate(mids)}
@@ -201,7 +201,7 @@ def write_csv_case(folder: Path, images: int, per_image: int, labels_per_image: 
     import pyarrow.csv as pacsv
 
     from app import resources
-    from app.data.oid import read_classes
+    from app.sources.oid import read_classes
 
     rng = np.random.default_rng(seed)
     mids = np.array([m for m, _ in read_classes(resources.CHALLENGE_CLASSES_CSV)])

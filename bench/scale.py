@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/scale.py`: the repository root is importable
     sys.path.insert(0, str(ROOT))
 
-from app.data.dataset import is_complete_dataset  # noqa: E402
+from app.records.dataset import is_complete_dataset  # noqa: E402
 from app.runs.rundir import RunDir  # noqa: E402
 
 STEPS = ("prepare", "train-contextual", "train-tags", "evaluate", "search")

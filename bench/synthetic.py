@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from app import resources
-from app.data import records
-from app.data.dataset import DatasetInfo, DatasetWriter
-from app.data.oid import read_classes
-from app.data.tags import Vocabulary
+from app.records import schema
+from app.records.dataset import DatasetInfo, DatasetWriter
+from app.sources.oid import read_classes
+from app.text.tags import Vocabulary
 
 
 def photos(count: int, tokens: list, num_classes: int, seed: int = 0, start: int = 0):
@@ -21,7 +21,7 @@ def photos(count: int, tokens: list, num_classes: int, seed: int = 0, start: int
         n = int(min(rng.zipf(1.6), 60))
         tags = list(dict.fromkeys(tokens[min(int(rng.zipf(1.1)) - 1, len(tokens) - 1)] for _ in range(n)))
         labels = sorted(set(rng.integers(0, num_classes, 3).tolist()))
-        yield records.PhotoRecord(f"{i:016x}", i, tags, "en", "yfcc", label_ids=labels,
+        yield schema.PhotoRecord(f"{i:016x}", i, tags, "en", "yfcc", label_ids=labels,
                                   label_targets=[1.0] * len(labels), verified_pos=labels)
 
 
@@ -32,8 +32,8 @@ def write_dataset(folder: Path, sizes: dict, vocab_size: int = 110_000, limit: i
     with DatasetWriter(folder) as writer:
         start = 0
         for seed, (split, count) in enumerate(sizes.items()):
-            shards = records.shard_count(count, per_shard, min_shards)
-            writer.add_shards(records.write_shards(photos(count, tokens, num_classes, seed, start), writer.path, split,
+            shards = schema.shard_count(count, per_shard, min_shards)
+            writer.add_shards(schema.write_shards(photos(count, tokens, num_classes, seed, start), writer.path, split,
                                                    shards))
             start += count
         writer.write_metadata(read_classes(resources.CHALLENGE_CLASSES_CSV)[:num_classes],

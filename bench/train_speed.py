@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from app.config import ModelConfig  # noqa: E402
-from app.data.pipeline import make_dataset  # noqa: E402
-from app.data.preprocessor import ContextualPreprocessor  # noqa: E402
+from app.records.pipeline import make_dataset  # noqa: E402
+from app.model.preprocessor import ContextualPreprocessor  # noqa: E402
 from app.model.classifier import build_backbone, build_head  # noqa: E402
 from app.training.optimizer import LazyAdam  # noqa: E402
 from app.training.trainer import masked_bce  # noqa: E402

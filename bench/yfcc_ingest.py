@@ -3,7 +3,7 @@
 Generates real-format 25-field lines (about 600 bytes, percent-encoded text, real URL forms),
 of which about 2% are wanted (as Open Images photos are in YFCC100M), then measures in one run:
   * baseline: Python's csv reader over the file, looking up each id in a set (the original tool's method);
-  * ours: `app.data.yfcc.scan_dataset` (every line checked, wanted lines decoded);
+  * ours: `app.sources.yfcc.scan_dataset` (every line checked, wanted lines decoded);
 and the peak memory of the scan at 100k against 1M lines (each in a fresh process).
 
     python bench/yfcc_ingest.py [--lines 1000000]
@@ -55,8 +55,8 @@ def csv_baseline(path: Path, wanted: set) -> int:
 
 
 def ours(path: Path, wanted: set) -> int:
-    from app.data.badrows import BadRows
-    from app.data.yfcc import scan_dataset
+    from app.badrows import BadRows
+    from app.sources.yfcc import scan_dataset
 
     return sum(1 for _ in scan_dataset(path, wanted, BadRows()))
 

@@ -28,7 +28,7 @@ def tiny_world(tmp_path_factory):
         `(sources, data_dir)`.
     """
     from app.config import PrepareConfig
-    from app.data.join import prepare_dataset
+    from app.records.join import prepare_dataset
     from app.demo.world import WorldConfig, write_world
 
     root = tmp_path_factory.mktemp("world")
@@ -85,7 +85,7 @@ def dense_split(data_dir, split: str) -> dict:
         `{"ids": ImageIDs, "verified": [photos, classes] 1 / 0 / -1 (a positive wins), "machine":
         [photos, classes] confidences, "languages": codes, "has_tags": bool}`.
     """
-    from app.data.dataset import DatasetInfo
+    from app.records.dataset import DatasetInfo
 
     info = DatasetInfo.load(data_dir)
     out = {key: [] for key in ("ids", "verified", "machine", "languages", "has_tags")}
@@ -108,8 +108,8 @@ def dense_scores(model, lookup, info, split: str, image_size=None) -> np.ndarray
     """A Keras model's `[photos, classes]` scores on a split, in shard order, called in a graph as
     evaluation calls it (eager calls differ in the last bits, which can move a score across its
     threshold)."""
-    from app.data.pipeline import make_dataset
-    from app.data.preprocessor import ContextualPreprocessor
+    from app.records.pipeline import make_dataset
+    from app.model.preprocessor import ContextualPreprocessor
 
     ds = make_dataset(info, split, ContextualPreprocessor(lookup, image_size), batch_size=64)
     call = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)

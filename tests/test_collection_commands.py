@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from app import evaluate, export, predict, prepare, pseudo_label, train
-from app.data.dataset import DatasetInfo
+from app.records.dataset import DatasetInfo
 from tuning import search
 
 SMALL = ["--epochs", "1", "--embedding-dim", "8", "--hidden-units", "16", "--image-size", "32", "--no-progress"]

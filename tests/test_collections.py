@@ -14,9 +14,9 @@ import tensorflow as tf
 from PIL import Image
 
 from app import evaluate, predict, prepare, train
-from app.data.collections.classes import read_class_list, read_hierarchy
-from app.data.collections.photo import HashSplit
-from app.data.dataset import DatasetInfo
+from app.sources.classes import read_class_list, read_hierarchy
+from app.sources.photo import HashSplit
+from app.records.dataset import DatasetInfo
 from app.errors import InputError
 from conftest import DATA
 
@@ -313,7 +313,7 @@ def test_manifest_urls_are_fetched_by_download_and_found_by_prepare(folder):
 
 
 def test_json_stream_matches_json_loads_across_block_boundaries(tmp_path):
-    from app.data.collections.json_stream import iter_array
+    from app.sources.json_stream import iter_array
 
     doc = {"info": {"v": [1.5, "x"]}, "images": [{"id": 12.25, "s": "a\\\"b ü"}, 1e-7, [True, None], -3],
            "n": 123456, "annotations": [], "more": {"images": [9]}}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from app import evaluate, prepare, train
-from app.data.dataset import DatasetError, DatasetInfo
+from app.records.dataset import DatasetError, DatasetInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from app import download as download_cli
-from app.data.download import DownloadConfig, DownloadItem, download
-from app.data.download_items import in_shard
-from app.data.fetch import FetchConfig
-from app.data.images import md5_base64, verify_image
-from app.data.manifest import FAILED, OK, ManifestError, ManifestRow, ManifestWriter, read_manifest
+from app.downloader.download import DownloadConfig, DownloadItem, download
+from app.downloader.reader import in_shard
+from app.downloader.fetch import FetchConfig
+from app.downloader.images import md5_base64, verify_image
+from app.downloader.manifest import FAILED, OK, ManifestError, ManifestRow, ManifestWriter, read_manifest
 from photo_server import PhotoServer, serve_world
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import pytest
 
 from app import download as download_cli
 from app import prepare as prepare_cli
-from app.data.manifest import OK, read_manifest
+from app.downloader.manifest import OK, read_manifest
 from photo_server import PhotoServer
 from test_prepare_images import _shard_images
 

@@ -44,7 +44,7 @@ def test_keras_loads_the_model_after_import_app(contextual_export):
         inputs["tag_ids"][0, :3] = [2, 3, 4]
         print(json.dumps(np.asarray(model(inputs)).tolist()))
         import tensorflow as tf  # docs/ecosystem.md: raw tags and image bytes through the run's preprocessor
-        from app.data.preprocessor import ContextualPreprocessor
+        from app.model.preprocessor import ContextualPreprocessor
         preprocess = ContextualPreprocessor.load({str(run_dir)!r})
         raw, error = preprocess({{"tags": tf.ragged.constant([["dog", "beach"]]), "image": tf.constant([{jpeg(40)!r}])}})
         print(json.dumps([np.asarray(model(raw)).tolist(), error.numpy()[0].decode()]))

@@ -221,8 +221,8 @@ def test_csv_mode_equals_the_dense_per_image_computation(tmp_path):
     """Random labels and predictions over the real classes and hierarchy: the streamed, class-blocked
     CSV mode gives the per-class AP of one dense matrix built image by image."""
     from app import resources
-    from app.data.hierarchy import Hierarchy
-    from app.data.oid import read_classes
+    from app.sources.hierarchy import Hierarchy
+    from app.sources.oid import read_classes
     from app.evaluation.metrics import average_precisions
 
     mids = [m for m, _ in read_classes(resources.CHALLENGE_CLASSES_CSV)]
@@ -356,7 +356,7 @@ def dense_evaluation(runs, data_dir, protocol, floor):
     """Run mode computed the plain way: dense `[photos, classes]` arrays, photos sorted by ImageID,
     the metrics written out in tests/test_metrics.py. Returns `(systems' scores, test labels, fusion
     weight's mAPs on validation, the run's thresholds)`."""
-    from app.data.dataset import DatasetInfo
+    from app.records.dataset import DatasetInfo
     from app.evaluation.scoring import TrainedModel
     from conftest import dense_scores, dense_split
     from test_metrics import reference_semantics, reference_thresholds

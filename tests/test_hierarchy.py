@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from app import resources
-from app.data.hierarchy import Hierarchy
-from app.data.oid import read_classes
+from app.sources.hierarchy import Hierarchy
+from app.sources.oid import read_classes
 from app.errors import InputError
 
 TREE = {"LabelName": "/m/root", "Subcategory": [

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from app.config import ModelConfig
-from app.data.preprocess import TagLookup
-from app.data.preprocessor import ContextualPreprocessor
-from app.data.tags import Vocabulary
+from app.model.preprocess import TagLookup
+from app.model.preprocessor import ContextualPreprocessor
+from app.text.tags import Vocabulary
 from app.model.classifier import attach_backbone, build_backbone, build_head, resolve_image_weights
 from app.model.layers import (ImageDropout, MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D,
                               MissingImageEmbedding, ResNetPreprocess, SparseReadEmbedding, TagDropout)

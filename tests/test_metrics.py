@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.data.hierarchy import Hierarchy
+from app.sources.hierarchy import Hierarchy
 from app.evaluation import baselines
 from app.evaluation.baselines import tune_fusion_weight
 from app.evaluation.metrics import (PROTOCOLS, VerifiedPairs, average_precisions, mean_average_precision,

@@ -6,10 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from app.data import oid, yfcc
-from app.data.badrows import BadRows
-from app.data.csvread import CsvReader
-from app.data.hierarchy import Hierarchy
+from app.sources import oid
+from app.sources import yfcc
+from app.badrows import BadRows
+from app.sources.csvread import CsvReader
+from app.sources.hierarchy import Hierarchy
 from app import resources
 from app.errors import InputError
 from conftest import DATA, image_lines, label_lines

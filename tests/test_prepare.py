@@ -3,12 +3,12 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from app.data import records
-from app.data.dataset import DatasetInfo
-from app.data.pipeline import make_dataset
-from app.data.records import iter_tags
-from app.data.preprocess import TagLookup
-from app.data.preprocessor import ContextualPreprocessor
+from app.records import schema
+from app.records.dataset import DatasetInfo
+from app.records.pipeline import make_dataset
+from app.records.schema import iter_tags
+from app.model.preprocess import TagLookup
+from app.model.preprocessor import ContextualPreprocessor
 from app.evaluation.truth import load_truth
 from conftest import DATA, image_lines, label_lines
 
@@ -25,7 +25,7 @@ def test_round_trip_sources_to_shards_and_back(tiny_world):
     assert len(info.shard_files("train")) >= 2
     seen = 0
     for serialized in tf.data.TFRecordDataset(info.shard_files("train")).batch(64):
-        ex = records.parse_batch(serialized)
+        ex = schema.parse_batch(serialized)
         for i, image_id in enumerate(ex["image_id"].numpy().astype(str)):
             t = truth[image_id]
             tags = [x.decode() for x in ex["tags"][i].numpy()]
@@ -67,7 +67,7 @@ def test_tf_data_batches_and_split_truth_line_up(tiny_world):
 def test_rebuilt_vocabulary_matches_the_saved_one(tiny_world):
     _, data_dir = tiny_world
     info = DatasetInfo.load(data_dir)
-    from app.data.tags import build_vocabulary
+    from app.text.tags import build_vocabulary
 
     rebuilt = build_vocabulary(iter_tags(info.shard_files("train")), info.vocab.limit, info.vocab.threshold)
     assert rebuilt.tokens == info.vocab.tokens
@@ -77,7 +77,7 @@ def test_rebuilt_vocabulary_matches_the_saved_one(tiny_world):
 
 def test_prepare_saves_a_snowball_vocabulary_that_runs_rebuild_alike(tiny_world, tmp_path):
     from app.config import PrepareConfig
-    from app.data.join import prepare_dataset
+    from app.records.join import prepare_dataset
 
     sources, data_dir = tiny_world
     prepare_dataset(sources, tmp_path / "d", PrepareConfig(tag_limit=10, tag_threshold=2, records_per_shard=64,
@@ -105,7 +105,7 @@ def test_prepare_cli_summary(tmp_path, capsys):
 
 def real_oid_dir(tmp_path):
     """A tiny Open Images folder from the real samples (6 photos a split) and a YFCC100M file."""
-    from app.data.oid import SPLITS
+    from app.sources.oid import SPLITS
 
     root = tmp_path / "oid"
     root.mkdir()

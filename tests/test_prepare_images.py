@@ -9,10 +9,11 @@ import tensorflow as tf
 
 from app import download as download_cli
 from app import prepare as prepare_cli
-from app.data import oid, records
-from app.data.dataset import DatasetInfo
-from app.data.images import md5_base64
-from app.data.manifest import OK, read_manifest
+from app.sources import oid
+from app.records import schema
+from app.records.dataset import DatasetInfo
+from app.downloader.images import md5_base64
+from app.downloader.manifest import OK, read_manifest
 from photo_server import PhotoServer, serve_world
 
 
@@ -28,7 +29,7 @@ def _shard_images(data_dir: Path, splits: tuple = oid.SPLITS) -> dict:
     out = {}
     for split in splits:
         for batch in tf.data.TFRecordDataset(DatasetInfo.load(data_dir).shard_files(split)).batch(64):
-            parsed = records.parse_batch(batch, ["image_id", "image"])
+            parsed = schema.parse_batch(batch, ["image_id", "image"])
             out.update(zip(parsed["image_id"].numpy().astype(str), parsed["image"].numpy()))
     return out
 
@@ -110,7 +111,7 @@ def _set_md5(csv_path: Path, image_id: str, md5: str) -> None:
 
 def test_truncated_jpeg_with_matching_md5_is_counted_and_not_stored(tmp_path, world):
     from app.config import PrepareConfig
-    from app.data.join import prepare_dataset
+    from app.records.join import prepare_dataset
 
     train = [r.image_id for r in oid.read_images(world.oid.images["train"], _Bad())]
     cut, missing = train[0], train[1]
@@ -148,9 +149,9 @@ def test_full_human_labels_win_over_the_boxable_subset_and_the_choice_is_logged(
 
 
 def test_manifest_rows_are_checked_and_the_last_row_of_a_photo_wins(tmp_path):
-    from app.data.badrows import BadRows
-    from app.data.image_folder import ImageFolder
-    from app.data.manifest import FAILED, ManifestRow, ManifestWriter
+    from app.badrows import BadRows
+    from app.records.image_folder import ImageFolder
+    from app.downloader.manifest import FAILED, ManifestRow, ManifestWriter
 
     good = tmp_path / "aa" / "aa00000000000001.jpg"
     good.parent.mkdir()

@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from app.data.images import MAX_IMAGE_PIXELS
-from app.data.preprocess import TagLookup, decode_images, percent_decode, split_yfcc_tags
-from app.data.tags import OOV_ID, TagDecodeError, Vocabulary, clean_tags, decode_field, decode_tags
+from app.downloader.images import MAX_IMAGE_PIXELS
+from app.model.preprocess import TagLookup, decode_images, percent_decode, split_yfcc_tags
+from app.text.tags import OOV_ID, TagDecodeError, Vocabulary, clean_tags, decode_field, decode_tags
 import photos
 
 TRICKY = ["dog", "new+york", "caf%C3%A9", "a%2Cb", "%E6%9D%B1%E4%BA%AC", "100%25", "plus%2Bsign", "", "x"]

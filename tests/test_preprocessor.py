@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from app.config import ModelConfig
-from app.data.preprocessor import FEATURE_DIM, PREPROCESSOR, ContextualPreprocessor
-from app.data.tags import Vocabulary
+from app.model.preprocessor import FEATURE_DIM, PREPROCESSOR, ContextualPreprocessor
+from app.text.tags import Vocabulary
 from app.errors import InputError
 from photos import jpeg
 

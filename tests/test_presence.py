@@ -4,12 +4,12 @@
 import numpy as np
 import tensorflow as tf
 
-from app.data import records
-from app.data.dataset import DatasetInfo, DatasetWriter
-from app.data.pipeline import make_dataset
-from app.data.preprocess import TagLookup, decode_images
-from app.data.preprocessor import ContextualPreprocessor
-from app.data.tags import clean_tags
+from app.records import schema
+from app.records.dataset import DatasetInfo, DatasetWriter
+from app.records.pipeline import make_dataset
+from app.model.preprocess import TagLookup, decode_images
+from app.model.preprocessor import ContextualPreprocessor
+from app.text.tags import clean_tags
 from app.model.classifier import build_backbone
 from app.training.features import RECORD_FLOATS, FeatureStore
 from photos import jpeg, png, truncated, noisy_jpeg
@@ -22,11 +22,11 @@ def write_photos(folder, base_dir, photos) -> DatasetInfo:
     with the classes, hierarchy and vocabulary of the dataset in `base_dir`."""
     with DatasetWriter(folder) as writer:
         for split in ("train", "validation", "test"):
-            recs = [records.PhotoRecord(f"{i:016x}", i, clean_tags(tags), language, "yfcc", label_ids=[i % 5],
+            recs = [schema.PhotoRecord(f"{i:016x}", i, clean_tags(tags), language, "yfcc", label_ids=[i % 5],
                                         label_targets=[1.0], verified_pos=[i % 5], image=image,
                                         text=text[0] if text else "")
                     for i, (tags, language, image, *text) in enumerate(photos)]
-            writer.add_shards(records.write_shards(recs, writer.path, split, 2))
+            writer.add_shards(schema.write_shards(recs, writer.path, split, 2))
         writer.copy_metadata(DatasetInfo.load(base_dir))
         writer.write_stats({"splits": {s: {"images": len(photos)} for s in ("train", "validation", "test")}})
         writer.commit()

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from app import pseudo_label
 from app import train as train_cli
-from app.data.dataset import DatasetInfo
+from app.records.dataset import DatasetInfo
 
 TAGS = ["--model", "tags", "--epochs", "1", "--tag-limit", "10", "--tag-threshold", "2", "--embedding-dim", "8",
         "--hidden-units", "16", "--batch-size", "32", "--no-progress"]
@@ -184,7 +184,7 @@ def test_pseudo_label_refuses_bad_inputs(tiny_world, pretrained, tmp_path, capsy
 
 def test_a_dataset_without_a_yfcc_split_is_said_so(tiny_world, pretrained, tmp_path, capsys):
     from app.config import PrepareConfig
-    from app.data.join import prepare_dataset
+    from app.records.join import prepare_dataset
 
     sources, data = tiny_world
     empty = tmp_path / "no-yfcc"

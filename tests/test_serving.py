@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 from app import predict
-from app.data.images import MAX_IMAGE_PIXELS
-from app.data.preprocess import decode_images
-from app.data.tags import OOV_ID, clean_tags
+from app.downloader.images import MAX_IMAGE_PIXELS
+from app.model.preprocess import decode_images
+from app.text.tags import OOV_ID, clean_tags
 from app.runs.trained import TrainedRun
 from app.serving.signatures import directory_size, export
 from photos import jpeg, noisy_jpeg, png_bomb, png_with_bad_data, truncated
@@ -174,7 +174,7 @@ def test_predict_cli_single_and_streaming_batch(exported, tmp_path):
     assert [r["image_ok"] for r in rows] == [True, False, False] and "error" in rows[1] and "error" in rows[2]
     run = TrainedRun(run_dir)
     threshold = {mid: t for (mid, _), t in zip(run.classes, run.thresholds)}
-    from app.data.hierarchy import Hierarchy
+    from app.sources.hierarchy import Hierarchy
 
     ancestors = Hierarchy.from_json(run_dir / "hierarchy.json", list(threshold)).ancestors
     for row in rows:

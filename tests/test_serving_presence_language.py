@@ -9,9 +9,9 @@ import tensorflow as tf
 
 from app.serving import predictor
 from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from app.data.language import detect_language
-from app.data.pipeline import make_dataset
-from app.data.preprocess import decode_images
+from app.text.language import detect_language
+from app.records.pipeline import make_dataset
+from app.model.preprocess import decode_images
 from app.runs.trained import TrainedRun
 from app.serving.signatures import export
 from app.training.run import RunOptions, train
@@ -173,7 +173,7 @@ def captioned(tiny_world, tmp_path_factory):
 
 
 def test_captions_are_tokenised_in_the_graph_and_served_as_the_parser_reads_them(captioned):
-    from app.data.preprocessor import tokenize_text
+    from app.model.preprocessor import tokenize_text
 
     info, run_dir, loaded = captioned
     words = tokenize_text(tf.constant(["Zwei Hunde am Strand, 2009!", "A dog, running on the BEACH.", ""]))
@@ -231,7 +231,7 @@ def test_predict_and_the_client_send_the_text(captioned, tmp_path, capsys):
 
 def test_a_shared_text_branch_has_one_vocabulary_embedding_and_pooling(captioned, tmp_path):
     from app.config import ModelConfig as Model
-    from app.data.preprocessor import ContextualPreprocessor
+    from app.model.preprocessor import ContextualPreprocessor
     from app.model.classifier import build_head
 
     info = captioned[0]

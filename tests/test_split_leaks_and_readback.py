@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 
 from app import prepare, train
-from app.data.dataset import DatasetError, DatasetInfo
+from app.records.dataset import DatasetError, DatasetInfo
 from app.fileio import FIELD_BREAKS, LINE_BREAKS
 
 
@@ -128,7 +128,7 @@ def test_every_line_or_field_break_in_a_frequent_tag_reads_back_from_vocab_tsv(r
 
 
 def test_a_dataset_that_does_not_read_back_is_never_put_in_place(tiny_world, tmp_path):
-    from app.data.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetWriter
+    from app.records.dataset import CLASSES, HIERARCHY, STATS, VOCAB, DatasetWriter
 
     _, data = tiny_world
     target = tmp_path / "d"
@@ -143,7 +143,7 @@ def test_a_dataset_that_does_not_read_back_is_never_put_in_place(tiny_world, tmp
 
 @pytest.mark.parametrize("char", list(LINE_BREAKS.replace("\n", "")))
 def test_a_class_name_with_a_line_break_is_refused(tmp_path, char):
-    from app.data.oid import read_classes
+    from app.sources.oid import read_classes
     from app.errors import InputError
 
     path = tmp_path / "classes.csv"

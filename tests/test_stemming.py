@@ -1,9 +1,9 @@
 import pytest
 import tensorflow as tf
 
-from app.data.preprocess import TagLookup
-from app.data.stemming import OTHER, STEMMERS, build_normalized_vocabulary, language_group, stem
-from app.data.tags import OOV_ID, Vocabulary
+from app.model.preprocess import TagLookup
+from app.text.stemming import OTHER, STEMMERS, build_normalized_vocabulary, language_group, stem
+from app.text.tags import OOV_ID, Vocabulary
 
 # (language, cleaned tags) of train photos: inflections in five languages, a homograph (fr `chat`),
 # case, a multi-word tag, umlauts, undetected photos and a language without a stemmer (`vo`).

@@ -1,9 +1,9 @@
 import pytest
 import tensorflow as tf
 
-from app.data.language import detect_language
-from app.data.preprocess import TagLookup
-from app.data.tags import OOV_ID, PAD_ID, TagDecodeError, Vocabulary, build_vocabulary, clean_tags, decode_field, decode_tags
+from app.text.language import detect_language
+from app.model.preprocess import TagLookup
+from app.text.tags import OOV_ID, PAD_ID, TagDecodeError, Vocabulary, build_vocabulary, clean_tags, decode_field, decode_tags
 
 
 def test_percent_decoding_unicode_comma_and_plus():

@@ -11,8 +11,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from app.config import PrepareConfig
-from app.data.dataset import DatasetInfo
-from app.data.tfds_builder import (ContextualOpenImages, class_label_names, decode_example, manual_sources,
+from app.records.dataset import DatasetInfo
+from app.records.tfds_builder import (ContextualOpenImages, class_label_names, decode_example, manual_sources,
                                     tfds_example)
 from app.errors import InputError
 

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from app.data.preprocessor import ContextualPreprocessor
+from app.model.preprocessor import ContextualPreprocessor
 from app.model.classifier import attach_backbone, build_backbone, build_head
 from app.training.optimizer import LazyAdam
 from app.training.run import RunOptions, train
@@ -95,7 +95,7 @@ def test_train_writes_a_complete_run_folder(tiny_world, tmp_path):
 
 
 def test_frozen_backbone_features_live_on_disk_per_shard_and_resume(tiny_world, tmp_path):
-    from app.data.dataset import DatasetInfo
+    from app.records.dataset import DatasetInfo
     from app.training.features import FeatureStore
 
     _, data_dir = tiny_world
@@ -123,8 +123,8 @@ def test_frozen_backbone_features_live_on_disk_per_shard_and_resume(tiny_world, 
 
 def test_streamed_features_train_like_the_backbone_applied_on_the_fly(tiny_world, tmp_path):
     """The cached features stay aligned with the shards' tags and targets through shuffling."""
-    from app.data.dataset import DatasetInfo
-    from app.data.pipeline import make_dataset
+    from app.records.dataset import DatasetInfo
+    from app.records.pipeline import make_dataset
     from app.training.features import FeatureStore
     from app.training.trainer import Trainer
 
@@ -186,7 +186,7 @@ def test_mirrored_with_two_cpus_matches_one_device(tiny_world, tmp_path):
 
 
 def test_mirrored_feature_extraction_matches_one_device(tiny_world, tmp_path):
-    from app.data.dataset import DatasetInfo
+    from app.records.dataset import DatasetInfo
     from app.training.features import FeatureStore
 
     _, data_dir = tiny_world

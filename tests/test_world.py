@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from app.data import oid, yfcc
-from app.data.badrows import BadRows
+from app.sources import oid
+from app.sources import yfcc
+from app.badrows import BadRows
 from app.demo.world import WorldConfig, write_world
 
 
@@ -112,7 +113,7 @@ def test_yfcc_only_photos_have_photos_download_urls_and_noisy_autotags(stats_wor
     from PIL import Image
 
     from app import resources
-    from app.data.hierarchy import Hierarchy
+    from app.sources.hierarchy import Hierarchy
 
     sources, truth = stats_world
     extra = {t["flickr_id"]: t for t in truth if t["split"] == "yfcc"}

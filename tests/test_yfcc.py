@@ -3,8 +3,8 @@ import gzip
 
 import pytest
 
-from app.data import yfcc
-from app.data.badrows import BadRows
+from app.sources import yfcc
+from app.badrows import BadRows
 from app.errors import InputError
 from conftest import DATA
 

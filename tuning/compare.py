@@ -139,7 +139,7 @@ def train_arm(arm: Arm, seed: int, data: Path, runs: Path, progress: bool) -> No
 def _check_same_scoring_splits(arm_data: Path, data: Path) -> None:
     """An arm trained on its own dataset is chosen and scored like the others only if its validation
     and test photos are the comparison's."""
-    from app.data.dataset import DatasetInfo
+    from app.records.dataset import DatasetInfo
 
     mine, common = DatasetInfo.load(arm_data), DatasetInfo.load(data)
     for split in ("validation", "test"):

@@ -18,9 +18,9 @@ import keras
 import keras_tuner as kt
 
 from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from app.data.dataset import DatasetInfo
-from app.data.preprocess import TagLookup
-from app.data.preprocessor import ContextualPreprocessor
+from app.records.dataset import DatasetInfo
+from app.model.preprocess import TagLookup
+from app.model.preprocessor import ContextualPreprocessor
 from app.model.classifier import build_head
 from app.runs.rundir import MODEL
 from app.training.run import RunOptions, train

@@ -24,8 +24,8 @@ import shutil
 from pathlib import Path
 
 from app import resources
-from app.data import oid
-from app.data.tags import TagDecodeError, decode_field
+from app.sources import oid
+from app.text.tags import TagDecodeError, decode_field
 from app.demo.lexicon import parse_lexicon
 
 CAPTION = {"en": ("A photo of {}.", " and "), "de": ("Ein Foto mit {}.", " und "),

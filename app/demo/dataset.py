@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Optional
 
 from app.config import PrepareConfig
-from app.data.dataset import DEMO_SOURCES
-from app.data.join import prepare_dataset
+from app.records.dataset import DEMO_SOURCES
+from app.records.join import prepare_dataset
 from app.demo.world import WorldConfig, write_world
 
 log = logging.getLogger("prepare")

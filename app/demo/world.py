@@ -2,7 +2,7 @@
 
 Everything is written in the real source formats (Open Images V5 CSVs and hierarchy, the
 25-field `yfcc100m_dataset`, the autotags pack, an extra-tags TSV and JPEGs) and then goes
-through the normal readers in `app.data.join`. What makes it hard in the ways Flickr is hard:
+through the normal readers in `app.records.join`. What makes it hard in the ways Flickr is hard:
 
 * scenes follow themes, so classes co-occur (dogs with balls, cars with traffic lights);
 * the image and the tags complement each other: background objects (trees, windows, street
@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from app import resources
-from app.data import oid
-from app.data.hierarchy import Hierarchy
-from app.data.sources import Sources
-from app.data.yfcc import load_autotag_mapping
+from app.sources import oid
+from app.sources.hierarchy import Hierarchy
+from app.sources.oid_yfcc import Sources
+from app.sources.yfcc import load_autotag_mapping
 from app.demo.formats import WorldFiles, autotags_line, image_row, yfcc_line, yfcc_only_id
 from app.demo.lexicon import parse_lexicon
 from app.demo.render import COLORS, SHAPES, TEXTURES, render
@@ -389,7 +389,7 @@ def write_world(out_dir: str | Path, config: WorldConfig = WorldConfig()) -> Sou
         config: sizes, seed and noise levels.
 
     Returns:
-        The `Sources` to pass to `app.data.join.prepare`.
+        The `Sources` to pass to `app.records.join.prepare`.
     """
     world = _Stream(config)
     with WorldFiles(Path(out_dir), oid.SPLITS) as files:

@@ -1,7 +1,7 @@
 """Scoring a predictions CSV (`ImageID,LabelName,Score`) against Open Images verified labels.
 
 The challenge image-level mAP of `app.evaluation.metrics`, at Open Images scale: both files go
-through the block reader (`app.data.csvread`), the labels are expanded with the hierarchy per
+through the block reader (`app.sources.csvread`), the labels are expanded with the hierarchy per
 class (vectorised), and the metric runs on blocks of classes, so that no dense float matrix of
 every image and class is ever built. The image axis is in ImageID order (the metric's tie order).
 """
@@ -15,10 +15,10 @@ from typing import Mapping
 import numpy as np
 
 from app import resources
-from app.data.badrows import BadRows
-from app.data.csvread import CsvChunk, CsvReader
-from app.data.hierarchy import Hierarchy
-from app.data.oid import HEX_IDS, ImageIdKeys, LabelTable, load_labels, mid_index, read_classes
+from app.badrows import BadRows
+from app.sources.csvread import CsvChunk, CsvReader
+from app.sources.hierarchy import Hierarchy
+from app.sources.oid import HEX_IDS, ImageIdKeys, LabelTable, load_labels, mid_index, read_classes
 from app.errors import InputError
 from app.evaluation.image_ids import AnyImageIds
 from app.evaluation.metrics import average_precisions, check_protocol

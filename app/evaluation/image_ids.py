@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.data.csvread import CsvReader, arrow_to_numpy
-from app.data.oid import LABEL_COLUMNS, ImageIdKeys, image_keys
+from app.sources.csvread import CsvReader, arrow_to_numpy
+from app.sources.oid import LABEL_COLUMNS, ImageIdKeys, image_keys
 
 UNLABELLED = 1 << 62  # keys of ids outside the labels file start here
 

@@ -15,8 +15,8 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from app.data.dataset import DatasetInfo
-from app.data.hierarchy import Hierarchy
+from app.records.dataset import DatasetInfo
+from app.sources.hierarchy import Hierarchy
 from app.evaluation import baselines
 from app.evaluation.exhaustive import exhaustive_reports
 from app.evaluation.metrics import (check_protocol, sparse_average_precisions, sparse_mean_average_precision,

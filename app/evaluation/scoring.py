@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from app.data.dataset import DatasetInfo
-from app.data.pipeline import make_dataset
+from app.records.dataset import DatasetInfo
+from app.records.pipeline import make_dataset
 from app.evaluation.truth import PairScores, SplitTruth
 from app.runs.rundir import RunDir
 from app.runs.trained import TrainedRun

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
-from app.data import records
-from app.data.dataset import DatasetError, DatasetInfo
+from app.records import schema
+from app.records.dataset import DatasetError, DatasetInfo
 from app.evaluation.image_ids import order_keys
 from app.evaluation.metrics import VerifiedPairs
 
@@ -62,7 +62,7 @@ class SplitTruth:
 def _batches(info: DatasetInfo, split: str, keys: list) -> Iterator[dict]:
     """A split's records in shard order, parsed `BATCH` at a time (only `keys`)."""
     ds = tf.data.TFRecordDataset(info.shard_files(split)).batch(BATCH)
-    yield from ds.map(lambda s: records.parse_batch(s, keys), num_parallel_calls=tf.data.AUTOTUNE).prefetch(1)
+    yield from ds.map(lambda s: schema.parse_batch(s, keys), num_parallel_calls=tf.data.AUTOTUNE).prefetch(1)
 
 
 def _batch_pairs(ex: dict, num_classes: int, where: str) -> VerifiedPairs:

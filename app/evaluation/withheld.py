@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from app.data.dataset import DatasetInfo
+from app.records.dataset import DatasetInfo
 from app.evaluation import baselines
 from app.evaluation.metrics import sparse_mean_average_precision
 from app.evaluation.scoring import apply_floor

@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 
 from app.config import ModelConfig
-from app.data.preprocessor import ContextualPreprocessor
+from app.model.preprocessor import ContextualPreprocessor
 from app.model.layers import (ImageDropout, MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D,
                               MissingImageEmbedding, ResNetPreprocess, SparseReadEmbedding, TagDropout)
 

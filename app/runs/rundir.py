@@ -2,7 +2,7 @@
 
     run.json          what the run was made from (its fingerprint), its data folder and status
     config.json       the full RunConfig (`python app/train.py --config` takes it)
-    preprocessor.json the model's inputs (`app.data.preprocessor.ContextualPreprocessor`)
+    preprocessor.json the model's inputs (`app.model.preprocessor.ContextualPreprocessor`)
     vocab.tsv         the tag vocabulary (with the tag limit and cleaning: all a TagLookup needs)
     classes.csv       output order of the 500 classes (MID,DisplayName)
     hierarchy.json    the class hierarchy of the dataset
@@ -35,14 +35,14 @@ from typing import TYPE_CHECKING, Iterator, Optional
 
 from app import __version__
 from app.config import RunConfig, read_json
-from app.data.dataset import CLASSES, HIERARCHY, VOCAB, DatasetInfo
-from app.data.oid import read_classes
-from app.data.tags import Vocabulary
+from app.records.dataset import CLASSES, HIERARCHY, VOCAB, DatasetInfo
+from app.sources.oid import read_classes
+from app.text.tags import Vocabulary
 from app.errors import InputError
 from app.fileio import atomic_output, atomic_write_json, atomic_write_text, remove_stale_temps
 
 if TYPE_CHECKING:  # the preprocessor needs TensorFlow, which reading a run's record does not
-    from app.data.preprocessor import ContextualPreprocessor
+    from app.model.preprocessor import ContextualPreprocessor
 
 RUN = "run.json"
 CONFIG = "config.json"
@@ -198,7 +198,7 @@ class RunDir:
 
     def load_preprocessor(self) -> "ContextualPreprocessor":
         """The model's inputs; runs from before `preprocessor.json` get them from their config."""
-        from app.data.preprocessor import PREPROCESSOR, ContextualPreprocessor
+        from app.model.preprocessor import PREPROCESSOR, ContextualPreprocessor
 
         if (self.path / PREPROCESSOR).exists():
             return ContextualPreprocessor.load(self.path)

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 
 from app.config import RunConfig
-from app.data.dataset import DatasetInfo
-from app.data.preprocessor import ContextualPreprocessor
+from app.records.dataset import DatasetInfo
+from app.model.preprocessor import ContextualPreprocessor
 from app.runs.rundir import RunDir
 
 

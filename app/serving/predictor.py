@@ -22,7 +22,7 @@ def load_predictor(path: Path, review_margin: float | None = None) -> tuple[Call
     """
     import tensorflow as tf
 
-    from app.data.oid import read_classes
+    from app.sources.oid import read_classes
     from app.serving.signatures import CLASSES_ASSET, ServingModule, latest_export
     from app.runs.rundir import RunDir
 
@@ -63,7 +63,7 @@ def load_predictor(path: Path, review_margin: float | None = None) -> tuple[Call
 
 def tag_languages(tags: list) -> list:
     """Each photo's tag language, as prepare detects it: pycld2 on the cleaned tags, `un` when unsure."""
-    from app.data.language import detect_language
-    from app.data.tags import clean_tags
+    from app.text.language import detect_language
+    from app.text.tags import clean_tags
 
     return [detect_language(clean_tags(t)) for t in tags]

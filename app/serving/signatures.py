@@ -1,7 +1,7 @@
 """A SavedModel for TensorFlow Serving: raw tags and image bytes in, scores and top-k out.
 
 All preprocessing is in the graph and is the run's own `ContextualPreprocessor`
-(`app.data.preprocessor`), the object the tf.data pipeline used in training: tag cleaning, the tag
+(`app.model.preprocessor`), the object the tf.data pipeline used in training: tag cleaning, the tag
 limit, padding, vocabulary lookup, image decoding and resizing, image presence; ResNet
 preprocessing is inside the Keras model itself.
 
@@ -13,9 +13,9 @@ Signatures:
         One comma-separated, percent-encoded YFCC100M tag field per photo.
 `text: string [batch]` (each photo's free text, such as a caption; "" for none) is an input only of
 models that read text (`--text-input text|both`), before `language`.
-`language` (each photo's tag language, as `app.data.language.detect_language` gives it on the
+`language` (each photo's tag language, as `app.text.language.detect_language` gives it on the
 cleaned tags: `en`, `de`, ..., `un`) is an input only of models whose vocabulary is normalised per
-language (`--tag-normalization snowball`, see `app.data.stemming`).
+language (`--tag-normalization snowball`, see `app.text.stemming`).
 Outputs: scores [batch, classes]; top_k_scores, top_k_mids, top_k_names [batch, k] (the k highest
 scores); classes_mids, classes_names, classes_scores [batch, k] (the most specific confident classes,
 parents implied, padded with "" and 0; see app/serving/specific.py), classes_count and
@@ -34,9 +34,9 @@ from typing import Callable
 
 import tensorflow as tf
 
-from app.data.hierarchy import Hierarchy
-from app.data.preprocess import split_yfcc_tags
-from app.data.preprocessor import SERVING_TAGS, SERVING_YFCC_TAGS
+from app.sources.hierarchy import Hierarchy
+from app.model.preprocess import split_yfcc_tags
+from app.model.preprocessor import SERVING_TAGS, SERVING_YFCC_TAGS
 from app.fileio import atomic_output
 from app.runs.rundir import RunDir
 from app.runs.trained import TrainedRun

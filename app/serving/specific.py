@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from app.data.hierarchy import Hierarchy
+from app.sources.hierarchy import Hierarchy
 
 
 def ancestor_matrix(hierarchy: Hierarchy, mids: list) -> np.ndarray:

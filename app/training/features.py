@@ -25,10 +25,10 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from app.data import records
-from app.data.dataset import DatasetInfo
-from app.data.preprocess import decode_images
-from app.data.preprocessor import FEATURE_DIM
+from app.records import schema
+from app.records.dataset import DatasetInfo
+from app.model.preprocess import decode_images
+from app.model.preprocessor import FEATURE_DIM
 from app.fileio import atomic_output
 
 log = logging.getLogger("app.training")
@@ -107,7 +107,7 @@ class FeatureStore:
             return tf.data.TFRecordDataset(shard).batch(64).map(lambda s: (index, s))
 
         def decode(index, serialized):
-            return (index, *decode_images(records.parse_batch(serialized, ["image"])["image"], size))
+            return (index, *decode_images(schema.parse_batch(serialized, ["image"])["image"], size))
 
         return (tf.data.Dataset.from_tensor_slices(shards).enumerate().flat_map(shard_batches)
                 .map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2))

@@ -19,10 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from app.config import RunConfig
-from app.data.dataset import DatasetInfo
-from app.data.pipeline import make_dataset
-from app.data.preprocess import TagLookup
-from app.data.preprocessor import ContextualPreprocessor
+from app.records.dataset import DatasetInfo
+from app.records.pipeline import make_dataset
+from app.model.preprocess import TagLookup
+from app.model.preprocessor import ContextualPreprocessor
 from app.evaluation.metrics import sparse_mean_average_precision, sparse_tune_class_thresholds
 from app.evaluation.truth import PairScores, SplitTruth, load_truth
 from app.model.classifier import (attach_backbone, build_backbone, build_head, resolve_image_weights,

@@ -37,9 +37,9 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from app.config import PseudoLabelConfig
-from app.data import records
-from app.data.dataset import DatasetInfo, DatasetWriter
-from app.data.records import shard_name
+from app.records import schema
+from app.records.dataset import DatasetInfo, DatasetWriter
+from app.records.schema import shard_name
 from app.errors import InputError
 from app.evaluation.scoring import TrainedModel
 from app.fileio import refuse_output_over_inputs
@@ -137,10 +137,10 @@ def _write_train(writer: DatasetWriter, info: DatasetInfo, scores: np.ndarray, k
     """Links the train shards and writes the kept photos after them, numbered as one split."""
     train = info.shard_files("train")
     per_shard = max(1, max(info.shard_records(s) for s in train))
-    count = records.shard_count(len(keep), per_shard)
+    count = schema.shard_count(len(keep), per_shard)
     total = len(train) + count
     writer.link_shards(info, {f: shard_name("train", i, total) for i, f in enumerate(train)})
-    shards = records.ShardWriter(writer.path, "pseudo", count, total=len(keep))
+    shards = schema.ShardWriter(writer.path, "pseudo", count, total=len(keep))
     try:
         for row, serialized in _kept_records(info.shard_files(SOURCE_SPLIT), keep):
             shards.write_serialized(_relabel(serialized, np.asarray(scores[row], np.float32), config.target_floor))

@@ -1,0 +1,1 @@
+"""Text: tag cleaning, the tag limit and vocabulary, language detection, stemming."""
