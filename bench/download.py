@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.downloader.download import DownloadConfig, DownloadItem, download  # noqa: E402
 from app.downloader.fetch import FetchConfig  # noqa: E402
 from app.badrows import BadRows  # noqa: E402
-from app.records.image_folder import ImageFolder  # noqa: E402
+from app.sources.image_folder import ImageFolder  # noqa: E402
 from app.downloader.images import md5_base64, verify_image  # noqa: E402
 from app.sources.oid import OidImage  # noqa: E402
 

@@ -150,7 +150,7 @@ def test_full_human_labels_win_over_the_boxable_subset_and_the_choice_is_logged(
 
 def test_manifest_rows_are_checked_and_the_last_row_of_a_photo_wins(tmp_path):
     from app.badrows import BadRows
-    from app.records.image_folder import ImageFolder
+    from app.sources.image_folder import ImageFolder
     from app.downloader.manifest import FAILED, ManifestRow, ManifestWriter
 
     good = tmp_path / "aa" / "aa00000000000001.jpg"

@@ -27,7 +27,7 @@ from app.downloader.urls import download_key, is_url
 from app.records.dataset import DatasetWriter
 from app.downloader.download import relative_path
 from app.sources.hierarchy import Hierarchy
-from app.records.image_folder import ImageFolder
+from app.sources.image_folder import ImageFolder
 from app.records.join import _Tally as _JoinTally  # one owner of the per-split counts
 from app.records.join import photo_tags
 from app.downloader.manifest import manifest_files

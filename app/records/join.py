@@ -30,7 +30,7 @@ from app.badrows import BadRows
 from app.sources.buckets import first_occurrences, mix64
 from app.records.dataset import JOIN_TEMP, DatasetWriter
 from app.sources.hierarchy import Hierarchy
-from app.records.image_folder import ImageFolder, ManifestEntry
+from app.sources.image_folder import ImageFolder, ManifestEntry
 from app.text.language import detect_language
 from app.sources.partition import TAG_SOURCES, Partitioned, partition
 from app.records.schema import iter_language_tags

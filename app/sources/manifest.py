@@ -39,7 +39,7 @@ LABEL_MODES = ("exhaustive", "partial")
 
 
 class _Raw(io.RawIOBase):
-    """`app.sources.oid_yfcc.open_text`'s handle (plain, gzip or bz2) as a raw stream, to buffer and iterate."""
+    """`app.sources.textfiles.open_text`'s handle (plain, gzip or bz2) as a raw stream, to buffer and iterate."""
 
     def __init__(self, handle):
         self.handle = handle

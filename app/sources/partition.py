@@ -29,7 +29,7 @@ from app.sources import oid
 from app.sources import yfcc
 from app.badrows import BadRows
 from app.sources.buckets import BucketFiles, bucket_of, first_occurrences, mix64
-from app.records.image_folder import ImageFolder, ManifestEntry
+from app.sources.image_folder import ImageFolder, ManifestEntry
 from app.sources.oid_yfcc import Sources
 from app.sources.textfiles import iter_line_blocks
 from app.sources.yfcc_split import BottomK, order_keys, parse_yfcc_key

@@ -1,4 +1,4 @@
-"""The common photo record of every collection reader, and the deterministic hash split."""
+"""The common photo record of every source (`app.sources.base.Source`), and the deterministic hash split."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ ALL_SPLITS = (*SPLITS, UNLABELLED)
 
 @dataclass
 class CollectionPhoto:
-    """One photo of a collection, as a reader yields it.
+    """One photo as a source yields it: what the dataset builder turns into a record.
+
+    A collection reader (manifest, NUS-WIDE, COCO) fills the first nine fields; the Open Images ⋈
+    YFCC100M join also the last four.
 
     Args:
         image_id: the photo's id (any non-empty string).
@@ -23,10 +26,14 @@ class CollectionPhoto:
         image: a path relative to the images folder, a URL, or "" (none).
         tags: the user's tags, raw.
         text: free text such as a caption ("" for none).
-        labels: positive class indices.
+        labels: positive class indices (verified, or weak targets in the unlabelled split).
         negatives: verified negative class indices (`--labels partial`), or None.
-        split: `train`, `validation`, `test`, or None (the hash split decides).
+        split: `train`, `validation`, `test`, `yfcc` (`UNLABELLED`), or None (the hash split decides).
         flickr_id: the Flickr photo id when known, else 0.
+        md5: the image's expected `OriginalMD5` ("" for none).
+        tag_source: where the tags came from (`yfcc`, `extra`, `none`); "" for the photo's own tags.
+        scores: machine labels `{class index: confidence}`: training targets where no label is verified.
+        autotags: autotag scores `{class index: score}`: an unlabelled photo's training targets.
     """
 
     image_id: str
@@ -38,6 +45,10 @@ class CollectionPhoto:
     negatives: Optional[list] = None
     split: Optional[str] = None
     flickr_id: int = 0
+    md5: str = ""
+    tag_source: str = ""
+    scores: dict = field(default_factory=dict)
+    autotags: dict = field(default_factory=dict)
 
 
 def unit_hash(image_id: str) -> float:

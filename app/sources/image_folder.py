@@ -1,4 +1,5 @@
-"""Where prepare finds each photo's image: a download manifest, or `ImageID.jpg` files.
+"""Where prepare finds each photo's image: a download manifest, or `ImageID.jpg` files
+(`ImageFolder`, Open Images ⋈ YFCC100M); a path or URL per photo (`CollectionImages`, collections).
 
 With a manifest (`manifest*.csv`, written by `app/download.py`), a photo's image is the file its
 last `ok` row names: verified against `OriginalMD5` at download time, then possibly turned and
@@ -10,6 +11,9 @@ must match `OriginalMD5`. A YFCC100M photo outside Open Images (the `yfcc` split
 Either way an image is stored only if it is a complete JPEG or PNG that decodes
 (`app.downloader.images.verify_image`); otherwise it is a bad row `image_<reason>` with its ImageID.
 Every photo without an image is counted by reason in `without_image`.
+
+A collection's photo names its image: a path under the images folder, or a URL that `download.py
+--manifest` fetched there (found in its download manifest by `urls.download_key`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from app.downloader import images
 from app.badrows import BadRows
 from app.downloader.download import DownloadFailure, relative_path
 from app.downloader.manifest import OK, manifest_files, read_manifest
+from app.downloader.urls import download_key, is_url
 from app.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -104,7 +109,9 @@ class ImageFolder:
         """Each photo's checked image bytes, in order; b"" for a photo without a (good) image.
 
         A photo is anything with an `image_id` (an ImageID, or `yfcc-<id>` for a YFCC100M photo
-        outside Open Images) and an `md5` (`OriginalMD5`, or empty when there is none).
+        outside Open Images) and an `md5` (`OriginalMD5`, or empty when there is none). Its manifest
+        entry is looked up as it is taken from `photos`, so `use_entries` may change the entries
+        between photos (the join does at each bucket).
 
         A photo without an image is counted in `without` by reason and, if its file is broken, in
         `bad` as `image_<reason>` with its ImageID. Files are read and checked `workers` at a time
@@ -115,18 +122,17 @@ class ImageFolder:
         with futures.ThreadPoolExecutor(workers, thread_name_prefix="image-check") as pool:
             window: collections.deque = collections.deque()
             for image in photos:
-                window.append(pool.submit(self._check, image))
+                window.append(pool.submit(self._check, image, self.entries.get(image.image_id)))
                 if len(window) > 4 * workers:
                     yield self._record(window.popleft().result(), bad)
             while window:
                 yield self._record(window.popleft().result(), bad)
 
-    def _check(self, image) -> tuple:
+    def _check(self, image, entry: Optional[ManifestEntry]) -> tuple:
         """`(data, refusal or None, unverified)`; touches no counter, so it may run in any thread."""
         if not self.manifests:
             path = self.folder / f"{image.image_id}.jpg"
             return *_read_checked(path, image, str(path), 0, image.md5), False
-        entry = self.entries.get(image.image_id)
         if entry is None:
             return b"", ("not_downloaded", str(self.folder), 0, image.image_id, False), False
         _, index, line_no, reason, path, verified = entry
@@ -150,6 +156,75 @@ class ImageFolder:
         """For stats.json: the manifests read, photos without an image by reason, unverified images."""
         return {"manifests": [m.name for m in self.manifests], "without_image": self.without.to_dict(),
                 "unverified_images": self.unverified}
+
+
+class CollectionImages:
+    """Where a collection's photos are: paths under `folder`, and URL photos that `download.py
+    --manifest` stored there (found by `urls.download_key` in its download manifest).
+
+    Args:
+        folder: the images folder, or None (every photo goes without an image).
+    """
+
+    def __init__(self, folder: Optional[Path]):
+        self.folder = Path(folder) if folder is not None else None
+        self.without = BadRows()
+        self._entries: Optional[dict] = None
+
+    def _downloaded(self) -> dict:
+        if self._entries is None:
+            self._entries = ImageFolder(self.folder, BadRows()).entries if manifest_files(self.folder) else {}
+        return self._entries
+
+    def _relative(self, photo) -> tuple[Optional[str], str]:
+        """`(path under the folder, "")`, or `(None, why there is none)`."""
+        if not photo.image:
+            return None, "no_image"
+        if self.folder is None:
+            return None, "no_images_folder"
+        if not is_url(photo.image):
+            return photo.image.replace("\\", "/"), ""
+        found = self._downloaded().get(download_key(photo.image_id))
+        if found is None or found.reason:
+            return None, f"download_{found.reason}" if found else "not_downloaded"
+        return found.path or relative_path(download_key(photo.image_id)), ""
+
+    def iter_load(self, photos: Iterable, bad: BadRows) -> Iterator[bytes]:
+        """Each photo's checked image bytes, in order (see `load`)."""
+        for photo in photos:
+            yield self.load(photo, bad)
+
+    def load(self, photo, bad: BadRows) -> bytes:
+        """The photo's checked image bytes, or b"" (counted in `without` by reason; a broken file also in `bad`)."""
+        path, line = photo.where.rsplit(":", 1)
+        relative, why = self._relative(photo)
+        if relative is None:
+            value = f"{photo.image_id}: {photo.image}" if photo.image else photo.image_id
+            self.without.add(why, path, int(line), value)
+            return b""
+        file = (self.folder / relative).resolve()
+        if not file.is_relative_to(self.folder.resolve()):
+            bad.add("image_outside_folder", path, int(line), photo.image)
+            self.without.add("image_outside_folder", path, int(line), photo.image)
+            return b""
+        try:
+            data = file.read_bytes()
+            images.verify_image(data)
+            return data
+        except FileNotFoundError:  # a dead link (NUS-WIDE has many): counted, the photo kept without an image
+            self.without.add("image_missing", path, int(line), f"{photo.image_id}: {file}")
+            return b""
+        except OSError as err:
+            reason, detail = "image_unreadable", f"{file}: {err.strerror}"
+        except images.BadImage as err:
+            reason, detail = f"image_{err.reason}", f"{file}: {err.detail}"
+        bad.add(reason, path, int(line), f"{photo.image_id}: {detail}")
+        self.without.add(reason, path, int(line), f"{photo.image_id}: {detail}")
+        return b""
+
+    def stats(self) -> dict:
+        """For stats.json: photos without an image by reason."""
+        return {"without_image": self.without.to_dict()}
 
 
 def _default_path(image_id: str) -> Optional[str]:
