@@ -70,8 +70,9 @@ def main(argv=None) -> dict:
     setup_logging(args.verbose)
     config = PrepareConfig(**config_overrides(args, "prepare"))
     from app.sources import oid
-    from app.records.join import prepare_dataset
-    from app.sources.oid_yfcc import Sources
+    from app.records.builder import prepare_dataset
+    from app.records.collection_flags import open_collection
+    from app.sources.oid_yfcc import OidYfccFiles
     from app.records.summary import summary
     from app.demo.dataset import prepare_demo
 
@@ -84,13 +85,11 @@ def main(argv=None) -> dict:
     progress = not args.no_progress and sys.stderr.isatty()
     with writing_to(args.out):
         if wants_collection(args):
-            from app.records.builder import prepare_collection_dataset
-
-            stats = prepare_collection_dataset(args, config)
+            stats = prepare_dataset(lambda scratch: open_collection(args, scratch / "raw"), args.out, config, progress)
         elif args.demo:
             stats = prepare_demo(args.out, args.demo_size, args.seed, config, progress)
         else:
-            stats = prepare_dataset(lambda _: Sources(
+            stats = prepare_dataset(lambda _: OidYfccFiles(
                 oid=oid.OidPaths.find(args.oid_dir, classes=args.classes, hierarchy=args.hierarchy), yfcc=args.yfcc,
                 autotags=args.autotags, extra_tags=args.extra_tags, images=args.images), args.out, config, progress)
     print(summary(stats, args.out, time.time() - started))

@@ -28,7 +28,7 @@ def tiny_world(tmp_path_factory):
         `(sources, data_dir)`.
     """
     from app.config import PrepareConfig
-    from app.records.join import prepare_dataset
+    from app.records.builder import prepare_dataset
     from app.demo.world import WorldConfig, write_world
 
     root = tmp_path_factory.mktemp("world")

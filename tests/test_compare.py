@@ -59,7 +59,7 @@ def test_compare_trains_each_arm_on_the_same_seeds_and_pairs_them(tiny_world, tm
 
 def test_an_arm_on_its_own_dataset_must_share_validation_and_test(tiny_world, tmp_path):
     from app.config import PrepareConfig
-    from app.records.join import prepare_dataset
+    from app.records.builder import prepare_dataset
 
     sources, data_dir = tiny_world
     same = tmp_path / "same"  # other yfcc photos, the same validation and test

@@ -77,7 +77,7 @@ def test_rebuilt_vocabulary_matches_the_saved_one(tiny_world):
 
 def test_prepare_saves_a_snowball_vocabulary_that_runs_rebuild_alike(tiny_world, tmp_path):
     from app.config import PrepareConfig
-    from app.records.join import prepare_dataset
+    from app.records.builder import prepare_dataset
 
     sources, data_dir = tiny_world
     prepare_dataset(sources, tmp_path / "d", PrepareConfig(tag_limit=10, tag_threshold=2, records_per_shard=64,

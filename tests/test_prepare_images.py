@@ -111,7 +111,7 @@ def _set_md5(csv_path: Path, image_id: str, md5: str) -> None:
 
 def test_truncated_jpeg_with_matching_md5_is_counted_and_not_stored(tmp_path, world):
     from app.config import PrepareConfig
-    from app.records.join import prepare_dataset
+    from app.records.builder import prepare_dataset
 
     train = [r.image_id for r in oid.read_images(world.oid.images["train"], _Bad())]
     cut, missing = train[0], train[1]

@@ -184,7 +184,7 @@ def test_pseudo_label_refuses_bad_inputs(tiny_world, pretrained, tmp_path, capsy
 
 def test_a_dataset_without_a_yfcc_split_is_said_so(tiny_world, pretrained, tmp_path, capsys):
     from app.config import PrepareConfig
-    from app.records.join import prepare_dataset
+    from app.records.builder import prepare_dataset
 
     sources, data = tiny_world
     empty = tmp_path / "no-yfcc"

@@ -9,7 +9,7 @@ from typing import Optional
 
 from app.config import PrepareConfig
 from app.records.dataset import DEMO_SOURCES
-from app.records.join import prepare_dataset
+from app.records.builder import prepare_dataset
 from app.demo.world import WorldConfig, write_world
 
 log = logging.getLogger("prepare")

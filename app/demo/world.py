@@ -2,7 +2,7 @@
 
 Everything is written in the real source formats (Open Images V5 CSVs and hierarchy, the
 25-field `yfcc100m_dataset`, the autotags pack, an extra-tags TSV and JPEGs) and then goes
-through the normal readers in `app.records.join`. What makes it hard in the ways Flickr is hard:
+through the normal readers (`app.sources.oid_yfcc`). What makes it hard in the ways Flickr is hard:
 
 * scenes follow themes, so classes co-occur (dogs with balls, cars with traffic lights);
 * the image and the tags complement each other: background objects (trees, windows, street
@@ -30,7 +30,7 @@ import numpy as np
 from app import resources
 from app.sources import oid
 from app.sources.hierarchy import Hierarchy
-from app.sources.oid_yfcc import Sources
+from app.sources.oid_yfcc import OidYfccFiles
 from app.sources.yfcc import load_autotag_mapping
 from app.demo.formats import WorldFiles, autotags_line, image_row, yfcc_line, yfcc_only_id
 from app.demo.lexicon import parse_lexicon
@@ -376,7 +376,7 @@ class _Stream(_World):
         return sorted(out.items(), key=lambda kv: -kv[1])
 
 
-def write_world(out_dir: str | Path, config: WorldConfig = WorldConfig()) -> Sources:
+def write_world(out_dir: str | Path, config: WorldConfig = WorldConfig()) -> OidYfccFiles:
     """Generates the demo world into `out_dir` in the real source formats, streaming: memory stays
     flat in the number of photos.
 
@@ -389,14 +389,14 @@ def write_world(out_dir: str | Path, config: WorldConfig = WorldConfig()) -> Sou
         config: sizes, seed and noise levels.
 
     Returns:
-        The `Sources` to pass to `app.records.join.prepare`.
+        The files to pass to `app.records.builder.prepare_dataset`.
     """
     world = _Stream(config)
     with WorldFiles(Path(out_dir), oid.SPLITS) as files:
         for number, kind in enumerate(world.kinds()):
             world.emit(world.new_photo(kind, number), files, number)
     out = Path(out_dir)
-    return Sources(oid=oid.OidPaths.find(out / "oid"), yfcc=out / "yfcc100m_dataset",
+    return OidYfccFiles(oid=oid.OidPaths.find(out / "oid"), yfcc=out / "yfcc100m_dataset",
                    autotags=out / "yfcc100m_autotags", extra_tags=out / "extra_tags.tsv", images=out / "images")
 
 

@@ -12,7 +12,7 @@ from app.sources.manifest import LABEL_MODES, ManifestReader
 from app.sources.photo import HashSplit
 
 if TYPE_CHECKING:
-    from app.records.builder import Collection
+    from app.sources.base import Collection
 
 DEMO_FORMATS = ("oid", "manifest", "nuswide")
 
@@ -61,7 +61,7 @@ def collection_error(args: argparse.Namespace) -> Optional[str]:
 
 def open_collection(args: argparse.Namespace, scratch: Path) -> "Collection":
     """The collection the flags name; a demo world is first written under `scratch`."""
-    from app.records.builder import Collection
+    from app.sources.base import Collection
 
     split = HashSplit(args.test_fraction, args.validation_fraction)
     if args.demo:

@@ -1,4 +1,4 @@
-"""A prepared dataset's stats (`stats.json`, written by `app.records.join` or `app.records.builder`)
+"""A prepared dataset's stats (`stats.json`, written by `app.records.builder`)
 as a short report."""
 
 from __future__ import annotations

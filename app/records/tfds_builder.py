@@ -14,7 +14,7 @@ writes them). The demo world's `raw/` folder (`prepare.py --demo` keeps it in th
 has this layout.
 
 Examples are the records of `prepare.py`: the builder runs the very same streaming join
-(`app.records.join.prepare`) into a dataset folder under TFDS's download folder, then yields that
+(`app.records.builder.prepare_dataset`) into a dataset folder under TFDS's download folder, then yields that
 folder's records split by split (key: `image_id`). Splits: train, validation, test, and `yfcc`
 (the weakly labelled YFCC100M photos). The fields are the records' fields, typed for TFDS's tools
 (`tfds.show_examples`, `tfds.as_dataframe`, `as_supervised=True`): `image` is a `tfds.features.Image`
@@ -41,8 +41,9 @@ from app.config import PrepareConfig
 from app.sources import oid
 from app.records import schema
 from app.records.dataset import DatasetInfo
-from app.records.join import SPLITS, prepare_dataset
-from app.sources.oid_yfcc import Sources
+from app.records.builder import prepare_dataset
+from app.sources.oid_yfcc import OidYfccFiles
+from app.sources.photo import ALL_SPLITS
 from app.errors import InputError
 
 PREPARED = "prepared"  # the dataset folder inside TFDS's download folder
@@ -55,7 +56,7 @@ def _find(folder: Path, stem: str) -> Optional[Path]:
     return next(iter(sorted(p for p in folder.glob(f"{stem}*") if p.is_file())), None)
 
 
-def manual_sources(manual_dir: str | Path) -> Sources:
+def manual_sources(manual_dir: str | Path) -> OidYfccFiles:
     """The prepare sources in a manual folder (see the module docstring).
 
     Raises:
@@ -67,7 +68,7 @@ def manual_sources(manual_dir: str | Path) -> Sources:
         raise InputError(f"{root}: a TFDS manual folder needs oid/ (the Open Images files) and yfcc100m_dataset; "
                          f"see {ContextualOpenImages.__name__}.MANUAL_DOWNLOAD_INSTRUCTIONS")
     images = root / "images"
-    return Sources(oid=oid.OidPaths.find(root / "oid"), yfcc=yfcc, autotags=_find(root, "yfcc100m_autotags"),
+    return OidYfccFiles(oid=oid.OidPaths.find(root / "oid"), yfcc=yfcc, autotags=_find(root, "yfcc100m_autotags"),
                    extra_tags=_find(root, "extra_tags"), images=images if images.is_dir() else None)
 
 
@@ -171,7 +172,7 @@ class ContextualOpenImages(tfds.core.GeneratorBasedBuilder):
         self.info.metadata.update(classes=[mid for mid, _ in info.classes], vocabulary_size=info.vocab.size,
                                   prepare_config=dataclasses.asdict(self.prepare_config),
                                   fingerprint=info.fingerprint)
-        return {split: self._generate_examples(info.shard_files(split)) for split in SPLITS
+        return {split: self._generate_examples(info.shard_files(split)) for split in ALL_SPLITS
                 if info.shard_files(split)}
 
     def _generate_examples(self, shards: list) -> Iterator[tuple[str, dict]]:

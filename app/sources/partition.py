@@ -30,7 +30,7 @@ from app.sources import yfcc
 from app.badrows import BadRows
 from app.sources.buckets import BucketFiles, bucket_of, first_occurrences, mix64
 from app.sources.image_folder import ImageFolder, ManifestEntry
-from app.sources.oid_yfcc import Sources
+from app.sources.oid import OidPaths
 from app.sources.textfiles import iter_line_blocks
 from app.sources.yfcc_split import BottomK, order_keys, parse_yfcc_key
 from app.errors import InputError
@@ -55,6 +55,17 @@ YFCC_STREAMS = {
     "autotags": {"photo": np.uint64, "concepts": list},
     "manifest": _MANIFEST,
 }
+
+
+@dataclass
+class OidYfccFiles:
+    """The input files of one Open Images + YFCC100M prepare run (`app.sources.oid_yfcc.OidYfcc`)."""
+
+    oid: OidPaths
+    yfcc: Path
+    autotags: Optional[Path] = None
+    extra_tags: Optional[Path] = None
+    images: Optional[Path] = None
 
 
 class FlickrMap:
@@ -112,7 +123,7 @@ class Partitioned:
         self.yfcc.remove()
 
 
-def partition(sources: Sources, label_mids: dict, folder: Optional[ImageFolder], tmp_dir: Path, yfcc_size: int,
+def partition(sources: OidYfccFiles, label_mids: dict, folder: Optional[ImageFolder], tmp_dir: Path, yfcc_size: int,
               bucket_photos: int, bad: BadRows, progress: bool) -> Partitioned:
     """Reads every source once into bucket files under `tmp_dir`.
 
