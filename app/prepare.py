@@ -24,11 +24,26 @@ if __package__ in (None, ""):  # `python app/prepare.py`: make the repository ro
 from app.cli import (add_common_flags, add_config_flags, config_overrides, guarded, setup_logging,  # noqa: E402
                      writing_to)
 from app.config import PrepareConfig  # noqa: E402
-from app.records.collection_flags import add_collection_flags, collection_error, wants_collection  # noqa: E402
+from app.demo.collections import write_demo_collection  # noqa: E402
 from app.demo.world import WorldConfig  # noqa: E402
 from app.fileio import refuse_output_over_inputs  # noqa: E402
+from app.sources.base import Collection  # noqa: E402
+from app.sources.classes import ClassList, flat_tree, read_class_list, read_hierarchy  # noqa: E402
+from app.sources.coco import Coco  # noqa: E402
+from app.sources.manifest import LABEL_MODES, ManifestReader  # noqa: E402
+from app.sources.nuswide import NusWide  # noqa: E402
+from app.sources.photo import HashSplit  # noqa: E402
 
 log = logging.getLogger("prepare")
+
+# Datasets read from a folder in their real layout: `--NAME DIR` opens `reader(DIR, validation fraction)`,
+# a reader with `classes`, `images`, `made_from()` and `photos(bad)` (exhaustive labels).
+FOLDER_SOURCES = {
+    "nuswide": (NusWide, "a NUS-WIDE folder in its real layout"),
+    "coco": (Coco, "a COCO 2017 folder (annotations/, train2017/, val2017/)"),
+}
+COLLECTIONS = ("manifest", *FOLDER_SOURCES)
+DEMO_FORMATS = ("oid", "manifest", "nuswide")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if collection_error(args):
         parser.error(collection_error(args))
     if not args.demo and not wants_collection(args) and (args.oid_dir is None or args.yfcc is None):
-        parser.error("give --oid-dir and --yfcc, --manifest, --nuswide, --coco, or --demo")
+        parser.error(f"give --oid-dir and --yfcc, {', '.join(f'--{name}' for name in COLLECTIONS)}, or --demo")
     if args.demo and args.demo_size < 1:
         parser.error(f"--demo-size must be >= 1. Received: {args.demo_size}")
     return args
@@ -69,18 +84,16 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     setup_logging(args.verbose)
     config = PrepareConfig(**config_overrides(args, "prepare"))
-    from app.sources import oid
-    from app.records.builder import prepare_dataset
-    from app.records.collection_flags import open_collection
-    from app.sources.oid_yfcc import OidYfccFiles
-    from app.records.summary import summary
     from app.demo.dataset import prepare_demo
+    from app.records.builder import prepare_dataset
+    from app.records.summary import summary
+    from app.sources import oid
+    from app.sources.oid_yfcc import OidYfccFiles
 
     refuse_output_over_inputs(args.out, {"--oid-dir": args.oid_dir, "--yfcc": args.yfcc, "--autotags": args.autotags,
                                          "--extra-tags": args.extra_tags, "--images": args.images,
                                          "--classes": args.classes, "--hierarchy": args.hierarchy,
-                                         "--manifest": args.manifest, "--nuswide": args.nuswide, "--coco": args.coco},
-                              "never")
+                                         **{f"--{name}": getattr(args, name) for name in COLLECTIONS}}, "never")
     started = time.time()
     progress = not args.no_progress and sys.stderr.isatty()
     with writing_to(args.out):
@@ -94,6 +107,61 @@ def main(argv=None) -> dict:
                 autotags=args.autotags, extra_tags=args.extra_tags, images=args.images), args.out, config, progress)
     print(summary(stats, args.out, time.time() - started))
     return stats
+
+
+def add_collection_flags(parser: argparse.ArgumentParser, demo_group: argparse._ArgumentGroup) -> None:
+    """Adds the collection flags (--images, --classes and --hierarchy are shared with Open Images);
+    --demo-format goes to the demo flags."""
+    group = parser.add_argument_group("your own photos (docs/your-own-photos.md)")
+    group.add_argument("--manifest", type=Path, help="photos.csv or photos.jsonl: id, image, tags, text, labels, "
+                                                     "[negatives], [split]; needs --classes")
+    for name, (_, help_text) in FOLDER_SOURCES.items():
+        group.add_argument(f"--{name}", type=Path, help=help_text)
+    group.add_argument("--labels", choices=LABEL_MODES, default="exhaustive",
+                       help="exhaustive: every class a photo does not list is a verified negative; partial: only "
+                            "the listed positives and the negatives column are verified [default: exhaustive]")
+    group.add_argument("--test-fraction", type=float, default=0.2,
+                       help="photos without a split column: the share hashed into test [default: 0.2]")
+    group.add_argument("--validation-fraction", type=float, default=0.1,
+                       help="the share hashed into validation, cut from what test leaves (NUS-WIDE, COCO: from the "
+                            "official train split) [default: 0.1]")
+    demo_group.add_argument("--demo-format", choices=DEMO_FORMATS, default="oid",
+                            help="with --demo: write the demo world as Open Images + YFCC100M files (oid), as a "
+                                 "manifest with captions, or in the NUS-WIDE layout [default: oid]")
+
+
+def wants_collection(args: argparse.Namespace) -> bool:
+    """Whether the flags name a collection (not the Open Images + YFCC100M sources)."""
+    return any(getattr(args, name) for name in COLLECTIONS) or (args.demo and args.demo_format != "oid")
+
+
+def collection_error(args: argparse.Namespace) -> str | None:
+    """A usage error in the collection flags, or None."""
+    given = [name for name in COLLECTIONS if getattr(args, name)]
+    if len(given) + bool(args.demo) > 1 or (given and (args.oid_dir or args.yfcc)):
+        return f"give one source: {', '.join(f'--{name}' for name in COLLECTIONS)}, --demo, or --oid-dir with --yfcc"
+    if args.manifest and args.classes is None:
+        return "--manifest needs --classes (a CSV of class names, `name` or `name,id` per line)"
+    return None
+
+
+def open_collection(args: argparse.Namespace, scratch: Path) -> Collection:
+    """The collection the flags name; a demo world is first written under `scratch`."""
+    split = HashSplit(args.test_fraction, args.validation_fraction)
+    if args.demo:
+        args = write_demo_collection(args, scratch)
+    if args.manifest:
+        classes = read_class_list(args.classes)
+        return Collection("manifest", ManifestReader(args.manifest, classes, args.labels), classes,
+                          _tree(args, classes), args.labels, args.images, split, (args.manifest, args.classes))
+    name = next(name for name in FOLDER_SOURCES if getattr(args, name))
+    reader = FOLDER_SOURCES[name][0](getattr(args, name), args.validation_fraction)
+    return Collection(name, reader, reader.classes, _tree(args, reader.classes), "exhaustive",
+                      args.images or reader.images, split, reader.made_from())
+
+
+def _tree(args: argparse.Namespace, classes: ClassList) -> dict:
+    return read_hierarchy(args.hierarchy, classes)[0] if args.hierarchy else flat_tree(classes)
 
 
 if __name__ == "__main__":
