@@ -8,7 +8,7 @@ shuffles and batches them exactly as it does the records: the batches are the sa
 
 A row is int32 words (float32 fields bit for bit): each cached input in name order (its shape's
 words), then `label_slots` label ids and `label_slots` targets, then `mask_slots` verified-label ids
-(with a verified-labels loss mask). Unused slots hold the id `num_classes`, cut off after counting.
+(with a verified-labels loss mask). Unused slots hold the id `num_classes`, which counting skips.
 The slots are the split's most labels per photo (counted in a first pass), so a file is
 `records * record_bytes` long.
 
@@ -122,10 +122,9 @@ class RowLayout:
         return inputs, targets, mask
 
     def _count(self, ids: tf.Tensor, weights: Optional[tf.Tensor]) -> tf.Tensor:
-        """`[b, slots]` ids (and weights) -> `[b, C]` float32 sums per class, unused slots cut off."""
-        width = self.num_classes + 1
-        counts = tf.math.bincount(ids, weights, minlength=width, maxlength=width, dtype=tf.float32, axis=-1)
-        return counts[:, :self.num_classes]
+        """`[b, slots]` ids (and weights) -> `[b, C]` float32 sums per class (unused slots, id C, skipped)."""
+        width = self.num_classes
+        return tf.math.bincount(ids, weights, minlength=width, maxlength=width, dtype=tf.float32, axis=-1)
 
     def to_json(self) -> dict:
         return {"inputs": [[name, dtype, list(shape)] for name, dtype, shape in self.inputs],

@@ -20,6 +20,9 @@ from app.records.dataset import DatasetInfo
 from app.records.parsed_cache import CacheKey, ParsedCache, RowLayout
 
 AUTOTUNE = tf.data.AUTOTUNE
+# The functions given to tf.data are plain graph code (no Python control flow on tensors): traced
+# as they are, without AutoGraph's conversion (seconds per new pipeline on a busy machine).
+plain = tf.autograph.experimental.do_not_convert
 BUILD_BATCH = 1024  # records per batch while parsing a shard into cached rows
 
 
@@ -108,13 +111,28 @@ def make_dataset(
         ds = ds.shuffle(len(source.files), seed=seed)
         # Sequential: the same order as a deterministic parallel interleave, at half the CPU per
         # record (on few cores the parallel one's threads take CPU from the training step).
-        ds = ds.interleave(read, cycle_length=min(4, len(source.files)))
+        ds = ds.interleave(plain(read), cycle_length=min(4, len(source.files)))
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
     else:  # shard order, as `app.evaluation.truth.load_truth` reads it
-        ds = ds.flat_map(read)
+        ds = ds.flat_map(plain(read))
     if repeat:
         ds = ds.repeat()
-    return ds.batch(batch_size).map(source.parse, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+    # Repeated, every batch is full: a static batch size folds the shapes (and the mask of ones).
+    return _parse_batches(ds.batch(batch_size, drop_remainder=repeat), source.parse, decodes_images=not parser.cacheable)
+
+
+def _parse_batches(ds: tf.data.Dataset, parse: Callable, decodes_images: bool) -> tf.data.Dataset:
+    """Parses batches ahead of the training step.
+
+    Decoding images takes parallel calls, tuned by tf.data's autotuner. Any other parse (tags, or
+    cached rows) is cheap, and the autotuner's own work and parallel calls cost more CPU than they
+    save, taken from the training step on few cores: one call at a time, two batches ahead.
+    """
+    if decodes_images:
+        return ds.map(plain(parse), num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.map(plain(parse)).prefetch(2).with_options(options)
 
 
 @dataclass(frozen=True)
@@ -223,7 +241,7 @@ class _Parser:
     def row_layout(self, shards: list) -> RowLayout:
         """The rows of a split: its inputs' specs, and its most labels (and verified labels) per photo."""
         spec = (tf.data.TFRecordDataset(shards[:1]).batch(2)
-                .map(lambda s: self.cached_inputs(schema.parse_batch(s, self.keys))).element_spec)
+                .map(plain(lambda s: self.cached_inputs(schema.parse_batch(s, self.keys)))).element_spec)
         inputs = tuple((name, s.dtype.name, tuple(s.shape[1:])) for name, s in spec.items())
         keys = ["label_ids"] + self.mask_keys
 
@@ -233,7 +251,7 @@ class _Parser:
             return tf.reduce_max(tf.pad(ex["label_ids"].row_lengths(), [[0, 1]])), tf.reduce_max(tf.pad(mask, [[0, 1]]))
 
         most = [0, 0]
-        for labels, mask in tf.data.TFRecordDataset(shards).batch(4096).map(longest).as_numpy_iterator():
+        for labels, mask in tf.data.TFRecordDataset(shards).batch(4096).map(plain(longest)).as_numpy_iterator():
             most = [max(most[0], int(labels)), max(most[1], int(mask))]
         return RowLayout(inputs, max(most[0], 1), max(most[1], 1) if self.verified_only else 0, self.num_classes)
 
@@ -273,10 +291,10 @@ def _write_rows(cache: ParsedCache, layout: RowLayout, parser: _Parser, jobs: li
     """
 
     def shard_batches(index, shard):
-        return tf.data.TFRecordDataset(shard).batch(BUILD_BATCH).map(lambda s: (index, s))
+        return tf.data.TFRecordDataset(shard).batch(BUILD_BATCH).map(plain(lambda s: (index, s)))
 
-    batches = (tf.data.Dataset.from_tensor_slices([shard for shard, _, _ in jobs]).enumerate().flat_map(shard_batches)
-               .map(lambda index, s: (index, parser.rows(s, layout)), num_parallel_calls=AUTOTUNE).prefetch(2))
+    batches = (tf.data.Dataset.from_tensor_slices([shard for shard, _, _ in jobs]).enumerate().flat_map(plain(shard_batches))
+               .map(plain(lambda index, s: (index, parser.rows(s, layout))), num_parallel_calls=AUTOTUNE).prefetch(2))
     groups = itertools.groupby(batches.as_numpy_iterator(), key=lambda item: int(item[0]))
     index, blocks = next(groups, (None, ()))
     for job, (_, target, records) in enumerate(jobs):
