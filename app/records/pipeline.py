@@ -118,21 +118,21 @@ def make_dataset(
     if repeat:
         ds = ds.repeat()
     # Repeated, every batch is full: a static batch size folds the shapes (and the mask of ones).
-    return _parse_batches(ds.batch(batch_size, drop_remainder=repeat), source.parse, decodes_images=not parser.cacheable)
+    return _parse_batches(ds.batch(batch_size, drop_remainder=repeat), source)
 
 
-def _parse_batches(ds: tf.data.Dataset, parse: Callable, decodes_images: bool) -> tf.data.Dataset:
+def _parse_batches(ds: tf.data.Dataset, source: "_Source") -> tf.data.Dataset:
     """Parses batches ahead of the training step.
 
-    Decoding images takes parallel calls, tuned by tf.data's autotuner. Any other parse (tags, or
-    cached rows) is cheap, and the autotuner's own work and parallel calls cost more CPU than they
-    save, taken from the training step on few cores: one call at a time, two batches ahead.
+    Records (tag strings, images) take parallel calls, tuned by tf.data's autotuner. Cached rows
+    are cheap to unpack, and the autotuner's own work and parallel calls would cost more CPU than
+    they save, taken from the training step on few cores: one call at a time, two batches ahead.
     """
-    if decodes_images:
-        return ds.map(plain(parse), num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+    if not source.rows:
+        return ds.map(plain(source.parse), num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
     options = tf.data.Options()
     options.autotune.enabled = False
-    return ds.map(plain(parse)).prefetch(2).with_options(options)
+    return ds.map(plain(source.parse)).prefetch(2).with_options(options)
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,7 @@ class _Source:
     files: list
     read: Callable[[tf.Tensor], tf.data.Dataset]
     parse: Callable
+    rows: bool = False  # cached rows (`app.records.parsed_cache`), not records
 
 
 def _records(files: list, feature_files: Optional[list], split: str,
@@ -280,7 +281,7 @@ def _cached_source(cache: ParsedCache, info: DatasetInfo, split: str, parser: _P
     if todo:
         _write_rows(cache, layout, parser, [(shards[i], files[i], records[i]) for i in todo])
     return _Source(files, lambda path: tf.data.FixedLengthRecordDataset(path, layout.record_bytes),
-                   parser.parse_rows(layout))
+                   parser.parse_rows(layout), rows=True)
 
 
 def _write_rows(cache: ParsedCache, layout: RowLayout, parser: _Parser, jobs: list) -> None:
