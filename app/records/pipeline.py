@@ -8,6 +8,7 @@ the rows: the same batches, for less CPU per epoch.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,14 +85,12 @@ def make_dataset(
         repeat: repeat forever before batching, so that every batch is full (a step then has
             the same examples whatever the number of replicas).
         feature_files: one raw float32 file per shard, record-aligned with it (frozen-backbone
-            features, see `app.training.features`), read alongside as `image_features` (and
-            `image_present`) instead of decoding images. Each record is `preprocessor.feature_dim`
-            features, then the image presence (1.0 or 0.0).
+            features, `app.training.features`: `preprocessor.feature_dim` features, then the image
+            presence, 1.0 or 0.0), read as `image_features` (and `image_present`), not images.
         withhold: `"image"` and/or `"tags"`: score the photos as if they came without them (no
             image bytes, no tags), as serving would.
-        cache_root: a folder for parsed rows (`app.records.parsed_cache`): this pipeline's shards
-            are parsed there once (if not yet), then read as rows. Ignored for a model that
-            decodes images (the pixels are not cached).
+        cache_root: a folder of parsed rows (`app.records.parsed_cache`): this pipeline's shards
+            are parsed into rows once, then read as rows (not for a model that decodes images).
 
     Returns:
         A dataset of `(inputs dict, targets [b, C], loss_mask [b, C] or [b, 1])`.
@@ -102,19 +101,15 @@ def make_dataset(
         source = _cached_source(ParsedCache(cache_root, parser.key(info.fingerprint)), info, split, parser,
                                 input_context)
     ds = _records(source.files, feature_files, split, input_context)
-    width = preprocessor.feature_dim
-
-    def read(*shard):
-        return _read_shard(source.read, width, *shard)
-
+    read = plain(functools.partial(_read_shard, source.read, preprocessor.feature_dim))
     if training:
         ds = ds.shuffle(len(source.files), seed=seed)
         # Sequential: the same order as a deterministic parallel interleave, at half the CPU per
         # record (on few cores the parallel one's threads take CPU from the training step).
-        ds = ds.interleave(plain(read), cycle_length=min(4, len(source.files)))
+        ds = ds.interleave(read, cycle_length=min(4, len(source.files)))
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
     else:  # shard order, as `app.evaluation.truth.load_truth` reads it
-        ds = ds.flat_map(plain(read))
+        ds = ds.flat_map(read)
     if repeat:
         ds = ds.repeat()
     # Repeated, every batch is full: a static batch size folds the shapes (and the mask of ones).
