@@ -27,7 +27,9 @@ this module, the record schema (`app.records.schema`) and the model builder.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -36,6 +38,7 @@ import tensorflow as tf
 
 from app.config import DataConfig, ModelConfig, read_json
 from app.records.dataset import VOCAB, DatasetInfo
+from app.model import preprocess
 from app.model.preprocess import NO_IMAGE, TagLookup, clean_tags, decode_images
 from app.records.schema import iter_language_tags, parse_batch
 from app.text.stemming import build_normalized_vocabulary
@@ -74,6 +77,8 @@ class ContextualPreprocessor(tf.Module):
             branch) or `separate`.
     """
 
+    feature_dim = FEATURE_DIM  # a feature row's features, before the image presence (`app.records.pipeline`)
+
     def __init__(self, tags: Optional[TagLookup], image_size: Optional[int], image_presence: bool = False,
                  text: Optional[TagLookup] = None, text_branch: str = "shared"):
         super().__init__(name="preprocessor")
@@ -83,6 +88,7 @@ class ContextualPreprocessor(tf.Module):
             raise ValueError("a shared text branch needs one vocabulary for tags and words")
         self.tags, self.image_size, self.image_presence = tags, image_size, image_presence
         self.text, self.text_branch = text, text_branch
+        self._fingerprint: Optional[str] = None
 
     @classmethod
     def for_model(cls, config: ModelConfig, tags: TagLookup | Vocabulary | None,
@@ -201,15 +207,22 @@ class ContextualPreprocessor(tf.Module):
         if self.uses_text:
             inputs["text_ids"] = self.text(tokenize_text(raw["text"]), languages=raw.get("language"))
         if feature_rows is not None:
-            inputs["image_features"], present = feature_rows[:, :FEATURE_DIM], feature_rows[:, FEATURE_DIM:]
+            inputs.update(self.feature_inputs(feature_rows))
         elif self.uses_image:
             inputs["image"], image_error = decode_images(raw["image"], self.image_size)
-            present = tf.cast(tf.equal(image_error, ""), tf.float32)[:, None]
+            if self.image_presence:
+                inputs["image_present"] = tf.cast(tf.equal(image_error, ""), tf.float32)[:, None]
         elif "image" in raw:
             image_error = tf.where(tf.strings.length(raw["image"]) > 0, "", NO_IMAGE)
-        if self.image_presence:
-            inputs["image_present"] = present
         return inputs, image_error
+
+    def feature_inputs(self, feature_rows: tf.Tensor) -> dict:
+        """The inputs that `[b, FEATURE_DIM + 1]` frozen-backbone feature rows give: `image_features`,
+        and `image_present` (the rows' last column) where the model takes it."""
+        inputs = {"image_features": feature_rows[:, :FEATURE_DIM]}
+        if self.image_presence:
+            inputs["image_present"] = feature_rows[:, FEATURE_DIM:]
+        return inputs
 
     def check_withhold(self, withheld: tuple, features: bool = False) -> None:
         """Refuses what `withhold` cannot withhold: only `image` (decoded here) and `tags` (the text
@@ -233,6 +246,19 @@ class ContextualPreprocessor(tf.Module):
         return raw
 
     # === Saving ===
+    def fingerprint(self) -> str:
+        """A hash of all that decides the inputs made from a record: the configuration, the
+        vocabularies and the graph code (this module and `app.model.preprocess`). It keys the
+        caches of parsed records (`app.records.parsed_cache`)."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(json.dumps(self.get_config(), sort_keys=True).encode())
+            for lookup in (self.tags, self.text):
+                digest.update(b"\0" + (lookup.vocab.to_text().encode("utf-8") if lookup is not None else b""))
+            for module in (__file__, preprocess.__file__):
+                digest.update(Path(module).read_bytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
     def get_config(self) -> dict:
         config = {"inputs": list(self.model_inputs()), "image_size": self.image_size,
                   "image_presence": self.image_presence, "vocabulary": VOCAB if self.tags is not None else None}

@@ -11,7 +11,8 @@
     metrics.json      validation and test mAP of the best model
     thresholds.json   per-class thresholds tuned on validation (written by evaluate)
     backup/           the last epoch's checkpoint (resume after a kill)
-    cache/            frozen-backbone features, keyed by dataset, image size and weights
+    cache/            frozen-backbone features, keyed by dataset, image size and weights; parsed rows
+                      of the train and validation records (`app.records.parsed_cache`)
     serving/N/        TensorFlow Serving exports (app/export.py)
 
 A run's fingerprint is the dataset's content hash, every config field that decides what is

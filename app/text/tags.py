@@ -103,13 +103,17 @@ class Vocabulary:
 
     def save(self, path: str | Path) -> None:
         """Writes `tag<TAB>count` lines (ids follow line order, from 2) under a header, atomically."""
+        atomic_write_text(path, self.to_text())
+
+    def to_text(self) -> str:
+        """The file `save` writes: a header, `tag<TAB>count` lines, then the forms section."""
         lines = [f"# limit={self.limit} threshold={self.threshold} lowercase={int(self.lowercase)} "
                  f"normalization={self.normalization} pad_id={PAD_ID} oov_id={OOV_ID}\n"]
         lines += [f"{_escape(token)}\t{count}\n" for token, count in zip(self.tokens, self.counts)]
         if self.forms:
             lines.append(FORMS_HEADER + "\n")
             lines += [f"{group}\t{_escape(tag)}\t{_escape(form)}\n" for (group, tag), form in sorted(self.forms.items())]
-        atomic_write_text(path, "".join(lines))
+        return "".join(lines)
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":

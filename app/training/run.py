@@ -218,7 +218,7 @@ def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions,
         features = FeatureStore(options.cache_dir or run.cache_dir, info, image_size, m.image_weights)
         features.extract(backbone, _feature_jobs(info, features, strategy, config.data.train_split), strategy,
                          options.progress)
-    inputs = RunInputs(info, config, preprocessor, features)
+    inputs = RunInputs(info, config, preprocessor, features, options.cache_dir or run.cache_dir)
     trainer = Trainer(strategy, trained, optimizer, t.batch_size, t.mixed_precision)
     steps = steps_for(info.split_sizes[config.data.train_split], t.batch_size)
     history = trainer.fit(inputs.train_dataset, steps, t.epochs, inputs.validation_metrics,
@@ -280,11 +280,14 @@ class RunInputs:
         config: the run configuration.
         preprocessor: the model's inputs.
         features: the feature store (None unless the backbone is frozen).
+        cache_root: where the splits read every epoch (train, validation) are cached as parsed
+            rows (`app.records.parsed_cache`); None parses every epoch.
     """
 
     def __init__(self, info: DatasetInfo, config: RunConfig, preprocessor: ContextualPreprocessor,
-                 features: Optional[FeatureStore]):
+                 features: Optional[FeatureStore], cache_root: Optional[Path] = None):
         self.info, self.config, self.preprocessor, self.features = info, config, preprocessor, features
+        self.cache_root = cache_root
         self._truth: dict = {}
         self._eval: dict = {}
 
@@ -297,12 +300,12 @@ class RunInputs:
     def train_dataset(self, epoch: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         t = self.config.train
         return self._dataset(self.config.data.train_split, ctx.get_per_replica_batch_size(t.batch_size), training=True,
-                             seed=t.seed * 1000 + epoch, repeat=True, input_context=ctx)
+                             seed=t.seed * 1000 + epoch, repeat=True, input_context=ctx, cache_root=self.cache_root)
 
     def eval_dataset(self, split: str) -> tf.data.Dataset:
         """A split in order (built once: each new pipeline's traced functions stay in memory)."""
-        if split not in self._eval:
-            self._eval[split] = self._dataset(split, 256)
+        if split not in self._eval:  # validation is read every epoch, the test split once
+            self._eval[split] = self._dataset(split, 256, cache_root=self.cache_root if split == "validation" else None)
         return self._eval[split]
 
     def truth(self, split: str) -> SplitTruth:
