@@ -10,6 +10,7 @@ from typing import Iterable, Sequence
 from urllib.parse import unquote_to_bytes
 
 from app.fileio import FIELD_BREAKS, atomic_write_text
+from app.text.normalize import normalize_text
 
 PAD_ID = 0
 OOV_ID = 1
@@ -50,13 +51,14 @@ def decode_tags(raw: str) -> list[str]:
 def clean_tags(tags: Iterable[str], lowercase: bool = False) -> list[str]:
     """Cleans decoded tags, keeping the user's order.
 
-    Drops tags made only of digits ("2009") and empty tags, strips surrounding spaces, and
+    Puts each tag in the text rule's form (`app.text.normalize`: invisible characters removed,
+    NFC, surrounding spaces stripped), drops tags made only of digits ("2009") and empty tags, and
     keeps the first occurrence of a repeated tag. YFCC100M tags are already lower-case, so case
     folding is off by default; `lowercase=True` folds the extra Flickr-API tags the same way.
     """
     out, seen = [], set()
     for tag in tags:
-        tag = tag.strip()
+        tag = normalize_text(tag)
         if lowercase:
             tag = tag.lower()
         if not tag or _DIGITS_ONLY.match(tag) or tag in seen:
