@@ -57,8 +57,8 @@ def fails(argv: list, capsys) -> str:
 @pytest.fixture
 def folder(tmp_path):
     (tmp_path / "img").mkdir()
-    for name in ("a", "b"):
-        Image.new("RGB", (16, 16), (10, 200, 10)).save(tmp_path / "img" / f"{name}.jpg")
+    for name, green in (("a", 200), ("b", 100)):  # two images, not one under two names (a leak by content)
+        Image.new("RGB", (16, 16), (10, green, 10)).save(tmp_path / "img" / f"{name}.jpg")
     (tmp_path / "img" / "broken.jpg").write_bytes(b"not a jpeg")
     (tmp_path / "classes.csv").write_text(CLASSES)
     (tmp_path / "tree.json").write_text(json.dumps(TREE, indent=1))
@@ -105,8 +105,9 @@ def test_image_paths_escaping_the_images_folder_are_counted_and_odd_ids_kept_exa
         writer.writerows([[i, image, f"text of {i}", "cat", "train"] for i, image in rows])
     stats = run_prepare(manifest_args(folder))
     got = records(folder / "out")
-    assert set(got) == set(odd_ids) and got["d\ne"]["text"] == "text of d\ne"
-    assert [got[i]["image"] for i in odd_ids] == [False, False, False, True]
+    kept = odd_ids[:3] + ["f 🐈"]  # by the text rule: the RTL override and the zero-width space go
+    assert set(got) == set(kept) and got["d\ne"]["text"] == "text of d\ne"
+    assert [got[i]["image"] for i in kept] == [False, False, False, True]
     assert stats["bad_rows"]["by_reason"] == {"image_outside_folder": 3}  # `..`, absolute, a link: counted
 
 
@@ -221,7 +222,7 @@ def _coco(root):
         (root / part).mkdir()
         images = [{"id": i, "file_name": f"{i:012d}.jpg", "flickr_url": f"http://farm1.staticflickr.com/1/{i}0_ab.jpg"}
                   for i in ids]
-        Image.new("RGB", (16, 16)).save(root / part / images[0]["file_name"])
+        Image.new("RGB", (16, 16), (ids[0], 0, 0)).save(root / part / images[0]["file_name"])  # two images
         notes = [{"id": 100 + i, "image_id": i, "category_id": 18 if i % 2 else 1} for i in ids]
         (root / "annotations" / f"instances_{part}.json").write_text(json.dumps(
             {"images": images, "annotations": notes, "categories": categories}))

@@ -72,6 +72,22 @@ def test_yfcc_signature_equals_default_on_encoded_tags(exported):
     np.testing.assert_allclose(a["scores"].numpy(), b["scores"].numpy(), atol=1e-6)
 
 
+def test_signature_removes_invisible_characters_as_prepare_does(exported):
+    _, target = exported
+    serve = tf.saved_model.load(str(target)).signatures["serving_default"]
+    image = tf.constant([jpeg(90), jpeg(90)])
+    plain = serve(tags=tf.constant([["dog", "hund"], ["cat", ""]]), image_bytes=image)["scores"].numpy()
+    hidden = serve(tags=tf.constant([["d\u200bog\u00ad", "\u2066hund\u2069 "], ["\ufeffcat", "\u200b\u202e"]]),
+                   image_bytes=image)["scores"].numpy()
+    np.testing.assert_allclose(hidden, plain, atol=1e-6)
+    assert run_vocab_has(target, "dog")
+
+
+def run_vocab_has(target, tag: str) -> bool:
+    """Whether the run's vocabulary holds `tag` (else the comparison above would prove nothing)."""
+    return tag in (target.parent.parent / "vocab.tsv").read_text(encoding="utf-8").split()
+
+
 def test_bad_photos_do_not_fail_the_batch(exported):
     _, target = exported
     serve = tf.saved_model.load(str(target)).signatures["serving_default"]

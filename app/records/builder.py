@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ from app.downloader import images as image_checks
 from app.records import schema
 from app.badrows import BadRows
 from app.sources.classes import ClassList
-from app.records.ledger import IdLedger
-from app.sources.photo import ALL_SPLITS, UNLABELLED, CollectionPhoto, HashSplit
+from app.errors import InputError
+from app.records.ledger import IdLedger, ImageLedger
+from app.sources.photo import ALL_SPLITS, SPLITS, UNLABELLED, CollectionPhoto, HashSplit
 from app.downloader.urls import download_key, is_url
 from app.records.dataset import DatasetWriter
 from app.downloader.download import relative_path
@@ -33,7 +35,7 @@ from app.records.join import photo_tags
 from app.downloader.manifest import manifest_files
 from app.records.schema import iter_language_tags
 from app.text.stemming import build_normalized_vocabulary
-from app.text.tags import vocabulary_from_counts
+from app.text.tags import vocabulary_from_counts, warn_on_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class Collection:
         images: the images folder, or None.
         split: the hash split for photos without one.
         made_from: the input files, for stats.json.
+        bad: what opening the collection counted (hierarchy nodes that are not classes).
     """
 
     kind: str
@@ -67,21 +70,47 @@ class Collection:
     images: Optional[Path] = None
     split: HashSplit = HashSplit()
     made_from: tuple = ()
+    bad: BadRows = dataclasses.field(default_factory=BadRows)
 
 
 def scan(collection: Collection) -> dict:
-    """The first pass: checks ids and labels (the readers raise on a bad row) and counts each split."""
+    """The first pass: checks ids and labels (the readers raise on a bad row) and counts each split.
+
+    Raises:
+        InputError: a repeated id, an id in two splits, or no photo at all.
+    """
     ledger, sizes = IdLedger(), collections.Counter()
     for photo in collection.source.photos(BadRows()):
         split = photo.split or collection.split(photo.image_id)
         ledger.add(photo.image_id, photo.where, split)
         sizes[split] += 1
-
-    def id_at(path: str, line: int) -> str:
-        return next(p.image_id for p in collection.source.photos(BadRows()) if p.where == f"{path}:{line}")
-
-    ledger.check(id_at)
+    if not sizes:
+        raise InputError(f"{collection.made_from[0] if collection.made_from else collection.kind}: no photos (only a "
+                         f"header, or empty image lists): nothing to prepare")
+    ledger.check(functools.partial(_id_at, collection))
     return {split: sizes[split] for split in ALL_SPLITS}
+
+
+def _id_at(collection: Collection, path: str, line: int) -> str:
+    """The id of the photo at `path:line` (read back from the source: only for messages)."""
+    return next(p.image_id for p in collection.source.photos(BadRows()) if p.where == f"{path}:{line}")
+
+
+def warn_on_collection(counts: dict, bad: BadRows) -> None:
+    """Warns of a split without photos, or without a photo that has a label (nothing to learn or score).
+
+    Args:
+        counts: `{split: Counter}` with `images` and `with_targets`.
+        bad: receives the warnings.
+    """
+    for split in SPLITS:
+        images, labelled = counts[split]["images"], counts[split]["with_targets"]
+        use = "training learns nothing" if split == "train" else "nothing to score on this split"
+        if not images:
+            bad.warn(f"{split}: 0 photos: {use} (more photos, or a split column, would fill it)")
+        elif not labelled:
+            bad.warn(f"{split}: 0 of {images} photos have a label: {use} (does a labels column name classes of "
+                     f"the class list?)")
 
 
 def photo_labels(photo: CollectionPhoto, hierarchy: Hierarchy, classes: ClassList, labels: str,
@@ -137,26 +166,30 @@ class CollectionImages:
         return found.path or relative_path(download_key(photo.image_id)), ""
 
     def load(self, photo: CollectionPhoto, bad: BadRows, without: BadRows) -> bytes:
-        """The photo's checked image bytes, or b"" (counted in `without` by reason; a broken file also in `bad`)."""
+        """The photo's checked image bytes, or b"" (counted in `without` by reason; a broken file also in `bad`).
+
+        Only a regular file is read (`images.read_image_file`): a directory, a FIFO or a link loop
+        named like a photo is a counted `image_<reason>`, never a wait or a traceback."""
         path, line = photo.where.rsplit(":", 1)
         relative, why = self._relative(photo)
         if relative is None:
             without.add(why, path, int(line), f"{photo.image_id}: {photo.image}" if photo.image else photo.image_id)
             return b""
-        file = (self.folder / relative).resolve()
-        if not file.is_relative_to(self.folder.resolve()):
-            bad.add("image_outside_folder", path, int(line), photo.image)
-            without.add("image_outside_folder", path, int(line), photo.image)
-            return b""
+        file = self.folder / relative
         try:
-            data = file.read_bytes()
+            file = file.resolve()
+            if not file.is_relative_to(self.folder.resolve()):
+                bad.add("image_outside_folder", path, int(line), photo.image)
+                without.add("image_outside_folder", path, int(line), photo.image)
+                return b""
+            data = image_checks.read_image_file(file)
             image_checks.verify_image(data)
             return data
         except FileNotFoundError:  # a dead link (NUS-WIDE has many): counted, the photo kept without an image
             without.add("image_missing", path, int(line), f"{photo.image_id}: {file}")
             return b""
-        except OSError as err:
-            reason, detail = "image_unreadable", f"{file}: {err.strerror}"
+        except (OSError, RuntimeError) as err:  # resolve(): a symbolic link loop (RuntimeError before Python 3.13)
+            reason, detail = "image_unreadable", f"{file}: {getattr(err, 'strerror', None) or err}"
         except image_checks.BadImage as err:
             reason, detail = f"image_{err.reason}", f"{file}: {err.detail}"
         bad.add(reason, path, int(line), f"{photo.image_id}: {detail}")
@@ -193,11 +226,11 @@ def prepare_collection(collection: Collection, writer: DatasetWriter, config: Pr
         The stats (also written to stats.json).
     """
     sizes = scan(collection)
-    bad, without = BadRows(), BadRows()
+    bad, without = collection.bad, BadRows()
     hierarchy = Hierarchy(collection.tree, collection.classes.ids)
     shards = {split: schema.ShardWriter(writer.path, split, schema.shard_count(
         sizes[split], config.records_per_shard, config.min_shards), total=sizes[split]) for split in ALL_SPLITS}
-    tally, images = _Tally(config.tag_limit), CollectionImages(collection.images)
+    tally, images, contents = _Tally(config.tag_limit), CollectionImages(collection.images), ImageLedger()
     try:
         for photo in collection.source.photos(bad):
             split = photo.split or collection.split(photo.image_id)
@@ -208,13 +241,17 @@ def prepare_collection(collection: Collection, writer: DatasetWriter, config: Pr
                 image=images.load(photo, bad, without), text=photo.text)
             shards[split].write(record)
             tally.add(split, record)
+            contents.add(record.image, photo.where, split)
         for shard_writer in shards.values():
             writer.add_shards(shard_writer.close())
     except BaseException:
         for shard_writer in shards.values():
             shard_writer.abort()
         raise
+    contents.check(functools.partial(_id_at, collection), bad)
+    warn_on_collection(tally.counts, bad)
     vocab = _vocabulary(tally, writer, config)
+    warn_on_vocabulary(tally.tag_counts, vocab, bad)
     writer.write_metadata(collection.classes.pairs(), json.dumps(collection.tree, ensure_ascii=False, indent=1), vocab)
     stats = {"splits": {split: dict(tally.counts[split]) for split in ALL_SPLITS}, "bad_rows": bad.to_dict(),
              "languages": dict(tally.languages.most_common()), "config": dataclasses.asdict(config),

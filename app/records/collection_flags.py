@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from app.badrows import BadRows
+from app.errors import InputError
 from app.sources.classes import ClassList, flat_tree, read_class_list, read_hierarchy
 from app.sources.manifest import LABEL_MODES, ManifestReader
 from app.sources.photo import HashSplit
@@ -64,15 +66,18 @@ def open_collection(args: argparse.Namespace, scratch: Path) -> "Collection":
     from app.records.builder import Collection
 
     split = HashSplit(args.test_fraction, args.validation_fraction)
+    if args.images is not None and not args.images.is_dir():
+        raise InputError(f"{args.images}: --images is not a folder (no such folder, or a file)")
     if args.demo:
         from app.demo.collections import write_demo_collection
 
         args = write_demo_collection(args, scratch)
+    bad = BadRows()
     if args.manifest:
         classes = read_class_list(args.classes)
         source = ManifestReader(args.manifest, classes, args.labels)
-        return Collection("manifest", source, classes, _tree(args, classes), args.labels, args.images, split,
-                          (args.manifest, args.classes))
+        return Collection("manifest", source, classes, _tree(args, classes, bad), args.labels, args.images, split,
+                          (args.manifest, args.classes), bad)
     if args.nuswide:
         from app.sources.nuswide import NusWide
 
@@ -81,9 +86,13 @@ def open_collection(args: argparse.Namespace, scratch: Path) -> "Collection":
         from app.sources.coco import Coco
 
         source = Coco(args.coco, args.validation_fraction)
-    return Collection("nuswide" if args.nuswide else "coco", source, source.classes, _tree(args, source.classes),
-                      "exhaustive", args.images or source.images, split, source.made_from())
+    images = args.images or source.images
+    if not images.is_dir():
+        bad.warn(f"{images}: no images folder: every photo goes without its image (give --images)")
+        images = None
+    return Collection("nuswide" if args.nuswide else "coco", source, source.classes,
+                      _tree(args, source.classes, bad), "exhaustive", images, split, source.made_from(), bad)
 
 
-def _tree(args: argparse.Namespace, classes: ClassList) -> dict:
-    return read_hierarchy(args.hierarchy, classes)[0] if args.hierarchy else flat_tree(classes)
+def _tree(args: argparse.Namespace, classes: ClassList, bad: BadRows) -> dict:
+    return read_hierarchy(args.hierarchy, classes, bad)[0] if args.hierarchy else flat_tree(classes)

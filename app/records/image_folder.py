@@ -162,11 +162,11 @@ def _default_path(image_id: str) -> Optional[str]:
 def _read_checked(path: Path, image, where: str, line_no: int, md5: Optional[str]) -> tuple:
     """`(data, None)` for a complete, decodable image (matching `md5` if given), else `(b"", refusal)`."""
     try:
-        data = path.read_bytes()
+        data = images.read_image_file(path)
     except FileNotFoundError:
         return b"", ("image_missing", where, line_no, f"{image.image_id}: no file {path}", True)
-    except OSError as err:  # a folder, a device, no permission: that photo goes without its image
-        return b"", ("image_unreadable", where, line_no, f"{image.image_id}: {path}: {err.strerror}", True)
+    except images.BadImage as err:  # a folder, a FIFO, a link loop, no permission: that photo goes without its image
+        return b"", (f"image_{err.reason}", where, line_no, f"{image.image_id}: {path}: {err.detail}", True)
     if md5:
         digest = images.md5_base64(data)
         if digest != md5:

@@ -36,7 +36,7 @@ from app.sources.partition import TAG_SOURCES, Partitioned, partition
 from app.records.schema import iter_language_tags
 from app.sources.oid_yfcc import Sources
 from app.text.stemming import build_normalized_vocabulary
-from app.text.tags import clean_tags, vocabulary_from_counts
+from app.text.tags import clean_tags, vocabulary_from_counts, warn_on_vocabulary
 from app.sources.yfcc_split import SPLIT as YFCC_SPLIT
 from app.sources.yfcc_split import yfcc_key
 
@@ -224,6 +224,7 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
         train = sorted(out_dir / name for name in writer.shards if name.startswith("train-"))
         vocab = build_normalized_vocabulary(iter_language_tags(train), config.tag_limit, config.tag_threshold,
                                             config.lowercase, config.tag_normalization)
+    warn_on_vocabulary(tally.tag_counts, vocab, bad)
     writer.write_metadata(context.classes, Path(sources.oid.hierarchy).read_text(encoding="utf-8"), vocab)
     stats = {"splits": {split: dict(tally.counts[split]) for split in SPLITS}, "bad_rows": bad.to_dict(),
              "languages": dict(tally.languages.most_common()), "config": dataclasses.asdict(config),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ from urllib.parse import unquote_to_bytes
 
 from app.fileio import FIELD_BREAKS, atomic_write_text
 from app.text.normalize import normalize_text
+
+log = logging.getLogger(__name__)
 
 PAD_ID = 0
 OOV_ID = 1
@@ -195,6 +198,29 @@ def check_limits(limit: int, threshold: int) -> None:
     """Raises a ValueError naming them unless the tag limit and threshold are at least 1."""
     if limit < 1 or threshold < 1:
         raise ValueError(f"limit and threshold must be >= 1. Received: limit={limit}, threshold={threshold}")
+
+
+NEARLY_EMPTY = 10  # a vocabulary of fewer tags than this, when the train split has more, is warned of
+
+
+def warn_on_vocabulary(counts: collections.Counter, vocab: Vocabulary, bad) -> None:
+    """Warns (in `bad`, a `BadRows`, and the log) when the vocabulary keeps almost none of the train
+    split's tags, saying what a lower `--tag-threshold` would keep.
+
+    Args:
+        counts: the train split's tag counts (after the tag limit).
+        vocab: the vocabulary built from them.
+        bad: receives the warning.
+    """
+    kept, distinct = len(vocab.tokens), len(counts)
+    if kept >= NEARLY_EMPTY or kept >= distinct or vocab.threshold <= 1:
+        return
+    lower = ", ".join(f"{t} keeps {sum(c >= t for c in counts.values())}" for t in (1, 2, 5) if t < vocab.threshold)
+    message = (f"vocabulary: only {kept} of the train split's {distinct} distinct tags are seen at least "
+               f"{vocab.threshold} times (--tag-threshold {vocab.threshold}): the model gets almost no tags; on a "
+               f"small collection pass a lower --tag-threshold ({lower})")
+    log.warning("%s", message)
+    bad.warn(message)
 
 
 def vocabulary_from_counts(counter: collections.Counter, limit: int, threshold: int, lowercase: bool = False,
