@@ -88,6 +88,42 @@ class _Cursor:
                 self.eof = True
 
 
+def typed(value) -> str:
+    """`list ["A", "cat"]`: a JSON value's type and its start, for messages (`null` for None)."""
+    if value is None:
+        return "null"
+    try:
+        shown = json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        shown = "(nested too deeply to show)"
+    return f"{type(value).__name__} {shown if len(shown) <= 60 else shown[:57] + '...'}"
+
+
+def check_object(value, where: str, what: str, fields: dict) -> dict:
+    """`value`, if it is a JSON object whose `fields` have their types.
+
+    Args:
+        value: the decoded JSON value.
+        where: `file:line` for messages.
+        what: what the value is (`image 4`).
+        fields: `{key: (accepted types, required)}`; a bool is never an int here.
+
+    Raises:
+        InputError: `where: what is not a JSON object` or `where: what needs "key" (int or str), got ...`.
+    """
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: {what} is not a JSON object, got {typed(value)}")
+    for key, (kinds, required) in fields.items():
+        if key not in value and not required:
+            continue
+        given = value.get(key)
+        if key not in value or isinstance(given, bool) or not isinstance(given, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise InputError(f"{where}: {what} needs \"{key}\" ({names}), got "
+                             f"{typed(given) if key in value else 'none'}")
+    return value
+
+
 def iter_array(path: str | Path, key: str, block: int = BLOCK, lines: bool = False) -> Iterator:
     """The elements of the top-level array `key` of a JSON object file, in order (none if absent).
 

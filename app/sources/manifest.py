@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from pathlib import Path
 from typing import Iterator
 
 from app.badrows import BadRows
 from app.sources.classes import ClassList
+from app.sources.json_stream import typed
 from app.sources.photo import UNLABELLED, CollectionPhoto
 from app.sources.textfiles import open_text
 from app.errors import InputError
@@ -93,16 +93,7 @@ def check_types(row: dict, where: str) -> None:
             good = isinstance(value, str) or (key == "id" and isinstance(value, int) and not isinstance(value, bool))
             expected = "a string" + (" or an integer" if key == "id" else "")
         if not good:
-            raise InputError(f"{where}: {key} must be {expected}, got {_typed(value)}")
-
-
-def _typed(value) -> str:
-    """`list ["A", "cat"]`: a JSON value's type and its start."""
-    try:
-        shown = json.dumps(value, ensure_ascii=False)
-    except RecursionError:
-        shown = "(nested too deeply to show)"
-    return f"{type(value).__name__} {shown if len(shown) <= 60 else shown[:57] + '...'}"
+            raise InputError(f"{where}: {key} must be {expected}, got {typed(value)}")
 
 
 class ManifestReader:
