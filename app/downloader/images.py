@@ -71,17 +71,17 @@ def read_image_file(path: Path, seconds: float = READ_SECONDS, max_bytes: int = 
             or `slow_read`.
     """
     try:
-        handle = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb", buffering=0)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise
     except OSError as err:
         raise BadImage("unreadable", str(err.strerror or err)) from None
-    with handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise BadImage("not_a_file", f"{_file_kind(info.st_mode)}, not a regular file")
-        if info.st_size > max_bytes:
-            raise BadImage("too_large", f"{info.st_size} bytes (limit {max_bytes})")
+    try:
+        _check_regular(fd, max_bytes)
+    except BadImage:
+        os.close(fd)
+        raise
+    with open(fd, "rb", buffering=0) as handle:
         chunks, read, deadline = [], 0, time.monotonic() + seconds
         try:
             while chunk := handle.read(1 << 20):
@@ -93,6 +93,15 @@ def read_image_file(path: Path, seconds: float = READ_SECONDS, max_bytes: int = 
         except OSError as err:
             raise BadImage("unreadable", str(err.strerror or err)) from None
     return b"".join(chunks)
+
+
+def _check_regular(fd: int, max_bytes: int) -> None:
+    """Raises `BadImage` unless `fd` is a regular file of at most `max_bytes`."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise BadImage("not_a_file", f"{_file_kind(info.st_mode)}, not a regular file")
+    if info.st_size > max_bytes:
+        raise BadImage("too_large", f"{info.st_size} bytes (limit {max_bytes})")
 
 
 def _file_kind(mode: int) -> str:

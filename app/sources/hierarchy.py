@@ -9,6 +9,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from app.errors import InputError
+from app.sources.json_stream import typed
 
 MAX_DEPTH = 100  # levels of Subcategory below the root (Open Images has 5); deeper trees are refused
 
@@ -71,7 +72,7 @@ class Hierarchy:
         while stack:
             node, parent, where, depth = stack.pop()
             if not isinstance(node, Mapping) or not isinstance(node.get("LabelName"), str):
-                raise TreeError(f"the node at {where} has no 'LabelName': {_clip(node)}", parent or "")
+                raise TreeError(f"the node at {where} has no 'LabelName': {typed(node)}", parent or "")
             if depth > MAX_DEPTH:
                 raise TreeError(f"the node at {where} is nested {depth} levels deep (at most {MAX_DEPTH})",
                                 node["LabelName"])
@@ -81,7 +82,7 @@ class Hierarchy:
                 entry.add(parent)
             children = node.get("Subcategory", [])
             if not isinstance(children, list):
-                raise TreeError(f"'Subcategory' of {name} is not a list: {_clip(children)}", name)
+                raise TreeError(f"'Subcategory' of {name} is not a list: {typed(children)}", name)
             stack.extend((child, name, f"{name} Subcategory[{i}]", depth + 1) for i, child in enumerate(children))
         return parents
 
@@ -219,14 +220,6 @@ def load_json_text(path: Path):
     except RecursionError:
         raise InputError(f"{path}:1: JSON nested too deeply to read (a hierarchy has at most {MAX_DEPTH} "
                          f"levels)") from None
-
-
-def _clip(value) -> str:
-    """A JSON value's first 120 characters (deep values shown by their type only)."""
-    try:
-        return json.dumps(value)[:120]
-    except RecursionError:
-        return f"a {type(value).__name__} nested too deeply to show"
 
 
 def _fan_out(targets: list, label: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
