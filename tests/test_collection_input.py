@@ -107,7 +107,8 @@ def test_hierarchy_nodes_that_are_not_classes_are_counted_and_names_follow_the_t
     (tmp_path / "t.json").write_text(json.dumps(tree, indent=1))
     bad = BadRows()
     _, hierarchy = read_hierarchy(tmp_path / "t.json", read_class_list(tmp_path / "c.csv"), bad)
-    assert bad.counts == {"hierarchy_node_not_a_class": 1} and "'kat'" in bad.examples["hierarchy_node_not_a_class"][0]
+    assert bad.skipped == {"hierarchy_node_not_a_class": 1} and "t.json:8: 'kat'" in bad.skipped_examples[
+        "hierarchy_node_not_a_class"][0]
     assert hierarchy.ancestors["cat"] == {"animal"} and hierarchy.parents["traffic light"] == frozenset()
 
 

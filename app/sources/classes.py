@@ -104,8 +104,7 @@ def read_class_list(path: str | Path) -> ClassList:
         if line_no == 1 and [f.lower() for f in fields] in HEADERS:
             continue
         if len(fields) > 2 or not fields[0] or (len(fields) == 2 and not fields[1]):
-            raise InputError(f"{path}:{line_no}: expected 'name' or 'name,id' (by the text rule of "
-                             f"docs/your-own-photos.md), got {raw.decode('utf-8', 'replace')!r}")
+            raise InputError(f"{path}:{line_no}: expected 'name' or 'name,id', got {raw.decode('utf-8', 'replace')!r}")
         name, cid = fields[0], fields[-1]
         check_class(cid, name, f"{path}:{line_no}")
         for key, kind in ((f"name:{name}", "name"), (f"id:{cid}", "id")):
@@ -133,7 +132,7 @@ def read_hierarchy(path: str | Path, classes: ClassList, bad: Optional[BadRows] 
     class ids or names (by the text rule, `app.text.normalize`); a class may appear under several
     parents. Nodes outside the class list (such as the root) only pass relations on; classes the
     tree lacks go under the root. A node that is not a class and holds no class below it (a typo
-    such as `kat`) is counted in `bad` as `hierarchy_node_not_a_class`.
+    such as `kat`, or a class of a larger list) is counted in `bad` as a skip `hierarchy_node_not_a_class`.
 
     Returns:
         `(tree, hierarchy)`: the tree with class ids (for the dataset's hierarchy.json), and it loaded.
@@ -153,9 +152,8 @@ def read_hierarchy(path: str | Path, classes: ClassList, bad: Optional[BadRows] 
     except TreeError as err:
         raise InputError(f"{path}:{_line_of(text, err.label)}: {err}") from None
     tree = _with_ids(copy.deepcopy(tree), classes)
-    for name in _nodes_without_classes(tree, set(classes.ids)):
-        if bad is not None:
-            bad.add("hierarchy_node_not_a_class", str(path), _line_of(text, name), name)
+    for name in _nodes_without_classes(tree, set(classes.ids)) if bad is not None else ():
+        bad.skip_many("hierarchy_node_not_a_class", str(path), [_line_of(text, name)], [name])
     present = set(_labels(tree))
     tree.setdefault("Subcategory", []).extend({"LabelName": c} for c in classes.ids if c not in present)
     try:

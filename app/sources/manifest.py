@@ -178,7 +178,7 @@ class ManifestReader:
                 try:
                     row = json_loads_unique(line.decode("utf-8-sig"))
                 except UnicodeDecodeError as err:
-                    raise InputError(f"{self.path}:{line_no}: not UTF-8 (byte 0x{line[err.start]:02x})") from None
+                    raise InputError(f"{self.path}:{line_no}: not UTF-8 (byte 0x{err.object[err.start]:02x})") from None
                 except ValueError as err:
                     raise InputError(f"{self.path}:{line_no}: not a JSON object: {err}") from None
                 except RecursionError:
