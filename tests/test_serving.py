@@ -295,8 +295,10 @@ def test_predict_jsonl_rows_with_bad_values_get_their_own_error(exported, tmp_pa
 def test_predict_whole_input_problems_stop_with_one_line(exported, tmp_path, capsys, args, message):
     _, target = exported
     (tmp_path / "no-tags.csv").write_text("image_path\na.jpg\n")
-    argv = ["--model", str(target), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.jsonl")]
-    argv += [a.format(tmp=tmp_path) for a in args]
+    flags = {"--model": str(target), "--input": str(tmp_path / "in.csv"), "--output": str(tmp_path / "out.jsonl")}
+    given = [a.format(tmp=tmp_path) for a in args]
+    flags.update(zip(given[::2], given[1::2]))  # a flag given twice is refused
+    argv = [item for flag in flags.items() for item in flag]
     with pytest.raises(SystemExit) as stop:
         predict.main(argv)
     said = stop.value.code if isinstance(stop.value.code, str) else capsys.readouterr().err.strip().splitlines()[-1]
