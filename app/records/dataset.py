@@ -159,7 +159,8 @@ def corrupt_shard_message() -> str | None:
                     pass
             except tf.errors.DataLossError as err:
                 what = re.sub(r"\{\{.*?\}\}", "", err.message).split(" [")[0].strip()
-                return f"{shard}: corrupt shard ({what}: a changed byte, or a damaged disk); re-run `python app/prepare.py`"
+                return (f"{shard}: corrupt shard ({what}: a changed byte, or a damaged disk); re-run "
+                        f"`python app/prepare.py`")
     return None
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +11,6 @@ from urllib.parse import unquote_to_bytes
 
 from app.fileio import FIELD_BREAKS, atomic_write_text
 from app.text.normalize import normalize_text
-
-log = logging.getLogger(__name__)
 
 PAD_ID = 0
 OOV_ID = 1
@@ -204,8 +201,8 @@ NEARLY_EMPTY = 10  # a vocabulary of fewer tags than this, when the train split 
 
 
 def warn_on_vocabulary(counts: collections.Counter, vocab: Vocabulary, bad) -> None:
-    """Warns (in `bad`, a `BadRows`, and the log) when the vocabulary keeps almost none of the train
-    split's tags, saying what a lower `--tag-threshold` would keep.
+    """Warns (in `bad`, a `BadRows`: the summary, `stats.json` and the log) when the vocabulary keeps
+    almost none of the train split's tags, saying what a lower `--tag-threshold` would keep.
 
     Args:
         counts: the train split's tag counts (after the tag limit).
@@ -219,7 +216,6 @@ def warn_on_vocabulary(counts: collections.Counter, vocab: Vocabulary, bad) -> N
     message = (f"vocabulary: only {kept} of the train split's {distinct} distinct tags are seen at least "
                f"{vocab.threshold} times (--tag-threshold {vocab.threshold}): the model gets almost no tags; on a "
                f"small collection pass a lower --tag-threshold ({lower})")
-    log.warning("%s", message)
     bad.warn(message)
 
 
