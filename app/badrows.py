@@ -59,6 +59,19 @@ class BadRows:
         """Records valid rows that are deliberately not used."""
         _record(self.skipped, self.skipped_examples, self.max_examples, reason, path, line_nos, values)
 
+    def merge(self, other: "BadRows") -> None:
+        """Adds another tally's counts, examples and warnings to this one."""
+        for reason, count in other.counts.items():
+            values = other.examples.get(reason, [])
+            self.counts[reason] += count
+            self.examples.setdefault(reason, []).extend(values[: self.max_examples - len(self.examples.get(reason, []))])
+        for reason, count in other.skipped.items():
+            values = other.skipped_examples.get(reason, [])
+            self.skipped[reason] += count
+            self.skipped_examples.setdefault(reason, []).extend(
+                values[: self.max_examples - len(self.skipped_examples.get(reason, []))])
+        self.warnings.extend(other.warnings)
+
     def warn(self, message: str) -> None:
         """Records a warning about a whole input (e.g. `file: no data rows`)."""
         self.warnings.append(message)

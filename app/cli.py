@@ -55,9 +55,29 @@ def _import_tensorflow_quietly() -> None:
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds --verbose and --no-progress, and makes every flag that takes a value refuse to be given
+    twice (`--manifest A --manifest B` would silently drop A), before or after this call."""
     parser.add_argument("--verbose", action="store_true", help="debug logs, TensorFlow's own logs and tracebacks")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bars (they are also off when stderr is not a terminal)")
+    for name in (None, "store"):
+        parser.register("action", name, StoreOnce)
+    for action in parser._actions:
+        if type(action) is argparse._StoreAction:
+            action.__class__ = StoreOnce
+
+
+class StoreOnce(argparse._StoreAction):
+    """argparse's `store`, except that a flag given twice is a usage error, not the last value winning."""
+
+    GIVEN = "_flags_given"  # the namespace attribute that notes the flags seen
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        given = namespace.__dict__.setdefault(self.GIVEN, set())
+        if self.dest in given:
+            parser.error(f"{option_string or self.dest} given twice: give it once (which value was meant?)")
+        given.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
 
 
 def flag_name(name: str) -> str:
@@ -111,6 +131,13 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 USER_ERRORS = (ValueError, OSError)
+_DATA_LOSS_EXPLAINERS: list = []
+
+
+def on_data_loss(explain: Callable[[], "str | None"]) -> None:
+    """Registers `explain()`, asked for a one-line message (or None) when TensorFlow reports lost data
+    (a `DataLossError`, which does not say which file): `app.records.dataset` names the corrupt shard."""
+    _DATA_LOSS_EXPLAINERS.append(explain)
 
 
 @contextlib.contextmanager
@@ -129,7 +156,9 @@ def user_errors(verbose: bool = False) -> Iterator[None]:
     except Exception as err:  # TensorFlow's own errors: a corrupt shard, a failed write, no memory
         if verbose or not type(err).__module__.startswith("tensorflow.python.framework.errors"):
             raise
-        fail(f"TensorFlow {type(err).__name__}: {describe(err).split(' [[')[0]}{VERBOSE_HINT}")
+        named = type(err).__name__ == "DataLossError" and next(
+            filter(None, (explain() for explain in _DATA_LOSS_EXPLAINERS)), None)
+        fail(named or f"TensorFlow {type(err).__name__}: {describe(err).split(' [[')[0]}{VERBOSE_HINT}")
 
 
 @contextlib.contextmanager

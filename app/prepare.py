@@ -23,7 +23,9 @@ if __package__ in (None, ""):  # `python app/prepare.py`: make the repository ro
 
 from app.cli import (add_common_flags, add_config_flags, config_overrides, guarded, setup_logging,  # noqa: E402
                      writing_to)
+from app.badrows import BadRows  # noqa: E402
 from app.config import PrepareConfig  # noqa: E402
+from app.errors import InputError  # noqa: E402
 from app.demo.collections import write_demo_collection  # noqa: E402
 from app.demo.world import WorldConfig  # noqa: E402
 from app.fileio import refuse_output_over_inputs  # noqa: E402
@@ -148,20 +150,28 @@ def collection_error(args: argparse.Namespace) -> str | None:
 def open_collection(args: argparse.Namespace, scratch: Path) -> Collection:
     """The collection the flags name; a demo world is first written under `scratch`."""
     split = HashSplit(args.test_fraction, args.validation_fraction)
+    if args.images is not None and not args.images.is_dir():
+        raise InputError(f"{args.images}: --images is not a folder (no such folder, or a file)")
     if args.demo:
         args = write_demo_collection(args, scratch)
+    bad = BadRows()
     if args.manifest:
         classes = read_class_list(args.classes)
         return Collection("manifest", ManifestReader(args.manifest, classes, args.labels), classes,
-                          _tree(args, classes), args.labels, args.images, split, (args.manifest, args.classes))
+                          _tree(args, classes, bad), args.labels, args.images, split, (args.manifest, args.classes),
+                          bad)
     name = next(name for name in FOLDER_SOURCES if getattr(args, name))
     reader = FOLDER_SOURCES[name][0](getattr(args, name), args.validation_fraction)
-    return Collection(name, reader, reader.classes, _tree(args, reader.classes), "exhaustive",
-                      args.images or reader.images, split, reader.made_from())
+    images = args.images or reader.images
+    if images is not None and not Path(images).is_dir():
+        bad.warn(f"{images}: no images folder: every photo goes without its image (give --images)")
+        images = None
+    return Collection(name, reader, reader.classes, _tree(args, reader.classes, bad), "exhaustive",
+                      images, split, reader.made_from(), bad)
 
 
-def _tree(args: argparse.Namespace, classes: ClassList) -> dict:
-    return read_hierarchy(args.hierarchy, classes)[0] if args.hierarchy else flat_tree(classes)
+def _tree(args: argparse.Namespace, classes: ClassList, bad: BadRows) -> dict:
+    return read_hierarchy(args.hierarchy, classes, bad)[0] if args.hierarchy else flat_tree(classes)
 
 
 if __name__ == "__main__":

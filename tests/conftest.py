@@ -60,6 +60,12 @@ def contextual_export(tiny_world, tmp_path_factory):
     return root / "run", export(root / "run")
 
 
+def with_flag(flags: list, flag: str, value: str) -> list:
+    """`flags` with `flag`'s value changed (a CLI refuses a flag given twice)."""
+    assert flag in flags, flag
+    return [value if i and flags[i - 1] == flag else f for i, f in enumerate(flags)]
+
+
 def label_lines(count: int, name: str = "train-annotations-human-imagelabels-boxable.sample.csv",
                 start: int = 0) -> list:
     """The header and `count` rows of a real label sample, each row under a new ImageID (from `start`)."""

@@ -3,7 +3,8 @@
 The first path segment picks the behaviour, the last one names the photo:
 `/ok/…/NAME`, `/404/…`, `/410/…`, `/flaky/…` (500, then the photo), `/e503/…` (always 503),
 `/slow/…` (answers after `slow_s`), `/cut/…` (half the declared body, then closes),
-`/wrong/…` (another photo), `/removed/…` (redirect to Flickr's placeholder), `/html/…`.
+`/wrong/…` (another photo), `/removed/…` (redirect to Flickr's placeholder), `/html/…`,
+`/drip/…` (the photo's full Content-Length, then one byte every `drip_s`).
 It also works as an HTTP proxy (requests with absolute URLs), so real Flickr URLs can point at it.
 """
 
@@ -28,12 +29,15 @@ class PhotoServer:
         delay: seconds to wait before every answer.
         slow_s: how long `/slow/` waits.
         lifetime: the server shuts itself down after this many seconds, even if a test fails.
+        drip_s: the pause between two bytes of `/drip/`.
     """
 
-    def __init__(self, photos: dict, delay: float = 0.0, slow_s: float = 1.5, lifetime: float = 120.0):
+    def __init__(self, photos: dict, delay: float = 0.0, slow_s: float = 1.5, lifetime: float = 120.0,
+                 drip_s: float = 0.02):
         self.photos = dict(photos)
         self.delay = delay
         self.slow_s = slow_s
+        self.drip_s = drip_s
         self.counts = collections.Counter()
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -98,10 +102,20 @@ class _Handler(BaseHTTPRequestHandler):
             body = next(b for b in server.photos.values() if b != body)
         if behaviour == "slow":
             time.sleep(server.slow_s)
+        if behaviour == "drip":
+            return self._drip(body, server.drip_s)
         if behaviour == "cut":
             self.close_connection = True
             return self._send(200, body, "image/jpeg", send=body[: len(body) // 2])
         return self._send(200 if body else 404, body, "image/jpeg")
+
+    def _drip(self, body: bytes, pause: float) -> None:
+        self.close_connection = True
+        self._send(200, body, "image/jpeg", send=b"")
+        for at in range(len(body)):  # until the client hangs up (a BrokenPipeError) or the body is sent
+            time.sleep(pause)
+            self.wfile.write(body[at:at + 1])
+            self.wfile.flush()
 
     def _send(self, status: int, body: bytes, kind: str, headers: dict = None, send: bytes = None) -> None:
         self.send_response(status)

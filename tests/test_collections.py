@@ -57,8 +57,8 @@ def fails(argv: list, capsys) -> str:
 @pytest.fixture
 def folder(tmp_path):
     (tmp_path / "img").mkdir()
-    for name in ("a", "b"):
-        Image.new("RGB", (16, 16), (10, 200, 10)).save(tmp_path / "img" / f"{name}.jpg")
+    for name, green in (("a", 200), ("b", 100)):  # two images, not one under two names (a leak by content)
+        Image.new("RGB", (16, 16), (10, green, 10)).save(tmp_path / "img" / f"{name}.jpg")
     (tmp_path / "img" / "broken.jpg").write_bytes(b"not a jpeg")
     (tmp_path / "classes.csv").write_text(CLASSES)
     (tmp_path / "tree.json").write_text(json.dumps(TREE, indent=1))
@@ -105,8 +105,9 @@ def test_image_paths_escaping_the_images_folder_are_counted_and_odd_ids_kept_exa
         writer.writerows([[i, image, f"text of {i}", "cat", "train"] for i, image in rows])
     stats = run_prepare(manifest_args(folder))
     got = records(folder / "out")
-    assert set(got) == set(odd_ids) and got["d\ne"]["text"] == "text of d\ne"
-    assert [got[i]["image"] for i in odd_ids] == [False, False, False, True]
+    kept = odd_ids[:3] + ["f 🐈"]  # by the text rule: the RTL override and the zero-width space go
+    assert set(got) == set(kept) and got["d\ne"]["text"] == "text of d\ne"
+    assert [got[i]["image"] for i in kept] == [False, False, False, True]
     assert stats["bad_rows"]["by_reason"] == {"image_outside_folder": 3}  # `..`, absolute, a link: counted
 
 
@@ -221,7 +222,7 @@ def _coco(root):
         (root / part).mkdir()
         images = [{"id": i, "file_name": f"{i:012d}.jpg", "flickr_url": f"http://farm1.staticflickr.com/1/{i}0_ab.jpg"}
                   for i in ids]
-        Image.new("RGB", (16, 16)).save(root / part / images[0]["file_name"])
+        Image.new("RGB", (16, 16), (ids[0], 0, 0)).save(root / part / images[0]["file_name"])  # two images
         notes = [{"id": 100 + i, "image_id": i, "category_id": 18 if i % 2 else 1} for i in ids]
         (root / "annotations" / f"instances_{part}.json").write_text(json.dumps(
             {"images": images, "annotations": notes, "categories": categories}))
@@ -251,8 +252,17 @@ def test_coco_val2017_is_test_and_captions_are_joined(tmp_path):
 
 
 @pytest.mark.parametrize("part,key,value,message", [
-    ("train2017", "images", {"file_name": "x.jpg"}, 'instances_train2017.json:4: an image needs "id"'),
-    ("val2017", "categories", {"id": None, "name": "cat"}, 'instances_val2017.json:1: category 3 needs an integer'),
+    ("train2017", "images", {"file_name": "x.jpg"}, 'instances_train2017.json:1: image 4 needs "id" (int or str)'),
+    ("val2017", "categories", {"id": None, "name": "cat"}, 'instances_val2017.json:1: category 3 needs "id" (int), '
+                                                           'got null'),
+    # Values of the wrong type: each was a traceback or a silent wrong record.
+    ("train2017", "annotations", [1, 2], "instances_train2017.json:1: annotation 4 is not a JSON object, got list"),
+    ("val2017", "images", {"id": 5, "file_name": "x.jpg", "flickr_url": None}, 'image 3 needs "flickr_url" (str), '
+                                                                              'got null'),
+    ("val2017", "annotations", {"image_id": 5, "category_id": "18"}, 'needs "category_id" (int), got str "18"'),
+    # train2017's categories differ from val2017's: one more category was dropped silently.
+    ("train2017", "categories", {"id": 90, "name": "toothbrush"}, "instances_train2017.json: its categories differ "
+                                                                  "from instances_val2017.json's (category 90 "),
 ])
 def test_coco_images_and_categories_without_an_id_are_one_error_line(tmp_path, capsys, part, key, value, message):
     _coco(tmp_path / "coco")
@@ -262,6 +272,15 @@ def test_coco_images_and_categories_without_an_id_are_one_error_line(tmp_path, c
     path.write_text(json.dumps(document))
     err = fails(["--coco", str(tmp_path / "coco"), "--out", str(tmp_path / "out")], capsys)
     assert err.startswith("error: ") and message in err
+
+
+def test_coco_element_nested_5000_deep_is_one_error_line(tmp_path, capsys):
+    _coco(tmp_path / "coco")
+    path = tmp_path / "coco" / "annotations" / "instances_train2017.json"
+    text = path.read_text()
+    path.write_text(text.replace('"annotations": [', '"annotations": [\n' + "[" * 5000 + "]" * 5000 + ",\n", 1))
+    err = fails(["--coco", str(tmp_path / "coco"), "--out", str(tmp_path / "out")], capsys)  # was a RecursionError
+    assert err.startswith("error: ") and "instances_train2017.json:2: not valid JSON: a value nested too deeply" in err
 
 
 def test_demo_world_as_manifest_and_nuswide_trains_and_scores(tmp_path, capsys):

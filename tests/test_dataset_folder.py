@@ -77,6 +77,18 @@ def test_incomplete_truncated_or_mixed_folders_are_refused_by_every_reader(tiny_
     assert str(shard) in line
 
 
+def test_a_changed_byte_in_a_shard_is_an_error_that_names_the_shard(tiny_world, tmp_path, capsys):
+    _, data_dir = tiny_world
+    folder = copy_dataset(data_dir, tmp_path / "flipped")
+    shard = sorted(folder.glob("train-*.tfrecord"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 1  # same size: DatasetInfo.load accepts it; the record's CRC does not
+    shard.write_bytes(bytes(data))
+    line = one_line_error(capsys, train.main, ["--data", str(folder), "--out", str(tmp_path / "run"), "--model",
+                                               "tags", "--epochs", "1", "--no-progress"])
+    assert line.startswith(f"error: {shard}: corrupt shard") and "prepare.py" in line, line
+
+
 def test_bad_settings_fail_before_anything_is_written(tiny_world, tmp_path, capsys, monkeypatch):
     _, data_dir = tiny_world
     line = one_line_error(capsys, prepare.main, ["--demo", "--out", str(tmp_path / "d"), "--records-per-shard", "0"])

@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from PIL import Image
 from app import download as download_cli
 from app.downloader.download import DownloadConfig, DownloadItem, download
 from app.downloader.reader import in_shard
-from app.downloader.fetch import FetchConfig
+from app.downloader.fetch import FetchConfig, FetchError, Fetcher
 from app.downloader.images import md5_base64, verify_image
 from app.downloader.manifest import FAILED, OK, ManifestError, ManifestRow, ManifestWriter, read_manifest
 from photo_server import PhotoServer, serve_world
@@ -177,3 +178,19 @@ def test_cli_reports_a_missing_oid_folder_in_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path}: no Open Images image CSV for train")
     assert os.listdir(tmp_path) == []
+
+
+def test_each_photo_has_a_deadline_and_failures_count_the_bytes_truly_read(photos):
+    name, body = next(iter(photos.items()))
+    fetcher = Fetcher(FetchConfig(timeout=0.5, deadline=1.0, retries=3, backoff=0.01))
+    with PhotoServer({name: body}, drip_s=0.02) as server:
+        started = time.monotonic()
+        with pytest.raises(FetchError) as dripped:  # a byte every 20 ms never times a read out
+            fetcher.get(f"{server.url}/drip/{name}")
+        took = time.monotonic() - started
+        with pytest.raises(FetchError) as cut:
+            fetcher.get(f"{server.url}/cut/{name}")
+    assert dripped.value.reason == "deadline" and took < 2.5, (dripped.value, took)
+    read = int(re.search(r"after (\d+) of (\d+) bytes", dripped.value.detail).group(1))
+    assert 5 <= read < len(body) and f"of {len(body)} bytes" in dripped.value.detail
+    assert cut.value.reason == "incomplete_body" and f"after {len(body) // 2} of {len(body)} bytes" in cut.value.detail

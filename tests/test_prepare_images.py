@@ -178,8 +178,8 @@ def test_an_image_path_that_is_a_folder_is_a_counted_bad_image(tmp_path, world, 
     stats = prepare_cli.main(["--oid-dir", str(world.oid.images["train"].parent), "--yfcc", str(world.yfcc),
                               "--images", str(world.images), "--out", str(tmp_path / "d"), "--no-progress",
                               "--tag-threshold", "1"])
-    assert stats["bad_rows"]["by_reason"]["image_unreadable"] == 1
-    assert train[0] in stats["bad_rows"]["examples"]["image_unreadable"][0]
+    assert stats["bad_rows"]["by_reason"]["image_not_a_file"] == 1
+    assert train[0] in stats["bad_rows"]["examples"]["image_not_a_file"][0]
     assert _shard_images(tmp_path / "d")[train[0]] == b""  # kept as a tags-only record
     with pytest.raises(SystemExit):
         prepare_cli.main(["--oid-dir", str(world.oid.images["train"].parent), "--yfcc", str(world.yfcc),

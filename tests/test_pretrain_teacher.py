@@ -10,6 +10,7 @@ import tensorflow as tf
 from app import pseudo_label
 from app import train as train_cli
 from app.records.dataset import DatasetInfo
+from conftest import with_flag
 
 TAGS = ["--model", "tags", "--epochs", "1", "--tag-limit", "10", "--tag-threshold", "2", "--embedding-dim", "8",
         "--hidden-units", "16", "--batch-size", "32", "--no-progress"]
@@ -66,7 +67,8 @@ def test_fine_tuning_starts_from_the_pretrained_weights(tiny_world, pretrained, 
 def test_pretrained_runs_are_checked_and_fingerprinted(tiny_world, pretrained, tmp_path, capsys):
     _, data = tiny_world
     with pytest.raises(SystemExit):  # another vocabulary: the ids would mean other tags
-        run(TAGS + ["--data", str(data), "--tag-threshold", "3", "--pretrained", str(pretrained)], tmp_path, "x")
+        run(with_flag(TAGS, "--tag-threshold", "3") + ["--data", str(data), "--pretrained", str(pretrained)], tmp_path,
+            "x")
     assert "its tag vocabulary is not this run's" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run(TAGS + ["--data", str(data), "--pretrained", str(tmp_path / "nothing")], tmp_path, "y")
@@ -78,11 +80,12 @@ def test_pretrained_runs_are_checked_and_fingerprinted(tiny_world, pretrained, t
         run(TAGS + ["--data", str(data), "--freeze-embedding"], tmp_path, "w")
     assert "--freeze-embedding) needs pretrained (--pretrained RUN_DIR)" in capsys.readouterr().err
     image = run(["--model", "image"] + IMAGE + ["--data", str(data)], tmp_path, "img")
-    for argv, message in [(["--pretrained", str(tmp_path / "img")], "has no tag embedding"),
-                          (["--pretrained", str(pretrained), "--embedding-dim", "16"], "give --embedding-dim 8"),
-                          (["--train-split", "yfcc", "--loss-on", "verified"], "no verified labels")]:
+    for flags, argv, message in [(TAGS, ["--pretrained", str(tmp_path / "img")], "has no tag embedding"),
+                                 (with_flag(TAGS, "--embedding-dim", "16"), ["--pretrained", str(pretrained)],
+                                  "give --embedding-dim 8"),
+                                 (TAGS, ["--train-split", "yfcc", "--loss-on", "verified"], "no verified labels")]:
         with pytest.raises(SystemExit):
-            run(TAGS + ["--data", str(data)] + argv, tmp_path, "v")
+            run(flags + ["--data", str(data)] + argv, tmp_path, "v")
         assert message in capsys.readouterr().err
     assert image.status == "trained"
     assert not any((tmp_path / n).exists() for n in "xyzwv")  # refused before anything was written

@@ -19,6 +19,7 @@ import pytest
 from app.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from app.runs.rundir import RunDir
 from app.training.run import RunOptions, train
+from conftest import with_flag
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--tag-limit", "10", "--tag-threshold", "2", "--embedding-dim", "16", "--hidden-units", "32",
@@ -72,7 +73,7 @@ def test_other_data_config_or_flags_are_refused_before_anything_is_written(works
     RunConfig(data=DataConfig(tag_limit=5, tag_threshold=2), model=ModelConfig(model="tags"),
               train=TrainConfig(epochs=2)).save(best)
     cases = [(["--model", "tags", *TINY, "--data", str(other)], "dataset "),
-             (["--model", "tags", *TINY, "--hidden-units", "64"], "model.hidden_units 32 -> 64"),
+             (["--model", "tags", *with_flag(TINY, "--hidden-units", "64")], "model.hidden_units 32 -> 64"),
              (["--config", str(best), "--name", "tags"], "data.tag_limit 10 -> 5")]
     for flags, difference in cases:
         done = cli(workspace, "app/train.py", *flags)
@@ -84,10 +85,11 @@ def test_other_data_config_or_flags_are_refused_before_anything_is_written(works
     scored = cli(workspace, "app/evaluate.py", "--model", "saved_models/tags", "--json")
     assert scored.returncode == 0, scored.stderr[-2000:]  # the run still evaluates
     assert json.loads(scored.stdout)["name"] == "tags"
-    replaced = cli(workspace, "app/train.py", "--model", "tags", *TINY, "--hidden-units", "24", "--name", "replaced")
+    replaced = cli(workspace, "app/train.py", "--model", "tags", *with_flag(TINY, "--hidden-units", "24"), "--name",
+                   "replaced")
     assert replaced.returncode == 0
-    again = cli(workspace, "app/train.py", "--model", "tags", *TINY, "--hidden-units", "16", "--name", "replaced",
-                "--overwrite")
+    again = cli(workspace, "app/train.py", "--model", "tags", *with_flag(TINY, "--hidden-units", "16"), "--name",
+                "replaced", "--overwrite")
     assert again.returncode == 0 and "trained tags model" in again.stdout, again.stderr[-2000:]
     assert RunDir(workspace / "saved_models" / "replaced").load_config().model.hidden_units == 16
 
@@ -101,7 +103,7 @@ def test_a_second_process_on_the_same_folder_gets_a_clear_error(workspace):
 
 def test_kill_9_mid_run_then_rerun_reaches_the_uninterrupted_weights(workspace, tiny_world):
     _, data_dir = tiny_world
-    flags = [f if f != "2" or TINY[i - 1] != "--epochs" else "8" for i, f in enumerate(TINY)]
+    flags = with_flag(TINY, "--epochs", "8")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, str(ROOT / "app/train.py"), "--model", "tags", "--name", "killed",
                              *flags], cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -151,6 +153,6 @@ def test_the_readme_multi_worker_command_after_the_other_readme_steps(workspace)
     assert losses[0] == losses[1] and losses[0]  # one model, trained in lockstep
     again = cli(workspace, *command, *TINY, timeout=400)  # finished: every worker agrees, nothing hangs
     assert again.returncode == 0 and "[worker 0] already complete" in again.stdout, again.stdout[-2000:]
-    refused = cli(workspace, *command, *TINY, "--hidden-units", "48", timeout=400)
+    refused = cli(workspace, *command, *with_flag(TINY, "--hidden-units", "48"), timeout=400)
     assert refused.returncode == 2, refused.stdout[-2000:]
     assert f"saved_models/{name} holds another run" in refused.stdout

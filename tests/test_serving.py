@@ -72,6 +72,22 @@ def test_yfcc_signature_equals_default_on_encoded_tags(exported):
     np.testing.assert_allclose(a["scores"].numpy(), b["scores"].numpy(), atol=1e-6)
 
 
+def test_signature_removes_invisible_characters_as_prepare_does(exported):
+    _, target = exported
+    serve = tf.saved_model.load(str(target)).signatures["serving_default"]
+    image = tf.constant([jpeg(90), jpeg(90)])
+    plain = serve(tags=tf.constant([["dog", "hund"], ["cat", ""]]), image_bytes=image)["scores"].numpy()
+    hidden = serve(tags=tf.constant([["d\u200bog\u00ad", "\u2066hund\u2069 "], ["\ufeffcat", "\u200b\u202e"]]),
+                   image_bytes=image)["scores"].numpy()
+    np.testing.assert_allclose(hidden, plain, atol=1e-6)
+    assert run_vocab_has(target, "dog")
+
+
+def run_vocab_has(target, tag: str) -> bool:
+    """Whether the run's vocabulary holds `tag` (else the comparison above would prove nothing)."""
+    return tag in (target.parent.parent / "vocab.tsv").read_text(encoding="utf-8").split()
+
+
 def test_bad_photos_do_not_fail_the_batch(exported):
     _, target = exported
     serve = tf.saved_model.load(str(target)).signatures["serving_default"]
@@ -279,8 +295,10 @@ def test_predict_jsonl_rows_with_bad_values_get_their_own_error(exported, tmp_pa
 def test_predict_whole_input_problems_stop_with_one_line(exported, tmp_path, capsys, args, message):
     _, target = exported
     (tmp_path / "no-tags.csv").write_text("image_path\na.jpg\n")
-    argv = ["--model", str(target), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.jsonl")]
-    argv += [a.format(tmp=tmp_path) for a in args]
+    flags = {"--model": str(target), "--input": str(tmp_path / "in.csv"), "--output": str(tmp_path / "out.jsonl")}
+    given = [a.format(tmp=tmp_path) for a in args]
+    flags.update(zip(given[::2], given[1::2]))  # a flag given twice is refused
+    argv = [item for flag in flags.items() for item in flag]
     with pytest.raises(SystemExit) as stop:
         predict.main(argv)
     said = stop.value.code if isinstance(stop.value.code, str) else capsys.readouterr().err.strip().splitlines()[-1]

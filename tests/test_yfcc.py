@@ -6,6 +6,7 @@ import pytest
 from app.sources import yfcc
 from app.badrows import BadRows
 from app.errors import InputError
+from app.text.tags import clean_tags
 from conftest import DATA
 
 REAL = (DATA / "yfcc100m_dataset.sample.tsv").read_text(encoding="utf-8")  # one real 25-field line, no newline
@@ -89,6 +90,18 @@ def test_tags_are_decoded_exactly_and_keep_order(tmp_path):
     (photo,), bad = scan(path, [9])
     assert photo.user_tags == ("zebra", "new york", "café", "rock, paper", "2009", "東京")
     assert photo.title == "A b,c"
+
+
+def test_tags_of_only_invisible_characters_are_counted(tmp_path):
+    path = tmp_path / "yfcc100m_dataset"
+    path.write_text(line(9, "dog,%E2%80%8B%E2%80%8F,cafe%CC%81") + "\n")  # a zero-width space and an RLM; NFD
+    (photo,), bad = scan(path, [9])
+    assert dict(bad.counts) == {"yfcc_tag_only_invisible": 1}
+    assert clean_tags(photo.user_tags) == ["dog", "caf\u00e9"]  # the record: NFC, the invisible tag gone
+    (tmp_path / "extra.tsv").write_text("7\tdog,%E2%80%8B\n")
+    bad = BadRows()
+    assert list(yfcc.read_extra_tags(tmp_path / "extra.tsv", {b"7"}, bad)) == [(7, ("dog", "\u200b"))]
+    assert dict(bad.counts) == {"extra_tags_tag_only_invisible": 1}
 
 
 def test_autotags_and_extra_tags(tmp_path):

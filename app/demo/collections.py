@@ -26,6 +26,7 @@ from pathlib import Path
 from app import resources
 from app.sources import oid
 from app.text.tags import TagDecodeError, decode_field
+from app.text.normalize import split_tag_list
 from app.demo.lexicon import parse_lexicon
 
 CAPTION = {"en": ("A photo of {}.", " and "), "de": ("Ein Foto mit {}.", " und "),
@@ -80,7 +81,8 @@ def write_manifest(raw: Path, out: Path) -> tuple[Path, Path]:
         writer.writerow(["id", "image", "tags", "text", "labels", "split"])
         for number, row in _truth(raw, unlabelled=True):
             known = row["split"] != "yfcc"
-            writer.writerow([row["image_id"], f"{row['image_id']}.jpg", "|".join(_tags(row["tags"])),
+            tags = (" ".join(split_tag_list(tag)) for tag in _tags(row["tags"]))  # "rock, paper": one tag
+            writer.writerow([row["image_id"], f"{row['image_id']}.jpg", "|".join(tags),
                              caption(row["objects"], row["language"], lexicon, number),
                              "|".join(names[m] for m in row["classes"]) if known else "",
                              row["split"] if known else "unlabelled"])

@@ -4,6 +4,9 @@ Retried (up to `retries` more attempts, with exponential backoff and jitter, hon
 `Retry-After`): 5xx, 408, 429, timeouts, dropped connections and bodies shorter than their
 `Content-Length`. Not retried: 404, 410 and other 4xx, and a redirect to Flickr's
 "photo unavailable" placeholder, which is never followed.
+
+Each photo has an overall deadline (`FetchConfig.deadline`, all attempts and waits together): a
+server that drips its bytes cannot hold a worker longer. Failure details count the bytes truly read.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class FetchConfig:
 
     Args:
         timeout: seconds for connecting and for each read.
+        deadline: seconds for one photo, all attempts, reads and waits together (`deadline`).
         retries: extra attempts after a retryable failure.
         backoff: first retry delay in seconds; doubled at each attempt (capped at 60 s).
         max_bytes: larger bodies are refused (`too_large`).
@@ -58,6 +62,7 @@ class FetchConfig:
     """
 
     timeout: float = 30.0
+    deadline: float = 60.0
     retries: int = 3
     backoff: float = 1.0
     max_bytes: int = 64 << 20
@@ -89,39 +94,45 @@ class Fetcher:
         Raises:
             FetchError: the last attempt's failure.
         """
+        deadline = time.monotonic() + self.config.deadline
         for attempt in range(self.config.retries + 1):
             try:
-                body, final_url = self._attempt(url)
+                body, final_url = self._attempt(url, deadline)
                 return Fetched(body, final_url, attempt + 1)
             except FetchError as err:
-                if not err.retry or attempt == self.config.retries:
+                delay = self._delay(attempt, err.retry_after)
+                if not err.retry or attempt == self.config.retries or time.monotonic() + delay >= deadline:
                     err.detail = f"{err.detail} (attempt {attempt + 1})"
                     raise
-                time.sleep(self._delay(attempt, err.retry_after))
+                time.sleep(delay)
         raise AssertionError("unreachable")
 
     def _delay(self, attempt: int, retry_after: Optional[float]) -> float:
         delay = min(MAX_DELAY_S, self.config.backoff * 2**attempt) * random.uniform(0.5, 1.0)
         return min(MAX_DELAY_S, max(delay, retry_after or 0.0))
 
-    def _attempt(self, url: str) -> tuple[bytes, str]:
+    def _attempt(self, url: str, deadline: float) -> tuple[bytes, str]:
         """One attempt: follows redirects itself, refusing the placeholder."""
         for _ in range(MAX_REDIRECTS + 1):
-            response = self._request(url)
+            response = self._request(url, deadline)
             try:
                 if response.status in REDIRECTS:
                     url = _redirect_target(url, response.headers.get("Location"))
                     continue
                 if response.status != 200:
                     raise _status_error(response)
-                return self._read(response), url
+                return self._read(response, deadline), url
             finally:
                 response.drain_conn()
         raise FetchError("too_many_redirects", f"more than {MAX_REDIRECTS} redirects, last to {url}")
 
-    def _request(self, url: str) -> urllib3.BaseHTTPResponse:
+    def _request(self, url: str, deadline: float) -> urllib3.BaseHTTPResponse:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise FetchError("deadline", f"over the {self.config.deadline:g} s deadline for one photo")
+        wait = urllib3.Timeout(connect=min(self.config.timeout, left), read=min(self.config.timeout, left))
         try:
-            return self.http.request("GET", url, preload_content=False, redirect=False, retries=False)
+            return self.http.request("GET", url, preload_content=False, redirect=False, retries=False, timeout=wait)
         except urllib3.exceptions.LocationValueError as err:
             raise FetchError("bad_url", f"{url!r}: {err}") from err
         except urllib3.exceptions.TimeoutError as err:
@@ -129,25 +140,33 @@ class Fetcher:
         except urllib3.exceptions.HTTPError as err:
             raise FetchError("connection", str(err), retry=True) from err
 
-    def _read(self, response: urllib3.BaseHTTPResponse) -> bytes:
+    def _read(self, response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
+        """The body, read as it arrives (`read1`: every byte counted, the deadline checked between reads);
+        on a failure the connection is closed, not drained."""
         limit = self.config.max_bytes
         declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
-            response.close()
-            raise FetchError("too_large", f"Content-Length {declared} > {limit}")
         chunks, size = [], 0
         try:
-            for chunk in response.stream(1 << 16):
+            if declared.isdigit() and int(declared) > limit:
+                raise FetchError("too_large", f"Content-Length {declared} > {limit}")
+            while chunk := response.read1(1 << 16):
                 size += len(chunk)
-                if size > limit:
-                    response.close()
-                    raise FetchError("too_large", f"body over {limit} bytes")
                 chunks.append(chunk)
+                if size > limit:
+                    raise FetchError("too_large", f"body over {limit} bytes")
+                if time.monotonic() > deadline:
+                    raise FetchError("deadline", f"after {size} of {declared or '?'} bytes: over the "
+                                                 f"{self.config.deadline:g} s deadline for one photo")
         except urllib3.exceptions.TimeoutError as err:
-            raise FetchError("timeout", f"after {size} bytes: {err}", retry=True) from err
+            response.close()
+            raise FetchError("timeout", f"after {size} of {declared or '?'} bytes: {err}", retry=True) from err
         except urllib3.exceptions.HTTPError as err:
+            response.close()
             reason = "incomplete_body" if "IncompleteRead" in repr(err) else "connection"
             raise FetchError(reason, f"after {size} of {declared or '?'} bytes: {err}", retry=True) from err
+        except FetchError:
+            response.close()
+            raise
         return b"".join(chunks)
 
 

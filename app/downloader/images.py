@@ -10,7 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
+import stat
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence
 
 from PIL import Image
@@ -26,13 +30,18 @@ SHARD_FORMATS = ("JPEG", "PNG")
 # What Flickr serves as originals; the downloader re-encodes anything else as JPEG.
 SOURCE_FORMATS = ("JPEG", "PNG", "GIF")
 
+# A file under --images is read only if it is a regular file of at most this many bytes, within this time.
+MAX_FILE_BYTES = 1 << 28
+READ_SECONDS = 60.0
+
 _JPEG_EOI = b"\xff\xd9"
 _JPEG_SOS = 0xDA
 
 
 class BadImage(Refused):
     """A refused image; `reason` is `not_an_image`, `unsupported_format`, `too_many_pixels`,
-    `truncated` or `undecodable`."""
+    `truncated` or `undecodable`, or for a file (`read_image_file`) `not_a_file`, `unreadable`,
+    `too_large` or `slow_read`."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,58 @@ class ImageInfo:
 def md5_base64(data: bytes) -> str:
     """The MD5 digest in Open Images' `OriginalMD5` form (base64 of the 16 bytes)."""
     return base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
+
+
+def read_image_file(path: Path, seconds: float = READ_SECONDS, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of an image file, never blocking on what is not a regular file.
+
+    The file is opened without blocking (a FIFO named `x.jpg` does not wait for a writer) and
+    refused unless it is a regular file (a directory, a FIFO, a device, a socket); a symbolic link
+    loop, a file over `max_bytes` and a read that takes over `seconds` are refused too.
+
+    Raises:
+        FileNotFoundError: no such file (a dead link: counted apart by the callers).
+        BadImage: `not_a_file`, `unreadable` (a link loop, no permission, an I/O error), `too_large`
+            or `slow_read`.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise BadImage("unreadable", str(err.strerror or err)) from None
+    try:
+        _check_regular(fd, max_bytes)
+    except BadImage:
+        os.close(fd)
+        raise
+    with open(fd, "rb", buffering=0) as handle:
+        chunks, read, deadline = [], 0, time.monotonic() + seconds
+        try:
+            while chunk := handle.read(1 << 20):
+                chunks.append(chunk)
+                read += len(chunk)
+                if read > max_bytes or time.monotonic() > deadline:
+                    what = f"over {max_bytes} bytes" if read > max_bytes else f"not read within {seconds:g} s"
+                    raise BadImage("too_large" if read > max_bytes else "slow_read", f"{what} ({read} read)")
+        except OSError as err:
+            raise BadImage("unreadable", str(err.strerror or err)) from None
+    return b"".join(chunks)
+
+
+def _check_regular(fd: int, max_bytes: int) -> None:
+    """Raises `BadImage` unless `fd` is a regular file of at most `max_bytes`."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise BadImage("not_a_file", f"{_file_kind(info.st_mode)}, not a regular file")
+    if info.st_size > max_bytes:
+        raise BadImage("too_large", f"{info.st_size} bytes (limit {max_bytes})")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def open_image(data: bytes, formats: Sequence[str] = SOURCE_FORMATS) -> Image.Image:

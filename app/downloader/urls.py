@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Iterator
 
 from app.sources.classes import ClassList
-from app.sources.manifest import ManifestReader
+from app.sources.manifest import ManifestReader, check_types
+from app.text.normalize import normalize_text
 from app.downloader.download import KEY_RE, DownloadItem
 
 URL_PREFIXES = ("http://", "https://")
@@ -35,7 +36,8 @@ def download_key(image_id: str) -> str:
 def manifest_download_items(path: str | Path) -> Iterator[DownloadItem]:
     """The URL photos of a photo manifest as download items (labels are not read)."""
     reader = ManifestReader(path, ClassList([], []))
-    for _, row in reader.rows():
-        image, image_id = str(row.get("image") or "").strip(), str(row.get("id") or "").strip()
+    for line, row in reader.rows():
+        check_types(row, f"{path}:{line}")  # and the id by the text rule: the key prepare looks the photo up by
+        image, image_id = (row.get("image") or "").strip(), normalize_text(str(row.get("id") or ""))
         if image_id and is_url(image):
             yield DownloadItem(download_key(image_id), image)

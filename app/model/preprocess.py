@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from app.downloader.images import MAX_IMAGE_PIXELS
+from app.text.normalize import INVISIBLE_RE2, WHITESPACE_RE2
 from app.text.stemming import STEMMERS
 from app.text.tags import OOV_ID, PAD_ID, Vocabulary
 
@@ -87,8 +88,11 @@ def _table(mapping: dict, default: int) -> tf.lookup.StaticHashTable:
 
 
 def clean_tags(tags: tf.RaggedTensor, lowercase: bool = False) -> tf.RaggedTensor:
-    """The graph version of `app.text.tags.clean_tags`: strip, drop empty and digit-only, dedupe."""
-    values = tf.strings.strip(tags.flat_values)
+    """The graph version of `app.text.tags.clean_tags`: the text rule's invisible characters removed and
+    surrounding white space stripped (NFC is left to the caller: `app.text.normalize`), then empty and
+    digit-only tags dropped, repeats dropped."""
+    values = tf.strings.regex_replace(tags.flat_values, INVISIBLE_RE2, "")
+    values = tf.strings.regex_replace(values, WHITESPACE_RE2, "")
     if lowercase:
         values = tf.strings.lower(values, encoding="utf-8")
     rows = tags.value_rowids()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -21,18 +22,19 @@ from typing import Callable, Optional
 
 from app.badrows import BadRows
 from app.config import PrepareConfig
+from app.errors import InputError
 from app.records import schema
 from app.records.dataset import JOIN_TEMP, DatasetWriter
-from app.records.ledger import IdLedger
+from app.records.ledger import IdLedger, ImageLedger
 from app.records.schema import iter_language_tags
-from app.sources.base import ImageLoader, Source
+from app.sources.base import Collection, ImageLoader, Source
 from app.sources.classes import ClassList
 from app.sources.hierarchy import Hierarchy
 from app.sources.oid_yfcc import OidYfcc, OidYfccFiles
 from app.sources.photo import ALL_SPLITS, UNLABELLED, CollectionPhoto
 from app.text.language import detect_language
 from app.text.stemming import build_normalized_vocabulary
-from app.text.tags import clean_tags, vocabulary_from_counts
+from app.text.tags import clean_tags, vocabulary_from_counts, warn_on_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ def build(source: Source, writer: DatasetWriter, config: PrepareConfig, progress
         shutil.rmtree(writer.path / JOIN_TEMP, ignore_errors=True)
     own = source.finish(tally.counts, bad)
     vocab = vocabulary(tally, writer, config)
+    warn_on_vocabulary(tally.tag_counts, vocab, bad)
     writer.write_metadata(source.classes.pairs(), source.hierarchy_json(), vocab)
     stats = {"splits": {split: dict(tally.counts[split]) for split in ALL_SPLITS}, "bad_rows": bad.to_dict(),
              "languages": dict(tally.languages.most_common()), "config": dataclasses.asdict(config),
@@ -86,17 +89,24 @@ def build(source: Source, writer: DatasetWriter, config: PrepareConfig, progress
 
 
 def count_splits(source: Source) -> dict:
-    """A first pass: checks every id (the readers raise on a bad row) and counts each split's photos."""
+    """A first pass: checks every id (the readers raise on a bad row) and counts each split's photos.
+
+    Raises:
+        InputError: a repeated id, an id in two splits, or no photo at all.
+    """
     ledger, sizes = IdLedger(), collections.Counter()
     for photo in source.photos(BadRows()):
         ledger.add(photo.image_id, photo.where, photo.split)
         sizes[photo.split] += 1
-
-    def id_at(path: str, line: int) -> str:
-        return next(p.image_id for p in source.photos(BadRows()) if p.where == f"{path}:{line}")
-
-    ledger.check(id_at)
+    if not sizes:
+        raise InputError(f"{source.name()}: no photos (only a header, or empty image lists): nothing to prepare")
+    ledger.check(functools.partial(_id_at, source))
     return {split: sizes[split] for split in ALL_SPLITS}
+
+
+def _id_at(source: Source, path: str, line: int) -> str:
+    """The id of the photo at `path:line` (read back from the source: only for messages)."""
+    return next(p.image_id for p in source.photos(BadRows()) if p.where == f"{path}:{line}")
 
 
 def write_splits(source: Source, sizes: dict, images: Optional[ImageLoader], writer: DatasetWriter,
@@ -105,6 +115,7 @@ def write_splits(source: Source, sizes: dict, images: Optional[ImageLoader], wri
     shards = {split: schema.ShardWriter(writer.path, split, schema.shard_count(
         sizes[split], config.records_per_shard, config.min_shards), total=sizes[split]) for split in ALL_SPLITS}
     tally = Tally(config.tag_limit, source.has_text)
+    contents = ImageLedger() if isinstance(source, Collection) else None  # Open Images may repeat an image
     try:
         photos = source.photos(bad)
         if images is None:
@@ -116,12 +127,16 @@ def write_splits(source: Source, sizes: dict, images: Optional[ImageLoader], wri
             record = build_record(photo, source, config, image)
             shards[photo.split].write(record)
             tally.add(photo.split, record)
+            if contents is not None:
+                contents.add(record.image, photo.where, photo.split)
         for shard_writer in shards.values():
             writer.add_shards(shard_writer.close())
     except BaseException:
         for shard_writer in shards.values():
             shard_writer.abort()
         raise
+    if contents is not None:
+        contents.check(functools.partial(_id_at, source), bad)
     return tally
 
 

@@ -12,7 +12,9 @@
 
 `DatasetWriter` builds a dataset in a temporary sibling folder and swaps it in whole, only once the
 marker is written, so a killed or failed prepare never leaves a mixed folder. `DatasetInfo.load`
-refuses a folder without the marker, with a missing, resized or unexpected shard.
+refuses a folder without the marker, with a missing, resized or unexpected shard. A shard whose
+bytes changed (a flipped byte) is found when TensorFlow reports lost data while reading it: the
+command's error then names that shard (`corrupt_shard_message`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.sources.oid import read_classes
 from app.text.tags import Vocabulary
+from app.cli import on_data_loss
 from app.errors import InputError
 from app.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, swap_in_folder
 
@@ -38,6 +42,7 @@ VOCAB = "vocab.tsv"
 FORMAT = 2
 SPLITS = ("train", "validation", "test", "yfcc")
 SHARD_GLOB = "{split}-*-of-*.tfrecord"
+_LOADED: dict = {}  # {folder: its shards} of the datasets this process loaded, to name a corrupt shard
 
 
 class DatasetError(InputError):
@@ -90,6 +95,7 @@ class DatasetInfo:
         shards = {split: sorted(str(data_dir / n) for n in marker["files"] if n.startswith(f"{split}-"))
                   for split in SPLITS}
         counts = {name: meta["records"] for name, meta in marker["files"].items() if "records" in meta}
+        _LOADED[data_dir] = [shard for split in SPLITS for shard in shards[split]]
         return cls(data_dir, read_classes(data_dir / CLASSES, any_id=True), Vocabulary.load(data_dir / VOCAB),
                    {split: c["images"] for split, c in stats["splits"].items()}, marker["fingerprint"], stats, shards,
                    counts)
@@ -139,6 +145,26 @@ class DatasetInfo:
 
         return build_normalized_vocabulary(iter_language_tags(self.shard_files("train")), limit, threshold,
                                            self.vocab.lowercase, normalization)
+
+
+def corrupt_shard_message() -> str | None:
+    """Names the first shard of a dataset this process loaded that TensorFlow cannot read through
+    (read again only now, when a read has failed), or None."""
+    import tensorflow as tf
+
+    for shards in reversed(list(_LOADED.values())):
+        for shard in shards:
+            try:
+                for _ in tf.data.TFRecordDataset(shard).batch(4096):
+                    pass
+            except tf.errors.DataLossError as err:
+                what = re.sub(r"\{\{.*?\}\}", "", err.message).split(" [")[0].strip()
+                return (f"{shard}: corrupt shard ({what}: a changed byte, or a damaged disk); re-run "
+                        f"`python app/prepare.py`")
+    return None
+
+
+on_data_loss(corrupt_shard_message)
 
 
 def is_complete_dataset(data_dir: str | Path) -> bool:

@@ -236,8 +236,9 @@ class _Parser:
 
     def row_layout(self, shards: list) -> RowLayout:
         """The rows of a split: its inputs' specs, and its most labels (and verified labels) per photo."""
-        spec = (tf.data.TFRecordDataset(shards[:1]).batch(2)
-                .map(plain(lambda s: self.cached_inputs(schema.parse_batch(s, self.keys)))).element_spec)
+        spec = (tf.data.TFRecordDataset(shards[:1]).batch(2)  # (inputs, a label): an image model from features
+                .map(plain(lambda s: (self.cached_inputs(schema.parse_batch(s, self.keys)), s)))  # caches no input
+                .element_spec[0])
         inputs = tuple((name, s.dtype.name, tuple(s.shape[1:])) for name, s in spec.items())
         keys = ["label_ids"] + self.mask_keys
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from app.fileio import RepeatedKeyError, json_loads_unique
+from app.text.normalize import normalize_tags, normalize_text, split_tag_list
 
 COLUMNS = ("image_path", "tags")
 
@@ -55,7 +56,7 @@ def read_rows(path: Path) -> Iterator[Row]:
 
     Raises:
         OSError: the file cannot be opened.
-        ValueError: a CSV file whose header lacks `image_path` or `tags`.
+        ValueError: a CSV file whose header lacks `image_path` or `tags`, or repeats a column.
     """
     # utf-8-sig: a byte-order mark is read as nothing; surrogateescape: a line that is not UTF-8 is reported on its
     # own instead of ending the file
@@ -88,6 +89,9 @@ def _csv_rows(handle, path: Path) -> Iterator[Row]:
     reader = csv.DictReader(handle)
     if not reader.fieldnames or any(c not in reader.fieldnames for c in COLUMNS):
         raise ValueError(f"{path}:1: expected a header with {','.join(COLUMNS)}; got {_clip(repr(reader.fieldnames))}")
+    repeated = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
+    if repeated:
+        raise ValueError(f"{path}:1: the column {repeated[0]!r} repeats (which one holds the photo's value?)")
     while True:
         try:
             row = next(reader)
@@ -107,7 +111,7 @@ def make_row(where: str, image_path: object, tags: object, image_id: object = No
     Args:
         where: `file:line` or the flag the values came from.
         image_path: a path string ("" for none).
-        tags: comma-separated tags, a list of tag strings, or None for none.
+        tags: a tag-list string (split on `,` and `|`), a list of tag strings, or None for none.
         image_id: the photo's id (optional; default: the image file's name without its suffix).
         text: the photo's free text (optional; for models that read text).
     """
@@ -126,14 +130,15 @@ def make_row(where: str, image_path: object, tags: object, image_id: object = No
             raise ValueError(problem)
     except (TypeError, ValueError) as err:
         return Row.bad(where, str(err), image_path, tags)
-    return Row(where, image_path, tag_list, image_id=image_id or Path(image_path).stem, text=text or "")
+    return Row(where, image_path, tag_list, image_id=normalize_text(image_id or "") or Path(image_path).stem,
+               text=normalize_text(text or ""))
 
 
 def split_tags(value: object) -> list[str]:
-    """Comma-separated tags or a list of tag strings -> list of tags (None: no tags).
+    """A tag-list string or a list of tag strings -> the tags, each by the text rule (None: no tags).
 
-    A string without a comma but with a `|` is split on `|`, as a manifest's tags column is (a
-    collection model's tags would otherwise be one unknown tag).
+    A string is split by the one tag-list rule of `app.text.normalize` (on `,` and `|`, as a
+    manifest's tags column is); tags that are empty by the text rule (only invisible characters) go.
 
     Raises:
         TypeError: naming the value, if it is neither.
@@ -142,13 +147,12 @@ def split_tags(value: object) -> list[str]:
         bad = next((i for i, t in enumerate(value) if not isinstance(t, str)), None)
         if bad is not None:
             raise TypeError(f"tags must be a list of strings, got {_typed(value[bad])} at position {bad}")
-        return list(value)
+        return normalize_tags(value)[0]
     if value is None:
         return []
     if not isinstance(value, str):
         raise TypeError(f"tags must be a comma-separated string or a list of strings, got {_typed(value)}")
-    separator = "|" if "|" in value and "," not in value else ","
-    return [t.strip() for t in value.split(separator) if t.strip()]
+    return normalize_tags(split_tag_list(value))[0]
 
 
 def read_image(row: Row, base: Path) -> Row:

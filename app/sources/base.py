@@ -23,7 +23,7 @@ from app.badrows import BadRows
 from app.sources.classes import ClassList
 from app.sources.hierarchy import Hierarchy
 from app.sources.image_folder import CollectionImages
-from app.sources.photo import CollectionPhoto, HashSplit
+from app.sources.photo import SPLITS, CollectionPhoto, HashSplit
 
 
 class ImageLoader(Protocol):
@@ -79,6 +79,10 @@ class Source(ABC):
     def close(self) -> None:
         """Removes what `open` wrote."""
 
+    def name(self) -> str:
+        """What the source is, for messages (its first input file where it has one)."""
+        return type(self).__name__
+
 
 class PhotoReader(Protocol):
     """A collection reader: `photos(bad)` streams one pass over its photos."""
@@ -99,6 +103,7 @@ class Collection(Source):
         images: the images folder, or None.
         split: the hash split for photos without one.
         made_from: the input files, for stats.json.
+        bad: what opening the collection counted (hierarchy nodes that are not classes).
     """
 
     kind: str
@@ -109,10 +114,18 @@ class Collection(Source):
     images: Optional[Path] = None
     split: HashSplit = HashSplit()
     made_from: tuple = ()
+    bad: BadRows = field(default_factory=BadRows)
     hierarchy: Hierarchy = field(init=False)
 
     def __post_init__(self):
         self.hierarchy = Hierarchy(self.tree, self.classes.ids)
+
+    def open(self, scratch: Path, bad: BadRows, progress: bool) -> Optional[dict]:
+        bad.merge(self.bad)
+        return None
+
+    def name(self) -> str:
+        return str(self.made_from[0]) if self.made_from else self.kind
 
     def photos(self, bad: BadRows) -> Iterator[CollectionPhoto]:
         for photo in self.reader.photos(bad):
@@ -126,6 +139,24 @@ class Collection(Source):
         return CollectionImages(self.images)
 
     def finish(self, counts: dict, bad: BadRows) -> dict:
+        warn_on_collection(counts, bad)
         return {"collection": {"kind": self.kind, "labels": self.labels, "classes": len(self.classes),
                                "made_from": [str(p) for p in self.made_from],
                                "hash_split": dataclasses.asdict(self.split)}}
+
+
+def warn_on_collection(counts: dict, bad: BadRows) -> None:
+    """Warns of a split without photos, or without a photo that has a label (nothing to learn or score).
+
+    Args:
+        counts: `{split: Counter}` with `images` and `with_targets`.
+        bad: receives the warnings.
+    """
+    for split in SPLITS:
+        images, labelled = counts[split]["images"], counts[split]["with_targets"]
+        use = "training learns nothing" if split == "train" else "nothing to score on this split"
+        if not images:
+            bad.warn(f"{split}: 0 photos: {use} (more photos, or a split column, would fill it)")
+        elif not labelled:
+            bad.warn(f"{split}: 0 of {images} photos have a label: {use} (does a labels column name classes of "
+                     f"the class list?)")

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+from app.badrows import BadRows
 from app.sources.csvread import BOM, BadLine, parse_line
-from app.sources.hierarchy import Hierarchy
+from app.sources.hierarchy import Hierarchy, TreeError, load_json_text
 from app.errors import InputError
+from app.text.normalize import normalize_name, normalize_text
 
 ROOT = "(root)"  # the hierarchy root of a collection: not a class
 HEADERS = (["name"], ["name", "id"])
@@ -45,12 +47,12 @@ class ClassList:
         return len(self.ids)
 
     def lookup(self, label: str, where: str) -> int:
-        """The index of a class given by id or name.
+        """The index of a class given by id or name, by the text rule (`app.text.normalize`).
 
         Raises:
             InputError: `where: label 'x' is not in the class list (source)`.
         """
-        found = self.index.get(label)
+        found = self.index.get(normalize_text(label))
         if found is None:
             raise InputError(f"{where}: label {label!r} is not in the class list ({self.source})")
         return found
@@ -61,8 +63,9 @@ class ClassList:
 
     @classmethod
     def from_names(cls, names: Sequence[str], source: str, ids: Optional[Sequence[str]] = None) -> "ClassList":
-        """A class list from names (and ids), refusing a repeated name or id."""
-        ids = list(ids) if ids is not None else list(names)
+        """A class list from names (and ids) by the text rule, refusing an empty or repeated name or id."""
+        names = [normalize_name(name, "class name", source) for name in names]
+        ids = [normalize_name(cid, "class id", source) for cid in ids] if ids is not None else list(names)
         for cid, name in zip(ids, names):
             check_class(cid, name, source)
         for values, kind in ((names, "name"), (ids, "id")):
@@ -95,7 +98,7 @@ def read_class_list(path: str | Path) -> ClassList:
         if not raw.strip():
             continue
         try:
-            fields = [f.strip() for f in parse_line(raw, None)]
+            fields = [normalize_text(f) for f in parse_line(raw, None)]
         except BadLine as err:
             raise InputError(f"{path}:{line_no}: expected 'name' or 'name,id' ({err})") from None
         if line_no == 1 and [f.lower() for f in fields] in HEADERS:
@@ -124,26 +127,33 @@ def flat_tree(classes: ClassList) -> dict:
     return {"LabelName": ROOT, "Subcategory": [{"LabelName": cid} for cid in classes.ids]}
 
 
-def read_hierarchy(path: str | Path, classes: ClassList) -> tuple[dict, Hierarchy]:
+def read_hierarchy(path: str | Path, classes: ClassList, bad: Optional[BadRows] = None) -> tuple[dict, Hierarchy]:
     """Reads a hierarchy in the Open Images JSON form (`LabelName` / `Subcategory`) whose names are
-    class ids or names; a class may appear under several parents. Nodes outside the class list
-    (such as the root) only pass relations on; classes the tree lacks go under the root.
+    class ids or names (by the text rule, `app.text.normalize`); a class may appear under several
+    parents. Nodes outside the class list (such as the root) only pass relations on; classes the
+    tree lacks go under the root. A node that is not a class and holds no class below it (a typo
+    such as `kat`, or a class of a larger list) is counted in `bad` as a skip `hierarchy_node_not_a_class`.
 
     Returns:
         `(tree, hierarchy)`: the tree with class ids (for the dataset's hierarchy.json), and it loaded.
 
     Raises:
-        InputError: `file:line: ...` for JSON that does not parse or a cycle.
+        InputError: `file:line: ...` for bytes that are not UTF-8, JSON that does not parse, a node
+            that is not an object with a `LabelName`, a `Subcategory` that is not a list, a tree
+            deeper than `hierarchy.MAX_DEPTH`, or a cycle.
     """
     path = Path(path)
-    text = path.read_bytes().decode("utf-8-sig", "replace")
-    try:
-        tree = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+    tree = load_json_text(path)
+    text = path.read_bytes().decode("utf-8-sig")
     if not isinstance(tree, dict) or not isinstance(tree.get("LabelName"), str):
         raise InputError(f"{path}:1: a hierarchy needs a root object with 'LabelName'")
+    try:
+        Hierarchy.check_structure(tree)
+    except TreeError as err:
+        raise InputError(f"{path}:{_line_of(text, err.label)}: {err}") from None
     tree = _with_ids(copy.deepcopy(tree), classes)
+    for name in _nodes_without_classes(tree, set(classes.ids)) if bad is not None else ():
+        bad.skip_many("hierarchy_node_not_a_class", str(path), [_line_of(text, name)], [name])
     present = set(_labels(tree))
     tree.setdefault("Subcategory", []).extend({"LabelName": c} for c in classes.ids if c not in present)
     try:
@@ -160,14 +170,23 @@ def _with_ids(node: dict, classes: ClassList) -> dict:
     stack = [node]
     while stack:
         current = stack.pop()
-        if not isinstance(current, dict):
-            continue
-        label = current.get("LabelName")
-        if isinstance(label, str) and label in classes.index:
-            current["LabelName"] = classes.ids[classes.index[label]]
-        children = current.get("Subcategory", [])
-        stack.extend(children if isinstance(children, list) else [])
+        label = normalize_text(current["LabelName"])
+        current["LabelName"] = classes.ids[classes.index[label]] if label in classes.index else label
+        stack.extend(current.get("Subcategory", []))
     return node
+
+
+def _nodes_without_classes(tree: dict, class_ids: set) -> list:
+    """The names of the nodes, the root aside, that are not classes and hold no class below them."""
+    order, stack = [], [tree]
+    while stack:  # parents before their children
+        node = stack.pop()
+        order.append(node)
+        stack.extend(node.get("Subcategory", []))
+    holds: dict = {}
+    for node in reversed(order):  # children before their parents
+        holds[id(node)] = node["LabelName"] in class_ids or any(holds[id(c)] for c in node.get("Subcategory", []))
+    return sorted({node["LabelName"] for node in order[1:] if not holds[id(node)]})
 
 
 def _labels(node: dict) -> Iterable[str]:

@@ -8,7 +8,9 @@ captions from `annotations/captions_{train,val}2017.json`, photos under `train20
   of a category is a verified negative for it.
 * Text: the five captions of a photo joined with a space, in caption-id order, into one text
   (scored as one input; see docs/your-own-photos.md).
-* A photo's position in messages is its index in the JSON `images` list (`file:N`).
+* A photo's place is its index in the JSON `images` list (`file:N`: COCO's files are one line);
+  an error in a value names the true line and the element (`file:1: image 4 needs "file_name"`).
+* Every value used is type-checked; train2017's categories must be val2017's.
 
 The annotation files are streamed element by element (`json_stream`); what is kept is each photo's
 category set and joined captions (a few hundred bytes a photo), not the documents.
@@ -23,19 +25,32 @@ from typing import Iterator
 
 from app.badrows import BadRows
 from app.sources.classes import ClassList
-from app.sources.json_stream import iter_array
+from app.sources.json_stream import check_object, iter_array
 from app.sources.photo import CollectionPhoto, unit_hash
 from app.sources.oid import flickr_id_from_url
 from app.errors import InputError
+from app.text.normalize import normalize_text
 
 PARTS = (("train2017", "train"), ("val2017", "test"))
+KEY = (int, str)  # an image id as COCO writes it (an int), or a string
+CATEGORY = {"id": ((int,), True), "name": ((str,), True)}
+IMAGE = {"id": (KEY, True), "file_name": ((str,), True), "flickr_url": ((str,), False)}
+INSTANCE = {"image_id": (KEY, True), "category_id": ((int,), True)}
+CAPTION = {"image_id": (KEY, True), "id": ((int,), False), "caption": ((str,), False)}
 
 
-def _array(path: Path, key: str) -> Iterator:
-    """The elements of a top-level array of an annotation file, streamed (`json_stream`)."""
+def _array(path: Path, key: str, what: str, fields: dict) -> Iterator[tuple[int, int, dict]]:
+    """`(line, position from 1, element)` of a top-level array of an annotation file, streamed
+    (`json_stream`), each element type-checked (`json_stream.check_object`)."""
     if not path.is_file():
         raise InputError(f"{path}: missing (COCO layout: annotations/instances_*2017.json, captions_*2017.json)")
-    return iter_array(path, key)
+    for position, (line, element) in enumerate(iter_array(path, key, lines=True), start=1):
+        yield line, position, check_object(element, f"{path}:{line}", f"{what} {position}", fields)
+
+
+def _categories(path: Path) -> list:
+    """`[(id, name)]` of an instances file's categories, by id."""
+    return sorted((c["id"], normalize_text(c["name"])) for *_, c in _array(path, "categories", "category", CATEGORY))
 
 
 @dataclass
@@ -52,16 +67,15 @@ class Coco:
 
     def __post_init__(self):
         self.root = Path(self.root)
-        path = self.root / "annotations" / "instances_val2017.json"
-        categories = list(_array(path, "categories"))
-        for position, category in enumerate(categories, start=1):
-            if not isinstance(category, dict) or type(category.get("id")) is not int or not isinstance(
-                    category.get("name"), str):
-                raise InputError(f"{path}:1: category {position} needs an integer \"id\" and a \"name\", "
-                                 f"got {category!r:.80}")
-        categories.sort(key=lambda c: c["id"])
-        self.classes = ClassList.from_names([c["name"] for c in categories], str(self.root / "annotations"),
-                                            [str(c["id"]) for c in categories])
+        val, train = (self.root / "annotations" / f"instances_{part}.json" for part in ("val2017", "train2017"))
+        categories, other = _categories(val), _categories(train) if train.is_file() else None
+        if other is not None and other != categories:
+            differ = sorted(set(categories) ^ set(other))[0]
+            raise InputError(f"{train}: its categories differ from {val.name}'s (category {differ[0]} "
+                             f"{differ[1]!r} is only in {train.name if differ in other else val.name}): one "
+                             f"class list serves both")
+        self.classes = ClassList.from_names([name for _, name in categories], str(self.root / "annotations"),
+                                            [str(cid) for cid, _ in categories])
 
     @property
     def images(self) -> Path:
@@ -76,16 +90,14 @@ class Coco:
         for part, split in PARTS:
             path = self.root / "annotations" / f"instances_{part}.json"
             labels = collections.defaultdict(set)
-            for note in _array(path, "annotations"):
-                category = str(note.get("category_id"))
+            for line, position, note in _array(path, "annotations", "annotation", INSTANCE):
+                category = str(note["category_id"])
                 if category not in self.classes.index:
-                    raise InputError(f"{path}:1: annotation {note.get('id')} has category {category}, not in the "
+                    raise InputError(f"{path}:{line}: annotation {position} has category {category}, not in the "
                                      f"categories of instances_val2017.json")
-                labels[note.get("image_id")].add(self.classes.index[category])
+                labels[note["image_id"]].add(self.classes.index[category])
             captions = self._captions(part)
-            for position, image in enumerate(_array(path, "images"), start=1):
-                if not isinstance(image, dict) or not {"id", "file_name"} <= image.keys():
-                    raise InputError(f"{path}:{position}: an image needs \"id\" and \"file_name\", got {image!r:.80}")
+            for _, position, image in _array(path, "images", "image", IMAGE):
                 image_id = str(image["id"])
                 text = captions.pop(image["id"], "")
                 if not text:
@@ -101,10 +113,10 @@ class Coco:
     def _captions(self, part: str) -> dict:
         """`{image id: the captions joined}` in caption-id order."""
         by_image = collections.defaultdict(list)
-        for note in _array(self.root / "annotations" / f"captions_{part}.json", "annotations"):
-            caption = " ".join(str(note.get("caption", "")).split())
+        for *_, note in _array(self.root / "annotations" / f"captions_{part}.json", "annotations", "caption", CAPTION):
+            caption = " ".join(normalize_text(note.get("caption", "")).split())
             if caption:
-                by_image[note.get("image_id")].append((note.get("id", 0), caption))
+                by_image[note["image_id"]].append((note.get("id", 0), caption))
         return {image: " ".join(c for _, c in sorted(notes)) for image, notes in by_image.items()}
 
 

@@ -9,6 +9,17 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from app.errors import InputError
+from app.sources.json_stream import typed
+
+MAX_DEPTH = 100  # levels of Subcategory below the root (Open Images has 5); deeper trees are refused
+
+
+class TreeError(ValueError):
+    """A hierarchy whose structure is wrong; `label` names the node concerned (for its line)."""
+
+    def __init__(self, message: str, label: str = ""):
+        super().__init__(message)
+        self.label = label
 
 
 class Hierarchy:
@@ -23,8 +34,8 @@ class Hierarchy:
             a class's ancestors are then its ancestors that are among them.
 
     Raises:
-        ValueError: for a node without `LabelName`, a cycle, or a class (of `classes`) that is
-            not in the tree.
+        ValueError: for a node without `LabelName`, a `Subcategory` that is not a list, a tree
+            deeper than `MAX_DEPTH`, a cycle, or a class (of `classes`) that is not in the tree.
     """
 
     def __init__(self, tree: Mapping, classes: Sequence[str] | None = None):
@@ -57,20 +68,29 @@ class Hierarchy:
     def _parents(tree: Mapping) -> dict[str, set[str]]:
         """Each node's parents (the root included), checking the structure on the way."""
         parents: dict[str, set[str]] = {}
-        stack = [(tree, None, "the root")]
+        stack = [(tree, None, "the root", 0)]
         while stack:
-            node, parent, where = stack.pop()
+            node, parent, where, depth = stack.pop()
             if not isinstance(node, Mapping) or not isinstance(node.get("LabelName"), str):
-                raise ValueError(f"the node at {where} has no 'LabelName': {json.dumps(node)[:120]}")
+                raise TreeError(f"the node at {where} has no 'LabelName': {typed(node)}", parent or "")
+            if depth > MAX_DEPTH:
+                raise TreeError(f"the node at {where} is nested {depth} levels deep (at most {MAX_DEPTH})",
+                                node["LabelName"])
             name = node["LabelName"]
             entry = parents.setdefault(name, set())
             if parent is not None and parent != tree["LabelName"]:
                 entry.add(parent)
             children = node.get("Subcategory", [])
             if not isinstance(children, list):
-                raise ValueError(f"'Subcategory' of {name} is not a list: {json.dumps(children)[:120]}")
-            stack.extend((child, name, f"{name} Subcategory[{i}]") for i, child in enumerate(children))
+                raise TreeError(f"'Subcategory' of {name} is not a list: {typed(children)}", name)
+            stack.extend((child, name, f"{name} Subcategory[{i}]", depth + 1) for i, child in enumerate(children))
         return parents
+
+    @classmethod
+    def check_structure(cls, tree: Mapping) -> None:
+        """Raises `TreeError` for a node without a string `LabelName`, a `Subcategory` that is not a
+        list, or a node deeper than `MAX_DEPTH` (without recursion: any depth is checked)."""
+        cls._parents(tree)
 
     @staticmethod
     def _closure(parents: Mapping[str, set[str]]) -> dict[str, set[str]]:
@@ -96,12 +116,7 @@ class Hierarchy:
     def from_json(cls, path: str | Path, classes: Sequence[str] | None = None) -> "Hierarchy":
         """Reads `bbox_labels_600_hierarchy.json` or `challenge-2019-label500-hierarchy.json`."""
         path = Path(path)
-        try:
-            tree = json.loads(path.read_bytes().decode("utf-8-sig"))
-        except UnicodeDecodeError as err:
-            raise InputError(f"{path}: not UTF-8 at byte {err.start}") from None
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+        tree = load_json_text(path)
         if not isinstance(tree, dict) or "LabelName" not in tree:
             raise InputError(f"{path}: hierarchy JSON needs a root object with 'LabelName'")
         try:
@@ -183,6 +198,28 @@ class Hierarchy:
                 if score > out.get(up, 0.0):
                     out[up] = score
         return out
+
+
+def load_json_text(path: Path):
+    """A small JSON file (a hierarchy) parsed whole.
+
+    Raises:
+        InputError: `file:line: ...` for bytes that are not UTF-8, JSON that does not parse, or
+            nesting too deep for the parser.
+    """
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise InputError(f"{path}:{line}: not UTF-8 (byte 0x{data[err.start]:02x})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+    except RecursionError:
+        raise InputError(f"{path}:1: JSON nested too deeply to read (a hierarchy has at most {MAX_DEPTH} "
+                         f"levels)") from None
 
 
 def _fan_out(targets: list, label: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

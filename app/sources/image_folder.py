@@ -195,27 +195,31 @@ class CollectionImages:
             yield self.load(photo, bad)
 
     def load(self, photo, bad: BadRows) -> bytes:
-        """The photo's checked image bytes, or b"" (counted in `without` by reason; a broken file also in `bad`)."""
+        """The photo's checked image bytes, or b"" (counted in `without` by reason; a broken file also in `bad`).
+
+        Only a regular file is read (`images.read_image_file`): a directory, a FIFO or a link loop
+        named like a photo is a counted `image_<reason>`, never a wait or a traceback."""
         path, line = photo.where.rsplit(":", 1)
         relative, why = self._relative(photo)
         if relative is None:
             value = f"{photo.image_id}: {photo.image}" if photo.image else photo.image_id
             self.without.add(why, path, int(line), value)
             return b""
-        file = (self.folder / relative).resolve()
-        if not file.is_relative_to(self.folder.resolve()):
-            bad.add("image_outside_folder", path, int(line), photo.image)
-            self.without.add("image_outside_folder", path, int(line), photo.image)
-            return b""
+        file = self.folder / relative
         try:
-            data = file.read_bytes()
+            file = file.resolve()
+            if not file.is_relative_to(self.folder.resolve()):
+                bad.add("image_outside_folder", path, int(line), photo.image)
+                self.without.add("image_outside_folder", path, int(line), photo.image)
+                return b""
+            data = images.read_image_file(file)
             images.verify_image(data)
             return data
         except FileNotFoundError:  # a dead link (NUS-WIDE has many): counted, the photo kept without an image
             self.without.add("image_missing", path, int(line), f"{photo.image_id}: {file}")
             return b""
-        except OSError as err:
-            reason, detail = "image_unreadable", f"{file}: {err.strerror}"
+        except (OSError, RuntimeError) as err:  # resolve(): a symbolic link loop (RuntimeError before Python 3.13)
+            reason, detail = "image_unreadable", f"{file}: {getattr(err, 'strerror', None) or err}"
         except images.BadImage as err:
             reason, detail = f"image_{err.reason}", f"{file}: {err.detail}"
         bad.add(reason, path, int(line), f"{photo.image_id}: {detail}")
@@ -237,11 +241,11 @@ def _default_path(image_id: str) -> Optional[str]:
 def _read_checked(path: Path, image, where: str, line_no: int, md5: Optional[str]) -> tuple:
     """`(data, None)` for a complete, decodable image (matching `md5` if given), else `(b"", refusal)`."""
     try:
-        data = path.read_bytes()
+        data = images.read_image_file(path)
     except FileNotFoundError:
         return b"", ("image_missing", where, line_no, f"{image.image_id}: no file {path}", True)
-    except OSError as err:  # a folder, a device, no permission: that photo goes without its image
-        return b"", ("image_unreadable", where, line_no, f"{image.image_id}: {path}: {err.strerror}", True)
+    except images.BadImage as err:  # a folder, a FIFO, a link loop, no permission: that photo goes without its image
+        return b"", (f"image_{err.reason}", where, line_no, f"{image.image_id}: {path}: {err.detail}", True)
     if md5:
         digest = images.md5_base64(data)
         if digest != md5:

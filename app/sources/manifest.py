@@ -11,24 +11,32 @@ Columns (CSV header names, JSONL keys; case-insensitive, aliases in brackets):
                              photos form the dataset's `yfcc` split: weak targets, no verified
                              labels, what pseudo_label.py's teacher scores)
 
-In a CSV, a list field is split on `|` when it holds one, else on whitespace (a labels field that
-is exactly one class's name, spaces included, is that class); in JSONL a list is a
-JSON array (or a string, split the same way). Every bad row stops the run with `file:line: what`.
+A list field (tags, labels, negatives) in a CSV is split by the one tag-list rule of
+`app.text.normalize`: on `,` and `|`, white space around each value dropped, inside it kept
+(`cat,pet|dog` is three tags, `new york` one; a labels field that is exactly one class's name is
+that class). In JSONL a list is a JSON array (tags: of strings; labels: of strings or integers) or a
+string, split the same way. Ids, tags, labels and text follow the text rule (invisible characters
+removed, NFC); a tag that holds only invisible characters is counted as `tag_only_invisible`.
+Every JSON value is type-checked (`id`: a string or an integer; `image`, `text`, `split`: strings;
+null is the same as absent). Every bad row stops the run with `file:line: what`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Iterator
 
 from app.badrows import BadRows
 from app.sources.classes import ClassList
+from app.sources.json_stream import typed
 from app.sources.photo import UNLABELLED, CollectionPhoto
 from app.sources.textfiles import open_text
 from app.errors import InputError
 from app.fileio import json_loads_unique
+from app.text.normalize import normalize_name, normalize_tags, normalize_text, split_tag_list
 
 ALIASES = {"id": "id", "imageid": "id", "image_id": "id", "image": "image", "path": "image", "url": "image",
            "tags": "tags", "text": "text", "caption": "text", "labels": "labels", "label": "labels",
@@ -36,6 +44,8 @@ ALIASES = {"id": "id", "imageid": "id", "image_id": "id", "image": "image", "pat
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "test": "test",
                "unlabelled": UNLABELLED, "unlabeled": UNLABELLED}
 LABEL_MODES = ("exhaustive", "partial")
+LIST_FIELDS = {"tags": (str,), "labels": (str, int), "negatives": (str, int)}
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, read with surrogateescape
 
 
 class _Raw(io.RawIOBase):
@@ -62,12 +72,28 @@ def open_lines(path: Path):
 
 
 def split_list(value) -> list:
-    """A list field: a JSON array as is, a string split on `|` if it holds one, else on whitespace."""
+    """A list field: a JSON array as is (each value stripped, empty ones dropped), a string split by
+    the tag-list rule (`app.text.normalize.split_tag_list`). Values are not normalised."""
     if isinstance(value, list):
         return [str(v).strip() for v in value if str(v).strip()]
-    text = "" if value is None else str(value)
-    parts = text.split("|") if "|" in text else text.split()
-    return [p.strip() for p in parts if p.strip()]
+    return split_tag_list("" if value is None else value)
+
+
+def check_types(row: dict, where: str) -> None:
+    """Refuses a JSON value of the wrong type (a CSV's values are strings): `where: key must be ...`."""
+    for key, value in row.items():
+        if value is None:
+            continue
+        if key in LIST_FIELDS:
+            kinds = LIST_FIELDS[key]
+            good = isinstance(value, str) or (isinstance(value, list) and all(
+                isinstance(v, kinds) and not isinstance(v, bool) for v in value))
+            expected = "a string or a list of strings" + (" or integers" if int in kinds else "")
+        else:
+            good = isinstance(value, str) or (key == "id" and isinstance(value, int) and not isinstance(value, bool))
+            expected = "a string" + (" or an integer" if key == "id" else "")
+        if not good:
+            raise InputError(f"{where}: {key} must be {expected}, got {typed(value)}")
 
 
 class ManifestReader:
@@ -96,24 +122,40 @@ class ManifestReader:
         return self._jsonl_rows() if self.jsonl else self._csv_rows()
 
     def _csv_rows(self) -> Iterator[tuple[int, dict]]:
-        with open_lines(self.path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+        """Rows with the line each starts on; a byte that is not UTF-8 and an unclosed quote are
+        reported at their own line (a row whose quoted field holds line breaks spans several lines)."""
+        with open_lines(self.path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape",
+                                                            newline="") as text:
             reader = csv.reader(text, strict=True)
+            start = 1
             try:
                 header = next(reader, None)
                 if header is None:
                     raise InputError(f"{self.path}: empty manifest (no header)")
+                self._check_utf8(header, 1)
                 names = self._columns(header)
+                start = reader.line_num + 1
                 for fields in reader:
+                    line, start = start, reader.line_num + 1
                     if not fields:
                         continue
+                    self._check_utf8(fields, line)
                     if len(fields) != len(names):
-                        raise InputError(f"{self.path}:{reader.line_num}: expected {len(names)} fields "
+                        raise InputError(f"{self.path}:{line}: expected {len(names)} fields "
                                          f"({','.join(header)}), got {len(fields)}")
-                    yield reader.line_num, dict(zip(names, fields))
+                    yield line, dict(zip(names, fields))
             except csv.Error as err:
-                raise InputError(f"{self.path}:{reader.line_num}: cannot parse CSV: {err}") from None
-            except UnicodeDecodeError as err:
-                raise InputError(f"{self.path}:{reader.line_num + 1}: not UTF-8 ({err.reason})") from None
+                unclosed = " (a quoted field opened here is never closed)" if "end of data" in str(err) else ""
+                raise InputError(f"{self.path}:{start}: cannot parse CSV: {err}{unclosed}") from None
+
+    def _check_utf8(self, fields: list, line: int) -> None:
+        """Refuses a row holding a byte that is not UTF-8, at the line of that byte."""
+        for index, value in enumerate(fields):
+            found = _NOT_UTF8.search(value)
+            if found:
+                at = line + sum(f.count("\n") for f in fields[:index]) + value.count("\n", 0, found.start())
+                byte = ord(found.group()) - 0xDC00
+                raise InputError(f"{self.path}:{at}: not UTF-8 (byte 0x{byte:02x} in field {index + 1})")
 
     def _columns(self, header: list) -> list:
         names = []
@@ -135,26 +177,36 @@ class ManifestReader:
                     continue
                 try:
                     row = json_loads_unique(line.decode("utf-8-sig"))
-                except (UnicodeDecodeError, ValueError) as err:
+                except UnicodeDecodeError as err:
+                    raise InputError(f"{self.path}:{line_no}: not UTF-8 (byte 0x{err.object[err.start]:02x})") from None
+                except ValueError as err:
                     raise InputError(f"{self.path}:{line_no}: not a JSON object: {err}") from None
+                except RecursionError:
+                    raise InputError(f"{self.path}:{line_no}: not a manifest row: JSON nested too deeply") from None
                 if not isinstance(row, dict):
                     raise InputError(f"{self.path}:{line_no}: not a JSON object: {line[:80]!r}")
-                keys = {}
-                for key, value in row.items():
-                    name = ALIASES.get(str(key).lower())
-                    if name is None:
-                        raise InputError(f"{self.path}:{line_no}: unknown key {key!r}")
-                    keys[name] = value
-                yield line_no, keys
+                yield line_no, self._keys(row, line_no)
+
+    def _keys(self, row: dict, line_no: int) -> dict:
+        """A JSONL row by canonical names, refusing a key given twice under two spellings (`ID`, `id`)."""
+        keys, given = {}, {}
+        for key, value in row.items():
+            name = ALIASES.get(key.lower())
+            if name is None:
+                raise InputError(f"{self.path}:{line_no}: unknown key {key!r}")
+            if name in keys:
+                raise InputError(f"{self.path}:{line_no}: the keys {given[name]!r} and {key!r} both give the {name} "
+                                 f"(give it once)")
+            keys[name], given[name] = value, key
+        return keys
 
     def _photo(self, row: dict, line_no: int, bad: BadRows) -> CollectionPhoto:
         where = f"{self.path}:{line_no}"
-        image_id = str(row.get("id") or "").strip()
-        if not image_id:
-            raise InputError(f"{where}: empty id")
+        check_types(row, where)
+        image_id = normalize_name("" if row.get("id") is None else str(row["id"]), "id", where)
         split = row.get("split")
         if split not in (None, ""):
-            split = SPLIT_NAMES.get(str(split).strip().lower())
+            split = SPLIT_NAMES.get(split.strip().lower())
             if split is None:
                 raise InputError(f"{where}: split {row['split']!r} is not one of train, validation, test, unlabelled")
         negatives = None
@@ -163,15 +215,18 @@ class ManifestReader:
                 raise InputError(f"{where}: a negatives column with --labels exhaustive (every unlisted class is "
                                  f"already negative); use --labels partial")
             negatives = [self.classes.lookup(n, where) for n in split_list(row["negatives"])]
-        text = "" if row.get("text") is None else str(row["text"]).strip()
+        text = normalize_text(row.get("text") or "")
         if "text" in row and not text:
             bad.add("empty_text", str(self.path), line_no, image_id)
-        return CollectionPhoto(image_id, where, str(row.get("image") or "").strip(), split_list(row.get("tags")),
-                               text, [self.classes.lookup(c, where) for c in self._label_list(row.get("labels"))],
+        tags, invisible = normalize_tags(split_list(row.get("tags")))
+        for tag in invisible:
+            bad.add("tag_only_invisible", str(self.path), line_no, tag)
+        return CollectionPhoto(image_id, where, (row.get("image") or "").strip(), tags, text,
+                               [self.classes.lookup(c, where) for c in self._label_list(row.get("labels"))],
                                negatives, split or None)
 
     def _label_list(self, value) -> list:
         """`split_list`, except that a whole field naming one class (`traffic light`) is that class."""
-        if isinstance(value, str) and "|" not in value and value.strip() in self.classes.index:
-            return [value.strip()]
+        if isinstance(value, str) and normalize_text(value) in self.classes.index:
+            return [value]
         return split_list(value)

@@ -15,6 +15,9 @@
                                               counted and kept, tags only)
 
 A photo's id is `<folder>/<n>_<flickr id>` (unique; a Flickr id may appear under two folders).
+Ids, tags and concept names follow the text rule (`app.text.normalize`); a tag made only of
+invisible characters is counted as `tag_only_invisible`. AllLabels is read when it holds any
+`Labels_*.txt` (then a missing concept's file there is named), TrainTestLabels otherwise.
 Every concept is labelled for every photo: the labels are exhaustive. The validation split is a
 fixed hash cut of the train list (NUS-WIDE has none); the test list is the test split. A label value other than 0
 or 1 (TrainTestLabels/Labels_lake_Train.txt has one) is counted as `label_not_0_or_1` and read as 0.
@@ -31,6 +34,7 @@ from app.badrows import BadRows
 from app.sources.classes import ClassList, read_class_list
 from app.sources.photo import CollectionPhoto, unit_hash
 from app.errors import InputError
+from app.text.normalize import normalize_name, normalize_tags
 
 LIST_DIR, TAGS, CONCEPTS = "ImageList", "NUS_WID_Tags/All_Tags.txt", "ConceptsList/Concepts81.txt"
 ALL_LABELS, SPLIT_LABELS = "Groundtruth/AllLabels/Labels_{concept}.txt", \
@@ -84,8 +88,7 @@ class NusWide:
     def __post_init__(self):
         self.root = Path(self.root)
         self.classes: ClassList = read_class_list(self.root / CONCEPTS)
-        first = self.root / ALL_LABELS.format(concept=self.classes.names[0])
-        self.all_labels = first.is_file()
+        self.all_labels = any((self.root / ALL_LABELS).parent.glob("Labels_*.txt"))
 
     @property
     def images(self) -> Path:
@@ -108,9 +111,9 @@ class NusWide:
                 entry = list_entry(line)
                 split = self._split_of(entry, heads, lists, images)
                 heads[split] = self._next_entry(lists[split])
-                image_id = entry.rsplit(".", 1)[0]
+                image_id = normalize_name(entry.rsplit(".", 1)[0], "id", images.where)
                 kept = "validation" if split == "train" and unit_hash(image_id) < self.validation else split
-                yield CollectionPhoto(image_id, images.where, entry, self._tags(tags, entry),
+                yield CollectionPhoto(image_id, images.where, entry, self._tags(tags, entry, bad),
                                       labels=self._labels(labels, split, bad), split=kept,
                                       flickr_id=_flickr_id(entry, images.where))
             for split, head in heads.items():
@@ -137,7 +140,7 @@ class NusWide:
                              f"(each must list its photos in Imagelist.txt order)")
         return found[0]
 
-    def _tags(self, tags: _Lines, entry: str) -> list:
+    def _tags(self, tags: _Lines, entry: str, bad: BadRows) -> list:
         line = tags.next()
         if line is None:
             raise InputError(f"{tags.path}:{tags.line_no + 1}: ends before Imagelist.txt (no line for {entry})")
@@ -145,7 +148,10 @@ class NusWide:
         if not fields or fields[0] != str(_flickr_id(entry, tags.where)):
             raise InputError(f"{tags.where}: photo id {fields[0] if fields else ''!r}, but Imagelist.txt has "
                              f"{entry} here (the files must be in one order)")
-        return fields[1:]
+        kept, invisible = normalize_tags(fields[1:])
+        for tag in invisible:
+            bad.add("tag_only_invisible", str(tags.path), tags.line_no, tag)
+        return kept
 
     def _label_files(self, stack: contextlib.ExitStack) -> dict:
         """`{split or None: [lines of each concept]}`: one set for AllLabels, one per split otherwise."""

@@ -18,6 +18,7 @@ import numpy as np
 from app import resources
 from app.badrows import BadRows
 from app.sources.textfiles import iter_line_blocks
+from app.text.normalize import normalize_tags
 from app.text.tags import TagDecodeError, decode_field, decode_tags
 from app.errors import InputError
 
@@ -207,11 +208,20 @@ def _decode_line(line: bytes, tabs: int, layout: dict, name: str, line_no: int, 
         bad.add("yfcc_non_utf8", name, line_no, line)
         return None
     try:
-        return tuple(decode_tags(fields[layout["user_tags"]])), decode_field(fields[layout["title"]]), \
-            fields[layout["download_url"]]
+        tags = tuple(decode_tags(fields[layout["user_tags"]]))
+        count_invisible_tags(tags, bad, "yfcc_tag_only_invisible", name, line_no)
+        return tags, decode_field(fields[layout["title"]]), fields[layout["download_url"]]
     except TagDecodeError as err:
         bad.add(f"yfcc_{err.reason}", name, line_no, err.value)
         return None
+
+
+def count_invisible_tags(tags: tuple, bad: BadRows, reason: str, name: str, line_no: int) -> None:
+    """Counts the tags that the text rule empties (only invisible characters: `app.text.normalize`);
+    tag cleaning drops them from the record."""
+    if not all(tag.isascii() for tag in tags):
+        for tag in normalize_tags(tags)[1]:
+            bad.add(reason, name, line_no, tag)
 
 
 def read_keyed_tsv(path: str | Path, wanted, bad: BadRows, kind: str) -> Iterator[tuple]:
@@ -251,7 +261,9 @@ def read_extra_tags(path: str | Path, wanted, bad: BadRows) -> Iterator[tuple[in
     """Reads the extra-tags TSV (`flickr_id<TAB>user_tags`, YFCC encoding) as `(photo_id, tags)`."""
     for photo, value, line_no in read_keyed_tsv(path, wanted, bad, "extra_tags"):
         try:
-            yield photo, tuple(decode_tags(value))
+            tags = tuple(decode_tags(value))
+            count_invisible_tags(tags, bad, "extra_tags_tag_only_invisible", str(path), line_no)
+            yield photo, tags
         except TagDecodeError as err:
             bad.add(f"extra_tags_{err.reason}", str(path), line_no, err.value)
 

@@ -10,6 +10,7 @@ from typing import Iterable, Sequence
 from urllib.parse import unquote_to_bytes
 
 from app.fileio import FIELD_BREAKS, atomic_write_text
+from app.text.normalize import normalize_text
 
 PAD_ID = 0
 OOV_ID = 1
@@ -50,13 +51,14 @@ def decode_tags(raw: str) -> list[str]:
 def clean_tags(tags: Iterable[str], lowercase: bool = False) -> list[str]:
     """Cleans decoded tags, keeping the user's order.
 
-    Drops tags made only of digits ("2009") and empty tags, strips surrounding spaces, and
+    Puts each tag in the text rule's form (`app.text.normalize`: invisible characters removed,
+    NFC, surrounding spaces stripped), drops tags made only of digits ("2009") and empty tags, and
     keeps the first occurrence of a repeated tag. YFCC100M tags are already lower-case, so case
     folding is off by default; `lowercase=True` folds the extra Flickr-API tags the same way.
     """
     out, seen = [], set()
     for tag in tags:
-        tag = tag.strip()
+        tag = normalize_text(tag)
         if lowercase:
             tag = tag.lower()
         if not tag or _DIGITS_ONLY.match(tag) or tag in seen:
@@ -197,6 +199,28 @@ def check_limits(limit: int, threshold: int) -> None:
     """Raises a ValueError naming them unless the tag limit and threshold are at least 1."""
     if limit < 1 or threshold < 1:
         raise ValueError(f"limit and threshold must be >= 1. Received: limit={limit}, threshold={threshold}")
+
+
+NEARLY_EMPTY = 10  # a vocabulary of fewer tags than this, when the train split has more, is warned of
+
+
+def warn_on_vocabulary(counts: collections.Counter, vocab: Vocabulary, bad) -> None:
+    """Warns (in `bad`, a `BadRows`: the summary, `stats.json` and the log) when the vocabulary keeps
+    almost none of the train split's tags, saying what a lower `--tag-threshold` would keep.
+
+    Args:
+        counts: the train split's tag counts (after the tag limit).
+        vocab: the vocabulary built from them.
+        bad: receives the warning.
+    """
+    kept, distinct = len(vocab.tokens), len(counts)
+    if kept >= NEARLY_EMPTY or kept >= distinct or vocab.threshold <= 1:
+        return
+    lower = ", ".join(f"{t} keeps {sum(c >= t for c in counts.values())}" for t in (1, 2, 5) if t < vocab.threshold)
+    message = (f"vocabulary: only {kept} of the train split's {distinct} distinct tags are seen at least "
+               f"{vocab.threshold} times (--tag-threshold {vocab.threshold}): the model gets almost no tags; on a "
+               f"small collection pass a lower --tag-threshold ({lower})")
+    bad.warn(message)
 
 
 def vocabulary_from_counts(counter: collections.Counter, limit: int, threshold: int, lowercase: bool = False,
