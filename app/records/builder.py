@@ -165,7 +165,7 @@ def photo_labels(photo: CollectionPhoto, classes: ClassList, hierarchy: Hierarch
     its targets are its labels and its autotag scores (copied to ancestors).
     """
     given = [(classes.ids[i], 1) for i in photo.labels] + [(classes.ids[i], 0) for i in photo.negatives or ()]
-    verified = {classes.index[c]: v for c, v in hierarchy.expand(given).items()}
+    verified = {classes.index[c]: v for c, v in hierarchy.expand(given).items()} if given else {}
     positive = sorted(i for i, v in verified.items() if v)
     if photo.split == UNLABELLED:
         weak, positive_out, negative = hierarchy.expand_scores(_by_id(photo.autotags, classes)), [], []
