@@ -236,8 +236,8 @@ class _Parser:
 
     def row_layout(self, shards: list) -> RowLayout:
         """The rows of a split: its inputs' specs, and its most labels (and verified labels) per photo."""
-        spec = (tf.data.TFRecordDataset(shards[:1]).batch(2)
-                .map(plain(lambda s: self.cached_inputs(schema.parse_batch(s, self.keys)))).element_spec)
+        spec = (tf.data.TFRecordDataset(shards[:1]).batch(2)  # (inputs, 0): a model may cache no input
+                .map(plain(lambda s: (self.cached_inputs(schema.parse_batch(s, self.keys)), 0))).element_spec[0])
         inputs = tuple((name, s.dtype.name, tuple(s.shape[1:])) for name, s in spec.items())
         keys = ["label_ids"] + self.mask_keys
 
