@@ -25,6 +25,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 # as they are, without AutoGraph's conversion (seconds per new pipeline on a busy machine).
 plain = tf.autograph.experimental.do_not_convert
 BUILD_BATCH = 1024  # records per batch while parsing a shard into cached rows
+PREFETCH = 8  # unpacked batches of rows kept ready (a descheduled pipeline thread does not stall the step)
 
 
 class InputContract(Protocol):
@@ -121,13 +122,13 @@ def _parse_batches(ds: tf.data.Dataset, source: "_Source") -> tf.data.Dataset:
 
     Records (tag strings, images) take parallel calls, tuned by tf.data's autotuner. Cached rows
     are cheap to unpack, and the autotuner's own work and parallel calls would cost more CPU than
-    they save, taken from the training step on few cores: one call at a time, two batches ahead.
+    they save, taken from the training step on few cores: one call at a time, `PREFETCH` batches ahead.
     """
     if not source.rows:
         return ds.map(plain(source.parse), num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
     options = tf.data.Options()
     options.autotune.enabled = False
-    return ds.map(plain(source.parse)).prefetch(2).with_options(options)
+    return ds.map(plain(source.parse)).prefetch(PREFETCH).with_options(options)
 
 
 @dataclass(frozen=True)
