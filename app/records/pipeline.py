@@ -146,15 +146,11 @@ def _records(files: list, feature_files: Optional[list], split: str,
     """The shard file names (paired with their feature files), this input pipeline's share only."""
     ds = tf.data.Dataset.from_tensor_slices((files,) if feature_files is None else (files, feature_files))
     if input_context is not None and input_context.num_input_pipelines > 1:
-        _check_shares(len(files), split, input_context)
+        if len(files) < input_context.num_input_pipelines:
+            raise ValueError(f"{split} has {len(files)} shards for {input_context.num_input_pipelines} workers; "
+                             f"prepare with more shards (--min-shards)")
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     return ds
-
-
-def _check_shares(count: int, split: str, input_context: tf.distribute.InputContext) -> None:
-    if count < input_context.num_input_pipelines:
-        raise ValueError(f"{split} has {count} shards for {input_context.num_input_pipelines} workers; "
-                         f"prepare with more shards (--min-shards)")
 
 
 def _my_shards(count: int, input_context: Optional[tf.distribute.InputContext]) -> list:
@@ -290,7 +286,8 @@ def _write_rows(cache: ParsedCache, layout: RowLayout, parser: _Parser, jobs: li
     def shard_batches(index, shard):
         return tf.data.TFRecordDataset(shard).batch(BUILD_BATCH).map(plain(lambda s: (index, s)))
 
-    batches = (tf.data.Dataset.from_tensor_slices([shard for shard, _, _ in jobs]).enumerate().flat_map(plain(shard_batches))
+    shards = tf.data.Dataset.from_tensor_slices([shard for shard, _, _ in jobs]).enumerate()
+    batches = (shards.flat_map(plain(shard_batches))
                .map(plain(lambda index, s: (index, parser.rows(s, layout))), num_parallel_calls=AUTOTUNE).prefetch(2))
     groups = itertools.groupby(batches.as_numpy_iterator(), key=lambda item: int(item[0]))
     index, blocks = next(groups, (None, ()))
