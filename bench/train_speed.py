@@ -82,9 +82,10 @@ def tags_benchmark(examples: int, steps: int, rounds: int = 5) -> dict:
                 for _ in range(5):
                     step(*next(iterator))
             measured = {source: [] for source in sources}
-            for _ in range(rounds):
-                for source, iterator in iterators.items():
-                    measured[source].append(examples_per_s(step, iterator, n))
+            names = list(sources)
+            for turn in range(rounds):  # each round starts with the next source: no source always goes first
+                for source in names[turn % len(names):] + names[:turn % len(names)]:
+                    measured[source].append(examples_per_s(step, iterators[source], n))
             results.update(_figures(name, {source: np.array(values) for source, values in measured.items()}))
         results["lazy_vs_dense_adam"] = round(results["lazy_adam / in-memory tensors"]
                                               / results["keras_adam / in-memory tensors"], 2)

@@ -25,6 +25,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 # as they are, without AutoGraph's conversion (seconds per new pipeline on a busy machine).
 plain = tf.autograph.experimental.do_not_convert
 BUILD_BATCH = 1024  # records per batch while parsing a shard into cached rows
+PREFETCH = 8  # unpacked batches of rows kept ready (a descheduled pipeline thread does not stall the step)
 
 
 class InputContract(Protocol):
@@ -121,13 +122,13 @@ def _parse_batches(ds: tf.data.Dataset, source: "_Source") -> tf.data.Dataset:
 
     Records (tag strings, images) take parallel calls, tuned by tf.data's autotuner. Cached rows
     are cheap to unpack, and the autotuner's own work and parallel calls would cost more CPU than
-    they save, taken from the training step on few cores: one call at a time, two batches ahead.
+    they save, taken from the training step on few cores: one call at a time, `PREFETCH` batches ahead.
     """
     if not source.rows:
         return ds.map(plain(source.parse), num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
     options = tf.data.Options()
     options.autotune.enabled = False
-    return ds.map(plain(source.parse)).prefetch(2).with_options(options)
+    return ds.map(plain(source.parse)).prefetch(PREFETCH).with_options(options)
 
 
 @dataclass(frozen=True)
@@ -145,15 +146,11 @@ def _records(files: list, feature_files: Optional[list], split: str,
     """The shard file names (paired with their feature files), this input pipeline's share only."""
     ds = tf.data.Dataset.from_tensor_slices((files,) if feature_files is None else (files, feature_files))
     if input_context is not None and input_context.num_input_pipelines > 1:
-        _check_shares(len(files), split, input_context)
+        if len(files) < input_context.num_input_pipelines:
+            raise ValueError(f"{split} has {len(files)} shards for {input_context.num_input_pipelines} workers; "
+                             f"prepare with more shards (--min-shards)")
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     return ds
-
-
-def _check_shares(count: int, split: str, input_context: tf.distribute.InputContext) -> None:
-    if count < input_context.num_input_pipelines:
-        raise ValueError(f"{split} has {count} shards for {input_context.num_input_pipelines} workers; "
-                         f"prepare with more shards (--min-shards)")
 
 
 def _my_shards(count: int, input_context: Optional[tf.distribute.InputContext]) -> list:
@@ -236,9 +233,8 @@ class _Parser:
 
     def row_layout(self, shards: list) -> RowLayout:
         """The rows of a split: its inputs' specs, and its most labels (and verified labels) per photo."""
-        spec = (tf.data.TFRecordDataset(shards[:1]).batch(2)  # (inputs, a label): an image model from features
-                .map(plain(lambda s: (self.cached_inputs(schema.parse_batch(s, self.keys)), s)))  # caches no input
-                .element_spec[0])
+        spec = (tf.data.TFRecordDataset(shards[:1]).batch(2)  # (inputs, 0): a model may cache no input
+                .map(plain(lambda s: (self.cached_inputs(schema.parse_batch(s, self.keys)), 0))).element_spec[0])
         inputs = tuple((name, s.dtype.name, tuple(s.shape[1:])) for name, s in spec.items())
         keys = ["label_ids"] + self.mask_keys
 
@@ -290,7 +286,8 @@ def _write_rows(cache: ParsedCache, layout: RowLayout, parser: _Parser, jobs: li
     def shard_batches(index, shard):
         return tf.data.TFRecordDataset(shard).batch(BUILD_BATCH).map(plain(lambda s: (index, s)))
 
-    batches = (tf.data.Dataset.from_tensor_slices([shard for shard, _, _ in jobs]).enumerate().flat_map(plain(shard_batches))
+    shards = tf.data.Dataset.from_tensor_slices([shard for shard, _, _ in jobs]).enumerate()
+    batches = (shards.flat_map(plain(shard_batches))
                .map(plain(lambda index, s: (index, parser.rows(s, layout))), num_parallel_calls=AUTOTUNE).prefetch(2))
     groups = itertools.groupby(batches.as_numpy_iterator(), key=lambda item: int(item[0]))
     index, blocks = next(groups, (None, ()))
