@@ -6,6 +6,8 @@
     python app/prepare.py --manifest photos.csv|photos.jsonl --images DIR --classes classes.csv
                           [--hierarchy tree.json] [--labels exhaustive|partial] --out tfrecords/NAME
     python app/prepare.py --nuswide DIR | --coco DIR --out tfrecords/NAME
+    python app/prepare.py --mirflickr DIR [--split-seed N | --split-file FILE] [--test-fraction 0.3]
+                          [--validation-fraction 0.1] --out tfrecords/NAME
 
 The dataset is written into a temporary folder beside --out and swapped in only when complete.
 """
@@ -58,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if collection_error(args):
         parser.error(collection_error(args))
     if not args.demo and not wants_collection(args) and (args.oid_dir is None or args.yfcc is None):
-        parser.error("give --oid-dir and --yfcc, --manifest, --nuswide, --coco, or --demo")
+        parser.error("give --oid-dir and --yfcc, --manifest, --nuswide, --coco, --mirflickr, or --demo")
     if args.demo and args.demo_size < 1:
         parser.error(f"--demo-size must be >= 1. Received: {args.demo_size}")
     return args
@@ -78,7 +80,8 @@ def main(argv=None) -> dict:
     refuse_output_over_inputs(args.out, {"--oid-dir": args.oid_dir, "--yfcc": args.yfcc, "--autotags": args.autotags,
                                          "--extra-tags": args.extra_tags, "--images": args.images,
                                          "--classes": args.classes, "--hierarchy": args.hierarchy,
-                                         "--manifest": args.manifest, "--nuswide": args.nuswide, "--coco": args.coco},
+                                         "--manifest": args.manifest, "--nuswide": args.nuswide, "--coco": args.coco,
+                                         "--mirflickr": args.mirflickr, "--split-file": args.split_file},
                               "never")
     started = time.time()
     progress = not args.no_progress and sys.stderr.isatty()

@@ -1,4 +1,4 @@
-"""A collection (manifest, NUS-WIDE, COCO) -> a normal dataset folder, streaming.
+"""A collection (manifest, NUS-WIDE, COCO, MIRFLICKR-25K) -> a normal dataset folder, streaming.
 
 Two passes over the source: the first checks every row (ids, labels) and counts each split's
 photos; the second builds each record (tags, text, labels, the checked image) and writes it to its
@@ -49,7 +49,7 @@ class Collection:
     """What a collection dataset is made from.
 
     Args:
-        kind: `manifest`, `nuswide` or `coco` (recorded in stats.json).
+        kind: `manifest`, `nuswide`, `coco` or `mirflickr` (recorded in stats.json).
         source: the reader.
         classes: the class list, in output order.
         tree: the hierarchy (Open Images JSON form, class ids).
