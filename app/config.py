@@ -181,7 +181,7 @@ class TrainConfig:
 
     epochs: int = option(120, "maximum epochs (a finished run re-run with more goes on)", execution=True)
     time_budget_hours: Optional[float] = option(None, "stop starting epochs after this many hours", execution=True)
-    early_stopping_patience: int = option(10, "stop when validation mAP has not improved for N epochs (the best "
+    early_stopping_patience: int = option(15, "stop when validation mAP has not improved for N epochs (the best "
                                               "epoch's model is kept either way); 0: train every epoch",
                                           execution=True)
     batch_size: int = option(128, "global batch size, split over replicas")
