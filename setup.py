@@ -30,6 +30,8 @@ setup(
         "tfds": ["jinja2>=3.1,<4"],
         # tensorflow-serving-api: the TF Serving request protos of app/serving/client.py's gRPC requests
         "serving": ["tensorflow-serving-api>=2.21,<2.22"],
+        # bench/mirflickr.py's logistic-regression baseline
+        "bench": ["scikit-learn>=1.4,<2"],
         "test": ["pytest>=8,<10", "jinja2>=3.1,<4", "tensorflow-serving-api>=2.21,<2.22",
                  "scikit-learn>=1.4,<2"],
     },

@@ -181,6 +181,9 @@ class TrainConfig:
 
     epochs: int = option(120, "maximum epochs (a finished run re-run with more goes on)", execution=True)
     time_budget_hours: Optional[float] = option(None, "stop starting epochs after this many hours", execution=True)
+    early_stopping_patience: int = option(15, "stop when validation mAP has not improved for N epochs (the best "
+                                              "epoch's model is kept either way); 0: train every epoch",
+                                          execution=True)
     batch_size: int = option(128, "global batch size, split over replicas")
     learning_rate: float = option(5e-3, "Adam learning rate")
     strategy: str = option("default", "tf.distribute strategy", STRATEGIES, execution=True)
@@ -199,7 +202,7 @@ class TrainConfig:
     def __post_init__(self):
         _check_choices(self)
         _check_at_least(self, 1, "epochs", "batch_size", "cpu_devices", "shuffle_buffer")
-        _check_at_least(self, 0, "time_budget_hours", "worker_timeout")
+        _check_at_least(self, 0, "time_budget_hours", "worker_timeout", "early_stopping_patience")
         if self.freeze_embedding and not self.pretrained:
             raise InputError("freeze_embedding (--freeze-embedding) needs pretrained (--pretrained RUN_DIR): a "
                              f"pre-trained embedding to keep. Received: pretrained={self.pretrained!r}")

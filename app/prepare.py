@@ -6,6 +6,8 @@
     python app/prepare.py --manifest photos.csv|photos.jsonl --images DIR --classes classes.csv
                           [--hierarchy tree.json] [--labels exhaustive|partial] --out tfrecords/NAME
     python app/prepare.py --nuswide DIR | --coco DIR --out tfrecords/NAME
+    python app/prepare.py --mirflickr DIR [--split-seed N | --split-file FILE] [--test-fraction 0.3]
+                          [--validation-fraction 0.1] --out tfrecords/NAME
 
 The dataset is written into a temporary folder beside --out and swapped in only when complete.
 """
@@ -33,17 +35,23 @@ from app.sources.base import Collection  # noqa: E402
 from app.sources.classes import ClassList, flat_tree, read_class_list, read_hierarchy  # noqa: E402
 from app.sources.coco import Coco  # noqa: E402
 from app.sources.manifest import LABEL_MODES, ManifestReader  # noqa: E402
+from app.sources.mirflickr import MirFlickr  # noqa: E402
 from app.sources.nuswide import NusWide  # noqa: E402
 from app.sources.photo import HashSplit  # noqa: E402
 
 log = logging.getLogger("prepare")
 
-# Datasets read from a folder in their real layout: `--NAME DIR` opens `reader(DIR, validation fraction)`,
-# a reader with `classes`, `images`, `made_from()` and `photos(bad)` (exhaustive labels).
+# Datasets read from a folder in their real layout: `--NAME DIR` opens `reader(args)`, a reader with
+# `classes`, `images`, `made_from()` and `photos(bad)` (exhaustive labels).
 FOLDER_SOURCES = {
-    "nuswide": (NusWide, "a NUS-WIDE folder in its real layout"),
-    "coco": (Coco, "a COCO 2017 folder (annotations/, train2017/, val2017/)"),
+    "nuswide": (lambda args: NusWide(args.nuswide, args.validation_fraction), "a NUS-WIDE folder in its real layout"),
+    "coco": (lambda args: Coco(args.coco, args.validation_fraction),
+             "a COCO 2017 folder (annotations/, train2017/, val2017/)"),
+    "mirflickr": (lambda args: MirFlickr(args.mirflickr, args.split_file),
+                  "a MIRFLICKR-25K folder (all_imgs.txt, all_tags.txt, all_labels.txt, [mirflickr/im<N>.jpg])"),
 }
+TEST_FRACTION = 0.2
+MIRFLICKR_TEST_FRACTION = 0.3  # 60/10/30: a random split as its papers draw (it has no official one)
 COLLECTIONS = ("manifest", *FOLDER_SOURCES)
 DEMO_FORMATS = ("oid", "manifest", "nuswide")
 
@@ -95,7 +103,8 @@ def main(argv=None) -> dict:
     refuse_output_over_inputs(args.out, {"--oid-dir": args.oid_dir, "--yfcc": args.yfcc, "--autotags": args.autotags,
                                          "--extra-tags": args.extra_tags, "--images": args.images,
                                          "--classes": args.classes, "--hierarchy": args.hierarchy,
-                                         **{f"--{name}": getattr(args, name) for name in COLLECTIONS}}, "never")
+                                         **{f"--{name}": getattr(args, name) for name in COLLECTIONS},
+                                         "--split-file": args.split_file}, "never")
     started = time.time()
     progress = not args.no_progress and sys.stderr.isatty()
     with writing_to(args.out):
@@ -122,11 +131,18 @@ def add_collection_flags(parser: argparse.ArgumentParser, demo_group: argparse._
     group.add_argument("--labels", choices=LABEL_MODES, default="exhaustive",
                        help="exhaustive: every class a photo does not list is a verified negative; partial: only "
                             "the listed positives and the negatives column are verified [default: exhaustive]")
-    group.add_argument("--test-fraction", type=float, default=0.2,
-                       help="photos without a split column: the share hashed into test [default: 0.2]")
+    group.add_argument("--test-fraction", type=float, default=None,
+                       help=f"photos without a split column: the share hashed into test [default: {TEST_FRACTION}; "
+                            f"--mirflickr: {MIRFLICKR_TEST_FRACTION}]")
     group.add_argument("--validation-fraction", type=float, default=0.1,
                        help="the share hashed into validation, cut from what test leaves (NUS-WIDE, COCO: from the "
                             "official train split) [default: 0.1]")
+    group.add_argument("--split-seed", type=int, default=0,
+                       help="the seed of the hash split of photos without a split column (another seed, another "
+                            "split) [default: 0]")
+    group.add_argument("--split-file", type=Path,
+                       help="--mirflickr: `id,split` lines (id im<N>, split train, validation or test) naming every "
+                            "photo's split, instead of the hash split")
     demo_group.add_argument("--demo-format", choices=DEMO_FORMATS, default="oid",
                             help="with --demo: write the demo world as Open Images + YFCC100M files (oid), as a "
                                  "manifest with captions, or in the NUS-WIDE layout [default: oid]")
@@ -142,6 +158,8 @@ def collection_error(args: argparse.Namespace) -> str | None:
     given = [name for name in COLLECTIONS if getattr(args, name)]
     if len(given) + bool(args.demo) > 1 or (given and (args.oid_dir or args.yfcc)):
         return f"give one source: {', '.join(f'--{name}' for name in COLLECTIONS)}, --demo, or --oid-dir with --yfcc"
+    if args.split_file and not args.mirflickr:
+        return "--split-file goes with --mirflickr (a manifest has its split column)"
     if args.manifest and args.classes is None:
         return "--manifest needs --classes (a CSV of class names, `name` or `name,id` per line)"
     return None
@@ -149,7 +167,9 @@ def collection_error(args: argparse.Namespace) -> str | None:
 
 def open_collection(args: argparse.Namespace, scratch: Path) -> Collection:
     """The collection the flags name; a demo world is first written under `scratch`."""
-    split = HashSplit(args.test_fraction, args.validation_fraction)
+    test = args.test_fraction if args.test_fraction is not None else (
+        MIRFLICKR_TEST_FRACTION if args.mirflickr else TEST_FRACTION)
+    split = HashSplit(test, args.validation_fraction, args.split_seed)
     if args.images is not None and not args.images.is_dir():
         raise InputError(f"{args.images}: --images is not a folder (no such folder, or a file)")
     if args.demo:
@@ -161,7 +181,7 @@ def open_collection(args: argparse.Namespace, scratch: Path) -> Collection:
                           _tree(args, classes, bad), args.labels, args.images, split, (args.manifest, args.classes),
                           bad)
     name = next(name for name in FOLDER_SOURCES if getattr(args, name))
-    reader = FOLDER_SOURCES[name][0](getattr(args, name), args.validation_fraction)
+    reader = FOLDER_SOURCES[name][0](args)
     images = args.images or reader.images
     if images is not None and not Path(images).is_dir():
         bad.warn(f"{images}: no images folder: every photo goes without its image (give --images)")

@@ -110,7 +110,10 @@ def report(result, config: RunConfig, run_dir: Path, seconds: float) -> str:
     if result.status == "complete":
         return (f"already complete: {run_dir}/ holds this run, trained earlier ({m['model']} model, {m['epochs']} "
                 f"epochs, {m['seconds']:.0f}s); nothing was trained now. Its metrics (metrics.json):\n{scores}")
-    return (f"trained {m['model']} model for {m['epochs']} epochs in {seconds:.0f}s (strategy {config.train.strategy})\n"
+    stopped = (f", stopped early: no validation gain in {config.train.early_stopping_patience} epochs"
+               if m.get("stopped_early") else "")
+    return (f"trained {m['model']} model for {m['epochs']} epochs in {seconds:.0f}s (strategy {config.train.strategy}"
+            f"{stopped})\n"
             f"  saved to {run_dir}/ (model.keras, config.json, history.csv, logs/, metrics.json, thresholds.json)\n{scores}")
 
 

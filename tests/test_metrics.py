@@ -215,7 +215,7 @@ def test_sparse_baselines_equal_the_dense_ones(protocol):
     assert present.tolist() == [bool(p > n) for p, n in zip(positives, negatives)]
     dense = baselines.most_likely_scores(train, len(verified))
     np.testing.assert_array_equal(dense, np.tile(present, (len(verified), 1)))
-    np.testing.assert_array_equal(baselines.most_likely_pair_scores(present, pairs), dense[pairs.rows, pairs.classes])
+    np.testing.assert_array_equal(baselines.class_pair_scores(present, pairs), dense[pairs.rows, pairs.classes])
     weight, best = baselines.sparse_tune_fusion_weight(pairs, scores[pairs.rows, pairs.classes],
                                                        tags[pairs.rows, pairs.classes], protocol=protocol)
     by_weight = {w: np.nanmean(reference_semantics(w * scores + (1 - w) * tags, verified, protocol))

@@ -39,7 +39,7 @@ from tuning.paired import PairedDifference, mean_std  # noqa: E402
 
 log = logging.getLogger("compare")
 RESERVED = ("--seed", "--name", "--out", "--overwrite", "--local-workers")
-BASELINES = ("machine labels", "most likely")
+BASELINES = ("machine labels", "most likely", "label prior")  # app.evaluation.run_mode.BASELINES
 
 
 @dataclass

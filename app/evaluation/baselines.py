@@ -29,9 +29,25 @@ def most_likely_classes(positives: np.ndarray, negatives: np.ndarray) -> np.ndar
     return np.asarray(positives) > np.asarray(negatives)
 
 
-def most_likely_pair_scores(present: np.ndarray, pairs: VerifiedPairs) -> np.ndarray:
-    """The most-likely answer at each pair: 1 where its class is present, else 0 (no prediction)."""
-    return present[pairs.classes].astype(np.float64)
+def label_prior(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+    """Per class: its frequency in the training split, positives / (positives + negatives) verified (0 for
+    a class never verified there). As scores, it ranks every photo's classes the same way, most frequent
+    first: the baseline of exhaustively labelled data (the most likely answer's 0/1 scores tie).
+
+    Args:
+        positives: `[classes]` verified positives in the training split.
+        negatives: `[classes]` verified negatives in the training split.
+
+    Returns:
+        `[classes]` float64 in [0, 1].
+    """
+    positives, negatives = np.asarray(positives, dtype=np.float64), np.asarray(negatives, dtype=np.float64)
+    return np.divide(positives, positives + negatives, out=np.zeros_like(positives), where=positives + negatives > 0)
+
+
+def class_pair_scores(per_class: np.ndarray, pairs: VerifiedPairs) -> np.ndarray:
+    """A per-class score (the most likely answer's 0/1, the label prior) at each pair."""
+    return np.asarray(per_class)[pairs.classes].astype(np.float64)
 
 
 def most_likely_scores(train_verified: np.ndarray, num_images: int) -> np.ndarray:

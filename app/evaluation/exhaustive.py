@@ -140,6 +140,11 @@ def exhaustive_report(scores: np.ndarray, labels: np.ndarray, k: int = TOP_K) ->
             "top_k": top_k_scores(scores, labels, k).as_dict()}
 
 
+def is_exhaustive(pairs) -> bool:
+    """Whether every (photo, class) of a `metrics.VerifiedPairs` is verified (and there is one)."""
+    return len(pairs) > 0 and len(pairs) == pairs.num_images * pairs.num_classes
+
+
 def complete_pairs(pairs, scores: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """Dense `(scores, labels)` from verified pairs when every (photo, class) is verified, else None.
 
@@ -147,9 +152,9 @@ def complete_pairs(pairs, scores: np.ndarray) -> Optional[tuple[np.ndarray, np.n
         pairs: a `metrics.VerifiedPairs` (ordered by photo, then class).
         scores: one score per pair.
     """
-    shape = (pairs.num_images, pairs.num_classes)
-    if len(pairs) != shape[0] * shape[1] or not len(pairs):
+    if not is_exhaustive(pairs):
         return None
+    shape = (pairs.num_images, pairs.num_classes)
     return np.asarray(scores, dtype=np.float64).reshape(shape), pairs.positive.reshape(shape).astype(np.int8)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from app.evaluation import report_plots as plots
 from app.evaluation.report_data import (Margins, at_least, best_and_worst, by_positives, margins, positives_floor,
                                         scored, systems_by_map)
-from app.evaluation.run_mode import MACHINE, RunEvaluation
+from app.evaluation.run_mode import BASELINES, MACHINE, RunEvaluation
 from app.evaluation.tables import (Table, class_table, group_title, level_table, markdown, plural, slice_table,
                                    summary_table, top_k_metrics)
 from app.fileio import atomic_write_text, swap_in_folder, temp_path
@@ -87,7 +87,7 @@ def _header(result: RunEvaluation, systems: list) -> list[str]:
 
 
 def _baselines(result: RunEvaluation) -> list[str]:
-    return [s for s in result.summary if s in (MACHINE, "most likely") or s.startswith("late fusion")]
+    return [s for s in result.summary if s in BASELINES or s.startswith("late fusion")]
 
 
 def _systems_section(out: Path, result: RunEvaluation, systems: list) -> tuple[list, list]:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from app.records.dataset import DatasetInfo
 from app.sources.hierarchy import Hierarchy
 from app.evaluation import baselines
-from app.evaluation.exhaustive import exhaustive_reports
+from app.evaluation.exhaustive import exhaustive_reports, is_exhaustive
 from app.evaluation.metrics import (check_protocol, sparse_average_precisions, sparse_mean_average_precision,
                                     sparse_summary_metrics, sparse_tune_class_thresholds)
 from app.evaluation.scoring import TrainedModel, apply_floor
@@ -26,7 +26,8 @@ from app.evaluation.truth import SplitTruth, class_counts, load_truth
 from app.evaluation.withheld import withheld_slices
 
 log = logging.getLogger("app.evaluation")
-MACHINE, MOST_LIKELY = "machine labels", "most likely"
+MACHINE, MOST_LIKELY, LABEL_PRIOR = "machine labels", "most likely", "label prior"
+BASELINES = (MACHINE, MOST_LIKELY, LABEL_PRIOR)
 
 
 @dataclass
@@ -122,8 +123,10 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
     weight, fused = _add_late_fusion(systems, val_scores, models, val, protocol)
     if info.has_machine_labels:  # a collection has none: a row of zeros would read as a baseline
         systems[MACHINE] = baselines.machine_label_scores(truth.machine)
-    present = baselines.most_likely_classes(*class_counts(info, "train"))
-    systems[MOST_LIKELY] = baselines.most_likely_pair_scores(present, truth.pairs)
+    train_counts = class_counts(info, "train")
+    systems[MOST_LIKELY] = baselines.class_pair_scores(baselines.most_likely_classes(*train_counts), truth.pairs)
+    if is_exhaustive(truth.pairs):  # every class ranked per photo: the prior, where most likely's 0/1 scores tie
+        systems[LABEL_PRIOR] = baselines.class_pair_scores(baselines.label_prior(*train_counts), truth.pairs)
     hierarchy = Hierarchy.from_json(info.hierarchy_path, [m for m, _ in info.classes])
     result = RunEvaluation(
         name=run.name, data=str(info.data_dir), split=split, floor=floor, protocol=protocol,

@@ -270,7 +270,9 @@ class RunDir:
         """Writes the metrics and marks the run complete."""
         atomic_write_json(self.path / METRICS, metrics)
         record = self.record()
-        finished = {"epochs": config.train.epochs, "time_budget_hours": config.train.time_budget_hours}
+        finished = {"epochs": config.train.epochs, "time_budget_hours": config.train.time_budget_hours,
+                    "early_stopping_patience": config.train.early_stopping_patience,
+                    "stopped_early": bool(metrics.get("stopped_early"))}
         self._write_record(Fingerprint(**record["fingerprint"]), Path(record["data"]), COMPLETE, finished)
 
     def save_thresholds(self, thresholds, split: str) -> None:
@@ -282,7 +284,11 @@ class RunDir:
 
 
 def _asks_for_more(finished: dict, config: RunConfig) -> bool:
-    """True when the new execution settings go beyond those the run finished with."""
+    """True when the new execution settings go beyond those the run finished with. A run that stopped
+    early goes on only with more patience (or none: 0), not with more epochs (it would stop again)."""
+    if finished.get("stopped_early"):
+        new = config.train.early_stopping_patience
+        return new == 0 or new > finished["early_stopping_patience"]
     if config.train.epochs > finished["epochs"]:
         return True
     old, new = finished["time_budget_hours"], config.train.time_budget_hours

@@ -26,6 +26,7 @@ or 1 (TrainTestLabels/Labels_lake_Train.txt has one) is counted as `label_not_0_
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -33,6 +34,7 @@ from typing import Iterator, Optional
 from app.badrows import BadRows
 from app.sources.classes import ClassList, read_class_list
 from app.sources.photo import CollectionPhoto, unit_hash
+from app.sources.textfiles import NumberedLines
 from app.errors import InputError
 from app.text.normalize import normalize_name, normalize_tags
 
@@ -40,36 +42,13 @@ LIST_DIR, TAGS, CONCEPTS = "ImageList", "NUS_WID_Tags/All_Tags.txt", "ConceptsLi
 ALL_LABELS, SPLIT_LABELS = "Groundtruth/AllLabels/Labels_{concept}.txt", \
     "Groundtruth/TrainTestLabels/Labels_{concept}_{split}.txt"
 SPLIT_LISTS = {"train": "TrainImagelist.txt", "test": "TestImagelist.txt"}
+_lines = functools.partial(NumberedLines, layout="NUS-WIDE")
 
 
 def list_entry(line: str) -> str:
     """`folder/n_flickrid.jpg` of an image-list line (any `C:\\...\\Flickr\\` prefix dropped)."""
     parts = [p for p in line.strip().replace("\\", "/").split("/") if p]
     return "/".join(parts[-2:])
-
-
-class _Lines:
-    """A text file read one stripped line at a time, knowing its line number."""
-
-    def __init__(self, path: Path, stack: contextlib.ExitStack):
-        if not path.is_file():
-            raise InputError(f"{path}: missing (NUS-WIDE layout: see docs/your-own-photos.md)")
-        self.path, self.line_no = path, 0
-        self.handle = stack.enter_context(open(path, "rb"))
-
-    def next(self) -> Optional[str]:
-        raw = self.handle.readline()
-        if not raw:
-            return None
-        self.line_no += 1
-        try:
-            return raw.decode("utf-8").strip("\r\n")
-        except UnicodeDecodeError as err:
-            raise InputError(f"{self.path}:{self.line_no}: not UTF-8 ({err.reason})") from None
-
-    @property
-    def where(self) -> str:
-        return f"{self.path}:{self.line_no}"
 
 
 @dataclass
@@ -100,9 +79,9 @@ class NusWide:
     def photos(self, bad: BadRows) -> Iterator[CollectionPhoto]:
         """One pass over the photos in Imagelist.txt order."""
         with contextlib.ExitStack() as stack:
-            images = _Lines(self.root / LIST_DIR / "Imagelist.txt", stack)
-            tags = _Lines(self.root / TAGS, stack)
-            lists = {split: _Lines(self.root / LIST_DIR / name, stack) for split, name in SPLIT_LISTS.items()}
+            images = _lines(self.root / LIST_DIR / "Imagelist.txt", stack)
+            tags = _lines(self.root / TAGS, stack)
+            lists = {split: _lines(self.root / LIST_DIR / name, stack) for split, name in SPLIT_LISTS.items()}
             heads = {split: self._next_entry(lines) for split, lines in lists.items()}
             labels = self._label_files(stack)
             while (line := images.next()) is not None:
@@ -123,14 +102,14 @@ class NusWide:
                 _check_ended(lines)
 
     @staticmethod
-    def _next_entry(lines: _Lines) -> Optional[str]:
+    def _next_entry(lines: NumberedLines) -> Optional[str]:
         while (line := lines.next()) is not None:
             if line.strip():
                 return list_entry(line)
         return None
 
     @staticmethod
-    def _split_of(entry: str, heads: dict, lists: dict, images: _Lines) -> str:
+    def _split_of(entry: str, heads: dict, lists: dict, images: NumberedLines) -> str:
         found = [split for split, head in heads.items() if head == entry]
         if len(found) == 2:
             raise InputError(f"{lists['test'].where}: {entry} is in two splits (also {lists['train'].where}): "
@@ -140,7 +119,7 @@ class NusWide:
                              f"(each must list its photos in Imagelist.txt order)")
         return found[0]
 
-    def _tags(self, tags: _Lines, entry: str, bad: BadRows) -> list:
+    def _tags(self, tags: NumberedLines, entry: str, bad: BadRows) -> list:
         line = tags.next()
         if line is None:
             raise InputError(f"{tags.path}:{tags.line_no + 1}: ends before Imagelist.txt (no line for {entry})")
@@ -156,8 +135,8 @@ class NusWide:
     def _label_files(self, stack: contextlib.ExitStack) -> dict:
         """`{split or None: [lines of each concept]}`: one set for AllLabels, one per split otherwise."""
         if self.all_labels:
-            return {None: [_Lines(self.root / ALL_LABELS.format(concept=c), stack) for c in self.classes.names]}
-        return {split: [_Lines(self.root / SPLIT_LABELS.format(concept=c, split=split.title()), stack)
+            return {None: [_lines(self.root / ALL_LABELS.format(concept=c), stack) for c in self.classes.names]}
+        return {split: [_lines(self.root / SPLIT_LABELS.format(concept=c, split=split.title()), stack)
                         for c in self.classes.names] for split in SPLIT_LISTS}
 
     def _labels(self, files: dict, split: str, bad: BadRows) -> list:
@@ -174,7 +153,7 @@ class NusWide:
         return positives
 
 
-def _check_ended(lines: _Lines) -> None:
+def _check_ended(lines: NumberedLines) -> None:
     """Refuses a file read in step with Imagelist.txt that has lines left over (it belongs to another list)."""
     while (line := lines.next()) is not None:
         if line.strip():

@@ -60,15 +60,18 @@ def unit_hash(image_id: str) -> float:
 class HashSplit:
     """Splits photos by a hash of their id: `test` below `test`, then `validation` below
     `test + validation`, the rest `train`. Validation is cut from the photos the test split leaves,
-    so changing the validation fraction never moves a test photo.
+    so changing the validation fraction never moves a test photo. Another seed draws another split
+    (seed 0 hashes the id alone).
 
     Args:
         test: the fraction of photos in `test`.
         validation: the fraction of photos in `validation`.
+        seed: the split's seed.
     """
 
     test: float = 0.2
     validation: float = 0.1
+    seed: int = 0
 
     def __post_init__(self):
         if not (0 <= self.test < 1 and 0 <= self.validation < 1 and self.test + self.validation < 1):
@@ -76,5 +79,5 @@ class HashSplit:
                              f"test {self.test}, validation {self.validation}")
 
     def __call__(self, image_id: str) -> str:
-        u = unit_hash(image_id)
+        u = unit_hash(f"{self.seed}/{image_id}" if self.seed else image_id)
         return "test" if u < self.test else "validation" if u < self.test + self.validation else "train"

@@ -7,6 +7,7 @@ truncated or corrupt compressed file stops with one `InputError` naming the file
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import zlib
 from pathlib import Path
@@ -93,3 +94,34 @@ def iter_line_blocks(path: str | Path, block_bytes: int,
             rest = buffer[cut:filled]
             buffer[: len(rest)] = rest
             filled = len(rest)
+
+
+class NumberedLines:
+    """A UTF-8 text file read one line at a time (its CRLF or LF line break stripped), knowing its line number.
+
+    Args:
+        path: the file.
+        stack: the exit stack that closes it.
+        layout: the collection whose layout names the file (for the message when it is missing).
+    """
+
+    def __init__(self, path: Path, stack: contextlib.ExitStack, layout: str):
+        if not path.is_file():
+            raise InputError(f"{path}: missing ({layout} layout: see docs/your-own-photos.md)")
+        self.path, self.line_no = path, 0
+        self.handle = stack.enter_context(open(path, "rb"))
+
+    def next(self) -> Optional[str]:
+        """The next line, or None at the end."""
+        raw = self.handle.readline()
+        if not raw:
+            return None
+        self.line_no += 1
+        try:
+            return raw.decode("utf-8").strip("\r\n")
+        except UnicodeDecodeError as err:
+            raise InputError(f"{self.path}:{self.line_no}: not UTF-8 ({err.reason})") from None
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line_no}"

@@ -1,5 +1,5 @@
-"""Small training callbacks: checkpoint and resume, best model, CSV/TensorBoard history, time
-budget and progress. Each does one thing; `Trainer.fit` runs them in order."""
+"""Small training callbacks: checkpoint and resume, best model, early stopping, CSV/TensorBoard
+history, time budget and progress. Each does one thing; `Trainer.fit` runs them in order."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class BestModel(Callback):
     """Tracks the best epoch by validation mAP and saves the model there (on the chief).
 
     Args:
-        strategy: the strategy (the best value is a checkpointed variable).
+        strategy: the strategy (the best value and its epoch are checkpointed variables).
         save: called on the chief when the monitored value improves (None on other workers).
         monitor: the metric to maximise.
     """
@@ -36,14 +36,42 @@ class BestModel(Callback):
         self.save, self.monitor = save, monitor
         with strategy.scope():
             self.best = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name=f"best_{monitor}")
+            self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
         value = logs[self.monitor]
         logs["best"] = bool(value > float(self.best.numpy()))
         if logs["best"]:
             self.best.assign(value)
+            self.best_epoch.assign(epoch)
             if self.save is not None:
                 self.save()
+
+
+class EarlyStopping(Callback):
+    """Stops training when the best epoch (`BestModel`'s, which runs first) is `patience` epochs behind.
+
+    Every worker decides alike: the validation mAP is computed on each. A run resumed from a
+    checkpoint without a best epoch (written before there was one) counts from where it resumes.
+
+    Args:
+        best: the run's best-model tracker.
+        patience: epochs without improvement to allow (>= 1).
+    """
+
+    def __init__(self, best: BestModel, patience: int):
+        self.best, self.patience = best, patience
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        if int(self.best.best_epoch.numpy()) == 0:
+            self.best.best_epoch.assign(trainer.epoch)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
+        best_epoch = int(self.best.best_epoch.numpy())
+        if epoch - best_epoch >= self.patience:
+            log.info("early stopping after epoch %d: validation mAP has not improved for %d epochs (best: epoch %d, "
+                     "%.4f)", epoch, epoch - best_epoch, best_epoch, float(self.best.best.numpy()))
+            trainer.stop_training = True
 
 
 class Checkpoint(Callback):

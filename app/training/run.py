@@ -28,7 +28,8 @@ from app.evaluation.truth import PairScores, SplitTruth, load_truth
 from app.model.classifier import (attach_backbone, build_backbone, build_head, resolve_image_weights,
                                   transfer_pretrained)
 from app.runs.rundir import COMPLETE, NEW, Fingerprint, RunDir, RunError
-from app.training.callbacks import BestModel, Checkpoint, History, Progress, TimeBudget, read_history
+from app.training.callbacks import (BestModel, Checkpoint, EarlyStopping, History, Progress, TimeBudget,
+                                    read_history)
 from app.training.features import FeatureStore
 from app.training.optimizer import LazyAdam
 from app.training.strategy import broadcast_from_chief, get_strategy, is_chief, worker_shards
@@ -234,7 +235,9 @@ def _callbacks(run: RunDir, config: RunConfig, options: RunOptions, strategy, ch
                steps: int) -> list:
     t = config.train
     best = BestModel(strategy, (lambda: run.save_model(full)) if chief else None)
-    callbacks = [Checkpoint(run.backup_dir, chief, {"best": best.best}), best]
+    callbacks = [Checkpoint(run.backup_dir, chief, {"best": best.best, "best_epoch": best.best_epoch}), best]
+    if t.early_stopping_patience:
+        callbacks.append(EarlyStopping(best, t.early_stopping_patience))
     if chief:
         callbacks.append(History(run.history_path, run.logs_dir, options.hparams))
     if t.time_budget_hours is not None:
@@ -256,9 +259,11 @@ def _feature_jobs(info: DatasetInfo, features: FeatureStore, strategy, train_spl
 def _final_metrics(run: RunDir, config: RunConfig, options: RunOptions, inputs: "RunInputs", trainer: Trainer,
                    head: keras.Model, frozen: bool, history: list, started: float) -> dict:
     best_epoch = max(history, key=lambda row: row["val_map"])
+    patience, last = config.train.early_stopping_patience, int(history[-1]["epoch"])
     metrics = {"model": config.model.model, "epochs": len(history), "best_epoch": int(best_epoch["epoch"]),
                "val_map": best_epoch["val_map"], "val_loss": best_epoch["val_loss"], "data": str(inputs.info.data_dir),
-               "seconds": round(time.time() - started, 1)}
+               "seconds": round(time.time() - started, 1),
+               "stopped_early": bool(patience) and last < config.train.epochs and last - best_epoch["epoch"] >= patience}
     if options.finish:
         best = run.load_model()
         trainer.model.set_weights((best.get_layer(head.name) if frozen else best).get_weights())
