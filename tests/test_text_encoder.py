@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from app.errors import InputError
 from app.text.encoders import VectorCache, WordVectors, encode_words, encoder_from_spec, text_problem, vectors_key
-from tests.encoders import one_hot_rows, save_tiny_encoder
+from tiny_encoders import one_hot_rows, save_tiny_encoder
 
 BAD_WORDS = {"": "empty", "   ": "empty", "\u200b\u200c\ufeff": "invisible_only", "x" * 10_000: "too_long",
              "a\ud800": "not_utf8"}

@@ -10,28 +10,19 @@
 
 from __future__ import annotations
 
-from app.errors import InputError
+from app.config import ENCODER_HELP, check_encoder_spec
 from app.text.encoders.base import MAX_TEXT_CHARS, TextEncoder, text_problem
 from app.text.encoders.vectors import VectorCache, WordVectors, encode_words, vectors_key
 
 DEFAULT_ENCODER = "use"
-SPEC_HELP = ("the text encoder: use (Universal Sentence Encoder Multilingual v3, bundled), savedmodel:PATH (your "
-             "own TensorFlow SavedModel, e.g. TF-Hub's USE) or keras:PATH (a .keras model): strings -> vectors")
 
-__all__ = ["DEFAULT_ENCODER", "MAX_TEXT_CHARS", "SPEC_HELP", "TextEncoder", "VectorCache", "WordVectors",
-           "check_spec", "encode_words", "encoder_from_spec", "text_problem", "vectors_key"]
-
-
-def check_spec(spec: str) -> None:
-    """Raises InputError unless `spec` names an encoder kind (`use`, `savedmodel:PATH`, `keras:PATH`)."""
-    kind, sep, path = spec.partition(":")
-    if not (spec == "use" or (sep and path and kind in ("savedmodel", "keras"))):
-        raise InputError(f"text encoder must be use, savedmodel:PATH or keras:PATH. Received: {spec!r}")
+__all__ = ["DEFAULT_ENCODER", "ENCODER_HELP", "MAX_TEXT_CHARS", "TextEncoder", "VectorCache", "WordVectors",
+           "encode_words", "encoder_from_spec", "text_problem", "vectors_key"]
 
 
 def encoder_from_spec(spec: str = DEFAULT_ENCODER) -> TextEncoder:
-    """The encoder a spec names (see `check_spec`); user models are loaded now."""
-    check_spec(spec)
+    """The encoder a spec names (`app.config.check_encoder_spec`); user models are loaded now."""
+    check_encoder_spec(spec)
     kind, _, path = spec.partition(":")
     if kind == "use":
         from app.text.encoders.use import UniversalSentenceEncoder
