@@ -122,3 +122,16 @@ def test_a_run_refuses_words_placed_by_another_encoder(tiny_world, tiny_spec, tm
     with pytest.raises(SystemExit):
         export_cli.main(["--model", str(run), "--extend-vocabulary", str(words)])
     assert "another version puts words in another space" in capsys.readouterr().err
+
+
+def test_caption_words_start_from_the_same_encoder(tiny_spec):
+    config = ModelConfig(model="tags", text_input="both", text_branch="separate", word_vectors="fine-tuned",
+                         text_encoder=tiny_spec, embedding_dim=4)
+    tags = Vocabulary(["dog", "beach"], [3, 2], limit=3, threshold=1)
+    words = Vocabulary(["doggo", "car", "sunset"], [4, 3, 1], limit=5, threshold=1)
+    preprocessor = ContextualPreprocessor.for_model(config, tags, words)
+    head = build_head(config, 2, preprocessor)
+    tag_rows, word_rows = (head.get_layer(f"{p}_embedding").get_weights()[0] for p in ("tag", "text"))
+    assert tag_rows.shape == (4, 8) and word_rows.shape == (5, 8)
+    np.testing.assert_array_equal(tag_rows[2], word_rows[2])  # dog and doggo: one encoder vector
+    assert head.get_layer("text_projection").units == 4
