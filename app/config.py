@@ -140,10 +140,11 @@ class ModelConfig:
                               TEXT_BRANCHES, needs="text")
     embedding_dim: int = option(128, "tag embedding size (with encoder vectors: the width they are projected to)",
                                 needs="tags")
-    word_vectors: str = option("scratch", "the tag (and caption word) embedding's starting vectors: scratch (learned "
-                                          "from random), frozen (each word's text-encoder vector, kept; a learned "
-                                          "projection to --embedding-dim) or fine-tuned (the encoder's, then trained); "
-                                          "a vocabulary is encoded once and cached", WORD_VECTORS, needs="vectors")
+    word_vectors: str = option("frozen", "the tag (and caption word) embedding's starting vectors: frozen (each "
+                                         "word's text-encoder vector, kept; a learned projection to --embedding-dim; "
+                                         "validation's choice on MIRFLICKR-25K and the demo), fine-tuned (the "
+                                         "encoder's, then trained) or scratch (learned from random); a vocabulary is "
+                                         "encoded once and cached", WORD_VECTORS, needs="vectors")
     text_encoder: str = option("use", ENCODER_HELP, needs="vectors")
     pooling: str = option("max", "masked pooling over a photo's tags", POOLINGS, needs="tags")
     hidden_layers: int = option(1, "number of Dropout -> Dense(relu) blocks")

@@ -93,16 +93,19 @@ def test_export_with_an_extended_vocabulary_reads_unseen_tags(tiny_world, tiny_s
     np.testing.assert_allclose(plain[1], plain[2], rtol=1e-6)  # without the extension doggo is out of vocabulary
 
 
-def test_contextual_export_extended(contextual_export, tiny_spec, tmp_path):
+def test_contextual_export_extended_with_the_runs_own_encoder(contextual_export, tmp_path):
     from app.serving.signatures import export
     from photos import jpeg
 
-    run, _ = contextual_export
-    target = export(run, tmp_path / "serving", new_words=["doggo"], encoder=tiny_spec)
-    serve = tf.saved_model.load(str(target)).signatures["serving_default"]
-    image = tf.constant([jpeg(90, 32)] * 2)
-    out = serve(tags=tf.constant([["dog"], ["doggo"]]), image_bytes=image)["scores"].numpy()
-    np.testing.assert_allclose(out[1], out[0], rtol=1e-5)
+    run, plain = contextual_export  # trained with the defaults: frozen vectors of the bundled encoder
+    target = export(run, tmp_path / "serving", new_words=["doggie"])
+    tags = [["dog"], ["doggie"], ["never-seen-qqq"]]
+    image = tf.constant([jpeg(90, 32)] * 3)
+    out, before = (tf.saved_model.load(str(t)).signatures["serving_default"](tags=tf.ragged.constant(
+        tags).to_tensor(default_value=""), image_bytes=image)["scores"].numpy() for t in (target, plain))
+    np.testing.assert_allclose(out[0], before[0], rtol=1e-5)  # vocabulary words score as before
+    np.testing.assert_allclose(before[1], before[2], rtol=1e-6)  # before: doggie was out of vocabulary
+    assert np.abs(out[1] - out[0]).sum() < np.abs(out[2] - out[0]).sum()  # now it reads close to dog
 
 
 def test_a_run_refuses_words_placed_by_another_encoder(tiny_world, tiny_spec, tmp_path, capsys):

