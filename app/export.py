@@ -18,6 +18,7 @@ if __package__ in (None, ""):  # `python app/export.py`: make the repository roo
 
 from app.cli import add_common_flags, guarded, setup_logging  # noqa: E402
 from app.fileio import refuse_output_over_inputs  # noqa: E402
+from app.model.word_vectors import NEIGHBOURS  # noqa: E402
 
 
 @guarded
@@ -35,8 +36,13 @@ def main(argv=None) -> Path:
     p.add_argument("--text-encoder", help="with --extend-vocabulary, for a run learned from scratch: the encoder "
                                           "that places the words (use, savedmodel:PATH, keras:PATH) [default: use]; "
                                           "a run started from encoder vectors uses its own")
+    p.add_argument("--neighbours", type=int, default=NEIGHBOURS,
+                   help=f"with --extend-vocabulary: the nearest vocabulary words (by encoder cosine) a new word's row "
+                        f"is drawn from, for a run learned from scratch or fine-tuned [default: {NEIGHBOURS}]")
     add_common_flags(p)
     args = p.parse_args(argv)
+    if args.neighbours < 1:
+        p.error(f"--neighbours must be >= 1. Received: {args.neighbours}")
     if args.top_k < 1 or args.version is not None and args.version < 1:
         p.error("--top-k and --version must be >= 1")
     setup_logging(args.verbose)
@@ -48,7 +54,8 @@ def main(argv=None) -> Path:
     words = read_word_list(args.extend_vocabulary) if args.extend_vocabulary else []
     if args.extend_vocabulary and not words:
         p.error(f"--extend-vocabulary {args.extend_vocabulary}: the file holds no words")
-    target = export(args.model, args.out, args.version, args.top_k, args.review_margin, words, args.text_encoder)
+    target = export(args.model, args.out, args.version, args.top_k, args.review_margin, words, args.text_encoder,
+                    args.neighbours)
     if words:
         print(_extension_summary(target / EXTENSION_ASSET))
     weights = sum(w.numpy().nbytes for w in TrainedRun(args.model).model.weights)

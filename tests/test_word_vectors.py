@@ -80,7 +80,8 @@ def test_export_with_an_extended_vocabulary_reads_unseen_tags(tiny_world, tiny_s
     assert (run / "text_encoder.json").exists() == (vectors == "frozen")
     words = tmp_path / "words.txt"
     words.write_text(NEW_WORDS, encoding="utf-8")
-    target = export_cli.main(["--model", str(run), "--extend-vocabulary", str(words), "--text-encoder", tiny_spec])
+    target = export_cli.main(["--model", str(run), "--extend-vocabulary", str(words), "--text-encoder", tiny_spec,
+                              "--neighbours", "1"])  # scratch: the nearest word's row (a snap)
     record = json.loads((target / EXTENSION_ASSET).read_text(encoding="utf-8"))
     assert record["added"] == {"tag": ["doggo", "automobil"]} and record["already_in_vocabulary"] == {"tag": 1}
     assert sorted(record["skipped"].values()) == ["digits_only", "empty", "invisible_only", "too_long"]

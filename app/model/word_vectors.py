@@ -25,7 +25,10 @@ from app.errors import InputError
 from app.text.encoders import TextEncoder, VectorCache, encoder_from_spec
 from app.text.tags import Vocabulary
 
-NEIGHBOURS = 1  # words a new word's row is drawn from (see place_words)
+# Vocabulary words a new word's row is drawn from (see place_words): 5 restored more than 1 on
+# MIRFLICKR-25K for embeddings learned from scratch or fine-tuned (tuning/results/2026-12-04-text-encoder.md);
+# frozen vectors need none.
+NEIGHBOURS = 5
 
 
 def vocabulary_rows(encoder: TextEncoder, vocab: Vocabulary, cache: Optional[VectorCache] = None,
