@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Word vectors (models with --word-vectors frozen, the default) are cached for the session, not in ~/.cache.
+if "CIC_VECTOR_CACHE" not in os.environ:
+    os.environ["CIC_VECTOR_CACHE"] = tempfile.mkdtemp(prefix="cic-vectors-")
+    atexit.register(shutil.rmtree, os.environ["CIC_VECTOR_CACHE"], True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

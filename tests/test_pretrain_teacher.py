@@ -12,8 +12,9 @@ from app import train as train_cli
 from app.records.dataset import DatasetInfo
 from conftest import with_flag
 
+# the study's weak pre-training: a tag embedding learned from scratch, then fine-tuned
 TAGS = ["--model", "tags", "--epochs", "1", "--tag-limit", "10", "--tag-threshold", "2", "--embedding-dim", "8",
-        "--hidden-units", "16", "--batch-size", "32", "--no-progress"]
+        "--hidden-units", "16", "--batch-size", "32", "--no-progress", "--word-vectors", "scratch"]
 IMAGE = ["--image-size", "32", "--epochs", "1", "--batch-size", "32", "--hidden-units", "16", "--no-progress"]
 
 

@@ -30,19 +30,22 @@ is False only where the bytes are empty.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 
 from app.sources.hierarchy import Hierarchy
 from app.model.preprocess import split_yfcc_tags
 from app.model.preprocessor import SERVING_TAGS, SERVING_YFCC_TAGS
-from app.fileio import atomic_output
+from app.fileio import atomic_output, atomic_write_json
 from app.runs.rundir import RunDir
 from app.runs.trained import TrainedRun
+from app.model.word_vectors import NEIGHBOURS
+from app.serving.extend import extend_run
 from app.serving.specific import ancestor_matrix, at_indices, specific_classes
 
 CLASSES_ASSET = "assets.extra/classes.csv"  # the output classes, beside the SavedModel (TF Serving ignores it)
+EXTENSION_ASSET = "assets.extra/extended_vocabulary.json"  # words added after training (export --extend-vocabulary)
 
 
 class _Untracked:
@@ -135,8 +138,16 @@ def next_version(base: Path) -> int:
 
 
 def export(run_dir: str | Path, out: str | Path | None = None, version: int | None = None, top_k: int = 5,
-           review_margin: float = 0.05) -> Path:
-    """Writes `out/VERSION/` (default `run_dir/serving/NEXT/`) atomically and returns it."""
+           review_margin: float = 0.05, new_words: Sequence[str] = (), encoder: Optional[str] = None,
+           neighbours: int = NEIGHBOURS) -> Path:
+    """Writes `out/VERSION/` (default `run_dir/serving/NEXT/`) atomically and returns it.
+
+    Args:
+        new_words: words to add to the model's vocabularies, each placed by its text-encoder vector
+            (`app.serving.extend`); what was added is written to `EXTENSION_ASSET`.
+        encoder: the encoder spec that places them (only for a run learned from scratch).
+        neighbours: the vocabulary words each new word's row is drawn from (`app.model.word_vectors`).
+    """
     run = TrainedRun(run_dir)
     base = Path(out) if out else run.run.serving_dir
     with run.run.lock():
@@ -144,12 +155,15 @@ def export(run_dir: str | Path, out: str | Path | None = None, version: int | No
         target = base / str(version)
         if target.exists():
             raise FileExistsError(f"{target} exists; pick another --version")
-        module = ServingModule(run, top_k, review_margin)
+        extension = extend_run(run, new_words, encoder, neighbours) if new_words else None
+        module = ServingModule(extension.run if extension else run, top_k, review_margin)
         with atomic_output(target) as tmp:
             tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default,
                                                               "serve_yfcc": module.serve_yfcc})
             (tmp / CLASSES_ASSET).parent.mkdir()
             run.run.copy_classes(tmp / CLASSES_ASSET)
+            if extension:
+                atomic_write_json(tmp / EXTENSION_ASSET, extension.record())
     return target
 
 
