@@ -46,8 +46,9 @@ def load_predictor(path: Path, review_margin: float | None = None) -> tuple[Call
         module = ServingModule(run, review_margin=0.05 if review_margin is None else review_margin)
         signature, mids = module.serving_default.get_concrete_function(), [m for m, _ in run.classes]
 
-    wants_language = "language" in signature.structured_input_signature[1]
-    wants_text = "text" in signature.structured_input_signature[1]
+    # By the specs' names: an export's signature takes keywords, the in-process function positions.
+    inputs = {spec.name for spec in tf.nest.flatten(signature.structured_input_signature)}
+    wants_language, wants_text = "language" in inputs, "text" in inputs
 
     def predict(tags: list, images: list, texts: list | None = None, module=module) -> dict:
         width = max([len(t) for t in tags] + [1])
