@@ -28,7 +28,8 @@ def load_predictor(path: Path, review_margin: float | None = None) -> tuple[Call
 
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such model folder (a run folder or a SavedModel version folder)")
-    export = path if (path / "saved_model.pb").exists() else latest_export(RunDir(path))
+    # A run folder is checked (finished, its files as it wrote them) even when an export of it is used.
+    export = path if (path / "saved_model.pb").exists() else latest_export(RunDir(path).require_complete())
     if export is not None:
         if review_margin is not None:
             raise ValueError(f"{export} is an export: its review margin was set by app/export.py --review-margin")

@@ -136,20 +136,28 @@ def next_version(base: Path) -> int:
 
 def export(run_dir: str | Path, out: str | Path | None = None, version: int | None = None, top_k: int = 5,
            review_margin: float = 0.05) -> Path:
-    """Writes `out/VERSION/` (default `run_dir/serving/NEXT/`) atomically and returns it."""
+    """Writes `out/VERSION/` (default `run_dir/serving/NEXT/`) atomically and returns it; a failed
+    export leaves nothing behind (not even the serving folder it would have made)."""
     run = TrainedRun(run_dir)
     base = Path(out) if out else run.run.serving_dir
+    made = [folder for folder in (base, *base.parents) if not folder.exists()]
     with run.run.lock():
         version = version or next_version(base)
         target = base / str(version)
         if target.exists():
             raise FileExistsError(f"{target} exists; pick another --version")
-        module = ServingModule(run, top_k, review_margin)
-        with atomic_output(target) as tmp:
-            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default,
-                                                              "serve_yfcc": module.serve_yfcc})
-            (tmp / CLASSES_ASSET).parent.mkdir()
-            run.run.copy_classes(tmp / CLASSES_ASSET)
+        try:
+            module = ServingModule(run, top_k, review_margin)
+            with atomic_output(target) as tmp:
+                tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default,
+                                                                  "serve_yfcc": module.serve_yfcc})
+                (tmp / CLASSES_ASSET).parent.mkdir()
+                run.run.copy_classes(tmp / CLASSES_ASSET)
+        except BaseException:
+            for folder in made:  # innermost first, each only if nothing else was put there
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            raise
     return target
 
 
