@@ -56,6 +56,16 @@ def _import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default in its help, except where there is none to show: a required flag,
+    a default of None, a switch that is off."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="debug logs, TensorFlow's own logs and tracebacks")
     parser.add_argument("--no-progress", action="store_true",

@@ -35,13 +35,14 @@ def main(argv=None) -> Path:
     setup_logging(args.verbose)
     refuse_output_over_inputs(args.out, {"--model": args.model}, "any")
     from app.runs.trained import TrainedRun
-    from app.serving.signatures import directory_size, export
+    from app.serving.signatures import directory_size, export, signature_inputs
 
     target = export(args.model, args.out, args.version, args.top_k, args.review_margin)
-    weights = sum(w.numpy().nbytes for w in TrainedRun(args.model).model.weights)
+    run = TrainedRun(args.model)
+    weights = sum(w.numpy().nbytes for w in run.model.weights)
     size = directory_size(target)
     print(f"exported {target} ({size / 1e6:.1f} MB; weights {weights / 1e6:.1f} MB, ratio {size / weights:.2f})\n"
-          f"  signatures: serving_default(tags [batch, None], image_bytes [batch]), serve_yfcc(tags [batch], ...)\n"
+          f"  signatures: {signature_inputs(run.preprocessor)}\n"
           f"  check: saved_model_cli show --dir {target} --all")
     return target
 

@@ -109,7 +109,7 @@ def test_predict_detects_each_photos_language_as_prepare_does(exported):
     expected = serve(tags=tf.constant([t + [""] * (width - len(t)) for t in tags]), image_bytes=tf.constant([b""] * 3),
                      language=tf.constant(["de", "un", "un"]))["scores"].numpy()
     for model in (target, run_dir):  # the SavedModel, and the run folder's model in process
-        got = predictor.load_predictor(model)[0](tags, [b""] * 3)["scores"]
+        got = predictor.load_predictor(model)(tags, [b""] * 3)["scores"]
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
@@ -213,8 +213,8 @@ def test_predict_and_the_client_send_the_text(captioned, tmp_path, capsys):
     tags, text = ["hund"], "Zwei Hunde am Strand"
     expected = loaded.signatures["serving_default"](tags=tf.constant([tags]), image_bytes=tf.constant([b""]),
                                                     text=tf.constant([text]), language=tf.constant(["un"]))
-    without = predictor.load_predictor(run_dir)[0]([tags], [b""])["scores"]
-    got = predictor.load_predictor(run_dir)[0]([tags], [b""], [text])["scores"]
+    without = predictor.load_predictor(run_dir)([tags], [b""])["scores"]
+    got = predictor.load_predictor(run_dir)([tags], [b""], [text])["scores"]
     np.testing.assert_allclose(got, expected["scores"], atol=1e-5)
     assert not np.allclose(got, without, atol=1e-6)  # the text is read
     predict_main(["--model", str(run_dir), "--tags", "hund", "--text", text, "--no-progress"])
@@ -291,3 +291,12 @@ def test_predict_takes_every_input_the_model_reads_whether_the_run_was_exported_
     single = json.loads(capsys.readouterr().out)
     assert [c["score"] for c in single["top_k"]] == pytest.approx([c["score"] for c in in_process[0]["top_k"]],
                                                                    abs=1e-5)
+
+
+def test_export_lists_every_input_of_its_signatures(captioned, tmp_path, capsys):
+    from app.export import main as export_main
+
+    _, run_dir, _ = captioned
+    export_main(["--model", str(run_dir), "--out", str(tmp_path / "serving"), "--no-progress"])
+    assert ("  signatures: serving_default(tags [batch, None], image_bytes [batch], text [batch], language [batch]), "
+            "serve_yfcc(tags [batch], image_bytes [batch], text [batch], language [batch])\n") in capsys.readouterr().out

@@ -184,7 +184,8 @@ def prepare_dataset(sources: Sources | Callable[[Path], Sources], out_dir: str |
     with DatasetWriter(out_dir) as writer:
         sources = sources(writer.path) if callable(sources) else sources
         for split, path in sources.oid.human_labels.items():
-            subset = " (the boxable subset: no full file found)" if path and path.stem.endswith("-boxable") else ""
+            subset = (f" (the boxable subset; a full {split}-annotations-human-imagelabels.csv there would be read "
+                      f"instead)" if path and path.stem.endswith("-boxable") else "")
             prepare_log.info("%s: human-verified labels from %s%s", split, path, subset)
         stats = prepare(sources, writer, config, progress)
         return {**stats, "fingerprint": writer.commit()}

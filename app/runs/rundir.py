@@ -11,7 +11,8 @@
     metrics.json      validation and test mAP of the best model
     thresholds.json   per-class thresholds tuned on validation (written by evaluate)
     backup/           the last epoch's checkpoint (resume after a kill)
-    cache/            frozen-backbone features, keyed by dataset, image size and weights
+    cache/            frozen-backbone features where the dataset's own feature cache cannot be
+                      written (`app.training.features`: beside the dataset, shared by its runs)
     serving/N/        TensorFlow Serving exports (app/export.py)
 
 `run.json` also records the size and SHA-256 of the files that decide what the run computes
@@ -297,8 +298,10 @@ class RunDir:
         sealed = [*(record.get("files") or {}), MODEL, METRICS, HISTORY, THRESHOLDS]
         self._write_record(Fingerprint(**record["fingerprint"]), Path(record["data"]), COMPLETE, finished, sealed)
 
-    def save_thresholds(self, thresholds, split: str) -> None:
-        atomic_write_json(self.path / THRESHOLDS, {"split": split, "thresholds": [float(t) for t in thresholds]})
+    def save_thresholds(self, thresholds, split: Optional[str], note: Optional[str] = None) -> None:
+        """Writes the per-class thresholds, the split they were tuned on (None: not tuned) and why not."""
+        atomic_write_json(self.path / THRESHOLDS, {"split": split, "thresholds": [float(t) for t in thresholds],
+                                                   **({"note": note} if note else {})})
 
     def _write_record(self, fingerprint: Fingerprint, data: Path, status: str, finished: Optional[dict],
                       sealed: list[str]) -> None:

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from app.errors import InputError
 from app.fileio import RepeatedKeyError, json_loads_unique
 
 COLUMNS = ("image_path", "tags")
+TEXT_NAMES = ("text", "caption")  # one input under two names, as in a manifest
 
 
 @dataclass
@@ -51,7 +53,8 @@ class Row:
 
 
 def read_rows(path: Path) -> Iterator[Row]:
-    """Streams rows from a CSV (header `image_path,tags`) or JSONL file (`{"image_path", "tags"}`).
+    """Streams rows from a CSV (header `image_path,tags`) or JSONL file (`{"image_path", "tags"}`),
+    with an optional `image_id` and `text` (or `caption`, its other name as in a manifest).
 
     Raises:
         OSError: the file cannot be opened.
@@ -80,14 +83,21 @@ def _jsonl_rows(handle, path: Path) -> Iterator[Row]:
             yield Row.bad(where, f"expected a JSON object, got {_typed(value)}")
         elif any(k not in value for k in COLUMNS):
             yield Row.bad(where, f"expected keys {list(COLUMNS)}, got {sorted(value)}")
+        elif all(k in value for k in TEXT_NAMES):
+            yield Row.bad(where, "keys 'text' and 'caption' are one input (caption is another name for text): give one")
         else:
-            yield make_row(where, value["image_path"], value["tags"], value.get("image_id"), value.get("text"))
+            text = value.get("text", value.get("caption"))
+            yield make_row(where, value["image_path"], value["tags"], value.get("image_id"), text)
 
 
 def _csv_rows(handle, path: Path) -> Iterator[Row]:
     reader = csv.DictReader(handle)
     if not reader.fieldnames or any(c not in reader.fieldnames for c in COLUMNS):
         raise ValueError(f"{path}:1: expected a header with {','.join(COLUMNS)}; got {_clip(repr(reader.fieldnames))}")
+    if all(name in reader.fieldnames for name in TEXT_NAMES):
+        raise InputError(f"{path}:1: columns text and caption are one input (caption is another name for text): "
+                         f"give one")
+    text = next((name for name in TEXT_NAMES if name in reader.fieldnames), None)
     while True:
         try:
             row = next(reader)
@@ -98,7 +108,7 @@ def _csv_rows(handle, path: Path) -> Iterator[Row]:
             yield Row.bad(where, f"not valid CSV: {err}")
             continue
         yield make_row(f"{path}:{reader.line_num}", row["image_path"] or "", row["tags"], row.get("image_id"),
-                       row.get("text"))
+                       row[text] if text else None)
 
 
 def make_row(where: str, image_path: object, tags: object, image_id: object = None, text: object = None) -> Row:
