@@ -9,7 +9,8 @@
     model.keras       the best model by validation mAP (tag ids and/or uint8 pixels in)
     history.csv       one row per epoch; logs/train/ and logs/validation/ hold the same for TensorBoard
     metrics.json      validation and test mAP of the best model
-    thresholds.json   per-class thresholds tuned on validation (written by evaluate)
+    thresholds.json   per-class thresholds tuned on validation when training ends (0.5 and a note
+                      when validation is too small: app.evaluation.reliability)
     backup/           the last epoch's checkpoint (resume after a kill)
     cache/            frozen-backbone features where the dataset's own feature cache cannot be
                       written (`app.training.features`: beside the dataset, shared by its runs)

@@ -112,7 +112,8 @@ class JsonlWriter:
 
 class OidCsvWriter:
     """`ImageID,LabelName,Score` rows (the Open Images predictions format) for the scored rows; a
-    row that could not be scored has no line (counted in `skipped`, and its error goes to stderr).
+    row that could not be scored has no line (counted in `skipped`, and its error goes to stderr,
+    as do a scored row's warnings).
 
     Args:
         out: the output stream.
@@ -133,6 +134,8 @@ class OidCsvWriter:
             self.skipped += 1
             print(f"warning: {record.get('error')}", file=sys.stderr)
             return
+        for warning in record.get("warnings", []):  # (the CSV has no place for them)
+            print(f"warning: {row.where}: {warning}", file=sys.stderr)
         self.writer.writerows([row.image_id, mid, f"{s:.6g}"] for mid, s in zip(self.mids, scores)
                               if s >= self.min_score)
 
