@@ -134,7 +134,7 @@ def user_errors(verbose: bool = False) -> Iterator[None]:
     """Turns input errors (bad files, values, paths, full disks) into `error: …` and exit code 2.
 
     With `verbose`, the traceback is shown instead. Any other exception (a bug) shows its traceback,
-    exit code 1, with long literals and lines cut (`clip`): never a photo's bytes.
+    exit code 1, with long bytes literals and lines cut (`clip`): never a photo's bytes.
     """
     try:
         yield

@@ -107,7 +107,7 @@ def test_an_unusable_input_and_random_image_weights_on_real_photos_are_warnings(
     assert not (tmp_path / "run").exists()
 
 
-def test_the_worst_classes_never_repeat_the_best_when_their_aps_tie():
+def test_the_worst_classes_never_repeat_the_best_when_their_aps_tie_and_collection_ids_are_no_mids():
     from app.evaluation.report_data import best_and_worst
     from app.evaluation.run_mode import RunEvaluation
 
@@ -122,3 +122,6 @@ def test_the_worst_classes_never_repeat_the_best_when_their_aps_tie():
     assert len(tied.best) == len(tied.worst) == 5 and not set(tied.best) & set(tied.worst)
     mixed = best_and_worst(evaluation([0.9, 0.1, 1.0, 0.5, 0.2, 0.7]))
     assert list(mixed.best) == [2, 0, 5] and list(mixed.worst) == [1, 4, 3]
+    from app.evaluation.tables import class_table
+
+    assert class_table(evaluation([1.0]), [0]).header[0][:2] == ["class", "class id"]  # a collection's: no "MID"

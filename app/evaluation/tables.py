@@ -123,7 +123,8 @@ def level_table(result: RunEvaluation) -> Table:
 
 
 def class_table(result: RunEvaluation, idx: Sequence[int], systems: Optional[Sequence[str]] = None) -> Table:
-    """One row per class: name, MID, positives, level and the AP of each system.
+    """One row per class: name, id (`MID` for Open Images classes, `class id` for a collection's),
+    positives, level and the AP of each system.
 
     Args:
         result: the evaluation.
@@ -136,7 +137,8 @@ def class_table(result: RunEvaluation, idx: Sequence[int], systems: Optional[Seq
     systems = list(systems or systems_by_map(result))
     rows = [[result.class_names[i], result.class_mids[i], str(result.positives[i]), str(result.levels[i])]
             + [number(result.per_class[s][i]) for s in systems] for i in idx]
-    return Table([["class", "MID", "positives", "level"] + [f"AP {s}" for s in systems]], rows)
+    id_name = "MID" if all(mid.startswith("/m/") for mid in result.class_mids) else "class id"
+    return Table([["class", id_name, "positives", "level"] + [f"AP {s}" for s in systems]], rows)
 
 
 def markdown(table: Table) -> list[str]:
