@@ -8,9 +8,11 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 import signal
 import sys
 import threading
+import traceback
 import typing
 from typing import Any, Callable, Iterator, NoReturn
 
@@ -52,6 +54,16 @@ def _import_tensorflow_quietly() -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default in its help, except where there is none to show: a required flag,
+    a default of None, a switch that is off."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -140,25 +152,46 @@ def on_data_loss(explain: Callable[[], "str | None"]) -> None:
     _DATA_LOSS_EXPLAINERS.append(explain)
 
 
+MAX_SHOWN = 1000  # characters of one error or traceback line: the rest is cut
+# A bytes literal of over 40 characters in an error message or traceback (the repr of a photo's
+# bytes): shown as its length, never as its content.
+_LONG_BYTES = re.compile(r"""\bb(['"])(?:\\.|(?!\1)[^\\\n]){40,}\1""")
+
+
 @contextlib.contextmanager
 def user_errors(verbose: bool = False) -> Iterator[None]:
     """Turns input errors (bad files, values, paths, full disks) into `error: …` and exit code 2.
 
-    With `verbose`, the traceback is shown instead.
+    With `verbose`, the traceback is shown instead. Any other exception (a bug) shows its traceback,
+    exit code 1, with long bytes literals and lines cut (`clip`): never a photo's bytes.
     """
     try:
         yield
     except USER_ERRORS as err:
         if verbose:
-            raise
+            _show_traceback(err)
         # An InputError or a file error says all there is to say; another error may be a bug.
         fail(describe(err) + ("" if isinstance(err, (InputError, OSError)) else VERBOSE_HINT))
     except Exception as err:  # TensorFlow's own errors: a corrupt shard, a failed write, no memory
         if verbose or not type(err).__module__.startswith("tensorflow.python.framework.errors"):
-            raise
+            _show_traceback(err)
         named = type(err).__name__ == "DataLossError" and next(
             filter(None, (explain() for explain in _DATA_LOSS_EXPLAINERS)), None)
         fail(named or f"TensorFlow {type(err).__name__}: {describe(err).split(' [[')[0]}{VERBOSE_HINT}")
+
+
+def clip(text: str) -> str:
+    """`text` with each long bytes literal replaced by its length, and each line cut to `MAX_SHOWN`
+    characters (an exception's message may hold the repr of a whole input, such as a photo)."""
+    text = _LONG_BYTES.sub(lambda m: f"<bytes literal of {len(m[0])} characters>", text)
+    return "\n".join(line if len(line) <= MAX_SHOWN else f"{line[:MAX_SHOWN]}... [{len(line) - MAX_SHOWN} characters cut]"
+                     for line in text.split("\n"))
+
+
+def _show_traceback(err: BaseException) -> NoReturn:
+    """Prints `err`'s traceback, clipped, and exits with code 1."""
+    print(clip("".join(traceback.format_exception(err))), file=sys.stderr, end="")
+    sys.exit(1)
 
 
 @contextlib.contextmanager
@@ -175,10 +208,10 @@ def writing_to(path) -> Iterator[None]:
 def describe(err: BaseException) -> str:
     """One line for an exception: its message, with the file for OS errors."""
     if isinstance(err, OSError) and err.filename is not None:
-        return f"{err.filename}: {err.strerror or err}"
+        return clip(f"{err.filename}: {err.strerror or err}")
     if isinstance(err, OSError) and err.strerror:
         return err.strerror
-    return " ".join(str(err).split()) or type(err).__name__
+    return clip(" ".join(str(err).split())) or type(err).__name__
 
 
 def guarded(main: Callable) -> Callable:

@@ -104,9 +104,15 @@ class DataConfig:
 class PrepareConfig:
     """How sources become a dataset folder (`app/prepare.py`)."""
 
-    tag_limit: int = same_as(DataConfig, "tag_limit", "tag limit N of the vocabulary saved with the dataset")
+    tag_limit: int = same_as(DataConfig, "tag_limit",
+                             "the vocabulary saved with the dataset counts each train photo's first TAG_LIMIT tags (a run "
+                             "builds its own vocabulary from train.py's --tag-limit and --tag-threshold, and reuses "
+                             "this one when they are the same)")
     tag_threshold: int = same_as(DataConfig, "tag_threshold",
-                                 "tag threshold T of the vocabulary saved with the dataset")
+                                 "a tag enters that vocabulary when it is among the first TAG_LIMIT tags of at least "
+                                 "TAG_THRESHOLD train photos; rarer tags are unknown to a model. A small collection "
+                                 "needs a small threshold (a "
+                                 "few dozen photos keep almost no tag at 10; try 1 or 2, here and in train.py)")
     lowercase: bool = option(False, "fold tags to lower case (YFCC100M tags already are)")
     tag_normalization: str = same_as(DataConfig, "tag_normalization",
                                      NORMALIZATION_HELP + " of the vocabulary saved with the dataset")

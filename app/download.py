@@ -21,7 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/download.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import console_script, fail, setup_logging  # noqa: E402
+from app.cli import DefaultsHelpFormatter, add_common_flags, console_script, fail, setup_logging  # noqa: E402
 from app.fileio import refuse_output_over_inputs  # noqa: E402
 
 log = logging.getLogger("download")
@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Download Open Images photos (OriginalURL, MD5-checked) into IMAGES_DIR/ab/ImageID.jpg "
                     "with a manifest.csv; a re-run resumes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--oid-dir", type=Path, metavar="DIR", help="folder with the Open Images image CSVs")
     parser.add_argument("--manifest", type=Path, metavar="PHOTOS",
@@ -79,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--retry-permanent", action="store_true",
                         help="also retry photos that earlier runs found gone (404, 410, unavailable)")
     parser.add_argument("--proxy", metavar="URL", help="HTTP proxy URL for every request")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_common_flags(parser)
     args = parser.parse_args(argv)
     if (args.oid_dir is None) == (args.manifest is None):
         parser.error("give --oid-dir or --manifest")
@@ -99,7 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None):
     """Runs the download; returns its `DownloadSummary`."""
     args = parse_args(argv)
-    setup_logging()
+    setup_logging(args.verbose, tensorflow=False)
     from app.badrows import BadRows
     from app.downloader.download import DownloadConfig, download
     from app.downloader.reader import yfcc_split_items
@@ -107,7 +107,7 @@ def main(argv=None):
     from app.downloader.manifest import manifest_name
 
     bad = BadRows()
-    progress = not args.no_progress
+    progress = not args.no_progress and sys.stderr.isatty()
     config = DownloadConfig(max_side=args.max_side, quality=args.quality, workers=args.workers,
                             manifest=manifest_name(args.shard), retry_permanent=args.retry_permanent,
                             fetch=FetchConfig(timeout=args.timeout, retries=args.retries, backoff=args.backoff,
@@ -130,6 +130,8 @@ def main(argv=None):
         else:
             summary = _download_oid(args, bad, config, progress)
     except (OSError, ValueError) as err:
+        if args.verbose:
+            raise
         fail(str(err))
     print(f"downloaded into {args.out / config.manifest}: {summary.report()}")
     if bad.total:

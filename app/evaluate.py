@@ -64,6 +64,7 @@ def main(argv=None):
     refuse_output_over_inputs(args.report, _inputs(args), "new", own_mark="report.md")
     if args.model is None:
         from app.evaluation.csv_mode import evaluate_csv
+        from app.wording import plural
 
         result = evaluate_csv(args.predictions, args.labels, args.hierarchy, args.classes, args.protocol)
         for warning in result.warnings:
@@ -71,7 +72,7 @@ def main(argv=None):
         if args.json:
             print(json.dumps({**dataclasses.asdict(result), "protocol": args.protocol}, indent=2))
         else:
-            print(f"mAP {result.map:.6f} over {result.classes_scored} classes, {result.images} images "
+            print(f"mAP {result.map:.6f} over {plural(result.classes_scored, 'class')}, {plural(result.images, 'image')} "
                   f"({args.protocol} protocol)")
         return result
     from app.evaluation.run_mode import evaluate_run
@@ -113,7 +114,7 @@ def format_summary(result) -> str:
     """
     from app.evaluation.tables import exhaustive_table, headline, slice_table, summary_table, text
 
-    lines = [headline(result), *text(summary_table(result))]
+    lines = [headline(result), *(f"warning: {warning}" for warning in result.warnings), *text(summary_table(result))]
     if result.exhaustive:
         lines += ["exhaustive labels (every photo scored for every class; app/evaluation/exhaustive.py):",
                   *text(exhaustive_table(result))]

@@ -49,7 +49,7 @@ def main(argv=None) -> Path:
     refuse_output_over_inputs(args.out, {"--model": args.model}, "any")
     from app.runs.trained import TrainedRun
     from app.serving.extend import read_word_list
-    from app.serving.signatures import EXTENSION_ASSET, directory_size, export
+    from app.serving.signatures import EXTENSION_ASSET, directory_size, export, signature_inputs
 
     words = read_word_list(args.extend_vocabulary) if args.extend_vocabulary else []
     if args.extend_vocabulary and not words:
@@ -58,10 +58,11 @@ def main(argv=None) -> Path:
                     args.neighbours)
     if words:
         print(_extension_summary(target / EXTENSION_ASSET))
-    weights = sum(w.numpy().nbytes for w in TrainedRun(args.model).model.weights)
+    run = TrainedRun(args.model)
+    weights = sum(w.numpy().nbytes for w in run.model.weights)
     size = directory_size(target)
     print(f"exported {target} ({size / 1e6:.1f} MB; weights {weights / 1e6:.1f} MB, ratio {size / weights:.2f})\n"
-          f"  signatures: serving_default(tags [batch, None], image_bytes [batch]), serve_yfcc(tags [batch], ...)\n"
+          f"  signatures: {signature_inputs(run.preprocessor)}\n"
           f"  check: saved_model_cli show --dir {target} --all")
     return target
 

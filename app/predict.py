@@ -4,14 +4,16 @@
     python app/predict.py --model saved_models/captions --image photo.jpg --text "A dog on the beach."
     python app/predict.py --model saved_models/contextual/serving/1 --input photos.csv --output predictions.jsonl
 
-Batch input is CSV (header `image_path,tags`, optionally `image_id` and `text`) or JSONL
-(`{"image_path": ..., "tags": ...}`, optionally `"text"`), with tags comma-separated as a user writes
+Batch input is CSV (header `image_path,tags`, optionally `image_id` and `text`, or `caption`) or JSONL
+(`{"image_path": ..., "tags": ...}`, optionally `"text"` or `"caption"`), with tags comma-separated as a user writes
 them (`|`-separated, as a manifest writes them, when there is no comma; or a JSON list); `text` is free text such as a caption, read by models trained with
 `--text-input text|both` (ignored by the others). Output is one JSON
 line per photo with `classes`: the most specific confident classes (a class's score reaches its
 threshold, tuned on validation; a confident class implies its ancestors, which are not listed),
 `needs_review` (no class is confident, or some class's score is within the review margin of its
-threshold), and `top_k`, the k highest raw scores. `--format oid-csv` writes `ImageID,LabelName,Score`
+threshold) with `review` (which classes), `top_k`, the k highest raw scores, and `warnings` (tags
+out of the model's vocabulary, inputs it does not read). Classes are `{"class_id", "name", "score"}`
+(and `"mid"` for Open Images classes). `--format oid-csv` writes `ImageID,LabelName,Score`
 rows instead, which `python app/evaluate.py --predictions` scores against Open Images labels.
 Batches stream, so memory stays flat.
 
@@ -70,22 +72,22 @@ def main(argv: list[str] | None = None) -> None:
         p.error("give --image (and/or --tags, --text) for one photo, or --input for a batch")
     setup_logging(args.verbose)
     refuse_output_over_inputs(args.output, {"--input": args.input, "--model": args.model, "--image": args.image})
-    predict, mids = load_predictor(args.model, args.review_margin)
+    predictor = load_predictor(args.model, args.review_margin)
     if args.input is None:
-        _single(predict, args)
+        _single(predictor, args)
     else:
-        _batch(predict, mids, args)
+        _batch(predictor, args)
 
 
-def _single(predict, args) -> None:
+def _single(predictor, args) -> None:
     row = read_image(make_row("--image", args.image or "", args.tags, text=args.text), Path("."))
     if not row.scorable or row.error:
         raise ValueError(row.error)
-    for record in records(predict([row.tags], [row.image], [row.text]), [row]):
+    for record in records(predictor([row.tags], [row.image], [row.text]), [row], predictor):
         print(json_line(record, indent=2))
 
 
-def _batch(predict, mids: list, args) -> None:
+def _batch(predictor, args) -> None:
     from tqdm import tqdm
 
     rows = read_rows(args.input)
@@ -97,12 +99,13 @@ def _batch(predict, mids: list, args) -> None:
             path = stack.enter_context(atomic_output(path.resolve()))  # renamed when complete: never a half file
         if path:
             out = stack.enter_context(open(path, "w", encoding="utf-8", newline=""))
-        writer = OidCsvWriter(out, mids, args.min_score) if args.format == "oid-csv" else JsonlWriter(out)
+        writer = (OidCsvWriter(out, predictor.class_ids, args.min_score) if args.format == "oid-csv" else
+                  JsonlWriter(out))
         count = errors = 0
         with tqdm(desc="predict", unit="photo", disable=args.no_progress or not sys.stderr.isatty()) as bar:
             for batch in batches(rows, args.batch_size):
                 batch = [read_image(row, args.input.parent) for row in batch]
-                errors += write_batch(batch, predict, writer)
+                errors += write_batch(batch, predictor, writer)
                 count += len(batch)
                 bar.update(len(batch))
     skipped = f", {writer.skipped} not written (no scores)" if writer.skipped else ""

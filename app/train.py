@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # `python app/train.py`: make the repository root
 from app.cli import exit_on_sigterm, fail, guarded, setup_logging, writing_to  # noqa: E402
 from app.config import RunConfig  # noqa: E402
 from app.fileio import refuse_output_over_inputs  # noqa: E402
-from app.training.flags import DEMO_DATA, parse_args, run_config  # noqa: E402
+from app.training.flags import DEMO_DATA, follow_the_data, parse_args, run_config, text_input_given  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -45,6 +45,7 @@ def main(argv=None):
     refuse_output_over_inputs(run_dir, {"--data": args.data, "--pretrained": config.train.pretrained}, "never")
     if not multi_worker or args.local_workers:  # (workers started by hand must not all prepare it)
         ensure_demo_data(args)
+    config = follow_the_data(config, args.data, text_input_given(args))
     if args.local_workers:
         if not multi_worker:
             fail("--local-workers needs --strategy multi_worker")
@@ -107,6 +108,7 @@ def report(result, config: RunConfig, run_dir: Path, seconds: float) -> str:
         return f"worker: {run_dir}/ is already complete (the chief reports it); nothing was trained now"
     scores = (f"  best epoch {m['best_epoch']} of {m['epochs']}: validation mAP {m['val_map']:.4f} | "
               f"test mAP {m['test_map']:.4f} (Open Images protocol)")
+    scores += "".join(f"\n  warning: {warning}" for warning in m.get("warnings", []))
     if result.status == "complete":
         return (f"already complete: {run_dir}/ holds this run, trained earlier ({m['model']} model, {m['epochs']} "
                 f"epochs, {m['seconds']:.0f}s); nothing was trained now. Its metrics (metrics.json):\n{scores}")

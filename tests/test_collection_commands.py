@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from app import evaluate, export, predict, prepare, pseudo_label, train
 from app.records.dataset import DatasetInfo
+from app.runs.rundir import RunDir
 from tuning import search
 
 SMALL = ["--epochs", "1", "--embedding-dim", "8", "--hidden-units", "16", "--image-size", "32", "--no-progress"]
@@ -100,3 +101,33 @@ def test_class_names_at_padding_index_are_empty():
     table = tf.constant(["p", "l", "c", ""])
     got = at_indices(table, tf.constant([[1, -1, -1], [-1, -1, -1], [2, 0, 1]]))
     assert got.numpy().tolist() == [[b"l", b"", b""], [b"", b"", b""], [b"c", b"p", b"l"]]
+
+
+def test_predict_names_class_ids_why_a_photo_needs_review_and_what_it_could_not_use(manifest_runs, tmp_path, capsys):
+    """Classes as `class_id` (no Open Images `mid`), the classes behind needs_review, warnings for tags
+    out of the vocabulary and inputs the model does not read; `caption` is `text`, as in a manifest."""
+    data, runs = manifest_runs
+    ids = {cid for cid, _ in DatasetInfo.load(data).classes}
+    (tmp_path / "a.jpg").write_bytes(next((data / "raw" / "world" / "images").glob("*.jpg")).read_bytes())
+    known = RunDir(runs["tags"]).load_vocab().tokens[0]
+    (tmp_path / "in.csv").write_text(f"image_path,tags,caption\na.jpg,{known}|zzzunknown,A dog\n,,\n")
+    predict.main(["--model", str(runs["tags"]), "--input", str(tmp_path / "in.csv"), "--review-margin", "1",
+                  "--no-progress"])
+    first, empty = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert first["text"] == "A dog" and first["warnings"] == [
+        "tags not in the model's vocabulary, not used: zzzunknown", "the model reads no text: the text is not used",
+        "the model reads no image: the image is not used"]
+    assert "warnings" not in empty
+    for row in (first, empty):
+        assert {c["class_id"] for c in row["top_k"] + row["classes"]} <= ids
+        assert not any("mid" in c for c in row["top_k"] + row["classes"])
+        near = row["review"]["near_threshold"]  # a margin of 1: every class is near its threshold
+        assert row["needs_review"] and len(near) == 5 and row["review"]["no_confident_class"] == (not row["classes"])
+        gaps = [abs(c["score"] - c["threshold"]) for c in near]
+        assert gaps == sorted(gaps) and {c["class_id"] for c in near} <= ids
+    (tmp_path / "both.csv").write_text("image_path,tags,text,caption\n,dog,a,b\n")
+    with pytest.raises(SystemExit):
+        predict.main(["--model", str(runs["tags"]), "--input", str(tmp_path / "both.csv"), "--no-progress"])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'both.csv'}:1: columns text and caption are one input (caption is another name for "
+        f"text): give one")

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -156,3 +157,38 @@ def test_the_readme_multi_worker_command_after_the_other_readme_steps(workspace)
     refused = cli(workspace, *command, *with_flag(TINY, "--hidden-units", "48"), timeout=400)
     assert refused.returncode == 2, refused.stdout[-2000:]
     assert f"saved_models/{name} holds another run" in refused.stdout
+
+
+def _swap_two_vocabulary_words(path: Path) -> None:
+    header, first, second, *rest = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join([header, second, first, *rest]), encoding="utf-8")
+
+
+EDITS = {"vocab.tsv": _swap_two_vocabulary_words,
+         "preprocessor.json": lambda p: p.write_text(p.read_text().replace('"inputs"', '"inputs" '), encoding="utf-8"),
+         "thresholds.json": lambda p: p.write_text(p.read_text().replace("0.", "0.0", 1), encoding="utf-8")}
+
+
+def test_an_edited_run_folder_is_refused_by_train_export_predict_and_evaluate(workspace, tiny_world, tmp_path, capsys):
+    """Any edit of a file the run wrote (here: two words swapped in vocab.tsv, a space in
+    preprocessor.json, one threshold) is one error line naming it from each command; the refused
+    export leaves nothing behind (were accepted, with other scores, issue 32)."""
+    from app import evaluate, export, predict
+    from app import train as train_cli
+
+    _, data_dir = tiny_world
+    for name, edit in EDITS.items():
+        run = tmp_path / name
+        shutil.copytree(workspace / "saved_models" / "tags", run)
+        edit(run / name)
+        commands = [(train_cli, ["--model", "tags", *TINY, "--data", str(data_dir), "--out", str(run)]),
+                    (export, ["--model", str(run)]), (predict, ["--model", str(run), "--tags", "dog"]),
+                    (evaluate, ["--model", str(run), "--data", str(data_dir)])]
+        for command, argv in commands:
+            with pytest.raises(SystemExit) as exit_:
+                command.main(argv)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert exit_.value.code == 2 and not any("Traceback" in line for line in err) and err[-1] == (
+                f"error: {run / name}: edited since the run wrote it (its size or SHA-256 is not the one run.json "
+                f"records); restore it, or retrain the run (python app/train.py ... --overwrite)"), (command, err)
+        assert not (run / "serving").exists()

@@ -109,7 +109,7 @@ def test_predict_detects_each_photos_language_as_prepare_does(exported):
     expected = serve(tags=tf.constant([t + [""] * (width - len(t)) for t in tags]), image_bytes=tf.constant([b""] * 3),
                      language=tf.constant(["de", "un", "un"]))["scores"].numpy()
     for model in (target, run_dir):  # the SavedModel, and the run folder's model in process
-        got = predictor.load_predictor(model)[0](tags, [b""] * 3)["scores"]
+        got = predictor.load_predictor(model)(tags, [b""] * 3)["scores"]
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
@@ -213,8 +213,8 @@ def test_predict_and_the_client_send_the_text(captioned, tmp_path, capsys):
     tags, text = ["hund"], "Zwei Hunde am Strand"
     expected = loaded.signatures["serving_default"](tags=tf.constant([tags]), image_bytes=tf.constant([b""]),
                                                     text=tf.constant([text]), language=tf.constant(["un"]))
-    without = predictor.load_predictor(run_dir)[0]([tags], [b""])["scores"]
-    got = predictor.load_predictor(run_dir)[0]([tags], [b""], [text])["scores"]
+    without = predictor.load_predictor(run_dir)([tags], [b""])["scores"]
+    got = predictor.load_predictor(run_dir)([tags], [b""], [text])["scores"]
     np.testing.assert_allclose(got, expected["scores"], atol=1e-5)
     assert not np.allclose(got, without, atol=1e-6)  # the text is read
     predict_main(["--model", str(run_dir), "--tags", "hund", "--text", text, "--no-progress"])
@@ -252,3 +252,51 @@ def test_a_shared_text_branch_has_one_vocabulary_embedding_and_pooling(captioned
     assert "text_input" not in old["model"] and "text_branch" not in old["model"] and "text_limit" not in old["data"]
     text_only = ContextualPreprocessor.for_run(Model(model="tags", text_input="text"), data, info)
     assert list(text_only.model_inputs()) == ["text_ids"] and text_only.record_keys() == ["text", "language"]
+
+
+# === Every input, on a run exported or not ===
+def _as_never_exported(run_dir, folder):
+    """A copy of a run folder without its exports: predict scores it in process."""
+    shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("serving"))
+    return folder
+
+
+@pytest.mark.parametrize("which", ["contextual_export", "captioned"])
+def test_predict_takes_every_input_the_model_reads_whether_the_run_was_exported_or_not(which, request, tmp_path,
+                                                                                      capsys):
+    """Tags and image (contextual), tags, text and language (captions, Snowball): each input
+    combination scores the same through the export and through the run folder that was never
+    exported (which crashed on models reading text or a language, issue 32)."""
+    import json
+
+    from app.predict import main as predict_main
+
+    run_dir = request.getfixturevalue(which)[1 if which == "captioned" else 0]
+    export_dir = request.getfixturevalue(which)[1] if which == "contextual_export" else None
+    (tmp_path / "a.jpg").write_bytes(jpeg(90))
+    (tmp_path / "in.csv").write_text("image_path,tags,text\na.jpg,hund|strand,Zwei Hunde am Strand\na.jpg,,\n"
+                                     ",hund,\n,,A dog on the beach\n", encoding="utf-8")
+    outputs = []
+    for model in (export_dir or run_dir / "serving" / "1", _as_never_exported(run_dir, tmp_path / "never")):
+        predict_main(["--model", str(model), "--input", str(tmp_path / "in.csv"), "--no-progress"])
+        outputs.append([json.loads(line) for line in capsys.readouterr().out.splitlines()])
+    exported, in_process = outputs
+    assert len(in_process) == 4 and not any("error" in row for row in in_process)
+    for a, b in zip(exported, in_process):
+        assert [c["score"] for c in a["top_k"]] == pytest.approx([c["score"] for c in b["top_k"]], abs=1e-5)
+    if which == "contextual_export":
+        return  # (the single photo goes through the same predictor; loading the image model again is slow)
+    predict_main(["--model", str(tmp_path / "never"), "--image", str(tmp_path / "a.jpg"), "--tags", "hund|strand",
+                  "--text", "Zwei Hunde am Strand", "--no-progress"])
+    single = json.loads(capsys.readouterr().out)
+    assert [c["score"] for c in single["top_k"]] == pytest.approx([c["score"] for c in in_process[0]["top_k"]],
+                                                                   abs=1e-5)
+
+
+def test_export_lists_every_input_of_its_signatures(captioned, tmp_path, capsys):
+    from app.export import main as export_main
+
+    _, run_dir, _ = captioned
+    export_main(["--model", str(run_dir), "--out", str(tmp_path / "serving"), "--no-progress"])
+    assert ("  signatures: serving_default(tags [batch, None], image_bytes [batch], text [batch], language [batch]), "
+            "serve_yfcc(tags [batch], image_bytes [batch], text [batch], language [batch])\n") in capsys.readouterr().out

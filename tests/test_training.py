@@ -96,7 +96,8 @@ def test_train_writes_a_complete_run_folder(tiny_world, tmp_path):
 
 def test_frozen_backbone_features_live_on_disk_per_shard_and_resume(tiny_world, tmp_path):
     from app.records.dataset import DatasetInfo
-    from app.training.features import FeatureStore
+    from app.errors import InputError
+    from app.training.features import FeatureStore, default_cache_root
 
     _, data_dir = tiny_world
     config = tiny_run_config(model="contextual", tag_dropout=0.2)
@@ -105,8 +106,9 @@ def test_frozen_backbone_features_live_on_disk_per_shard_and_resume(tiny_world, 
     config.train.mixed_precision = True  # float16 compute (CPU here), float32 scores
     train(data_dir, tmp_path / "run", config, QUIET)
     info = DatasetInfo.load(data_dir)
-    store = FeatureStore(tmp_path / "run" / "cache", info, 32, "none")
+    store = FeatureStore(default_cache_root(info, tmp_path / "unused"), info, 32, "none")
     assert store.dir.name.startswith(f"features-v2-{info.fingerprint[:16]}-32-none")  # keyed by the dataset
+    assert store.dir.parent == data_dir.parent / f".{data_dir.name}.features"  # beside it: every run's
     files = [Path(f) for split in ("train", "validation", "test") for f in store.files(split)]
     assert all(store.complete(s, str(f)) for split in ("train", "validation", "test")
                for s, f in zip(info.shard_files(split), store.files(split)))
@@ -119,6 +121,19 @@ def test_frozen_backbone_features_live_on_disk_per_shard_and_resume(tiny_world, 
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
     assert set(model.input) == {"tag_ids", "image"}
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    image = tiny_run_config(model="image")
+    image.train.epochs = 1
+    train(data_dir, tmp_path / "image", image, QUIET)
+    assert {f: f.stat().st_mtime_ns for f in files} == stamps  # an image model reuses the contextual run's features
+    assert not (tmp_path / "image" / "cache").exists() and not (tmp_path / "run" / "cache").exists()
+    record = json.loads((store.dir / "features.json").read_text())
+    (store.dir / "features.json").write_text(json.dumps({**record, "dataset": "another"}))
+    try:
+        with pytest.raises(InputError, match="features.json: a feature cache of other inputs \\(dataset 'another'"):
+            FeatureStore(store.dir.parent, info, 32, "none")
+    finally:
+        (store.dir / "features.json").write_text(json.dumps(record))
 
 
 def test_streamed_features_train_like_the_backbone_applied_on_the_fly(tiny_world, tmp_path):

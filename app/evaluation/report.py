@@ -19,9 +19,10 @@ from app.evaluation import report_plots as plots
 from app.evaluation.report_data import (Margins, at_least, best_and_worst, by_positives, margins, positives_floor,
                                         scored, systems_by_map)
 from app.evaluation.run_mode import BASELINES, MACHINE, RunEvaluation
-from app.evaluation.tables import (Table, class_table, group_title, level_table, markdown, plural, slice_table,
+from app.evaluation.tables import (Table, class_table, group_title, level_table, markdown, slice_table,
                                    summary_table, top_k_metrics)
 from app.fileio import atomic_write_text, swap_in_folder, temp_path
+from app.wording import plural
 
 MARGIN_ROWS = 15  # rows per side in the tables of margins against the machine labels
 INLINE_CLASSES = 150  # report.md lists every class itself up to this many; beyond, per_class_ap.csv only
@@ -78,8 +79,10 @@ def _header(result: RunEvaluation, systems: list) -> list[str]:
     compared = [s for s in systems if s != result.name and s not in _baselines(result)]
     return [f"# Evaluation of `{result.name}` on the {result.split} split", "",
             f"- **Dataset**: `{result.data}`",
-            f"- **Split**: {result.split}, {result.photos or '?'} photos; {n_classes} of the {len(result.class_mids)} "
-            "classes have a verified positive (the others have no AP and are left out of every mean)",
+            f"- **Split**: {result.split}, {plural(result.photos, 'photo') if result.photos else '? photos'}; "
+            f"{n_classes} of the {plural(len(result.class_mids), 'class')} have a verified positive (the others have "
+            "no AP and are left out of every mean)",
+            *(f"- **Warning**: {warning}" for warning in result.warnings),
             f"- **Protocol**: {result.protocol}: {PROTOCOLS.get(result.protocol, '')}",
             f"- **Floor**: {floor}", f"- **Late fusion**: {fusion}",
             f"- **Systems**: **{result.name}** (this run, in bold in the tables); compared runs: "
@@ -93,7 +96,7 @@ def _baselines(result: RunEvaluation) -> list[str]:
 def _systems_section(out: Path, result: RunEvaluation, systems: list) -> tuple[list, list]:
     """Every system on every metric, highest mAP first."""
     lines = ["## Systems", "", *markdown(summary_table(result)), "",
-             f"mAP is the Open Images image-level mAP over the {len(scored(result))} classes with a verified positive. "
+             f"mAP is the Open Images image-level mAP over the {plural(len(scored(result)), 'class')} with a verified positive. "
              "P@k and R@k rank each photo's verified classes by score (photos with a verified positive). "
              f"Micro and macro F1 and the Hamming loss (lower is better) use `{result.name}`'s per-class thresholds, "
              "tuned for F1 on validation, and 0.5 for every other system, which favours the run in those columns.",
@@ -135,13 +138,13 @@ def _classes_section(out: Path, result: RunEvaluation, systems: list) -> tuple[l
     choice = best_and_worst(result)
     files = [plots.per_class_plot(out, result, systems), plots.best_worst_plot(out, result, choice)]
     shown = [s for s in (result.name, MACHINE) if s in result.per_class]
-    s = "s" if choice.min_positives > 1 else ""
     lines = ["## Per-class AP", "",
              f"Every system's AP per class, the classes in one order: `{result.name}`'s AP, highest first. The full "
              "table is under [Every class](#every-class).", "", f"![{files[0]}]({files[0]})", "",
              f"### {len(choice.best)} best and {len(choice.worst)} worst classes", "",
-             f"By `{result.name}`'s AP, among the {choice.candidates} classes with at least {choice.min_positives} "
-             f"verified positive{s} (fewer positives make an AP of 1 or 0 by chance); ties go to more positives.", "",
+             f"By `{result.name}`'s AP, among the {plural(choice.candidates, 'class')} with at least "
+             f"{plural(choice.min_positives, 'verified positive')} (fewer positives make an AP of 1 or 0 by chance); "
+             "ties go to more positives. No class is both among the best and the worst.", "",
              "**Best**", "", *markdown(class_table(result, choice.best, shown)), "",
              "**Worst**", "", *markdown(class_table(result, choice.worst, shown)), "", f"![{files[1]}]({files[1]})", ""]
     return lines, files
@@ -155,16 +158,16 @@ def _machine_section(out: Path, result: RunEvaluation, systems: list) -> tuple[l
     name = plots.versus_plot(out, result, MACHINE, m, floor)
     total = len(m.better) + len(m.worse) + len(m.ties)
     lines = [f"## `{result.name}` against the machine labels", "",
-             f"`{result.name}` has the higher AP on {len(m.better)} of the {total} classes, the machine labels on "
+             f"`{result.name}` has the higher AP on {len(m.better)} of the {plural(total, 'class')}, the machine labels on "
              f"{len(m.worse)}, and {len(m.ties)} are equal. Above the diagonal `{result.name}` is better. The "
-             f"tables give the largest margins among the classes with at least {floor} verified positives; every "
+             f"tables give the largest margins among the classes with at least {plural(floor, 'verified positive')}; every "
              "class is under [Every class](#every-class).", "", f"![{name}]({name})", ""]
     for idx, who in ((m.better, f"`{result.name}` is better"), (m.worse, "the machine labels are better")):
         listed = at_least(result, idx, floor)
         shown = "all listed, largest margin first" if len(listed) <= MARGIN_ROWS else \
             f"the {MARGIN_ROWS} largest margins listed"
         lines += [f"### Classes where {who} ({len(idx)})", "",
-                  f"Of these, {plural(len(listed), 'class')} with at least {floor} positives" + (f": {shown}." if len(
+                  f"Of these, {plural(len(listed), 'class')} with at least {plural(floor, 'positive')}" + (f": {shown}." if len(
                       listed) else "."), ""]
         if len(listed):
             lines += [*markdown(_margin_table(result, listed[:MARGIN_ROWS], m)), ""]
@@ -187,7 +190,7 @@ def _every_class_section(out: Path, result: RunEvaluation, systems: list) -> tup
     csv.writer(buffer, lineterminator="\n").writerows(table.header + table.rows)
     atomic_write_text(out / "per_class_ap.csv", buffer.getvalue())
     lines = ["## Every class", "",
-             f"The {len(idx)} classes with a verified positive in the split, most positives first, with each "
+             f"The {plural(len(idx), 'class')} with a verified positive in the split, most positives first, with each "
              f"system's AP; also in [per_class_ap.csv](per_class_ap.csv)."]
     if len(idx) <= INLINE_CLASSES:
         lines += ["", *markdown(table)]

@@ -84,7 +84,8 @@ def at_least(result: RunEvaluation, idx: np.ndarray, floor: int) -> np.ndarray:
 
 
 def best_and_worst(result: RunEvaluation, k: int = 10) -> BestWorst:
-    """Chooses `k` best and `k` worst classes (fewer when there are under `2k` classes to choose from).
+    """Chooses `k` best and `k` worst classes, never one class in both (fewer when there are under
+    `2k` classes to choose from: the best take the first half).
 
     Args:
         result: the evaluation.
@@ -95,10 +96,11 @@ def best_and_worst(result: RunEvaluation, k: int = 10) -> BestWorst:
     """
     floor = positives_floor(result, k)
     order = at_least(result, by_run_ap(result), floor)
-    worst_first = _worst_first(result, order)
     n_best = min(k, (len(order) + 1) // 2)
     n_worst = min(k, len(order) - n_best)
-    return BestWorst(order[:n_best], worst_first[:n_worst], floor, len(order))
+    # The worst among the classes not named best: with ties on AP (all 1.0, say), the two orders agree
+    # and the worst would repeat the best.
+    return BestWorst(order[:n_best], _worst_first(result, order[n_best:])[:n_worst], floor, len(order))
 
 
 def _worst_first(result: RunEvaluation, idx: np.ndarray) -> np.ndarray:

@@ -16,8 +16,9 @@ import numpy as np
 
 from app.evaluation.report_data import BestWorst, Margins, at_least, by_run_ap, level_means, slice_value
 from app.evaluation.run_mode import RunEvaluation
-from app.evaluation.tables import group_title, number, plural
+from app.evaluation.tables import group_title, number
 from app.plotting import plt, save_figure
+from app.wording import plural
 
 SYSTEM_COLORS = plt.get_cmap("tab10").colors
 SERIES_COLORS = plt.get_cmap("Dark2").colors
@@ -139,7 +140,8 @@ def slice_plot(out: Path, result: RunEvaluation, group: str, systems: Sequence[s
 
 
 def _size(photos, classes) -> str:
-    return f"{photos if photos else '?'} photos\n{classes if classes is not None else '?'} classes"
+    return (f"{plural(photos, 'photo') if photos else '? photos'}\n"
+            f"{plural(classes, 'class') if classes is not None else '? classes'}")
 
 
 def level_plot(out: Path, result: RunEvaluation, systems: Sequence[str]) -> str:
@@ -148,7 +150,7 @@ def level_plot(out: Path, result: RunEvaluation, systems: Sequence[str]) -> str:
     Returns:
         The file name.
     """
-    series = [Series(f"level {level}", f"{values['classes']} classes", {s: values[s] for s in systems})
+    series = [Series(f"level {level}", plural(values['classes'], 'class'), {s: values[s] for s in systems})
               for level, values in level_means(result).items()]
     dot_plot(out / "ap_by_level.png", "Mean AP by hierarchy level (1 = top-level classes)", systems, series,
              result.name, "mean AP over the level's classes with a verified positive")
@@ -172,7 +174,7 @@ def per_class_plot(out: Path, result: RunEvaluation, systems: Sequence[str]) -> 
             ax.scatter(x, ap, s=16, alpha=0.7, color=SYSTEM_COLORS[j % 10], marker=MARKERS[j % len(MARKERS)], label=short(system),
                        linewidths=0)
     ax.set(xlim=(-1, len(order)), ylim=(-0.03, 1.03), ylabel="AP",
-           xlabel=f"the {len(order)} classes with a verified positive, in order of {short(result.name)} AP\n"
+           xlabel=f"the {plural(len(order), 'class')} with a verified positive, in order of {short(result.name)} AP\n"
                   "(highest first; ties: more positives first)",
            title="Per-class AP, every system on the same class order")
     ax.grid(alpha=0.3)
@@ -196,7 +198,7 @@ def best_worst_plot(out: Path, result: RunEvaluation, choice: BestWorst) -> str:
         ax.barh(y, ap[idx], color=color, alpha=0.75)
         ax.set_yticks(y, [names[i] for i in idx])
         for yi, i in zip(y, idx):
-            ax.text(ap[i] + 0.02, yi, f"{ap[i]:.3f}   {positives[i]} positives", va="center", fontsize=8)
+            ax.text(ap[i] + 0.02, yi, f"{ap[i]:.3f}   {plural(int(positives[i]), 'positive')}", va="center", fontsize=8)
         ax.set(xlim=(0, 1.5), ylim=(-0.6, rows - 0.4), xticks=np.linspace(0, 1, 5), xlabel=f"{short(result.name)} AP",
                title=f"{len(idx)} {what}")
         ax.spines[["top", "right"]].set_visible(False)
@@ -236,7 +238,7 @@ def versus_plot(out: Path, result: RunEvaluation, other: str, m: Margins, floor:
         ax.text(0.98, 0.06, f"equal: {plural(len(m.ties), 'class')}", color="0.3", ha="right", fontsize=9)
     ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), aspect="equal", xlabel=f"{other} AP", ylabel=f"{short(result.name)} AP",
            title=f"Per class: {short(result.name)} against {other}\nnamed: the {outliers} largest margins each side, "
-                 f"among classes with ≥ {floor} positives\n(positives in brackets)")
+                 f"among classes with ≥ {plural(floor, 'positive')}\n(positives in brackets)")
     named = list(at_least(result, m.better, floor)[:outliers]) + list(at_least(result, m.worse, floor)[:outliers])
     fig.tight_layout()
     place_labels(ax, [(rival[i], run_ap[i]) for i in named],

@@ -20,7 +20,8 @@ from app.sources.hierarchy import Hierarchy
 from app.evaluation import baselines
 from app.evaluation.exhaustive import exhaustive_reports, is_exhaustive
 from app.evaluation.metrics import (check_protocol, sparse_average_precisions, sparse_mean_average_precision,
-                                    sparse_summary_metrics, sparse_tune_class_thresholds)
+                                    sparse_summary_metrics)
+from app.evaluation.reliability import small_split_warning, tuned_thresholds
 from app.evaluation.scoring import TrainedModel, apply_floor
 from app.evaluation.truth import SplitTruth, class_counts, load_truth
 from app.evaluation.withheld import withheld_slices
@@ -56,6 +57,8 @@ class RunEvaluation:
             (image, class) is a detection, 0 included, as the 2020 study scored).
         exhaustive: `{system: app.evaluation.exhaustive.exhaustive_report}` when every photo of the
             split is labelled for every class (NUS-WIDE, COCO, an exhaustive manifest), else empty.
+        warnings: what makes these figures unreliable (a split under
+            `app.evaluation.reliability.MIN_RELIABLE_PHOTOS` photos; thresholds not tuned).
     """
 
     name: str
@@ -76,6 +79,7 @@ class RunEvaluation:
     slice_classes: dict = field(default_factory=dict)
     photos: int = 0
     exhaustive: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
 
     def to_json(self) -> dict:
         """Everything, with per-class AP keyed by MID (null where a class has no positive)."""
@@ -86,7 +90,7 @@ class RunEvaluation:
                 "slice_classes": self.slice_classes, "photos": self.photos,
                 "fusion_weight": self.fusion_weight, "fusion_runs": self.fusion_runs, "classes": dict(zip(self.class_mids, self.class_names)),
                 "positives": dict(zip(self.class_mids, self.positives)), "per_class_ap": per_class,
-                "exhaustive": self.exhaustive}
+                "exhaustive": self.exhaustive, "warnings": self.warnings}
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split: str = "test", floor: float = 0.0,
@@ -119,7 +123,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
     val = truth if split == "validation" else load_truth(info, "validation")
     systems, val_scores = _score_models(models, info, split, (truth, val), floor, progress)
     # The run's thresholds were tuned on its raw validation scores; floored scores need their own.
-    thresholds = (sparse_tune_class_thresholds(val.pairs, val_scores[run.name]) if floor > 0 else run.thresholds)
+    thresholds, note = (tuned_thresholds(val.pairs, val_scores[run.name], val.num_images) if floor > 0
+                        else (run.thresholds, None))
     weight, fused = _add_late_fusion(systems, val_scores, models, val, protocol)
     if info.has_machine_labels:  # a collection has none: a row of zeros would read as a baseline
         systems[MACHINE] = baselines.machine_label_scores(truth.machine)
@@ -137,7 +142,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
                  for name, s in systems.items()},
         per_class={name: sparse_average_precisions(truth.pairs, s, protocol) for name, s in systems.items()},
         fusion_weight=weight, fusion_runs=fused, photos=truth.num_images,
-        exhaustive=exhaustive_reports(truth.pairs, systems))
+        exhaustive=exhaustive_reports(truth.pairs, systems),
+        warnings=[w for w in (small_split_warning(split, truth.num_images), note) if w])
     result.slices, result.slice_sizes, result.slice_classes = _slices(systems, truth, protocol)
     withheld, sizes = withheld_slices(models, info, split, truth, protocol, floor, systems, weight)
     result.slices.update(withheld)

@@ -13,6 +13,7 @@ import numpy as np
 
 from app.evaluation.report_data import level_means, slice_value, systems_by_map
 from app.evaluation.run_mode import RunEvaluation
+from app.wording import plural
 
 METRIC_NAMES = {"map": "mAP", "micro_f1": "micro F1", "macro_f1": "macro F1", "hamming_loss": "Hamming loss"}
 MAIN_METRICS = ("map", "precision@1", "recall@5", "micro_f1", "macro_f1", "hamming_loss")
@@ -40,11 +41,6 @@ def number(value: Optional[float], digits: int = 3) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def plural(n: int, noun: str) -> str:
-    """"1 class", "2 classes", "3 photos"."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith(('s', 'x', 'ch')) else 's'}"
-
-
 def metric_name(key: str) -> str:
     """A metric's column name: `precision@1` is `P@1`, `recall@5` `R@5`, `f1@3` `F1@3`."""
     if key in METRIC_NAMES:
@@ -61,7 +57,8 @@ def group_title(group: str) -> str:
 def headline(result: RunEvaluation) -> str:
     """One line: split, data, photos and classes, protocol, floor and late-fusion λ."""
     n_classes = int((np.asarray(result.positives) > 0).sum())
-    parts = [f"{result.split} split of {result.data}: {result.photos or '?'} photos, {n_classes} classes with a "
+    photos = plural(result.photos, "photo") if result.photos else "? photos"
+    parts = [f"{result.split} split of {result.data}: {photos}, {plural(n_classes, 'class')} with a "
              f"verified positive", f"{result.protocol} protocol",
              f"scores under {result.floor} zeroed" if result.floor else "no floor"]
     if result.fusion_weight is not None:
@@ -126,7 +123,8 @@ def level_table(result: RunEvaluation) -> Table:
 
 
 def class_table(result: RunEvaluation, idx: Sequence[int], systems: Optional[Sequence[str]] = None) -> Table:
-    """One row per class: name, MID, positives, level and the AP of each system.
+    """One row per class: name, id (`MID` for Open Images classes, `class id` for a collection's),
+    positives, level and the AP of each system.
 
     Args:
         result: the evaluation.
@@ -139,7 +137,8 @@ def class_table(result: RunEvaluation, idx: Sequence[int], systems: Optional[Seq
     systems = list(systems or systems_by_map(result))
     rows = [[result.class_names[i], result.class_mids[i], str(result.positives[i]), str(result.levels[i])]
             + [number(result.per_class[s][i]) for s in systems] for i in idx]
-    return Table([["class", "MID", "positives", "level"] + [f"AP {s}" for s in systems]], rows)
+    id_name = "MID" if all(mid.startswith("/m/") for mid in result.class_mids) else "class id"
+    return Table([["class", id_name, "positives", "level"] + [f"AP {s}" for s in systems]], rows)
 
 
 def markdown(table: Table) -> list[str]:

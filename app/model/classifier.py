@@ -21,6 +21,7 @@ the saved model still maps pixels to scores.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -34,6 +35,7 @@ from app.model.layers import (ImageDropout, MaskedGlobalAveragePooling1D, Masked
                               MissingImageEmbedding, ResNetPreprocess, SparseReadEmbedding, TagDropout)
 
 IMAGENET_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP
 
 
 def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPreprocessor,
@@ -124,24 +126,38 @@ def _image_branch(config: ModelConfig, inputs: dict, kept_tags, seed: int):
     return MissingImageEmbedding(name="missing_image")([x, present])
 
 
+def imagenet_weights_path() -> Path:
+    """Where Keras looks for ResNet50's ImageNet weights: `$KERAS_HOME/models/` (default `~/.keras/models/`)."""
+    home = keras.config.keras_home() if hasattr(keras.config, "keras_home") else os.environ.get("KERAS_HOME",
+                                                                                                 "~/.keras")
+    return Path(home).expanduser() / "models" / IMAGENET_NOTOP
+
+
+def imagenet_hint() -> str:
+    """How to get ImageNet weights into the Keras cache (nothing is downloaded at run time)."""
+    path = imagenet_weights_path()
+    return (f"put {IMAGENET_NOTOP} in {path.parent}/ (the Keras cache, $KERAS_HOME/models/, by default "
+            f"~/.keras/models/): on a machine with network, python -c \"import keras; keras.applications.ResNet50("
+            f"include_top=False, weights='imagenet')\" downloads it there (or download {IMAGENET_URL}), copy it "
+            f"over, and train with --image-weights imagenet")
+
+
 def resolve_image_weights(weights: str) -> str | None:
     """Maps `none` / `imagenet` / a path to what `keras.applications.ResNet50` takes.
 
     `imagenet` is only used from the Keras cache: nothing is downloaded.
 
     Raises:
-        FileNotFoundError: with the place to put the weights file.
+        FileNotFoundError: with the place to put the weights file and how to get it.
     """
     if weights in (None, "", "none"):
         return None
     if weights == "imagenet":
-        cache = Path(keras.config.keras_home() if hasattr(keras.config, "keras_home") else "~/.keras").expanduser()
-        path = cache / "models" / IMAGENET_NOTOP
+        path = imagenet_weights_path()
         if not path.exists():
-            raise FileNotFoundError(
-                f"ImageNet weights for ResNet50 are not in the Keras cache ({path}). Nothing is downloaded at run "
-                f"time: copy '{IMAGENET_NOTOP}' there (or pass --image-weights PATH), or use --image-weights none."
-            )
+            raise FileNotFoundError(f"ImageNet weights for ResNet50 are not in the Keras cache ({path}). Nothing is "
+                                    f"downloaded at run time: {imagenet_hint()}; or pass --image-weights PATH, or "
+                                    f"--image-weights none")
         return "imagenet"
     path = Path(weights)
     if not path.exists():

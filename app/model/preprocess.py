@@ -60,6 +60,12 @@ class TagLookup(tf.Module):
             languages: `[batch]` each photo's language (`app.text.language`), needed when the
                 vocabulary is normalised (`needs_language`), ignored otherwise.
         """
+        ids = self.ragged_ids(tags, cleaned, languages)
+        return ids.to_tensor(default_value=PAD_ID, shape=[None, self.limit])  # cuts each photo to its first `limit`
+
+    def ragged_ids(self, tags: tf.RaggedTensor, cleaned: bool = False,
+                   languages: tf.Tensor | None = None) -> tf.RaggedTensor:
+        """The cleaned tags' ids, ragged and not cut to the limit (see `__call__`)."""
         if not cleaned:
             tags = clean_tags(tags, self.lowercase)
         ids = self.table.lookup(tags.flat_values)
@@ -68,8 +74,13 @@ class TagLookup(tf.Module):
                 raise ValueError(f"the vocabulary is normalised ({self.vocab.normalization}): pass each photo's "
                                  f"language. Received: languages=None")
             ids = self._normalised_ids(tags, languages, ids)
-        ids = tags.with_flat_values(tf.cast(ids, tf.int32))
-        return ids.to_tensor(default_value=PAD_ID, shape=[None, self.limit])  # cuts each photo to its first `limit`
+        return tags.with_flat_values(tf.cast(ids, tf.int32))
+
+    def unknown(self, tags: tf.RaggedTensor, languages: tf.Tensor | None = None) -> tf.RaggedTensor:
+        """The raw tags' cleaned forms that are out of the vocabulary (the model cannot use them)."""
+        cleaned = clean_tags(tags, self.lowercase)
+        ids = self.ragged_ids(cleaned, cleaned=True, languages=languages)
+        return tf.ragged.boolean_mask(cleaned, tf.equal(ids, OOV_ID))
 
     def _normalised_ids(self, tags: tf.RaggedTensor, languages: tf.Tensor, as_written: tf.Tensor) -> tf.Tensor:
         """Ids of the flat tags from the forms table: `(group, tag)`, else `("", tag)`, else as written."""

@@ -267,15 +267,18 @@ class ContextualPreprocessor(tf.Module):
                               "branch": self.text_branch}
         return config
 
-    def save(self, folder: str | Path) -> None:
+    def save(self, folder: str | Path) -> list[str]:
         """Writes `preprocessor.json` (and the vocabularies, `vocab.tsv` with tags or a shared text
-        branch, `text_vocab.tsv` for a separate one) into `folder`."""
-        config = self.get_config()
+        branch, `text_vocab.tsv` for a separate one) into `folder`; returns the names written."""
+        config, written = self.get_config(), [PREPROCESSOR]
         if self.tags is not None or self.shared_text:
             (self.tags or self.text).vocab.save(Path(folder) / VOCAB)
+            written.append(VOCAB)
         if self.uses_text and not self.shared_text:
             self.text.vocab.save(Path(folder) / TEXT_VOCAB)
+            written.append(TEXT_VOCAB)
         atomic_write_json(Path(folder) / PREPROCESSOR, config)
+        return written
 
     @classmethod
     def load(cls, folder: str | Path) -> "ContextualPreprocessor":

@@ -111,6 +111,11 @@ class DatasetInfo:
         return "collection" not in self.stats
 
     @property
+    def is_demo_world(self) -> bool:
+        """The dataset is the generated demo world (its sources lie in it), not real photos."""
+        return (self.data_dir / DEMO_SOURCES).is_dir()
+
+    @property
     def hierarchy_path(self) -> Path:
         return self.data_dir / HIERARCHY
 

@@ -9,13 +9,22 @@
     model.keras       the best model by validation mAP (tag ids and/or uint8 pixels in)
     history.csv       one row per epoch; logs/train/ and logs/validation/ hold the same for TensorBoard
     metrics.json      validation and test mAP of the best model
-    thresholds.json   per-class thresholds tuned on validation (written by evaluate)
+    thresholds.json   per-class thresholds tuned on validation when training ends (0.5 and a note
+                      when validation is too small: app.evaluation.reliability)
     text_encoder.json the text encoder (name, version, dim) the embedding's starting vectors came from
                       (runs with --word-vectors frozen or fine-tuned)
     backup/           the last epoch's checkpoint (resume after a kill)
-    cache/            frozen-backbone features, keyed by dataset, image size and weights; parsed rows
-                      of the train and validation records (`app.records.parsed_cache`)
+    cache/            parsed rows of the train and validation records (`app.records.parsed_cache`);
+                      frozen-backbone features where the dataset's own feature cache cannot be
+                      written (`app.training.features`: beside the dataset, shared by its runs)
     serving/N/        TensorFlow Serving exports (app/export.py)
+
+`run.json` also records the size and SHA-256 of the files that decide what the run computes
+(`config.json`, `preprocessor.json` and its vocabularies, `classes.csv`, `hierarchy.json` from the
+start; `model.keras`, `thresholds.json`, `metrics.json` and `history.csv` once finished), as a
+dataset's marker does: resuming, reporting, loading (export, predict, evaluate) refuse a folder
+whose recorded file was edited, replaced or removed (runs from before this record are read as
+they are).
 
 A run's fingerprint is the dataset's content hash, every config field that decides what is
 computed (not the execution settings: strategy, epochs to reach, time budget), and the code
@@ -38,7 +47,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 
 from app import __version__
 from app.config import RunConfig, read_json
-from app.records.dataset import CLASSES, HIERARCHY, VOCAB, DatasetInfo
+from app.records.dataset import CLASSES, HIERARCHY, VOCAB, DatasetInfo, file_sha256
 from app.sources.oid import read_classes
 from app.text.tags import Vocabulary
 from app.errors import InputError
@@ -150,6 +159,7 @@ class RunDir:
                 raise RunError(f"{self.path}: not empty and not a run folder (no {RUN}); use another --name or "
                                f"--overwrite")
             return NEW
+        self.verify(record)
         diff = Fingerprint(**record["fingerprint"]).differences(fingerprint)
         if diff:
             raise RunError(f"{self.path} holds another run ({'; '.join(diff)}); use another --name, or "
@@ -183,7 +193,23 @@ class RunDir:
         if record["status"] != COMPLETE or not self.model_path.exists():
             raise RunError(f"{self.path}: the run has not finished training; re-run `python app/train.py` with the "
                            f"same settings to resume it")
+        self.verify(record)
         return self
+
+    def verify(self, record: Optional[dict] = None) -> None:
+        """Refuses a folder whose files differ from those `run.json` records (size, then SHA-256).
+
+        Raises:
+            RunError: naming the first file that was edited, replaced or removed.
+        """
+        again = "restore it, or retrain the run (python app/train.py ... --overwrite)"
+        for name, meta in sorted(((record or self.record()).get("files") or {}).items()):
+            path = self.path / name
+            if not path.is_file():
+                raise RunError(f"{path}: missing, but {RUN} records it; {again}")
+            if path.stat().st_size != meta["bytes"] or file_sha256(path) != meta["sha256"]:
+                raise RunError(f"{path}: edited since the run wrote it (its size or SHA-256 is not the one {RUN} "
+                               f"records); {again}")
 
     # === Reading ===
     def load_config(self) -> RunConfig:
@@ -265,10 +291,10 @@ class RunDir:
         """Writes what the run is made from (after `state` accepted it)."""
         self.path.mkdir(parents=True, exist_ok=True)
         config.save(self.path / CONFIG)
-        preprocessor.save(self.path)
+        written = preprocessor.save(self.path)
         atomic_write_text(self.path / CLASSES, dataset.classes_path.read_text(encoding="utf-8"))
         atomic_write_text(self.path / HIERARCHY, dataset.hierarchy_path.read_text(encoding="utf-8"))
-        self._write_record(fingerprint, dataset.data_dir, "training", None)
+        self._write_record(fingerprint, dataset.data_dir, "training", None, [CONFIG, CLASSES, HIERARCHY, *written])
 
     def save_model(self, model) -> None:
         with atomic_output(self.model_path) as tmp:
@@ -281,17 +307,24 @@ class RunDir:
         finished = {"epochs": config.train.epochs, "time_budget_hours": config.train.time_budget_hours,
                     "early_stopping_patience": config.train.early_stopping_patience,
                     "stopped_early": bool(metrics.get("stopped_early"))}
-        self._write_record(Fingerprint(**record["fingerprint"]), Path(record["data"]), COMPLETE, finished)
+        sealed = [*(record.get("files") or {}), MODEL, METRICS, HISTORY, THRESHOLDS, TEXT_ENCODER]
+        self._write_record(Fingerprint(**record["fingerprint"]), Path(record["data"]), COMPLETE, finished, sealed)
 
-    def save_thresholds(self, thresholds, split: str) -> None:
-        atomic_write_json(self.path / THRESHOLDS, {"split": split, "thresholds": [float(t) for t in thresholds]})
+    def save_thresholds(self, thresholds, split: Optional[str], note: Optional[str] = None) -> None:
+        """Writes the per-class thresholds, the split they were tuned on (None: not tuned) and why not."""
+        atomic_write_json(self.path / THRESHOLDS, {"split": split, "thresholds": [float(t) for t in thresholds],
+                                                   **({"note": note} if note else {})})
 
     def save_text_encoder(self, key: dict) -> None:
         atomic_write_json(self.path / TEXT_ENCODER, key)
 
-    def _write_record(self, fingerprint: Fingerprint, data: Path, status: str, finished: Optional[dict]) -> None:
+    def _write_record(self, fingerprint: Fingerprint, data: Path, status: str, finished: Optional[dict],
+                      sealed: list[str]) -> None:
+        """Writes run.json, with the size and SHA-256 of each `sealed` file that exists."""
+        files = {name: {"bytes": (self.path / name).stat().st_size, "sha256": file_sha256(self.path / name)}
+                 for name in sealed if (self.path / name).is_file()}
         atomic_write_json(self.path / RUN, {"fingerprint": asdict(fingerprint), "data": str(data), "status": status,
-                                            "finished": finished})
+                                            "finished": finished, "files": files})
 
 
 def _asks_for_more(finished: dict, config: RunConfig) -> bool:

@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
+
+MODEL_INPUTS = {"tag_ids": "tags", "text_ids": "text", "image": "image"}  # model input -> the raw input it reads
 
 
-def load_predictor(path: Path, review_margin: float | None = None) -> tuple[Callable[[list, list], dict], list]:
-    """A callable `(tags lists, image bytes list[, texts list]) -> outputs dict` from a run folder or a SavedModel,
-    and the class MIDs in output order.
+@dataclass
+class Predictor:
+    """Scores raw photos: `predictor(tags lists, image bytes list[, texts list]) -> outputs dict`.
+
+    Args:
+        score: the callable.
+        class_ids: the class ids in output order (Open Images MIDs, or a collection's own ids).
+        reads: the raw inputs the model reads (`tags`, `text`, `image`); None for an export from a
+            version that did not record them.
+    """
+
+    score: Callable[..., dict]
+    class_ids: list
+    reads: Optional[frozenset]
+
+    def __call__(self, tags: list, images: list, texts: list | None = None) -> dict:
+        return self.score(tags, images, texts)
+
+    @property
+    def open_images_ids(self) -> bool:
+        """The class ids are Open Images MIDs (`/m/...`)."""
+        return all(class_id.startswith("/m/") for class_id in self.class_ids)
+
+
+def load_predictor(path: Path, review_margin: float | None = None) -> Predictor:
+    """The predictor of a run folder or a SavedModel.
 
     Args:
         path: a run folder (its newest export, or the model in process if it has none) or a
@@ -19,16 +45,19 @@ def load_predictor(path: Path, review_margin: float | None = None) -> tuple[Call
     Raises:
         FileNotFoundError: `path` is no folder.
         ValueError: an export from an older version, or a review margin for an export.
+        RunError: a run folder that is not finished, or whose files were edited.
     """
     import tensorflow as tf
 
+    from app.config import read_json
     from app.sources.oid import read_classes
-    from app.serving.signatures import CLASSES_ASSET, ServingModule, latest_export
+    from app.serving.signatures import CLASSES_ASSET, INPUTS_ASSET, ServingModule, latest_export
     from app.runs.rundir import RunDir
 
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such model folder (a run folder or a SavedModel version folder)")
-    export = path if (path / "saved_model.pb").exists() else latest_export(RunDir(path))
+    # A run folder is checked (finished, its files as it wrote them) even when an export of it is used.
+    export = path if (path / "saved_model.pb").exists() else latest_export(RunDir(path).require_complete())
     if export is not None:
         if review_margin is not None:
             raise ValueError(f"{export} is an export: its review margin was set by app/export.py --review-margin")
@@ -37,17 +66,27 @@ def load_predictor(path: Path, review_margin: float | None = None) -> tuple[Call
                              f"with python app/export.py")
         module = tf.saved_model.load(str(export))
         signature = module.signatures["serving_default"]
-        mids = [m for m, _ in read_classes(export / CLASSES_ASSET, any_id=True)]
+        class_ids = [m for m, _ in read_classes(export / CLASSES_ASSET, any_id=True)]
+        config = read_json(export / INPUTS_ASSET) if (export / INPUTS_ASSET).exists() else None
     else:  # a run folder that was never exported: the same module, in process
         from app.runs.trained import TrainedRun
 
         run = TrainedRun(path)
         # Keep the module itself: its tf.function holds it only weakly.
         module = ServingModule(run, review_margin=0.05 if review_margin is None else review_margin)
-        signature, mids = module.serving_default.get_concrete_function(), [m for m, _ in run.classes]
+        signature, class_ids = module.serving_default.get_concrete_function(), [m for m, _ in run.classes]
+        config = run.preprocessor.get_config()
+    reads = frozenset(MODEL_INPUTS[name] for name in config["inputs"] if name in MODEL_INPUTS) if config else None
+    return Predictor(_scorer(signature, module), class_ids, reads)
 
-    wants_language = "language" in signature.structured_input_signature[1]
-    wants_text = "text" in signature.structured_input_signature[1]
+
+def _scorer(signature, module) -> Callable[..., dict]:
+    """The signature as a function of Python lists, with each photo's language where it is an input."""
+    import tensorflow as tf
+
+    # By the specs' names: an export's signature takes keywords, the in-process function positions.
+    inputs = {spec.name for spec in tf.nest.flatten(signature.structured_input_signature)}
+    wants_language, wants_text = "language" in inputs, "text" in inputs
 
     def predict(tags: list, images: list, texts: list | None = None, module=module) -> dict:
         width = max([len(t) for t in tags] + [1])
@@ -58,7 +97,7 @@ def load_predictor(path: Path, review_margin: float | None = None) -> tuple[Call
         out = signature(tags=padded, image_bytes=tf.constant(images, tf.string), **extra)
         return {k: v.numpy() for k, v in out.items()}
 
-    return predict, mids
+    return predict
 
 
 def tag_languages(tags: list) -> list:

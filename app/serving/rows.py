@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from app.errors import InputError
 from app.fileio import RepeatedKeyError, json_loads_unique
 from app.text.normalize import normalize_tags, normalize_text, split_tag_list
 
 COLUMNS = ("image_path", "tags")
+TEXT_NAMES = ("text", "caption")  # one input under two names, as in a manifest
 
 
 @dataclass
@@ -52,7 +54,8 @@ class Row:
 
 
 def read_rows(path: Path) -> Iterator[Row]:
-    """Streams rows from a CSV (header `image_path,tags`) or JSONL file (`{"image_path", "tags"}`).
+    """Streams rows from a CSV (header `image_path,tags`) or JSONL file (`{"image_path", "tags"}`),
+    with an optional `image_id` and `text` (or `caption`, its other name as in a manifest).
 
     Raises:
         OSError: the file cannot be opened.
@@ -81,8 +84,11 @@ def _jsonl_rows(handle, path: Path) -> Iterator[Row]:
             yield Row.bad(where, f"expected a JSON object, got {_typed(value)}")
         elif any(k not in value for k in COLUMNS):
             yield Row.bad(where, f"expected keys {list(COLUMNS)}, got {sorted(value)}")
+        elif all(k in value for k in TEXT_NAMES):
+            yield Row.bad(where, "keys 'text' and 'caption' are one input (caption is another name for text): give one")
         else:
-            yield make_row(where, value["image_path"], value["tags"], value.get("image_id"), value.get("text"))
+            text = value.get("text", value.get("caption"))
+            yield make_row(where, value["image_path"], value["tags"], value.get("image_id"), text)
 
 
 def _csv_rows(handle, path: Path) -> Iterator[Row]:
@@ -92,6 +98,10 @@ def _csv_rows(handle, path: Path) -> Iterator[Row]:
     repeated = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
     if repeated:
         raise ValueError(f"{path}:1: the column {repeated[0]!r} repeats (which one holds the photo's value?)")
+    if all(name in reader.fieldnames for name in TEXT_NAMES):
+        raise InputError(f"{path}:1: columns text and caption are one input (caption is another name for text): "
+                         f"give one")
+    text = next((name for name in TEXT_NAMES if name in reader.fieldnames), None)
     while True:
         try:
             row = next(reader)
@@ -102,7 +112,7 @@ def _csv_rows(handle, path: Path) -> Iterator[Row]:
             yield Row.bad(where, f"not valid CSV: {err}")
             continue
         yield make_row(f"{path}:{reader.line_num}", row["image_path"] or "", row["tags"], row.get("image_id"),
-                       row.get("text"))
+                       row[text] if text else None)
 
 
 def make_row(where: str, image_path: object, tags: object, image_id: object = None, text: object = None) -> Row:

@@ -16,10 +16,16 @@ models that read text (`--text-input text|both`), before `language`.
 `language` (each photo's tag language, as `app.text.language.detect_language` gives it on the
 cleaned tags: `en`, `de`, ..., `un`) is an input only of models whose vocabulary is normalised per
 language (`--tag-normalization snowball`, see `app.text.stemming`).
-Outputs: scores [batch, classes]; top_k_scores, top_k_mids, top_k_names [batch, k] (the k highest
-scores); classes_mids, classes_names, classes_scores [batch, k] (the most specific confident classes,
-parents implied, padded with "" and 0; see app/serving/specific.py), classes_count and
-needs_review [batch]; image_ok [batch] and image_error [batch]: "" where the photo was decoded, else
+Outputs (`*_mids` are the class ids: Open Images MIDs, or a collection's own ids; the names are
+kept from Open Images): scores [batch, classes]; top_k_scores, top_k_mids, top_k_names [batch, k]
+(the k highest scores); classes_mids, classes_names, classes_scores [batch, k] (the most specific
+confident classes, parents implied, padded with "" and 0; see app/serving/specific.py),
+classes_count and needs_review [batch]; review_mids, review_names, review_scores,
+review_thresholds [batch, k]: the classes whose score lies within the review margin of their
+threshold, closest first (padded with "" and 0; none when needs_review comes from no confident
+class alone); unknown_tags [batch, None]: the cleaned tags the model cannot use (out of its
+vocabulary, or every tag for a model that reads none), padded with "";
+image_ok [batch] and image_error [batch]: "" where the photo was decoded, else
 why not (no bytes, not JPEG/PNG, over `MAX_IMAGE_PIXELS`, corrupt or truncated); such a photo is
 scored without its image: with the model's `image_present` input at 0 (models trained with
 `--image-presence`), or else as if it had a black image; the rest of the batch as usual. Tags and
@@ -35,8 +41,8 @@ from typing import Callable, Optional, Sequence
 import tensorflow as tf
 
 from app.sources.hierarchy import Hierarchy
-from app.model.preprocess import split_yfcc_tags
-from app.model.preprocessor import SERVING_TAGS, SERVING_YFCC_TAGS
+from app.model.preprocess import clean_tags, split_yfcc_tags
+from app.model.preprocessor import PREPROCESSOR, SERVING_TAGS, SERVING_YFCC_TAGS
 from app.fileio import atomic_output, atomic_write_json
 from app.runs.rundir import RunDir
 from app.runs.trained import TrainedRun
@@ -46,6 +52,7 @@ from app.serving.specific import ancestor_matrix, at_indices, specific_classes
 
 CLASSES_ASSET = "assets.extra/classes.csv"  # the output classes, beside the SavedModel (TF Serving ignores it)
 EXTENSION_ASSET = "assets.extra/extended_vocabulary.json"  # words added after training (export --extend-vocabulary)
+INPUTS_ASSET = f"assets.extra/{PREPROCESSOR}"  # the model's inputs (`ContextualPreprocessor.get_config`)
 
 
 class _Untracked:
@@ -113,12 +120,22 @@ class ServingModule(tf.Module):
                          lambda: tf.zeros([0, self.thresholds.shape[0]], tf.float32))
         top = tf.math.top_k(scores, k=self.top_k)
         shown = specific_classes(scores, self.thresholds, self.ancestors, self.top_k, self.review_margin)
+        review = shown["review_indices"]
         return {"scores": scores, "top_k_scores": top.values, "top_k_mids": tf.gather(self.mids, top.indices),
                 "top_k_names": tf.gather(self.names, top.indices),
                 "classes_mids": at_indices(self.mids, shown["indices"]),
                 "classes_names": at_indices(self.names, shown["indices"]), "classes_scores": shown["scores"],
                 "classes_count": shown["count"], "needs_review": shown["needs_review"],
+                "review_mids": at_indices(self.mids, review), "review_names": at_indices(self.names, review),
+                "review_scores": tf.where(review >= 0, tf.gather(scores, tf.maximum(review, 0), batch_dims=1), 0.0),
+                "review_thresholds": tf.where(review >= 0, tf.gather(self.thresholds, tf.maximum(review, 0)), 0.0),
+                "unknown_tags": self._unknown_tags(tags, language).to_tensor(""),
                 "image_ok": tf.equal(image_error, ""), "image_error": image_error}
+
+    def _unknown_tags(self, tags: tf.RaggedTensor, language: tf.Tensor | None) -> tf.RaggedTensor:
+        """The tags the model cannot use: those out of its vocabulary, or all of them when it reads none."""
+        lookup = self.preprocessor.tags
+        return lookup.unknown(tags, language) if lookup is not None else clean_tags(tags)
 
 
 def _same_batch(tag_rows: tf.Tensor, image_bytes: tf.Tensor, name: str = "image_bytes") -> tf.Tensor:
@@ -140,7 +157,8 @@ def next_version(base: Path) -> int:
 def export(run_dir: str | Path, out: str | Path | None = None, version: int | None = None, top_k: int = 5,
            review_margin: float = 0.05, new_words: Sequence[str] = (), encoder: Optional[str] = None,
            neighbours: int = NEIGHBOURS) -> Path:
-    """Writes `out/VERSION/` (default `run_dir/serving/NEXT/`) atomically and returns it.
+    """Writes `out/VERSION/` (default `run_dir/serving/NEXT/`) atomically and returns it; a failed
+    export leaves nothing behind (not even the serving folder it would have made).
 
     Args:
         new_words: words to add to the model's vocabularies, each placed by its text-encoder vector
@@ -150,20 +168,29 @@ def export(run_dir: str | Path, out: str | Path | None = None, version: int | No
     """
     run = TrainedRun(run_dir)
     base = Path(out) if out else run.run.serving_dir
+    made = [folder for folder in (base, *base.parents) if not folder.exists()]
     with run.run.lock():
         version = version or next_version(base)
         target = base / str(version)
         if target.exists():
             raise FileExistsError(f"{target} exists; pick another --version")
-        extension = extend_run(run, new_words, encoder, neighbours) if new_words else None
-        module = ServingModule(extension.run if extension else run, top_k, review_margin)
-        with atomic_output(target) as tmp:
-            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default,
-                                                              "serve_yfcc": module.serve_yfcc})
-            (tmp / CLASSES_ASSET).parent.mkdir()
-            run.run.copy_classes(tmp / CLASSES_ASSET)
-            if extension:
-                atomic_write_json(tmp / EXTENSION_ASSET, extension.record())
+        try:
+            extension = extend_run(run, new_words, encoder, neighbours) if new_words else None
+            served = extension.run if extension else run
+            module = ServingModule(served, top_k, review_margin)
+            with atomic_output(target) as tmp:
+                tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default,
+                                                                  "serve_yfcc": module.serve_yfcc})
+                (tmp / CLASSES_ASSET).parent.mkdir()
+                run.run.copy_classes(tmp / CLASSES_ASSET)
+                atomic_write_json(tmp / INPUTS_ASSET, served.preprocessor.get_config())
+                if extension:
+                    atomic_write_json(tmp / EXTENSION_ASSET, extension.record())
+        except BaseException:
+            for folder in made:  # innermost first, each only if nothing else was put there
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            raise
     return target
 
 
@@ -171,6 +198,15 @@ def latest_export(run: RunDir) -> Path | None:
     """The run's newest export (`serving/N/` with the highest N), or None."""
     version = next_version(run.serving_dir) - 1
     return run.serving_dir / str(version) if version else None
+
+
+def signature_inputs(preprocessor) -> str:
+    """The signatures and their inputs, for a person: `serving_default(tags [batch, None], ...), ...`."""
+    def listed(tags: tf.TensorSpec) -> str:
+        return ", ".join(f"{spec.name} [{', '.join(['batch'] + ['None'] * (len(spec.shape) - 1))}]"
+                         for spec in preprocessor.serving_inputs(tags))
+
+    return f"serving_default({listed(SERVING_TAGS)}), serve_yfcc({listed(SERVING_YFCC_TAGS)})"
 
 
 def directory_size(path: Path) -> int:

@@ -4,7 +4,7 @@ A class is confident when its score reaches its threshold (tuned for F1 on valid
 training). A confident class implies its ancestors (a Dog is an Animal), so a confident class is
 shown only when no confident class below it is: "Dog", not "Dog, Carnivore, Mammal, Animal". A
 photo needs review when no class is confident, or when some class's score lies within the review
-margin of its threshold (the model is unsure about it). Graph ops only: it runs in TF Serving.
+margin of its threshold (the model is unsure about it: those classes are returned too). Graph ops only: it runs in TF Serving.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def specific_classes(scores: tf.Tensor, thresholds: tf.Tensor, ancestors: tf.Ten
 
     Returns:
         `indices`, `scores` `[batch, k]`, `count` `[batch]` (specific confident classes, even
-        beyond k) and `needs_review` `[batch]`.
+        beyond k), `needs_review` `[batch]`, and `review_indices` `[batch, k]`: the classes whose
+        score lies within the margin of their threshold, closest first (padded with -1). A photo
+        needs review when it has no specific confident class, or some review class.
     """
     confident = scores >= thresholds
     implied = tf.matmul(tf.cast(confident, tf.float32), ancestors) > 0  # a confident class lies below
@@ -46,9 +48,12 @@ def specific_classes(scores: tf.Tensor, thresholds: tf.Tensor, ancestors: tf.Ten
     top = tf.math.top_k(tf.where(specific, scores, -1.0), k=k)
     valid = top.values >= 0
     count = tf.reduce_sum(tf.cast(specific, tf.int32), axis=1)
-    unsure = tf.reduce_any(tf.abs(scores - thresholds) < margin, axis=1)
+    gap = tf.abs(scores - thresholds)
+    unsure = gap < margin
+    closest = tf.math.top_k(tf.where(unsure, -gap, -2.0), k=k)  # (scores and thresholds lie in [0, 1])
     return {"indices": tf.where(valid, top.indices, -1), "scores": tf.where(valid, top.values, 0.0),
-            "count": count, "needs_review": tf.equal(count, 0) | unsure}
+            "count": count, "needs_review": tf.equal(count, 0) | tf.reduce_any(unsure, axis=1),
+            "review_indices": tf.where(closest.values > -2.0, closest.indices, -1)}
 
 
 def at_indices(table: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:

@@ -8,44 +8,79 @@ import sys
 from typing import Iterator
 
 
-def records(outputs: dict | None, rows: list) -> Iterator[dict]:
-    """Output records, one per row and in order, each with its row's error or note.
+def records(outputs: dict | None, rows: list, predictor=None) -> Iterator[dict]:
+    """Output records, one per row and in order, each with its row's error, note and warnings.
 
     Args:
         outputs: the model's outputs for the scorable rows (None if there are none).
         rows: `app.serving.rows.Row`s; a row that is not scorable gets no classes.
+        predictor: the `app.serving.predictor.Predictor` that scored them: which inputs its model
+            reads (for the warnings), and whether its class ids are Open Images MIDs (then each
+            class also carries them as `mid`, as before collections).
 
     Returns:
         An iterator of JSON-ready dicts.
     """
     i = 0
+    mid_too = predictor is not None and predictor.open_images_ids
     for row in rows:
         record = {"image_id": row.image_id} if row.image_id else {}  # rows may share an image_path
         record.update(image_path=row.image_path, tags=row.tags)
         if row.text:
             record["text"] = row.text
-        error = row.error
+        error, warnings = row.error, []
         if row.scorable:
-            record.update(_scored(outputs, i))
+            record.update(_scored(outputs, i, mid_too))
             if row.image_path and not row.error and not record["image_ok"]:  # a file the model could not use
                 reason = outputs["image_error"][i].decode() if "image_error" in outputs else "not decoded"
                 error = f"{row.where}: image {row.image_path} not used ({reason}): scored without an image"
+            warnings = _unused_inputs(row, outputs, i, predictor.reads if predictor else None)
             i += 1
         else:
             record.update(classes=[], needs_review=True, top_k=[], image_ok=False)
-        record.update({k: v for k, v in (("error", error), ("note", row.note)) if v})
+        record.update({k: v for k, v in (("error", error), ("note", row.note), ("warnings", warnings)) if v})
         yield record
 
 
-def _named(mids, names, scores) -> list:
-    return [{"mid": m.decode(), "name": n.decode(), "score": round(float(s), 6)}
-            for m, n, s in zip(mids, names, scores) if m]
+def _unused_inputs(row, outputs: dict, i: int, reads: frozenset | None) -> list[str]:
+    """What the model could not use of a row: tags out of its vocabulary, inputs it does not read."""
+    warnings = []
+    unknown = [t.decode() for t in outputs.get("unknown_tags", [[]] * (i + 1))[i] if t]
+    if unknown and reads is not None and "tags" not in reads:
+        warnings.append(f"the model reads no tags: {', '.join(unknown)} not used")
+    elif unknown:
+        warnings.append(f"tags not in the model's vocabulary, not used: {', '.join(unknown)}")
+    if reads is not None and row.text and "text" not in reads:
+        warnings.append("the model reads no text: the text is not used")
+    if reads is not None and row.image and "image" not in reads:
+        warnings.append("the model reads no image: the image is not used")
+    return warnings
 
 
-def _scored(outputs: dict, i: int) -> dict:
-    return {"classes": _named(outputs["classes_mids"][i], outputs["classes_names"][i], outputs["classes_scores"][i]),
-            "needs_review": bool(outputs["needs_review"][i]),
-            "top_k": _named(outputs["top_k_mids"][i], outputs["top_k_names"][i], outputs["top_k_scores"][i]),
+def _named(ids, names, scores, mid_too: bool, thresholds=None) -> list:
+    named = []
+    for k, (class_id, name, score) in enumerate(zip(ids, names, scores)):
+        if class_id:
+            entry = {"class_id": class_id.decode(), **({"mid": class_id.decode()} if mid_too else {}),
+                     "name": name.decode(), "score": round(float(score), 6)}
+            if thresholds is not None:
+                entry["threshold"] = round(float(thresholds[k]), 6)
+            named.append(entry)
+    return named
+
+
+def _scored(outputs: dict, i: int, mid_too: bool) -> dict:
+    out = {"classes": _named(outputs["classes_mids"][i], outputs["classes_names"][i], outputs["classes_scores"][i],
+                             mid_too),
+           "needs_review": bool(outputs["needs_review"][i])}
+    if out["needs_review"]:
+        out["review"] = {"no_confident_class": not out["classes"]}
+        if "review_mids" in outputs:  # (exports from before review classes lack them)
+            out["review"]["near_threshold"] = _named(outputs["review_mids"][i], outputs["review_names"][i],
+                                                     outputs["review_scores"][i], mid_too,
+                                                     outputs["review_thresholds"][i])
+    return {**out, "top_k": _named(outputs["top_k_mids"][i], outputs["top_k_names"][i], outputs["top_k_scores"][i],
+                                   mid_too),
             "image_ok": bool(outputs["image_ok"][i])}
 
 
@@ -77,7 +112,8 @@ class JsonlWriter:
 
 class OidCsvWriter:
     """`ImageID,LabelName,Score` rows (the Open Images predictions format) for the scored rows; a
-    row that could not be scored has no line (counted in `skipped`, and its error goes to stderr).
+    row that could not be scored has no line (counted in `skipped`, and its error goes to stderr,
+    as do a scored row's warnings).
 
     Args:
         out: the output stream.
@@ -98,6 +134,8 @@ class OidCsvWriter:
             self.skipped += 1
             print(f"warning: {record.get('error')}", file=sys.stderr)
             return
+        for warning in record.get("warnings", []):  # (the CSV has no place for them)
+            print(f"warning: {row.where}: {warning}", file=sys.stderr)
         self.writer.writerows([row.image_id, mid, f"{s:.6g}"] for mid, s in zip(self.mids, scores)
                               if s >= self.min_score)
 
@@ -113,15 +151,16 @@ def batches(rows: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
-def write_batch(batch: list, predict, writer) -> int:
-    """Scores and writes a batch; returns how many of its rows have an error."""
+def write_batch(batch: list, predictor, writer) -> int:
+    """Scores and writes a batch with an `app.serving.predictor.Predictor`; returns how many of its
+    rows have an error."""
     scorable = [r for r in batch if r.scorable]
     outputs = None
     if scorable:
-        outputs = predict([r.tags for r in scorable], [r.image for r in scorable], [r.text for r in scorable])
+        outputs = predictor([r.tags for r in scorable], [r.image for r in scorable], [r.text for r in scorable])
     scores = iter(outputs["scores"]) if outputs is not None else iter(())
     errors = 0
-    for row, record in zip(batch, records(outputs, batch)):
+    for row, record in zip(batch, records(outputs, batch, predictor)):
         writer.write(record, row, next(scores) if row.scorable else None)
         errors += "error" in record
     writer.flush()

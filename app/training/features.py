@@ -1,20 +1,24 @@
 """Frozen-backbone features on disk, streamed beside their shards.
 
-With a frozen ResNet50, each image's 2048 features are computed once and written as one raw
-float32 file per data shard (`cache/features-v2-KEY/{shard}.f32`), record for record in the shard's
+With a frozen ResNet50, each image's 2048 features are computed once per dataset and written as one
+raw float32 file per data shard (`features-v2-KEY/{shard}.f32`, by default in `.NAME.features/`
+beside the dataset folder `NAME`, so every run on the dataset shares them), record for record in the shard's
 order: 2048 features, then the photo's image presence (1.0 where `decode_images` decoded its image,
 0.0 where not: no bytes, or bytes it refused; the serving signatures' `image_ok` is the same test).
 Training zips each shard with its feature file in tf.data, so rows stay aligned with the
 tags, targets and masks, which stream from the shards; nothing per photo is held in memory.
 KEY is the dataset fingerprint, the image size and the weights, and `v2` the record layout (v1
-files held the features alone), so a cache is never reused for other inputs. A file is written under a temporary name and renamed when complete, so a killed
-extraction resumes from its last complete shard.
+files held the features alone), so a cache is never reused for other inputs; the folder's
+`features.json` records them in full, and a folder whose record differs is refused. A file is
+written under a temporary name and renamed when complete, so a killed extraction resumes from its
+last complete shard, and runs extracting the same shards at once never see a half file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,12 +33,23 @@ from app.records import schema
 from app.records.dataset import DatasetInfo
 from app.model.preprocess import decode_images
 from app.model.preprocessor import FEATURE_DIM
-from app.fileio import atomic_output
+from app.errors import InputError
+from app.fileio import atomic_output, atomic_write_json
+from app.config import read_json
 
 log = logging.getLogger("app.training")
 RECORD_FLOATS = FEATURE_DIM + 1  # the features, then the image presence
 LAYOUT = "v2"
 SUFFIX = ".f32"
+RECORD = "features.json"
+BACKBONE = "ResNet50, ImageNet preprocessing, global average pooling"  # what the features are
+
+
+def default_cache_root(info: DatasetInfo, fallback: Path) -> Path:
+    """Where a dataset's features go unless told otherwise: `.NAME.features/` beside its folder, or
+    `fallback` (a run's `cache/`) where that folder cannot be written."""
+    folder = info.data_dir.resolve()
+    return folder.parent / f".{folder.name}.features" if os.access(folder.parent, os.W_OK) else fallback
 
 
 def weights_key(weights: str) -> str:
@@ -50,7 +65,7 @@ class FeatureStore:
     """The feature files of one dataset, image size and backbone weights.
 
     Args:
-        cache_root: the run's (or a search's) `cache/` folder.
+        cache_root: the folder of feature caches (`default_cache_root`, or a search's `cache/`).
         info: the dataset.
         image_size: the backbone's input size.
         weights: the backbone weights setting (see `ModelConfig.image_weights`).
@@ -58,7 +73,16 @@ class FeatureStore:
 
     def __init__(self, cache_root: Path, info: DatasetInfo, image_size: int, weights: str):
         self.info, self.image_size = info, image_size
-        self.dir = Path(cache_root) / f"features-{LAYOUT}-{info.fingerprint[:16]}-{image_size}-{weights_key(weights)}"
+        key = weights_key(weights)
+        self.dir = Path(cache_root) / f"features-{LAYOUT}-{info.fingerprint[:16]}-{image_size}-{key}"
+        self.record = {"layout": LAYOUT, "dataset": info.fingerprint, "image_size": image_size, "weights": key,
+                       "backbone": BACKBONE, "floats_per_record": RECORD_FLOATS}
+        recorded = read_json(self.dir / RECORD) if (self.dir / RECORD).is_file() else self.record
+        if recorded != self.record:
+            differ = ", ".join(f"{k} {recorded.get(k)!r} (wanted {v!r})" for k, v in self.record.items()
+                               if recorded.get(k) != v)
+            raise InputError(f"{self.dir / RECORD}: a feature cache of other inputs ({differ}); remove the folder "
+                             f"{self.dir} (it is recomputed)")
 
     def files(self, split: str) -> list:
         """Feature files aligned with `info.shard_files(split)`."""
@@ -75,6 +99,8 @@ class FeatureStore:
         if not todo:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
+        if not (self.dir / RECORD).is_file():
+            atomic_write_json(self.dir / RECORD, self.record)
         total = sum(self.info.shard_records(s) for s, _ in todo)
         started = time.time()
         run = _backbone_runner(backbone, strategy)

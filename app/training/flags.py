@@ -4,10 +4,14 @@ run folders, and one flag per config field (`app.cli.add_config_flags`)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 from pathlib import Path
 
 from app.cli import add_common_flags, add_config_flags, config_overrides
-from app.config import SECTIONS, RunConfig, build_config
+from app.config import SECTIONS, RunConfig, build_config, read_json
+
+log = logging.getLogger("app.training")
 
 DEMO_DATA = Path("tfrecords/demo")
 
@@ -34,3 +38,26 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The config file (if any), overridden by the flags given."""
     return build_config(args.config, {section: config_overrides(args, section) for section in SECTIONS})
+
+
+def text_input_given(args: argparse.Namespace) -> bool:
+    """Whether `--text-input` was chosen: a flag, or the config file's `model.text_input`."""
+    in_file = bool(args.config) and "text_input" in (read_json(args.config).get("model") or {})
+    return "text_input" in config_overrides(args, "model") or in_file
+
+
+def follow_the_data(config: RunConfig, data: Path, given: bool) -> RunConfig:
+    """The config with `--text-input` following the dataset when it was not given: `text` (the
+    captions) when the train split has captions and no tags (`stats.json`); otherwise as it is."""
+    if given or not config.model.uses_tags:
+        return config
+    from app.records.dataset import DatasetInfo
+
+    counts = DatasetInfo.load(data).stats.get("splits", {}).get(config.data.train_split, {})
+    if counts.get("with_tags", 1) or not counts.get("with_text", 0):
+        if counts.get("with_text", 0) and config.model.text_input == "tags":
+            log.info("the dataset has captions too: --text-input both reads them beside the tags")
+        return config
+    log.info("the %s split has captions and no tags: --text-input text (the captions; give --text-input to choose)",
+             config.data.train_split)
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, text_input="text"))

@@ -23,7 +23,8 @@ from app.records.dataset import DatasetInfo
 from app.records.pipeline import make_dataset
 from app.model.preprocess import TagLookup
 from app.model.preprocessor import ContextualPreprocessor
-from app.evaluation.metrics import sparse_mean_average_precision, sparse_tune_class_thresholds
+from app.evaluation.metrics import sparse_mean_average_precision
+from app.evaluation.reliability import small_split_warning, tuned_thresholds
 from app.evaluation.truth import PairScores, SplitTruth, load_truth
 from app.model.classifier import (attach_backbone, build_backbone, build_head, resolve_image_weights,
                                   transfer_pretrained)
@@ -31,10 +32,12 @@ from app.text.encoders import encoder_from_spec
 from app.runs.rundir import COMPLETE, NEW, Fingerprint, RunDir, RunError
 from app.training.callbacks import (BestModel, Checkpoint, EarlyStopping, History, Progress, TimeBudget,
                                     read_history)
-from app.training.features import FeatureStore
+from app.training.features import FeatureStore, default_cache_root
 from app.training.optimizer import LazyAdam
 from app.training.strategy import broadcast_from_chief, get_strategy, is_chief, worker_shards
 from app.training.trainer import Trainer, masked_bce, steps_for
+from app.training.usable import check_inputs, random_weights_warning
+from app.wording import plural
 
 log = logging.getLogger("app.training")
 STATES = {NEW: 0, "resume": 1, COMPLETE: 2}
@@ -63,7 +66,8 @@ class RunOptions:
         tags: a ready tag lookup (the tuner caches one per limit and threshold).
         preprocessor: the ready inputs of `head` (the tuner's, whose word vocabulary is built once).
         head: a ready head model (the tuner's `build()`); built from the config otherwise.
-        cache_dir: where frozen-backbone features are cached (default: the run's `cache/`).
+        cache_dir: where frozen-backbone features are cached (default: beside the dataset,
+            `app.training.features.default_cache_root`, shared by every run on it).
         finish: tune the class thresholds, score the test split and keep `backup/` (tuning trials
             only need the score and the best epoch's `model.keras`).
         hparams: hyperparameter values to log for TensorBoard's HParams dashboard.
@@ -127,15 +131,20 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
             return RunResult(run.path, "complete", history, run.metrics() if chief else {}, time.time() - started)
         tags = tags or lookup()
         preprocessor = options.preprocessor or ContextualPreprocessor.for_run(m, d, info, tags)
+        warnings = check_inputs(info, config, preprocessor)  # refuses a model that would read nothing
+        warnings += filter(None, [random_weights_warning(info, config)])
+        for warning in warnings:
+            log.warning("%s", warning)
         if chief:
             run.begin(fingerprint, config, info, preprocessor)
-        log.info("%s model on %s (%s split, %d photos): %d classes, %s, strategy %s with %d replica(s)", m.model,
-                 info.data_dir, d.train_split, info.split_sizes[d.train_split], info.num_classes,
-                 f"vocabulary {(preprocessor.tags or preprocessor.text).vocab_size}" if preprocessor.uses_tags else "no tags", t.strategy, strategy.num_replicas_in_sync)
+        log.info("%s model on %s (%s split, %s): %s, %s, strategy %s with %d replica(s)", m.model, info.data_dir,
+                 d.train_split, plural(info.split_sizes[d.train_split], "photo"), plural(info.num_classes, "class"),
+                 f"vocabulary {(preprocessor.tags or preprocessor.text).vocab_size}" if preprocessor.uses_tags
+                 else "no tags", t.strategy, strategy.num_replicas_in_sync)
         previous_policy = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy("mixed_float16" if t.mixed_precision else "float32")
         try:
-            return _fit(info, run, config, options, strategy, chief, preprocessor, pretrained, started)
+            return _fit(info, run, config, options, strategy, chief, preprocessor, pretrained, started, warnings)
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -197,7 +206,8 @@ def _agree_on_state(strategy, run: RunDir, fingerprint: Fingerprint, config: Run
 
 
 def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions, strategy, chief: bool,
-         preprocessor: ContextualPreprocessor, pretrained: Optional[RunDir], started: float) -> RunResult:
+         preprocessor: ContextualPreprocessor, pretrained: Optional[RunDir], started: float,
+         warnings: list) -> RunResult:
     m, t = config.model, config.train
     keras.utils.set_random_seed(t.seed)
     if m.uses_vectors and chief:
@@ -219,7 +229,7 @@ def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions,
         optimizer.build(trained.trainable_variables)
     features = None
     if frozen:
-        features = FeatureStore(options.cache_dir or run.cache_dir, info, image_size, m.image_weights)
+        features = FeatureStore(options.cache_dir or default_cache_root(info, run.cache_dir), info, image_size, m.image_weights)
         features.extract(backbone, _feature_jobs(info, features, strategy, config.data.train_split), strategy,
                          options.progress)
     inputs = RunInputs(info, config, preprocessor, features, options.cache_dir or run.cache_dir)
@@ -229,7 +239,7 @@ def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions,
                           _callbacks(run, config, options, strategy, chief, full, steps))
     if not chief:
         return RunResult(run.path, "worker", history, {}, time.time() - started)
-    metrics = _final_metrics(run, config, options, inputs, trainer, head, frozen, history, started)
+    metrics = _final_metrics(run, config, options, inputs, trainer, head, frozen, history, started, warnings)
     run.finish(metrics, config)
     return RunResult(run.path, "trained", history, metrics, time.time() - started)
 
@@ -260,23 +270,45 @@ def _feature_jobs(info: DatasetInfo, features: FeatureStore, strategy, train_spl
 
 
 def _final_metrics(run: RunDir, config: RunConfig, options: RunOptions, inputs: "RunInputs", trainer: Trainer,
-                   head: keras.Model, frozen: bool, history: list, started: float) -> dict:
+                   head: keras.Model, frozen: bool, history: list, started: float, input_warnings: list) -> dict:
+    """The best epoch's metrics (and, with `options.finish`, the thresholds and test mAP), with every
+    warning about what the run could learn from and how far its figures can be trusted."""
     best_epoch = max(history, key=lambda row: row["val_map"])
     patience, last = config.train.early_stopping_patience, int(history[-1]["epoch"])
     metrics = {"model": config.model.model, "epochs": len(history), "best_epoch": int(best_epoch["epoch"]),
                "val_map": best_epoch["val_map"], "val_loss": best_epoch["val_loss"], "data": str(inputs.info.data_dir),
                "seconds": round(time.time() - started, 1),
                "stopped_early": bool(patience) and last < config.train.epochs and last - best_epoch["epoch"] >= patience}
+    found = _small_split_warnings(inputs.info, history, options.finish)  # (the input warnings were logged)
     if options.finish:
         best = run.load_model()
         trainer.model.set_weights((best.get_layer(head.name) if frozen else best).get_weights())
         _, scores = inputs.score_split(trainer, "validation")
-        run.save_thresholds(sparse_tune_class_thresholds(inputs.truth("validation").pairs, scores), "validation")
+        thresholds, note = tuned_thresholds(inputs.truth("validation").pairs, scores,
+                                            inputs.info.split_sizes["validation"])
+        run.save_thresholds(thresholds, "validation" if note is None else None, note)
+        found += [note] if note else []
         test = inputs.validation_metrics(trainer, "test")
         metrics.update(test_map=test["val_map"], test_loss=test["val_loss"])
     else:
         shutil.rmtree(run.backup_dir, ignore_errors=True)
-    return metrics
+    for warning in found:
+        log.warning("%s", warning)
+    warnings = input_warnings + found
+    return {**metrics, "warnings": warnings} if warnings else metrics
+
+
+def _small_split_warnings(info: DatasetInfo, history: list, with_test: bool) -> list[str]:
+    """Warnings for a validation (and test) split too small for its mAP to mean much (`app.evaluation.reliability`)."""
+    warnings = []
+    for split in ("validation", "test") if with_test else ("validation",):
+        warning = small_split_warning(split, info.split_sizes.get(split, 0))
+        if warning and split == "validation":
+            low, high = min(row["val_map"] for row in history), max(row["val_map"] for row in history)
+            warning += (f"; it chose the best epoch, and it ranged {low:.4f}-{high:.4f} over the epochs"
+                        if low != high else "; it chose the best epoch")
+        warnings += [warning] if warning else []
+    return warnings
 
 
 class RunInputs:
