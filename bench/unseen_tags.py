@@ -38,6 +38,7 @@ from app.records.dataset import DatasetInfo  # noqa: E402
 from app.records.schema import iter_language_tags  # noqa: E402
 from app.serving.extend import extend_run  # noqa: E402
 from app.training.run import RunOptions, train  # noqa: E402
+from tuning.paired import PairedDifference, mean_std  # noqa: E402
 
 LABELS = ("animals baby bird car clouds dog female flower food indoor lake male night people plant_life portrait river "
           "sea sky structures sunset transport tree water").split()
@@ -154,20 +155,23 @@ def one_seed(args, seed: int) -> dict:
 
 
 def summarise(results: list) -> str:
+    """Mean ± std per mode and system, then paired differences (restored − dropped, full − restored)."""
     lines = ["| word vectors | system | class mAP | photo mAP |", "|---|---|---|---|"]
-    for mode in MODES:
-        if mode not in results[0]:
-            continue
-        for system in results[0][mode]:
-            if not isinstance(results[0][mode][system], dict):
-                continue
-            cells = [np.array([r[mode][system][m] for r in results]) for m in ("class_map", "photo_map")]
-            lines.append(f"| {mode} | {system} | " + " | ".join(f"{c.mean():.4f} ± {c.std(ddof=1) if len(c) > 1 else 0:.4f}"
-                                                                 for c in cells) + " |")
+    pairs = ["| word vectors | difference | class mAP | photo mAP |", "|---|---|---|---|"]
+    for mode in (m for m in MODES if m in results[0]):
+        systems = [s for s, v in results[0][mode].items() if isinstance(v, dict)]
+        value = lambda system, metric: [r[mode][system][metric] for r in results]  # noqa: E731
+        for system in systems:
+            lines.append(f"| {mode} | {system} | " + " | ".join(
+                "{:.4f} ± {:.4f}".format(*mean_std(value(system, m))) for m in ("class_map", "photo_map")) + " |")
         for key in ("full_val_map", "full_test_map"):
-            c = np.array([r[mode][key] for r in results])
-            lines.append(f"| {mode} | {key} (all photos) | {c.mean():.4f} ± {c.std(ddof=1) if len(c) > 1 else 0:.4f} | |")
-    return "\n".join(lines)
+            lines.append(f"| {mode} | {key} (all photos) | " + "{:.4f} ± {:.4f}".format(
+                *mean_std([r[mode][key] for r in results])) + " | |")
+        for a, b in [(s, "dropped") for s in systems if s.startswith("restored")] + [("full", s) for s in systems
+                                                                                    if s.startswith("restored")]:
+            pairs.append(f"| {mode} | {a} − {b} | " + " | ".join(
+                str(PairedDifference.of(value(a, m), value(b, m))) for m in ("class_map", "photo_map")) + " |")
+    return "\n".join(lines + [""] + pairs)
 
 
 def main() -> None:
@@ -179,7 +183,11 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--word-vectors", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--neighbours", type=int, nargs="+", default=[1, 5])
+    p.add_argument("--summary-only", action="store_true", help="print the summary of OUT/unseen.json")
     args = p.parse_args()
+    if args.summary_only:
+        print(summarise(json.loads((args.out / "unseen.json").read_text())))
+        return
     results = [one_seed(args, seed) for seed in args.seeds]
     (args.out / "unseen.json").write_text(json.dumps(results, indent=1))
     print(summarise(results))
