@@ -117,7 +117,7 @@ class TagHyperModel(kt.HyperModel):
         tags = self.lookup(hp.get("tag_limit"), hp.get("tag_threshold"))
         options = RunOptions(progress=False, tags=tags, head=model, cache_dir=self.cache_dir, finish=False,
                              preprocessor=self._preprocessors.get((hp.get("tag_limit"), hp.get("tag_threshold"))),
-                             hparams=dict(hp.values))
+                             hparams=dict(hp.values), refuse_unusable=False)  # (the search scores such a trial)
         result = train(self.info.data_dir, run_dir, config, options)
         m = result.metrics
         return {"val_map": m["val_map"], "best_epoch": m["best_epoch"], "epochs_run": m["epochs"]}

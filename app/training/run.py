@@ -71,6 +71,8 @@ class RunOptions:
         finish: tune the class thresholds, score the test split and keep `backup/` (tuning trials
             only need the score and the best epoch's `model.keras`).
         hparams: hyperparameter values to log for TensorBoard's HParams dashboard.
+        refuse_unusable: refuse a model that would read no usable input (`app.training.usable`);
+            a tuning trial only warns, and the search scores it like any other.
     """
 
     progress: bool = True
@@ -81,6 +83,7 @@ class RunOptions:
     cache_dir: Optional[Path] = None
     finish: bool = True
     hparams: Optional[dict] = None
+    refuse_unusable: bool = True
 
 
 def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options: RunOptions = RunOptions(),
@@ -131,7 +134,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
             return RunResult(run.path, "complete", history, run.metrics() if chief else {}, time.time() - started)
         tags = tags or lookup()
         preprocessor = options.preprocessor or ContextualPreprocessor.for_run(m, d, info, tags)
-        warnings = check_inputs(info, config, preprocessor)  # refuses a model that would read nothing
+        warnings = check_inputs(info, config, preprocessor, options.refuse_unusable)
         warnings += filter(None, [random_weights_warning(info, config)])
         for warning in warnings:
             log.warning("%s", warning)

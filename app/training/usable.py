@@ -17,11 +17,18 @@ from app.records.dataset import DatasetInfo
 RESERVED_IDS = 2  # padding and unknown: a vocabulary of only these reads nothing
 
 
-def check_inputs(info: DatasetInfo, config: RunConfig, preprocessor: ContextualPreprocessor) -> list[str]:
+def check_inputs(info: DatasetInfo, config: RunConfig, preprocessor: ContextualPreprocessor,
+                 refuse: bool = True) -> list[str]:
     """The warnings of a run whose model reads an input the data cannot feed it.
 
+    Args:
+        info: the dataset.
+        config: the run's config.
+        preprocessor: the model's inputs.
+        refuse: raise when the model would read no usable input at all (else it is a warning).
+
     Raises:
-        InputError: the model would read no usable input at all.
+        InputError: the model would read no usable input at all, and `refuse`.
     """
     counts = info.stats.get("splits", {}).get(config.data.train_split, {})
     usable, problems = [], []
@@ -44,7 +51,9 @@ def check_inputs(info: DatasetInfo, config: RunConfig, preprocessor: ContextualP
             usable.append("image")
     what = f"a {config.model.model} model with --text-input {config.model.text_input} on {info.data_dir}"
     if not usable:
-        raise InputError(f"{what} would read nothing usable: {'; '.join(problems)}")
+        if refuse:
+            raise InputError(f"{what} would read nothing usable: {'; '.join(problems)}")
+        return [f"{what} reads nothing usable: {'; '.join(problems)}"]
     return [f"{what}: {problem}, so it learns from its {' and '.join(usable)} alone" for problem in problems]
 
 
