@@ -83,6 +83,10 @@ def test_cached_rows_give_the_batches_of_the_parsed_records(tmp_path, verified_o
     assert_same(batches(info, preprocessor, tmp_path / "cache", verified_only=verified_only), expected)
     assert len(row_files(tmp_path / "cache")) == 4  # train and validation, two shards each
     assert expected[0][2].shape == ((16, CLASSES) if verified_only else (16, 1))
+    for repeat in (False, True):  # the same static shapes (a full batch's, when repeated)
+        specs = [make_dataset(info, "train", preprocessor, batch_size=16, repeat=repeat, verified_only=verified_only,
+                              cache_root=cache_root).element_spec for cache_root in (None, tmp_path / "cache")]
+        assert specs[0] == specs[1]
 
 
 @pytest.mark.parametrize("kind", ["contextual", "image"])

@@ -108,6 +108,7 @@ class RowLayout:
     def unpack(self, rows: tf.Tensor) -> tuple[dict, tf.Tensor, Optional[tf.Tensor]]:
         """Serialized rows `[b]` -> `(inputs, targets [b, C], mask [b, C] or None)`."""
         words = tf.io.decode_raw(rows, tf.int32)
+        words.set_shape([rows.shape[0], self.record_bytes // WORD])  # static shapes, as parsed records have
         floats = tf.bitcast(words, tf.float32)
         inputs, start = {}, 0
         for name, dtype, shape in self.inputs:
@@ -124,7 +125,9 @@ class RowLayout:
     def _count(self, ids: tf.Tensor, weights: Optional[tf.Tensor]) -> tf.Tensor:
         """`[b, slots]` ids (and weights) -> `[b, C]` float32 sums per class (unused slots, id C, skipped)."""
         width = self.num_classes
-        return tf.math.bincount(ids, weights, minlength=width, maxlength=width, dtype=tf.float32, axis=-1)
+        counts = tf.math.bincount(ids, weights, minlength=width, maxlength=width, dtype=tf.float32, axis=-1)
+        counts.set_shape([ids.shape[0], width])
+        return counts
 
     def to_json(self) -> dict:
         return {"inputs": [[name, dtype, list(shape)] for name, dtype, shape in self.inputs],

@@ -255,7 +255,7 @@ class _Parser:
             inputs, targets, mask = layout.unpack(rows)
             if features is not None:
                 inputs.update(self.preprocessor.feature_inputs(self._feature_rows(features)))
-            return inputs, targets, mask if mask is not None else tf.ones([tf.shape(targets)[0], 1])
+            return inputs, targets, mask if mask is not None else tf.ones([tf.shape(rows)[0], 1])  # rows: static
 
         return parse
 
