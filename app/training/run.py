@@ -108,13 +108,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
     strategy = strategy or get_strategy(t.strategy, t.cpu_devices, t.worker_timeout)
     chief = is_chief(strategy)
     info = DatasetInfo.load(data_dir)
-    _check_splits(info, config)
-    if m.uses_image:
-        resolve_image_weights(m.image_weights)  # fails before anything is written
-    if t.pretrained and not m.uses_tags:
-        raise ValueError(f"--pretrained initialises a tag embedding, and an {m.model}-only model has none. "
-                         f"Received: pretrained={t.pretrained!r}")
-    pretrained = RunDir(t.pretrained).require_complete() if t.pretrained else None
+    pretrained = _check_request(info, config)
     run = RunDir(run_dir)
     fingerprint = Fingerprint.of(info, config, pretrained)
     with run.lock() if chief else contextlib.nullcontext():
@@ -150,6 +144,18 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RunConfig, options:
             return _fit(info, run, config, options, strategy, chief, preprocessor, pretrained, started, warnings)
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _check_request(info: DatasetInfo, config: RunConfig) -> Optional[RunDir]:
+    """Checks what can be checked before anything is written; returns the pretrained run, if any."""
+    m, t = config.model, config.train
+    _check_splits(info, config)
+    if m.uses_image:
+        resolve_image_weights(m.image_weights)  # fails before anything is written
+    if t.pretrained and not m.uses_tags:
+        raise ValueError(f"--pretrained initialises a tag embedding, and an {m.model}-only model has none. "
+                         f"Received: pretrained={t.pretrained!r}")
+    return RunDir(t.pretrained).require_complete() if t.pretrained else None
 
 
 def _check_splits(info: DatasetInfo, config: RunConfig) -> None:
