@@ -51,9 +51,13 @@ def follow_the_data(config: RunConfig, data: Path, given: bool) -> RunConfig:
     captions) when the train split has captions and no tags (`stats.json`); otherwise as it is."""
     if given or not config.model.uses_tags:
         return config
-    from app.records.dataset import DatasetInfo
+    from app.records.dataset import DatasetError, DatasetInfo
 
-    counts = DatasetInfo.load(data).stats.get("splits", {}).get(config.data.train_split, {})
+    try:
+        info = DatasetInfo.load(data)
+    except DatasetError:  # train reports it, after the checks of the flags
+        return config
+    counts = info.stats.get("splits", {}).get(config.data.train_split, {})
     if counts.get("with_tags", 1) or not counts.get("with_text", 0):
         if counts.get("with_text", 0) and config.model.text_input == "tags":
             log.info("the dataset has captions too: --text-input both reads them beside the tags")
