@@ -41,7 +41,8 @@ def option(default: Any, help: str, choices: tuple | None = None, execution: boo
         choices: the allowed values.
         execution: how a run executes, not what it computes (left out of run fingerprints).
         needs: only matters for models that use `tags`, the `image`, or both (`contextual`), or `text`
-            (free text as words: a field left at its default otherwise, so older runs keep their fingerprints).
+            (free text as words: a field left at its default otherwise, so older runs keep their fingerprints),
+            or `set` (only when it is not at its default, for the same reason).
     """
     return field(default=default, metadata={"help": help, "choices": choices, "execution": execution, "needs": needs})
 
@@ -82,6 +83,10 @@ class DataConfig:
     train_split: str = option("train", "the split to train on: train (Open Images), or yfcc (YFCC100M photos outside "
                                        "Open Images, labelled by their autotags: weak pre-training); the vocabulary "
                                        "is the train split's either way", TRAIN_SPLITS)
+    unseen_classes: str = option("", "generalized zero-shot: a file of class names or MIDs (one a line, or a class "
+                                     "CSV name[,id]) removed from training: their labels are neither positive nor "
+                                     "negative, tags naming them are dropped, validation mAP leaves them out",
+                                 needs="set")
 
     def __post_init__(self):
         _check_choices(self)
@@ -223,6 +228,24 @@ class PseudoLabelConfig:
                              f"target_floor={self.target_floor}")
 
 
+@dataclass
+class EmbeddingConfig:
+    """How a run's embedding head is trained (`train.py --embedding-head`, app/training/embedding_head.py)."""
+
+    head_epochs: int = option(10, "embedding head: epochs (the best by validation mAP of the seen classes is kept)")
+    head_learning_rate: float = option(1e-3, "embedding head: Adam learning rate")
+    head_batch_size: int = option(128, "embedding head: batch size")
+    tag_weight: float = option(0.0, "embedding head: weight of the tag loss (sampled positive tags ranked above "
+                                    "negative tags drawn by frequency, as in Ni et al.'s attalos) beside the class-name "
+                                    "loss; 0: class names only (validation's choice on MIRFLICKR, bench/RESULTS.md)")
+    positive_tags: int = option(5, "embedding head: positive tags sampled per photo for the tag loss")
+    negative_tags: int = option(10, "embedding head: negative tags sampled per photo (by tag frequency) for the tag loss")
+
+    def __post_init__(self):
+        _check_at_least(self, 1, "head_epochs", "head_batch_size", "positive_tags", "negative_tags")
+        _check_at_least(self, 0, "tag_weight")
+
+
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 
@@ -243,8 +266,10 @@ class RunConfig:
         m = self.model
         used = {None: True, "tags": m.uses_tags, "image": m.uses_image, "contextual": m.model == "contextual",
                 "text": m.reads_text}
-        return {name: {f.name: getattr(getattr(self, name), f.name) for f in dataclasses.fields(kind)
-                       if not f.metadata.get("execution") and used[f.metadata.get("needs")]}
+        section = {name: getattr(self, name) for name in SECTIONS}
+        return {name: {f.name: getattr(section[name], f.name) for f in dataclasses.fields(kind)
+                       if not f.metadata.get("execution") and (used[f.metadata.get("needs")] if f.metadata.get("needs")
+                                                               != "set" else getattr(section[name], f.name) != f.default)}
                 for name, kind in SECTIONS.items()}
 
     @classmethod

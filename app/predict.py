@@ -64,17 +64,62 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--review-margin", type=float,
                    help="a run folder without an export: needs_review when a class score is this close to its "
                         "threshold [default: 0.05; an export keeps the margin it was exported with]")
+    vocabulary = p.add_argument_group("open vocabulary (runs with an embedding head: train.py --embedding-head)")
+    vocabulary.add_argument("--classes", type=Path,
+                            help="score these classes (a class file, name[,id] a line, any of the encoder's languages, "
+                                 "trained on or not): each photo gets zero_shot, every class with its calibrated score")
+    vocabulary.add_argument("--suggest-tags", type=_positive, metavar="K",
+                            help="suggest K tags for each photo (suggested_tags), nearest to it in the encoder's space")
+    vocabulary.add_argument("--words", type=Path,
+                            help="--suggest-tags: the candidate words, one a line [default: the run's training "
+                                 "vocabulary and the class names]")
     add_common_flags(p)
     args = p.parse_args(argv)
     if (args.image is None) == (args.input is None) and not (args.input is None and (args.tags or args.text)):
         p.error("give --image (and/or --tags, --text) for one photo, or --input for a batch")
     setup_logging(args.verbose)
     refuse_output_over_inputs(args.output, {"--input": args.input, "--model": args.model, "--image": args.image})
+    if args.words and not args.suggest_tags:
+        p.error("--words is the word list of --suggest-tags K")
     predict, mids = load_predictor(args.model, args.review_margin)
+    if args.classes or args.suggest_tags:
+        predict = _open_vocabulary(args)(predict)
     if args.input is None:
         _single(predict, args)
     else:
         _batch(predict, mids, args)
+
+
+def _open_vocabulary(args):
+    """The zero-shot classes and tag suggestion of `--classes` and `--suggest-tags`."""
+    from app.badrows import BadRows
+    from app.retrieval.text_encoder import load_encoder
+    from app.serving.open_vocabulary import OpenVocabulary, load_embedder, read_word_list
+
+    embed, record = load_embedder(args.model)
+    words = None
+    if args.suggest_tags:
+        bad = BadRows()
+        words = read_word_list(args.words, bad) if args.words else default_words(args.model)
+        skipped = bad.to_dict()["skipped"]
+        if skipped["total"]:
+            print(f"{args.words}: skipped {skipped['total']} lines ({', '.join(f'{k} {v}' for k, v in skipped['by_reason'].items())})",
+                  file=sys.stderr)
+    return OpenVocabulary(embed, record, load_encoder(), args.classes, words, args.suggest_tags or 0)
+
+
+def default_words(model: Path) -> list:
+    """The training vocabulary of the run at `model` (or of the run an export in `RUN/serving/N` came from),
+    then its class names."""
+    from app.runs.rundir import RunDir
+
+    run = RunDir(model.parent.parent if (model / "saved_model.pb").exists() else model)
+    vocab = run.load_vocab()
+    if vocab is None or not run.is_complete():
+        raise ValueError(f"{model}: no training vocabulary at hand (an export outside its run folder, or a model "
+                         f"without tags): give --words FILE")
+    names = [name for _, name in run.load_classes()]
+    return list(dict.fromkeys(vocab.tokens + names))
 
 
 def _single(predict, args) -> None:

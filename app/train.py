@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # `python app/train.py`: make the repository root
 from app.cli import exit_on_sigterm, fail, guarded, setup_logging, writing_to  # noqa: E402
 from app.config import RunConfig  # noqa: E402
 from app.fileio import refuse_output_over_inputs  # noqa: E402
-from app.training.flags import DEMO_DATA, parse_args, run_config  # noqa: E402
+from app.training.flags import DEMO_DATA, embedding_config, parse_args, run_config  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -63,7 +63,22 @@ def main(argv=None):
         result = train(args.data, run_dir, config, RunOptions(progress=not args.no_progress, overwrite=args.overwrite),
                        strategy=strategy)
     print(report(result, config, run_dir, time.time() - started))
+    if args.embedding_head and result.status != "worker" and result.metrics:
+        train_embedding_head(run_dir, args, config)
     return result
+
+
+def train_embedding_head(run_dir: Path, args: argparse.Namespace, config: RunConfig) -> None:
+    """Trains the finished run's embedding head and prints its validation mAP."""
+    from app.retrieval.text_encoder import load_encoder
+    from app.training.embedding_head import fit_embedding_head
+
+    with writing_to(run_dir):
+        head = fit_embedding_head(run_dir, load_encoder(), embedding_config(args), seed=config.train.seed)
+    scores = head.record["validation_map"]
+    unseen = "" if scores["unseen"] is None else f", unseen classes {scores['unseen']:.4f}"
+    print(f"  embedding head: {run_dir}/embedding/ (validation mAP by class-name cosine: seen classes "
+          f"{scores['seen']:.4f}{unseen}, all {scores['all']:.4f})")
 
 
 def ensure_demo_data(args: argparse.Namespace) -> None:

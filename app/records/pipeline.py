@@ -36,6 +36,8 @@ def make_dataset(
     repeat: bool = False,
     feature_files: Optional[list] = None,
     withhold: tuple = (),
+    unseen: tuple = (),
+    unseen_words: tuple = (),
 ) -> tf.data.Dataset:
     """Batches of `(inputs, targets, loss_mask)` from a split's shards.
 
@@ -57,6 +59,8 @@ def make_dataset(
             then the image presence (1.0 or 0.0).
         withhold: `"image"` and/or `"tags"`: score the photos as if they came without them (no
             image bytes, no tags), as serving would.
+        unseen: class indices left out of training (generalized zero-shot): their targets and loss mask are 0.
+        unseen_words: tags dropped from every photo (the unseen classes' names).
 
     Returns:
         A dataset of `(inputs dict, targets [b, C], loss_mask [b, C] or [b, 1])`.
@@ -73,7 +77,8 @@ def make_dataset(
         ds = ds.flat_map(lambda *s: _read_shard(*s))
     if repeat:
         ds = ds.repeat()
-    parse = _parser(info.num_classes, preprocessor, verified_only, feature_files is not None, withhold)
+    parse = _parser(info.num_classes, preprocessor, verified_only, feature_files is not None, withhold,
+                    unseen, unseen_words)
     return ds.batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
 
@@ -98,21 +103,33 @@ def _read_shard(shard, features=None) -> tf.data.Dataset:
 
 
 def _parser(num_classes: int, preprocessor: ContextualPreprocessor, verified_only: bool, from_features: bool,
-            withhold: tuple):
+            withhold: tuple, unseen: tuple = (), unseen_words: tuple = ()):
     """`(serialized batch[, feature bytes batch]) -> (inputs, targets, mask)`, parsing only what is used."""
     keys = ["label_ids", "label_targets"] + preprocessor.record_keys(from_features)
     keys += ["verified_pos", "verified_neg"] if verified_only else []
     preprocessor.check_withhold(withhold, from_features)
+    seen = tf.constant([0.0 if c in set(unseen) else 1.0 for c in range(num_classes)])
 
     def parse(serialized, features=None):  # features: raw float32 bytes, `FEATURE_DIM` + 1 per record
         ex = schema.parse_batch(serialized, keys)
         rows = None if features is None else tf.reshape(tf.io.decode_raw(features, tf.float32), [-1, FEATURE_DIM + 1])
+        if unseen_words and "tags" in ex:
+            ex["tags"] = drop_words(ex["tags"], unseen_words)
         inputs, _ = preprocessor(preprocessor.withhold(ex, withhold), cleaned=True, feature_rows=rows)
         targets = dense_rows(ex["label_ids"], ex["label_targets"], num_classes)
         if verified_only:
             mask = dense_rows(ex["verified_pos"], None, num_classes) + dense_rows(ex["verified_neg"], None, num_classes)
         else:  # every label counts: a [batch, 1] mask of ones broadcasts over the classes
             mask = tf.ones([tf.shape(targets)[0], 1])
+        if unseen:
+            targets, mask = targets * seen, mask * seen
         return inputs, targets, mask
 
     return parse
+
+
+def drop_words(tags: tf.RaggedTensor, words: tuple) -> tf.RaggedTensor:
+    """Ragged string tags without any of `words`."""
+    table = tf.constant(list(words))
+    hit = tf.reduce_any(tf.equal(tf.expand_dims(tags.flat_values, -1), table[None]), axis=-1)
+    return tf.ragged.boolean_mask(tags, tags.with_flat_values(tf.logical_not(hit)))

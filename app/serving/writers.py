@@ -42,11 +42,14 @@ def _named(mids, names, scores) -> list:
             for m, n, s in zip(mids, names, scores) if m]
 
 
+OPEN_VOCABULARY = ("zero_shot", "suggested_tags")  # app/serving/open_vocabulary.py: lists, one per photo
+
+
 def _scored(outputs: dict, i: int) -> dict:
     return {"classes": _named(outputs["classes_mids"][i], outputs["classes_names"][i], outputs["classes_scores"][i]),
             "needs_review": bool(outputs["needs_review"][i]),
             "top_k": _named(outputs["top_k_mids"][i], outputs["top_k_names"][i], outputs["top_k_scores"][i]),
-            "image_ok": bool(outputs["image_ok"][i])}
+            "image_ok": bool(outputs["image_ok"][i]), **{key: outputs[key][i] for key in OPEN_VOCABULARY if key in outputs}}
 
 
 def json_line(record: dict, indent: int | None = None) -> str:

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from app.cli import add_common_flags, add_config_flags, config_overrides
-from app.config import SECTIONS, RunConfig, build_config
+from app.config import SECTIONS, EmbeddingConfig, RunConfig, build_config
 
 DEMO_DATA = Path("tfrecords/demo")
 
@@ -25,10 +25,20 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     add_common_flags(p)
     for section, kind in SECTIONS.items():
         add_config_flags(p.add_argument_group(section), kind, section)
+    head = p.add_argument_group("embedding head (open vocabulary: docs/serving.md)")
+    head.add_argument("--embedding-head", action="store_true",
+                      help="after training, train the run's embedding head: photos mapped into the text encoder's "
+                           "space, for zero-shot classes, tag suggestion and search")
+    add_config_flags(head, EmbeddingConfig, "embedding")
     args = p.parse_args(argv)
     if args.local_workers is not None and args.local_workers < 1:
         p.error(f"--local-workers must be >= 1. Received: {args.local_workers}")
     return args
+
+
+def embedding_config(args: argparse.Namespace) -> EmbeddingConfig:
+    """The embedding head's settings: the defaults, overridden by the flags given."""
+    return EmbeddingConfig(**config_overrides(args, "embedding"))
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:

@@ -21,9 +21,11 @@ import tensorflow as tf
 from app.config import RunConfig
 from app.records.dataset import DatasetInfo
 from app.records.pipeline import make_dataset
+from app.records.unseen import UnseenClasses
 from app.model.preprocess import TagLookup
 from app.model.preprocessor import ContextualPreprocessor
-from app.evaluation.metrics import sparse_mean_average_precision, sparse_tune_class_thresholds
+from app.evaluation.metrics import (sparse_average_precisions, sparse_mean_average_precision,
+                                    sparse_tune_class_thresholds)
 from app.evaluation.truth import PairScores, SplitTruth, load_truth
 from app.model.classifier import (attach_backbone, build_backbone, build_head, resolve_image_weights,
                                   transfer_pretrained)
@@ -285,6 +287,7 @@ class RunInputs:
     def __init__(self, info: DatasetInfo, config: RunConfig, preprocessor: ContextualPreprocessor,
                  features: Optional[FeatureStore]):
         self.info, self.config, self.preprocessor, self.features = info, config, preprocessor, features
+        self.unseen = UnseenClasses.read(config.data.unseen_classes, info.classes)
         self._truth: dict = {}
         self._eval: dict = {}
 
@@ -292,7 +295,8 @@ class RunInputs:
         t = self.config.train
         return make_dataset(self.info, split, self.preprocessor, batch_size=batch_size,
                             verified_only=t.loss_on == "verified", shuffle_buffer=t.shuffle_buffer,
-                            feature_files=self.features.files(split) if self.features else None, **kwargs)
+                            feature_files=self.features.files(split) if self.features else None,
+                            unseen=self.unseen.indices, unseen_words=self.unseen.words, **kwargs)
 
     def train_dataset(self, epoch: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         t = self.config.train
@@ -328,6 +332,11 @@ class RunInputs:
         return total / max(count, 1), pairs.result()
 
     def validation_metrics(self, trainer: Trainer, split: str = "validation") -> dict:
-        """`val_loss` (the training loss) and `val_map` (Open Images protocol) on a split."""
+        """`val_loss` (the training loss) and `val_map` (Open Images protocol) on a split (over the seen
+        classes only, when some are unseen)."""
         loss, scores = self.score_split(trainer, split)
-        return {"val_loss": loss, "val_map": sparse_mean_average_precision(self.truth(split).pairs, scores)}
+        if not self.unseen:
+            return {"val_loss": loss, "val_map": sparse_mean_average_precision(self.truth(split).pairs, scores)}
+        ap = sparse_average_precisions(self.truth(split).pairs, scores)
+        ap[list(self.unseen.indices)] = np.nan
+        return {"val_loss": loss, "val_map": float(np.nanmean(ap))}
