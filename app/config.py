@@ -27,6 +27,10 @@ TAG_NORMALIZATIONS = ("none", "snowball")
 TRAIN_SPLITS = ("train", "yfcc")
 TEXT_INPUTS = ("tags", "text", "both")
 TEXT_BRANCHES = ("separate", "shared")
+WORD_VECTORS = ("scratch", "frozen", "fine-tuned")
+ENCODER_HELP = ("the text encoder (app/text/encoders): use (Universal Sentence Encoder Multilingual v3, bundled, 16 "
+                "languages), savedmodel:PATH (your own TensorFlow SavedModel, e.g. TF-Hub's USE) or keras:PATH (a "
+                ".keras model); either maps strings to vectors")
 NORMALIZATION_HELP = ("tag normalisation: none, or snowball (each tag stemmed with the NLTK Snowball stemmer of its "
                       "photo's language; see app/text/stemming.py)")
 
@@ -40,9 +44,10 @@ def option(default: Any, help: str, choices: tuple | None = None, execution: boo
         help: the flag's help text.
         choices: the allowed values.
         execution: how a run executes, not what it computes (left out of run fingerprints).
-        needs: only matters for models that use `tags`, the `image`, or both (`contextual`), or `text`
-            (free text as words: a field left at its default otherwise, so older runs keep their fingerprints),
-            or `set` (only when it is not at its default, for the same reason).
+        needs: only matters for models that use `tags`, the `image`, or both (`contextual`), `text`
+            (free text as words), or `vectors` (encoder vectors: `word_vectors` other than scratch); a field
+            left at its default otherwise, so older runs keep their fingerprints; or `set`: only when it is
+            not at its default (for the same reason).
     """
     return field(default=default, metadata={"help": help, "choices": choices, "execution": execution, "needs": needs})
 
@@ -59,6 +64,13 @@ def _check_choices(config) -> None:
         value = getattr(config, f.name)
         if choices and value not in choices:
             raise InputError(f"{f.name} must be one of {', '.join(map(repr, choices))}. Received: {f.name}={value!r}")
+
+
+def check_encoder_spec(spec: str) -> None:
+    """Raises InputError unless `spec` names a text encoder: `use`, `savedmodel:PATH` or `keras:PATH`."""
+    kind, sep, path = spec.partition(":")
+    if not (spec == "use" or (sep and path and kind in ("savedmodel", "keras"))):
+        raise InputError(f"text encoder must be use, savedmodel:PATH or keras:PATH. Received: {spec!r}")
 
 
 def _check_at_least(config, minimum: float, *names: str) -> None:
@@ -131,7 +143,13 @@ class ModelConfig:
                                           "vocabulary, embedding and masked pooling (separate: validation's choice on the "
                                           "demo, tuning/results/README.md), or all through one (shared)",
                               TEXT_BRANCHES, needs="text")
-    embedding_dim: int = option(128, "tag embedding size", needs="tags")
+    embedding_dim: int = option(128, "tag embedding size (with encoder vectors: the width they are projected to)",
+                                needs="tags")
+    word_vectors: str = option("scratch", "the tag (and caption word) embedding's starting vectors: scratch (learned "
+                                          "from random), frozen (each word's text-encoder vector, kept; a learned "
+                                          "projection to --embedding-dim) or fine-tuned (the encoder's, then trained); "
+                                          "a vocabulary is encoded once and cached", WORD_VECTORS, needs="vectors")
+    text_encoder: str = option("use", ENCODER_HELP, needs="vectors")
     pooling: str = option("max", "masked pooling over a photo's tags", POOLINGS, needs="tags")
     hidden_layers: int = option(1, "number of Dropout -> Dense(relu) blocks")
     hidden_units: int = option(128, "width of the hidden blocks")
@@ -157,6 +175,7 @@ class ModelConfig:
         if not all(0.0 <= rate < 1.0 for rate in (self.dropout, self.tag_dropout, self.image_dropout)):
             raise InputError(f"dropout rates must be in [0, 1). Received: dropout={self.dropout}, "
                              f"tag_dropout={self.tag_dropout}, image_dropout={self.image_dropout}")
+        check_encoder_spec(self.text_encoder)
         if self.image_dropout > 0 and not self.image_presence:
             raise InputError(f"image_dropout needs image_presence (a removed image must be marked absent). Received: "
                              f"image_dropout={self.image_dropout}, image_presence={self.image_presence}")
@@ -168,6 +187,11 @@ class ModelConfig:
     @property
     def uses_image(self) -> bool:
         return self.model in ("contextual", "image")
+
+    @property
+    def uses_vectors(self) -> bool:
+        """The tag (word) embedding starts from the text encoder's vectors."""
+        return self.uses_tags and self.word_vectors != "scratch"
 
     @property
     def reads_tags(self) -> bool:
@@ -265,7 +289,7 @@ class RunConfig:
         kind does not use (an image-only run has no tag limit)."""
         m = self.model
         used = {None: True, "tags": m.uses_tags, "image": m.uses_image, "contextual": m.model == "contextual",
-                "text": m.reads_text}
+                "text": m.reads_text, "vectors": m.uses_vectors}
         section = {name: getattr(self, name) for name in SECTIONS}
         return {name: {f.name: getattr(section[name], f.name) for f in dataclasses.fields(kind)
                        if not f.metadata.get("execution") and (used[f.metadata.get("needs")] if f.metadata.get("needs")

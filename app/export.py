@@ -1,6 +1,7 @@
 """Export a trained run as a SavedModel for TensorFlow Serving.
 
     python app/export.py --model saved_models/contextual [--out saved_models/contextual/serving] [--version N]
+                         [--extend-vocabulary words.txt]
 
 Writes OUT/N/ (N: the next free version by default) with the `serving_default` and `serve_yfcc`
 signatures. Check it with `saved_model_cli show --dir OUT/N --all`.
@@ -28,6 +29,12 @@ def main(argv=None) -> Path:
     p.add_argument("--top-k", type=int, default=5, help="classes returned in the top_k_* and classes_* outputs [default: 5]")
     p.add_argument("--review-margin", type=float, default=0.05,
                    help="needs_review when a class score is this close to its threshold [default: 0.05]")
+    p.add_argument("--extend-vocabulary", type=Path, metavar="WORDS",
+                   help="a word list (one a line, any of the text encoder's languages): each word not in the "
+                        "vocabulary is added, placed by its text-encoder vector, so the served model reads it")
+    p.add_argument("--text-encoder", help="with --extend-vocabulary, for a run learned from scratch: the encoder "
+                                          "that places the words (use, savedmodel:PATH, keras:PATH) [default: use]; "
+                                          "a run started from encoder vectors uses its own")
     add_common_flags(p)
     args = p.parse_args(argv)
     if args.top_k < 1 or args.version is not None and args.version < 1:
@@ -35,15 +42,34 @@ def main(argv=None) -> Path:
     setup_logging(args.verbose)
     refuse_output_over_inputs(args.out, {"--model": args.model}, "any")
     from app.runs.trained import TrainedRun
-    from app.serving.signatures import directory_size, export
+    from app.serving.extend import read_word_list
+    from app.serving.signatures import EXTENSION_ASSET, directory_size, export
 
-    target = export(args.model, args.out, args.version, args.top_k, args.review_margin)
+    words = read_word_list(args.extend_vocabulary) if args.extend_vocabulary else []
+    if args.extend_vocabulary and not words:
+        p.error(f"--extend-vocabulary {args.extend_vocabulary}: the file holds no words")
+    target = export(args.model, args.out, args.version, args.top_k, args.review_margin, words, args.text_encoder)
+    if words:
+        print(_extension_summary(target / EXTENSION_ASSET))
     weights = sum(w.numpy().nbytes for w in TrainedRun(args.model).model.weights)
     size = directory_size(target)
     print(f"exported {target} ({size / 1e6:.1f} MB; weights {weights / 1e6:.1f} MB, ratio {size / weights:.2f})\n"
           f"  signatures: serving_default(tags [batch, None], image_bytes [batch]), serve_yfcc(tags [batch], ...)\n"
           f"  check: saved_model_cli show --dir {target} --all")
     return target
+
+
+def _extension_summary(path: Path) -> str:
+    """One line on what `--extend-vocabulary` did (from the record beside the export)."""
+    import json
+    import collections
+
+    record = json.loads(path.read_text(encoding="utf-8"))
+    added = ", ".join(f"{len(w)} to the {p} vocabulary" for p, w in record["added"].items())
+    reasons = collections.Counter(record["skipped"].values())
+    skipped = ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items())) or "none"
+    return (f"extended vocabulary: {added} ({record['encoder']['encoder']}); already known: "
+            f"{record['already_in_vocabulary']}; skipped: {skipped} (see {path})")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ def _open_vocabulary(args):
         if skipped["total"]:
             print(f"{args.words}: skipped {skipped['total']} lines ({', '.join(f'{k} {v}' for k, v in skipped['by_reason'].items())})",
                   file=sys.stderr)
-    return OpenVocabulary(embed, record, load_encoder(), args.classes, words, args.suggest_tags or 0)
+    encoder = load_encoder(record.get("encoder_spec", "use"))
+    return OpenVocabulary(embed, record, encoder, args.classes, words, args.suggest_tags or 0)
 
 
 def default_words(model: Path) -> list:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -22,6 +23,8 @@ if __package__ in (None, ""):  # `python app/search.py`: make the repository roo
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from app.cli import add_common_flags, guarded, setup_logging  # noqa: E402
+
+log = logging.getLogger("app")
 
 
 def _positive(text: str) -> int:
@@ -46,6 +49,8 @@ def parse_args(argv) -> argparse.Namespace:
     index.add_argument("--exact-limit", type=_positive, default=IndexSettings.exact_limit,
                        help=f"auto: exact search up to this many photos [default: {IndexSettings.exact_limit}]")
     index.add_argument("--rebuild", action="store_true", help="start a new index even if --out holds one")
+    index.add_argument("--text-encoder", default="use",
+                       help="without --model: the text encoder of the tag vectors and queries [default: use]")
     query = sub.add_parser("query", help="the photos that best match a text")
     query.add_argument("text", nargs="+", help="the query (several: one answer each)")
     query.add_argument("--index", type=Path, required=True, help="index folder (search.py index --out)")
@@ -69,13 +74,18 @@ def run_index(args: argparse.Namespace):
     from app.records.dataset import DatasetInfo
     from app.retrieval.photo_search import IndexSettings, build_index
     from app.retrieval.text_encoder import load_encoder
+    from app.runs.embedding_head import EmbeddingHead
     from app.runs.trained import TrainedRun
 
     info = DatasetInfo.load(args.data)
     if args.split not in info.split_sizes:
         raise ValueError(f"{args.data}: no split {args.split!r} (it has {', '.join(info.split_sizes)})")
     run = TrainedRun(args.model) if args.model else None
-    report = build_index(args.out, info, args.split, load_encoder(), run,
+    head = EmbeddingHead.load(run.run) if run else None
+    if run is not None and run.run.data_dir.resolve() != Path(args.data).resolve():
+        log.warning("%s was trained on %s; indexing %s", args.model, run.run.data_dir, args.data)
+    spec = head.record.get("encoder_spec", "use") if head else args.text_encoder
+    report = build_index(args.out, info, args.split, load_encoder(spec), run, head, spec,
                          IndexSettings(args.kind, args.exact_limit, args.rebuild))
     skipped = report.bad.to_dict()["skipped"]
     print(f"{args.out}: {report.size} photos ({report.kind} index); added {report.added}, already there "
@@ -94,7 +104,7 @@ def run_query(args: argparse.Namespace):
     for text in args.text:
         check_query(text)  # before the index and the encoder are loaded
     index = VectorIndex.load(args.index)
-    encoder = load_encoder()
+    encoder = load_encoder(index.fingerprint.get("encoder_spec", "use"))
     run = TrainedRun(args.model) if args.model else None
     info = DatasetInfo.load(args.data) if args.data else None
     require_fingerprint(index, str(args.index), run, encoder if run else None, info)

@@ -74,7 +74,8 @@ def train_embedding_head(run_dir: Path, args: argparse.Namespace, config: RunCon
     from app.training.embedding_head import fit_embedding_head
 
     with writing_to(run_dir):
-        head = fit_embedding_head(run_dir, load_encoder(), embedding_config(args), seed=config.train.seed)
+        spec = config.model.text_encoder
+        head = fit_embedding_head(run_dir, load_encoder(spec), embedding_config(args), config.train.seed, spec)
     scores = head.record["validation_map"]
     unseen = "" if scores["unseen"] is None else f", unseen classes {scores['unseen']:.4f}"
     print(f"  embedding head: {run_dir}/embedding/ (validation mAP by class-name cosine: seen classes "

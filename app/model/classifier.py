@@ -1,6 +1,6 @@
 """The classifier, built in one place: tag branch + ResNet50 image branch -> shared head.
 
-    tag_ids ─ TagDropout ─ Embedding(mask_zero, sparse reads) ─ masked max|avg pool ─┐
+    tag_ids ─ TagDropout ─ Embedding(mask_zero, sparse reads) [─ Dense projection] ─ masked max|avg pool ─┐
     [text_ids ┘ (shared: concatenated with tag_ids; separate: its own Embedding and pool) ┤]
     image ─ ResNetPreprocess ─ ResNet50(pooling=avg) ─ LayerNorm ─ [MissingImageEmbedding] ─┴─ Concatenate
         ─ n × (Dropout ─ Dense(q, relu, L2)) ─ Dropout ─ Dense(classes, sigmoid)
@@ -10,6 +10,10 @@ not; serving sets it from `image_ok`) swaps the image features of a photo withou
 learned missing-image vector, and `image_dropout` marks images absent in training (ImageDropout,
 only for photos that keep their tags after TagDropout).
 
+With `word_vectors` frozen or fine-tuned, each embedding (`tag_embedding`, `text_embedding`) has the
+text encoder's width and starts from the vocabulary's encoder vectors (`app.model.word_vectors`), and a
+linear `*_projection` maps them to `embedding_dim` before pooling.
+
 The head takes image *features*, and `attach_backbone` puts ResNet50 in front of it. So a
 frozen backbone's features can be computed once per image and the head trained on them, while
 the saved model still maps pixels to scores.
@@ -18,11 +22,14 @@ the saved model still maps pixels to scores.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import keras
+import numpy as np
 
 from app.config import ModelConfig
 from app.model.preprocessor import ContextualPreprocessor
+from app.model.word_vectors import starting_vectors
 from app.model.layers import (ImageDropout, MaskedGlobalAveragePooling1D, MaskedGlobalMaxPooling1D,
                               MissingImageEmbedding, ResNetPreprocess, SparseReadEmbedding, TagDropout)
 
@@ -30,7 +37,7 @@ IMAGENET_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
 def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPreprocessor,
-               seed: int = 0) -> keras.Model:
+               seed: int = 0, word_vectors: Optional[dict] = None) -> keras.Model:
     """Builds the model on tag ids, caption word ids and/or image features (whichever the preprocessor gives).
 
     Args:
@@ -40,6 +47,8 @@ def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPr
             specs give the `keras.Input`s, the tag (word) vocabulary the embedding's size, and
             `shared_text` whether words share the tags' embedding and pooling.
         seed: seed for dropout and tag dropout.
+        word_vectors: `{"tag"|"text": [vocab size, dim] rows}` the embeddings start from, with
+            `config.word_vectors` frozen or fine-tuned (default: `starting_vectors`, encoded once and cached).
 
     Returns:
         A functional model with the preprocessor's head inputs (`model_inputs(features=True)`:
@@ -50,6 +59,8 @@ def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPr
     inputs = {name: keras.Input(spec.shape, dtype=spec.dtype, name=name)
               for name, spec in preprocessor.model_inputs(features=True).items()}
     branches, kept_tags = [], None
+    if word_vectors is None:
+        word_vectors = starting_vectors(config, preprocessor)
 
     # === Text side: tags and/or caption words ===
     names = [name for name in ("tag_ids", "text_ids") if name in inputs]
@@ -60,11 +71,11 @@ def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPr
             ids = list(dropped) if len(ids) > 1 else [dropped]
         kept_tags = ids[0] if len(ids) == 1 else keras.layers.Concatenate(name="text_side_ids")(ids)
         if preprocessor.uses_text and not preprocessor.shared_text:  # tags, then words: a branch each
-            branches.append(_token_branch(config, preprocessor.tags.vocab_size, ids[0], "tag"))
-            branches.append(_token_branch(config, preprocessor.text.vocab_size, ids[1], "text"))
+            branches.append(_token_branch(config, preprocessor.tags.vocab_size, ids[0], "tag", word_vectors))
+            branches.append(_token_branch(config, preprocessor.text.vocab_size, ids[1], "text", word_vectors))
         else:  # one vocabulary: tags and words pooled together
             lookup = preprocessor.tags or preprocessor.text
-            branches.append(_token_branch(config, lookup.vocab_size, kept_tags, "tag"))
+            branches.append(_token_branch(config, lookup.vocab_size, kept_tags, "tag", word_vectors))
 
     if "image_features" in inputs:
         branches.append(_image_branch(config, inputs, kept_tags, seed))
@@ -77,12 +88,24 @@ def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPr
                                name=f"hidden_{i}")(x)
     x = keras.layers.Dropout(config.dropout, seed=seed + 99, name="dropout_out")(x)
     scores = keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32", name="scores")(x)
-    return keras.Model(inputs, scores, name=f"{config.model}_head")
+    model = keras.Model(inputs, scores, name=f"{config.model}_head")
+    for prefix, rows in word_vectors.items():
+        model.get_layer(f"{prefix}_embedding").set_weights([np.asarray(rows, np.float32)])
+    return model
 
 
-def _token_branch(config: ModelConfig, vocab_size: int, ids, prefix: str):
-    """Embedding (masked, sparse reads) then masked max or average pooling over the ids."""
-    x = SparseReadEmbedding(vocab_size, config.embedding_dim, mask_zero=True, name=f"{prefix}_embedding")(ids)
+def _token_branch(config: ModelConfig, vocab_size: int, ids, prefix: str, word_vectors: dict):
+    """Embedding (masked, sparse reads; with encoder vectors, at their width and then projected) and
+    masked max or average pooling over the ids."""
+    rows = word_vectors.get(prefix)
+    if config.uses_vectors and (rows is None or len(rows) != vocab_size):
+        raise ValueError(f"{prefix} embedding: word_vectors={config.word_vectors!r} needs {vocab_size} starting rows. "
+                         f"Received: {None if rows is None else len(rows)}")
+    width = rows.shape[1] if config.uses_vectors else config.embedding_dim
+    x = SparseReadEmbedding(vocab_size, width, mask_zero=True, trainable=config.word_vectors != "frozen",
+                            name=f"{prefix}_embedding")(ids)
+    if config.uses_vectors:
+        x = keras.layers.Dense(config.embedding_dim, name=f"{prefix}_projection")(x)
     pooling = MaskedGlobalMaxPooling1D if config.pooling == "max" else MaskedGlobalAveragePooling1D
     return pooling(name=f"{prefix}_{config.pooling}_pool")(x)
 

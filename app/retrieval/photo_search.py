@@ -49,14 +49,16 @@ def source_fingerprint(run, encoder) -> dict:
     return {"vectors": TAGS_SOURCE if run is None else run.run.identity(), "encoder": encoder_id(encoder)}
 
 
-def build_index(out: Path, info: DatasetInfo, split: str, encoder, run=None,
+def build_index(out: Path, info: DatasetInfo, split: str, encoder, run=None, head=None, spec: str = "use",
                 settings: IndexSettings = IndexSettings()) -> BuildReport:
-    """Indexes a split's photos into `out`, or adds its new photos to the index already there.
+    """Indexes a split's photos into `out`, or adds its new photos to the index already there (`run` and
+    its embedding `head`, or None for mean tag vectors; `encoder`: the text encoder that `spec` names).
 
     Raises:
         SearchIndexError: the index at `out` was built from another source or encoder (without `rebuild`).
     """
-    fingerprint = {**source_fingerprint(run, encoder), "dataset": info.fingerprint, "split": split}
+    fingerprint = {**source_fingerprint(run, encoder), "dataset": info.fingerprint, "split": split,
+                   "encoder_spec": spec}
     report = BuildReport()
     if is_complete_index(out) and not settings.rebuild:
         index = VectorIndex.load(out)
@@ -68,7 +70,7 @@ def build_index(out: Path, info: DatasetInfo, split: str, encoder, run=None,
         index = VectorIndex(encoder.dim, kind, fingerprint)
     present = set(index.ids)
     batches = (tag_photo_vectors(info, split, encoder, report.bad) if run is None
-               else model_photo_vectors(run, info, split))
+               else model_photo_vectors(run, head, info, split))
     for ids, vectors in batches:
         new = np.array([i not in present for i in ids], bool)
         report.already_present += int((~new).sum())
@@ -109,5 +111,3 @@ def require_fingerprint(index: VectorIndex, where: str, run=None, encoder=None, 
         expected["dataset"] = info.fingerprint
     index.require(expected, where)
 
-
-__all__ = ["IndexSettings", "BuildReport", "build_index", "search", "require_fingerprint", "SearchIndexError"]

@@ -17,6 +17,7 @@ import numpy as np
 from app.badrows import BadRows
 from app.records import schema
 from app.records.dataset import DatasetInfo
+from app.text.encoders import encode_words
 
 BATCH = 512
 TAG_CACHE = 50_000  # tag vectors kept in memory (an LRU: memory bounded whatever the number of photos)
@@ -33,7 +34,7 @@ class TagVectors:
         """`{word: unit vector}` for every distinct word in `words`."""
         missing = [w for w in dict.fromkeys(words) if w not in self._cache]
         if missing:
-            for word, vector in zip(missing, self.encoder.encode(missing)):
+            for word, vector in zip(missing, encode_words(self.encoder, missing, progress=False).vectors):
                 self._cache[word] = vector
         out = {}
         for word in dict.fromkeys(words):
@@ -71,17 +72,17 @@ def tag_photo_vectors(info: DatasetInfo, split: str, encoder, bad: BadRows,
         yield [i for i, h in zip(ids, has) if h], vectors[has]
 
 
-def model_photo_vectors(run, info: DatasetInfo, split: str, batch: int = BATCH) -> Iterator[tuple[list, np.ndarray]]:
-    """Streams `(ids, vectors)` batches: the run's `embed` output for each photo of the split."""
-    from app.model.embedding import embedding_model
+def model_photo_vectors(run, head, info: DatasetInfo, split: str,
+                        batch: int = BATCH) -> Iterator[tuple[list, np.ndarray]]:
+    """Streams `(ids, vectors)` batches: the run's embedding head's output for each photo of the split."""
+    import tensorflow as tf
 
-    embed = embedding_model(run.model)
+    call = tf.function(lambda x: head.model(x, training=False), reduce_retracing=True)
     keys = ["image_id"] + run.preprocessor.record_keys()
     for ex in _batches(info, split, keys, batch):
         ids = [i.decode("utf-8") for i in ex.pop("image_id").numpy()]
         inputs, _ = run.preprocessor(ex, cleaned=True)
-        vectors = np.asarray(embed(inputs, training=False), np.float32)
-        yield ids, vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        yield ids, np.asarray(call({k: v for k, v in inputs.items() if k in head.model.input}), np.float32)
 
 
 def _batches(info: DatasetInfo, split: str, keys: list, batch: int) -> Iterator[dict]:

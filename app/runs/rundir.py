@@ -10,6 +10,8 @@
     history.csv       one row per epoch; logs/train/ and logs/validation/ hold the same for TensorBoard
     metrics.json      validation and test mAP of the best model
     thresholds.json   per-class thresholds tuned on validation (written by evaluate)
+    text_encoder.json the text encoder (name, version, dim) the embedding's starting vectors came from
+                      (runs with --word-vectors frozen or fine-tuned)
     backup/           the last epoch's checkpoint (resume after a kill)
     cache/            frozen-backbone features, keyed by dataset, image size and weights
     serving/N/        TensorFlow Serving exports (app/export.py)
@@ -50,6 +52,7 @@ MODEL = "model.keras"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 THRESHOLDS = "thresholds.json"
+TEXT_ENCODER = "text_encoder.json"
 
 NEW, RESUME, COMPLETE = "new", "resume", "complete"
 
@@ -218,6 +221,11 @@ class RunDir:
         path = self.path / THRESHOLDS
         return np.asarray(read_json(path)["thresholds"]) if path.exists() else None
 
+    def load_text_encoder(self) -> Optional[dict]:
+        """The key (`TextEncoder.key`) of the encoder the run's vectors came from, or None."""
+        path = self.path / TEXT_ENCODER
+        return read_json(path) if path.exists() else None
+
     def load_model(self):
         from app.model.classifier import load_classifier
 
@@ -274,6 +282,9 @@ class RunDir:
 
     def save_thresholds(self, thresholds, split: str) -> None:
         atomic_write_json(self.path / THRESHOLDS, {"split": split, "thresholds": [float(t) for t in thresholds]})
+
+    def save_text_encoder(self, key: dict) -> None:
+        atomic_write_json(self.path / TEXT_ENCODER, key)
 
     def _write_record(self, fingerprint: Fingerprint, data: Path, status: str, finished: Optional[dict]) -> None:
         atomic_write_json(self.path / RUN, {"fingerprint": asdict(fingerprint), "data": str(data), "status": status,

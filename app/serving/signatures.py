@@ -34,7 +34,7 @@ is False only where the bytes are empty.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 
@@ -45,10 +45,12 @@ from app.fileio import atomic_output, atomic_write_json
 from app.runs.embedding_head import EmbeddingHead, has_embedding_head
 from app.runs.rundir import RunDir
 from app.runs.trained import TrainedRun
+from app.serving.extend import extend_run
 from app.serving.specific import ancestor_matrix, at_indices, specific_classes
 
 CLASSES_ASSET = "assets.extra/classes.csv"  # the output classes, beside the SavedModel (TF Serving ignores it)
 EMBEDDING_ASSET = "assets.extra/embedding.json"  # the embed signature's encoder and calibration
+EXTENSION_ASSET = "assets.extra/extended_vocabulary.json"  # words added after training (export --extend-vocabulary)
 
 
 class _Untracked:
@@ -126,6 +128,10 @@ class ServingModule(tf.Module):
         inputs, image_error, image_bytes = self._inputs(tags, image_bytes, language, text)
         model = self._embedding.model
         dim = model.output.shape[-1]
+        if "tag_ids" in inputs and "word_vectors" in [layer.name for layer in model.layers]:
+            # words added after training (export --extend-vocabulary) are unknown to the head's table
+            rows = model.get_layer("word_vectors").input_dim
+            inputs["tag_ids"] = tf.where(inputs["tag_ids"] >= rows, tf.ones_like(inputs["tag_ids"]), inputs["tag_ids"])
         embedding = tf.cond(tf.shape(image_bytes)[0] > 0,
                             lambda: tf.cast(model({k: v for k, v in inputs.items() if k in model.input},
                                                   training=False), tf.float32),
@@ -169,8 +175,14 @@ def next_version(base: Path) -> int:
 
 
 def export(run_dir: str | Path, out: str | Path | None = None, version: int | None = None, top_k: int = 5,
-           review_margin: float = 0.05) -> Path:
-    """Writes `out/VERSION/` (default `run_dir/serving/NEXT/`) atomically and returns it."""
+           review_margin: float = 0.05, new_words: Sequence[str] = (), encoder: Optional[str] = None) -> Path:
+    """Writes `out/VERSION/` (default `run_dir/serving/NEXT/`) atomically and returns it.
+
+    Args:
+        new_words: words to add to the model's vocabularies, each placed by its text-encoder vector
+            (`app.serving.extend`); what was added is written to `EXTENSION_ASSET`.
+        encoder: the encoder spec that places them (only for a run learned from scratch).
+    """
     run = TrainedRun(run_dir)
     base = Path(out) if out else run.run.serving_dir
     with run.run.lock():
@@ -178,7 +190,8 @@ def export(run_dir: str | Path, out: str | Path | None = None, version: int | No
         target = base / str(version)
         if target.exists():
             raise FileExistsError(f"{target} exists; pick another --version")
-        module = ServingModule(run, top_k, review_margin)
+        extension = extend_run(run, new_words, encoder) if new_words else None
+        module = ServingModule(extension.run if extension else run, top_k, review_margin)
         with atomic_output(target) as tmp:
             signatures = {"serving_default": module.serving_default, "serve_yfcc": module.serve_yfcc}
             if module.embed is not None:
@@ -188,6 +201,8 @@ def export(run_dir: str | Path, out: str | Path | None = None, version: int | No
             run.run.copy_classes(tmp / CLASSES_ASSET)
             if module.embed is not None:
                 atomic_write_json(tmp / EMBEDDING_ASSET, module.record)
+            if extension:
+                atomic_write_json(tmp / EXTENSION_ASSET, extension.record())
     return target
 
 

@@ -1,1 +1,1 @@
-"""Text: tag cleaning, the tag limit and vocabulary, language detection, stemming."""
+"""Text: tag cleaning, the tag limit and vocabulary, language detection, stemming, the text encoder (`encoders`)."""

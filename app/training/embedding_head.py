@@ -25,6 +25,7 @@ from app.records.pipeline import make_dataset
 from app.records.unseen import UnseenClasses
 from app.runs.embedding_head import EmbeddingHead
 from app.runs.trained import TrainedRun
+from app.text.encoders import VectorCache
 
 log = logging.getLogger("train")
 
@@ -55,14 +56,18 @@ def seen_map(cosines: np.ndarray, labels: np.ndarray, unseen: UnseenClasses) -> 
             "all": float(np.nanmean(ap))}
 
 
-def fit_embedding_head(run_dir, encoder, config: EmbeddingConfig = EmbeddingConfig(), seed: int = 0) -> EmbeddingHead:
-    """Trains, calibrates and saves the embedding head of the finished run at `run_dir`; returns it."""
+def fit_embedding_head(run_dir, encoder, config: EmbeddingConfig = EmbeddingConfig(), seed: int = 0,
+                       spec: str = "use") -> EmbeddingHead:
+    """Trains, calibrates and saves the embedding head of the finished run at `run_dir` (`encoder`: the text
+    encoder that `spec` names); returns it."""
     run = TrainedRun(run_dir)
     info = DatasetInfo.load(run.run.data_dir)
     unseen = UnseenClasses.read(run.config.data.unseen_classes, info.classes)
-    class_vectors = tf.constant(encoder.encode(class_phrases(info.classes)))
+    cache = VectorCache()
+    class_vectors = tf.constant(cache.vectors(encoder, class_phrases(info.classes), progress=False).vectors)
     tags = run.preprocessor.tags
-    table = word_vector_table(tags.vocab.tokens, encoder.encode(tags.vocab.tokens)) if tags is not None else None
+    table = (word_vector_table(tags.vocab.tokens, cache.vectors(encoder, tags.vocab.tokens, progress=False).vectors)
+             if tags is not None else None)
     keras.utils.set_random_seed(seed)
     seen_rows = np.ones(info.num_classes, bool)
     seen_rows[list(unseen.indices)] = False
@@ -92,7 +97,8 @@ def fit_embedding_head(run_dir, encoder, config: EmbeddingConfig = EmbeddingConf
     keep = np.ones(info.num_classes, bool)
     keep[list(unseen.indices)] = False
     calibration = Calibration.fit(cosines[:, keep], labels[:, keep])
-    record = {"run": run.run.identity(), "encoder": f"{encoder.name}@{encoder.version}", "seed": seed,
+    record = {"run": run.run.identity(), "encoder": f"{encoder.name}@{encoder.version}", "encoder_spec": spec,
+              "seed": seed,
               "unseen_classes": [info.classes[i][0] for i in unseen.indices], "config": config.__dict__,
               "validation_map": seen_map(cosines, labels, unseen), "history": history}
     head = EmbeddingHead(model, calibration, record)

@@ -29,6 +29,7 @@ from app.evaluation.metrics import (sparse_average_precisions, sparse_mean_avera
 from app.evaluation.truth import PairScores, SplitTruth, load_truth
 from app.model.classifier import (attach_backbone, build_backbone, build_head, resolve_image_weights,
                                   transfer_pretrained)
+from app.text.encoders import encoder_from_spec
 from app.runs.rundir import COMPLETE, NEW, Fingerprint, RunDir, RunError
 from app.training.callbacks import BestModel, Checkpoint, History, Progress, TimeBudget, read_history
 from app.training.features import FeatureStore
@@ -200,6 +201,8 @@ def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions,
          preprocessor: ContextualPreprocessor, pretrained: Optional[RunDir], started: float) -> RunResult:
     m, t = config.model, config.train
     keras.utils.set_random_seed(t.seed)
+    if m.uses_vectors and chief:
+        run.save_text_encoder(encoder_from_spec(m.text_encoder).key)
     with strategy.scope():
         head = options.head or build_head(m, info.num_classes, preprocessor, seed=t.seed)
         if pretrained is not None:
