@@ -7,6 +7,9 @@ Any model's predictions, from CSV files in the Open Images formats:
 A trained run on its shards, with baselines, more metrics and a report:
     python app/evaluate.py --model saved_models/contextual [--data tfrecords/demo] [--split test]
                            [--floor 0.5] [--compare saved_models/tags saved_models/image] [--report DIR]
+
+A dataset whose class list is not the run's (a run with an embedding head, `train.py --embedding-head`)
+is scored zero-shot: each class by the calibrated cosine of the photo's embedding with its name.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ def main(argv=None):
             print(f"mAP {result.map:.6f} over {result.classes_scored} classes, {result.images} images "
                   f"({args.protocol} protocol)")
         return result
+    if _other_classes(args):
+        return _zero_shot(args)
     from app.evaluation.run_mode import evaluate_run
 
     result = evaluate_run(args.model, args.data, args.split, args.floor, args.compare, args.protocol,
@@ -87,6 +92,33 @@ def main(argv=None):
 
         files = write_report(args.report, result)
         print(f"  report: {args.report}/ ({', '.join(files)})", file=sys.stderr if args.json else sys.stdout)
+    return result
+
+
+def _other_classes(args: argparse.Namespace) -> bool:
+    """Whether `--data` holds another class list than the run was trained on."""
+    if args.data is None:
+        return False
+    from app.records.dataset import DatasetInfo
+    from app.runs.rundir import RunDir
+
+    return [m for m, _ in DatasetInfo.load(args.data).classes] != [m for m, _ in RunDir(args.model).load_classes()]
+
+
+def _zero_shot(args: argparse.Namespace) -> dict:
+    """Another class list: scored zero-shot by the run's embedding head."""
+    from app.evaluation.zero_shot import evaluate_zero_shot
+
+    if args.compare or args.report or args.floor:
+        raise ValueError(f"{args.data} has another class list than {args.model}: it is scored zero-shot, "
+                         f"without --compare, --report or --floor")
+    result = evaluate_zero_shot(args.model, args.data, args.split, args.protocol)
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        print(f"zero-shot (embedding head; {args.data} has another class list): mAP {result['map']:.4f} over "
+              f"{result['classes_scored']} classes ({result['new_classes']} never trained on), {result['images']} "
+              f"images, {args.split} split ({args.protocol} protocol)")
     return result
 
 

@@ -111,3 +111,23 @@ def test_a_class_list_with_duplicate_names_is_refused(open_run, tmp_path, capsys
         predict.main(["--model", str(open_run["run"]), "--tags", "dog", "--classes", str(tmp_path / "classes.csv")])
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "classes.csv:3: class name 'cat' repeats line 1" in err
+
+
+def test_evaluate_scores_a_dataset_with_another_class_list(open_run, tmp_path, capsys):
+    from app import evaluate, prepare
+
+    # tags of the run's vocabulary; the classes are names the run was never trained on
+    rows = [("p1", "guitar|man", "guitar"), ("p2", "pizza|cake", "food"), ("p3", "guitar", "guitar"),
+            ("p4", "hamburger|pizza", "food"), ("p5", "guitar|night", "guitar"), ("p6", "strawberry", "food")]
+    splits = ["train"] * 6 + ["test"] * 3 + ["validation"] * 3
+    lines = ["id,tags,labels,split"] + [f"{i}{k // 6},{t},{c},{s}" for k, ((i, t, c), s) in enumerate(zip(rows * 2, splits))]
+    photos = tmp_path / "photos.csv"
+    photos.write_text("\n".join(lines) + "\n")
+    (tmp_path / "classes.csv").write_text("guitar\nfood\n")
+    prepare.main(["--manifest", str(photos), "--classes", str(tmp_path / "classes.csv"), "--out", str(tmp_path / "data")])
+    capsys.readouterr()
+    result = evaluate.main(["--model", str(open_run["run"]), "--data", str(tmp_path / "data"), "--json"])
+    assert json.loads(capsys.readouterr().out) == result
+    assert result["classes_scored"] == 2 and result["new_classes"] == 2 and result["images"] == 3
+    assert result["ap"]["guitar"] == 1.0  # the two guitar photos of the test split rank above the food photo
+    assert result["ap"]["food"] == 1.0

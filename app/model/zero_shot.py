@@ -40,6 +40,11 @@ class Calibration:
         return cls(float(w[0]), float(w[1]))
 
 
+def class_phrases(classes: list) -> list:
+    """The text each `(id, name)` class is encoded from: its name, `_` read as a space."""
+    return [name.replace("_", " ") for _, name in classes]
+
+
 def cosine_scores(embeddings: np.ndarray, word_vectors: np.ndarray) -> np.ndarray:
     """`[photos, words]` cosines of unit photo embeddings with unit word vectors."""
     return np.asarray(embeddings, np.float32) @ np.asarray(word_vectors, np.float32).T

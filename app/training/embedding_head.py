@@ -19,7 +19,7 @@ import tensorflow as tf
 from app.config import EmbeddingConfig
 from app.evaluation.exhaustive import per_class_average_precisions
 from app.model.embedding import build_embedding_model, word_vector_table
-from app.model.zero_shot import Calibration, cosine_scores
+from app.model.zero_shot import Calibration, class_phrases, cosine_scores
 from app.records.dataset import DatasetInfo
 from app.records.pipeline import make_dataset
 from app.records.unseen import UnseenClasses
@@ -28,11 +28,6 @@ from app.runs.trained import TrainedRun
 from app.text.encoders import VectorCache
 
 log = logging.getLogger("train")
-
-
-def class_phrases(classes: list) -> list:
-    """The text each class is encoded from: its display name, `_` read as a space."""
-    return [name.replace("_", " ") for _, name in classes]
 
 
 def split_embeddings(model: keras.Model, info: DatasetInfo, split: str, preprocessor,
