@@ -99,6 +99,7 @@ def run_query(args: argparse.Namespace):
     from app.retrieval.query import check_query
     from app.retrieval.text_encoder import load_encoder
     from app.retrieval.vector_index import VectorIndex
+    from app.runs.embedding_head import EmbeddingHead
     from app.runs.trained import TrainedRun
 
     for text in args.text:
@@ -106,8 +107,9 @@ def run_query(args: argparse.Namespace):
     index = VectorIndex.load(args.index)
     encoder = load_encoder(index.fingerprint.get("encoder_spec", "use"))
     run = TrainedRun(args.model) if args.model else None
+    head = EmbeddingHead.load(run.run) if run else None
     info = DatasetInfo.load(args.data) if args.data else None
-    require_fingerprint(index, str(args.index), run, encoder if run else None, info)
+    require_fingerprint(index, str(args.index), run, head, encoder if run else None, info)
     answers = search(index, args.text, encoder, args.k)
     if args.format == "json":
         print(json.dumps(answers if len(answers) > 1 else answers[0], ensure_ascii=False, indent=2))

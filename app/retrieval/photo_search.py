@@ -44,9 +44,19 @@ class BuildReport:
     bad: BadRows = field(default_factory=BadRows)
 
 
-def source_fingerprint(run, encoder) -> dict:
-    """The part of the fingerprint an index must share to be extended or queried: vectors' source, encoder."""
-    return {"vectors": TAGS_SOURCE if run is None else run.run.identity(), "encoder": encoder_id(encoder)}
+def source_fingerprint(run, encoder, head=None) -> dict:
+    """The part of the fingerprint an index must share to be extended or queried: vectors' source (the run
+    and its embedding head, or mean tag vectors), encoder."""
+    source = TAGS_SOURCE if run is None else f"{run.run.identity()}, head {head_identity(head)}"
+    return {"vectors": source, "encoder": encoder_id(encoder)}
+
+
+def head_identity(head) -> str:
+    """A short hash of an embedding head's record (its run, encoder, calibration, training history)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(head.record, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def build_index(out: Path, info: DatasetInfo, split: str, encoder, run=None, head=None, spec: str = "use",
@@ -57,12 +67,12 @@ def build_index(out: Path, info: DatasetInfo, split: str, encoder, run=None, hea
     Raises:
         SearchIndexError: the index at `out` was built from another source or encoder (without `rebuild`).
     """
-    fingerprint = {**source_fingerprint(run, encoder), "dataset": info.fingerprint, "split": split,
+    fingerprint = {**source_fingerprint(run, encoder, head), "dataset": info.fingerprint, "split": split,
                    "encoder_spec": spec}
     report = BuildReport()
     if is_complete_index(out) and not settings.rebuild:
         index = VectorIndex.load(out)
-        index.require(source_fingerprint(run, encoder), str(out))
+        index.require(source_fingerprint(run, encoder, head), str(out))
         index.fingerprint.update(fingerprint)
     else:
         expected = info.split_sizes.get(split, 0)
@@ -90,7 +100,7 @@ def search(index: VectorIndex, queries: list, encoder, k: int = 10) -> list[dict
         InputError: an empty or oversized query.
         SearchIndexError: the index was built with another encoder.
     """
-    index.require({"encoder": encoder_id(encoder)}, "the index")
+    index.require({"encoder": encoder_id(encoder)}, "the index to search")
     warnings = [check_query(q) for q in queries]
     vectors = encoder.encode(list(queries))
     answers = []
@@ -102,11 +112,13 @@ def search(index: VectorIndex, queries: list, encoder, k: int = 10) -> list[dict
     return answers
 
 
-def require_fingerprint(index: VectorIndex, where: str, run=None, encoder=None, info: DatasetInfo | None = None) -> None:
-    """Refuses an index made from another run, encoder or dataset than the ones given (None: not checked)."""
+def require_fingerprint(index: VectorIndex, where: str, run=None, head=None, encoder=None,
+                        info: DatasetInfo | None = None) -> None:
+    """Refuses an index made from another run (and head), encoder or dataset than the ones given (None: not
+    checked)."""
     expected = {}
     if encoder is not None:
-        expected = source_fingerprint(run, encoder) if run is not None else {"encoder": encoder_id(encoder)}
+        expected = source_fingerprint(run, encoder, head) if run is not None else {"encoder": encoder_id(encoder)}
     if info is not None:
         expected["dataset"] = info.fingerprint
     index.require(expected, where)
