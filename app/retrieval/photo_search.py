@@ -18,7 +18,7 @@ from app.records.dataset import DatasetInfo
 from app.retrieval.photo_vectors import model_photo_vectors, tag_photo_vectors
 from app.retrieval.query import check_query
 from app.retrieval.text_encoder import encoder_id
-from app.retrieval.vector_index import SearchIndexError, VectorIndex, is_complete_index
+from app.retrieval.vector_index import VectorIndex, is_complete_index
 
 log = logging.getLogger("app")
 TAGS_SOURCE = "tags-mean"

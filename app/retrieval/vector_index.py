@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -208,11 +208,3 @@ def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.nda
     order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
     return np.take_along_axis(top, order, axis=1)
 
-
-def add_batches(index: VectorIndex, batches: Iterable[tuple[list, np.ndarray]]) -> int:
-    """Adds `(ids, vectors)` batches as they come (memory flat beside the index); returns how many."""
-    added = 0
-    for ids, vectors in batches:
-        index.add(ids, vectors)
-        added += len(ids)
-    return added

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from app.errors import InputError
 from app.fileio import atomic_write_json, swap_in_folder
@@ -37,10 +36,6 @@ class EmbeddingHead:
     @property
     def encoder(self) -> str:
         return self.record["encoder"]
-
-    def embed(self, inputs: dict) -> np.ndarray:
-        """Unit embeddings `[photos, dim]` of preprocessed inputs."""
-        return np.asarray(self.model(inputs, training=False), np.float32)
 
     def save(self, run: RunDir) -> Path:
         """Writes `RUN/embedding/` atomically (a temporary sibling swapped in once complete)."""
