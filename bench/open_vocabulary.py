@@ -216,7 +216,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--tag-weight", type=float, default=0.0)
+    p.add_argument("--tag-weight", type=float, default=1.0)
     p.add_argument("--mirflickr", type=Path, default=MIRFLICKR)
     p.add_argument("--work", type=Path, default=Path("/tmp/ov_bench"))
     args = p.parse_args()

@@ -16,7 +16,7 @@ class Calibration:
     bias: float = -5.0
 
     def __call__(self, cosines: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(self.scale * np.asarray(cosines, np.float64) + self.bias)))
+        return 1.0 / (1.0 + np.exp(-np.clip(self.scale * np.asarray(cosines, np.float64) + self.bias, -50, 50)))
 
     @classmethod
     def fit(cls, cosines: np.ndarray, labels: np.ndarray, steps: int = 50) -> "Calibration":
@@ -30,7 +30,7 @@ class Calibration:
         w = np.array([10.0, -5.0])
         design = np.stack([x, np.ones_like(x)], axis=1)
         for _ in range(steps):
-            p = 1.0 / (1.0 + np.exp(-(design @ w)))
+            p = 1.0 / (1.0 + np.exp(-np.clip(design @ w, -50, 50)))
             gradient = design.T @ (p - y)
             hessian = (design * (p * (1 - p))[:, None]).T @ design + 1e-6 * np.eye(2)
             step = np.linalg.solve(hessian, gradient)
