@@ -262,7 +262,7 @@ class EmbeddingConfig:
     tag_weight: float = option(1.0, "embedding head: weight of the tag loss (sampled positive tags ranked above "
                                     "negative tags drawn by frequency, as in Ni et al.'s attalos) beside the class-name "
                                     "loss; 0: class names only (MIRFLICKR, 12 classes unseen: 1 keeps the unseen "
-                                    "classes' validation mAP at 0.43 where 0 drops it to 0.30; tuning/results)")
+                                    "classes' validation mAP at 0.41 where 0 drops it to 0.31; tuning/results)")
     positive_tags: int = option(5, "embedding head: positive tags sampled per photo for the tag loss")
     negative_tags: int = option(10, "embedding head: negative tags sampled per photo (by tag frequency) for the tag loss")
 
