@@ -271,6 +271,21 @@ class EmbeddingConfig:
         _check_at_least(self, 0, "tag_weight")
 
 
+@dataclass
+class SearchConfig:
+    """How `app/search.py index` builds a nearest-neighbour index (app/retrieval/vector_index.py)."""
+
+    kind: str = option("auto", "exact (every vector compared), hnsw (a graph: approximate, fast at millions), or "
+                               "auto: exact up to --exact-limit photos", ("auto", "exact", "hnsw"))
+    exact_limit: int = option(20_000, "auto: exact search up to this many photos (exact took 24 ms a query at "
+                                      "100,000 on 2 shared cores, HNSW 0.2 ms; bench/RESULTS.md)")
+    rebuild: bool = option(False, "start a new index even if --out holds one", execution=True)
+
+    def __post_init__(self):
+        _check_choices(self)
+        _check_at_least(self, 1, "exact_limit")
+
+
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 

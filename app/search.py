@@ -22,7 +22,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/search.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import add_common_flags, guarded, setup_logging  # noqa: E402
+from app.cli import add_common_flags, add_config_flags, config_overrides, guarded, setup_logging  # noqa: E402
 
 log = logging.getLogger("app")
 
@@ -34,8 +34,7 @@ def _positive(text: str) -> int:
 
 
 def parse_args(argv) -> argparse.Namespace:
-    from app.retrieval.photo_search import IndexSettings
-    from app.retrieval.vector_index import KINDS
+    from app.config import SearchConfig
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -44,11 +43,7 @@ def parse_args(argv) -> argparse.Namespace:
     index.add_argument("--out", type=Path, required=True, help="index folder (created, or extended)")
     index.add_argument("--model", type=Path, help="trained run with an embedding head [default: mean tag vectors]")
     index.add_argument("--split", default="test", help="the split to index [default: test]")
-    index.add_argument("--kind", choices=KINDS, default=IndexSettings.kind,
-                       help="exact, hnsw, or auto: exact up to --exact-limit photos [default: auto]")
-    index.add_argument("--exact-limit", type=_positive, default=IndexSettings.exact_limit,
-                       help=f"auto: exact search up to this many photos [default: {IndexSettings.exact_limit}]")
-    index.add_argument("--rebuild", action="store_true", help="start a new index even if --out holds one")
+    add_config_flags(index, SearchConfig, "search")
     index.add_argument("--text-encoder", default="use",
                        help="without --model: the text encoder of the tag vectors and queries [default: use]")
     query = sub.add_parser("query", help="the photos that best match a text")
@@ -72,7 +67,8 @@ def main(argv: list[str] | None = None):
 
 def run_index(args: argparse.Namespace):
     from app.records.dataset import DatasetInfo
-    from app.retrieval.photo_search import IndexSettings, build_index
+    from app.config import SearchConfig
+    from app.retrieval.photo_search import build_index
     from app.retrieval.text_encoder import load_encoder
     from app.runs.embedding_head import EmbeddingHead
     from app.runs.trained import TrainedRun
@@ -86,7 +82,7 @@ def run_index(args: argparse.Namespace):
         log.warning("%s was trained on %s; indexing %s", args.model, run.run.data_dir, args.data)
     spec = head.record.get("encoder_spec", "use") if head else args.text_encoder
     report = build_index(args.out, info, args.split, load_encoder(spec), run, head, spec,
-                         IndexSettings(args.kind, args.exact_limit, args.rebuild))
+                         SearchConfig(**config_overrides(args, "search")))
     skipped = report.bad.to_dict()["skipped"]
     print(f"{args.out}: {report.size} photos ({report.kind} index); added {report.added}, already there "
           f"{report.already_present}, skipped {skipped['total']} {skipped['by_reason'] or ''}".rstrip())

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from app.badrows import BadRows
+from app.config import SearchConfig
 from app.records.dataset import DatasetInfo
 from app.retrieval.photo_vectors import model_photo_vectors, tag_photo_vectors
 from app.retrieval.query import check_query
@@ -22,15 +23,6 @@ from app.retrieval.vector_index import VectorIndex, is_complete_index
 
 log = logging.getLogger("app")
 TAGS_SOURCE = "tags-mean"
-
-
-@dataclass
-class IndexSettings:
-    """How an index is built: `kind` (auto, exact or hnsw) and the size up to which `auto` is exact."""
-
-    kind: str = "auto"
-    exact_limit: int = 20_000
-    rebuild: bool = False
 
 
 @dataclass
@@ -60,7 +52,7 @@ def head_identity(head) -> str:
 
 
 def build_index(out: Path, info: DatasetInfo, split: str, encoder, run=None, head=None, spec: str = "use",
-                settings: IndexSettings = IndexSettings()) -> BuildReport:
+                settings: SearchConfig = SearchConfig()) -> BuildReport:
     """Indexes a split's photos into `out`, or adds its new photos to the index already there (`run` and
     its embedding `head`, or None for mean tag vectors; `encoder`: the text encoder that `spec` names).
 
