@@ -59,6 +59,22 @@ class BadRows:
         """Records valid rows that are deliberately not used."""
         _record(self.skipped, self.skipped_examples, self.max_examples, reason, path, line_nos, values)
 
+    def merge_counts(self, counts: dict, examples: dict) -> None:
+        """Adds another worker's bad-row counts and examples by reason (its `to_dict()` parts)."""
+        for reason, count in counts.items():
+            self.counts[reason] += count
+            kept = self.examples.setdefault(reason, [])
+            kept.extend(examples.get(reason, [])[: max(0, self.max_examples - len(kept))])
+
+    def merge(self, other: dict) -> None:
+        """Adds another worker's `to_dict()`: bad rows, skipped rows and warnings."""
+        self.merge_counts(other["by_reason"], other["examples"])
+        for reason, count in other["skipped"]["by_reason"].items():
+            self.skipped[reason] += count
+            kept = self.skipped_examples.setdefault(reason, [])
+            kept.extend(other["skipped"]["examples"].get(reason, [])[: max(0, self.max_examples - len(kept))])
+        self.warnings.extend(other["warnings"])
+
     def warn(self, message: str) -> None:
         """Records a warning about a whole input (e.g. `file: no data rows`)."""
         self.warnings.append(message)

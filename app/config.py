@@ -223,6 +223,26 @@ class PseudoLabelConfig:
                              f"target_floor={self.target_floor}")
 
 
+@dataclass
+class DistributeConfig:
+    """Where a command's shard tasks run (`app.distributor`): in this process, or on a Ray cluster."""
+
+    ray: Optional[str] = option(None, "run the shard tasks on Ray: a cluster's address (host:port of its head, or "
+                                      "ray://host:port), or 'local' for a Ray started in this process; without "
+                                      "--ray everything runs in this process", execution=True)
+    shard_retries: int = option(2, "attempts after a shard task fails (it raised, or its worker or node was lost)",
+                                execution=True)
+    shard_photos: Optional[int] = option(None, "photos per download shard: a task with its own manifest-NNNNN.csv "
+                                               "and completion marker [default: 2000 on Ray; in this process, one "
+                                               "shard, manifest.csv]", execution=True)
+    connect_timeout: float = option(10.0, "seconds to wait for a Ray cluster's address to answer", execution=True)
+
+    def __post_init__(self):
+        _check_at_least(self, 0, "shard_retries")
+        _check_at_least(self, 1, "shard_photos")
+        _check_at_least(self, 0.1, "connect_timeout")
+
+
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 

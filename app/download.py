@@ -4,11 +4,12 @@ Usage:
     python app/download.py --oid-dir DIR --out IMAGES_DIR [--split train validation test]
                            [--source original|thumbnail] [--max-side 640] [--workers 16]
                            [--retries 3] [--timeout 30] [--only-tagged --yfcc FILE [--extra-tags FILE]]
-                           [--shard i/N] [--retry-permanent]
+                           [--retry-permanent] [--ray [ADDRESS]]
     python app/download.py --oid-dir DIR --out IMAGES_DIR --yfcc-split N --yfcc FILE   # the yfcc split's photos
     python app/download.py --manifest photos.csv|photos.jsonl --out IMAGES_DIR   # a photo manifest's URLs
 
-Re-running the same command resumes: photos already `ok` are not requested again.
+Re-running the same command resumes: photos already `ok` are not requested again. With --ray the
+photos are cut into shards fetched by Ray tasks (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -21,18 +22,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/download.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import console_script, fail, setup_logging  # noqa: E402
+from app.cli import config_overrides, console_script, fail, setup_logging  # noqa: E402
+from app.config import DistributeConfig  # noqa: E402
+from app.distributor import add_distribute_flags  # noqa: E402
 from app.fileio import refuse_output_over_inputs  # noqa: E402
 
 log = logging.getLogger("download")
 SPLITS = ("train", "validation", "test")
-
-
-def _shard(text: str) -> tuple[int, int]:
-    index, sep, count = text.partition("/")
-    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
-        raise argparse.ArgumentTypeError(f"expected i/N with 0 <= i < N, got {text!r}")
-    return int(index), int(count)
 
 
 def _at_least(low: float, kind=int):
@@ -74,12 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="download the photos of prepare's weakly labelled yfcc split instead (prepare's "
                              "--yfcc-split-size N: YFCC100M photos outside Open Images, from their YFCC100M download "
                              "URL, stored as yfcc-ID.jpg; needs --yfcc)")
-    parser.add_argument("--shard", type=_shard, metavar="I/N", help="download only shard i of N (by a hash of the ImageID), "
-                                                     "with its own manifest-i-of-N.csv")
     parser.add_argument("--retry-permanent", action="store_true",
                         help="also retry photos that earlier runs found gone (404, 410, unavailable)")
     parser.add_argument("--proxy", metavar="URL", help="HTTP proxy URL for every request")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_distribute_flags(parser)
     args = parser.parse_args(argv)
     if (args.oid_dir is None) == (args.manifest is None):
         parser.error("give --oid-dir or --manifest")
@@ -99,62 +94,71 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None):
     """Runs the download; returns its `DownloadSummary`."""
     args = parse_args(argv)
-    setup_logging()
-    from app.badrows import BadRows
-    from app.downloader.download import DownloadConfig, download
-    from app.downloader.reader import yfcc_split_items
+    setup_logging(tensorflow=False)
+    from app.downloader.download import DownloadConfig
     from app.downloader.fetch import FetchConfig
-    from app.downloader.manifest import manifest_name
 
-    bad = BadRows()
-    progress = not args.no_progress
     config = DownloadConfig(max_side=args.max_side, quality=args.quality, workers=args.workers,
-                            manifest=manifest_name(args.shard), retry_permanent=args.retry_permanent,
+                            retry_permanent=args.retry_permanent,
                             fetch=FetchConfig(timeout=args.timeout, retries=args.retries, backoff=args.backoff,
                                               proxy=args.proxy))
     try:
+        distribute = DistributeConfig(**config_overrides(args, "distribute"))
         refuse_output_over_inputs(args.out, {"--oid-dir": args.oid_dir, "--yfcc": args.yfcc,
                                              "--extra-tags": args.extra_tags, "--manifest": args.manifest}, "any")
-        if args.manifest is not None:
-            from app.downloader.urls import manifest_download_items
-
-            total = sum(1 for _ in manifest_download_items(args.manifest))
-            log.info("%d photos with a URL in %s; writing to %s", total, args.manifest, args.out)
-            summary = download(manifest_download_items(args.manifest), args.out, config, progress=progress,
-                               total=total)
-        elif args.yfcc_split is not None:
-            total, items = yfcc_split_items(args.oid_dir, args.yfcc, args.yfcc_split, bad, args.shard, progress)
-            log.info("%d photos of the yfcc split selected (shard %s); writing to %s", total,
-                     "all" if args.shard is None else "%d/%d" % args.shard, args.out)
-            summary = download(items, args.out, config, progress=progress, total=total)
-        else:
-            summary = _download_oid(args, bad, config, progress)
+        summary, bad = _download(args, config, distribute)
     except (OSError, ValueError) as err:
         fail(str(err))
-    print(f"downloaded into {args.out / config.manifest}: {summary.report()}")
+    print(f"downloaded into {args.out / ('manifest-*.csv' if summary.shards else 'manifest.csv')}: "
+          f"{summary.report()}")
     if bad.total:
         print(f"input {bad.report()}")
+    if summary.failed_shards:
+        fail(f"{len(summary.failed_shards)} shards failed every attempt ({', '.join(summary.failed_shards[:5])}); "
+             f"run the same command again to retry them", code=1)
     if summary.failed and not (summary.ok or summary.skipped_ok):
-        fail(f"none of the {summary.failed} photos could be downloaded; see {args.out / config.manifest}")
+        fail(f"none of the {summary.failed} photos could be downloaded; see the manifests in {args.out}")
     return summary
 
 
-def _download_oid(args, bad, config, progress: bool):
+def _download(args, config, distribute: DistributeConfig):
+    """Connects the distributor, reads what to fetch, locks the images folder and downloads."""
     from app.badrows import BadRows
-    from app.downloader.download import download
-    from app.downloader.reader import OidSelection, find_image_files, oid_items, tagged_flickr_ids
+    from app.distributor import make_distributor
+    from app.downloader.download import run_download
+    from app.downloader.manifest import DownloadLock
 
+    bad = BadRows()
+    progress = not args.no_progress
+    distributor = make_distributor(distribute)
+    try:
+        total, items = _items(args, bad, progress)
+        log.info("%d photos selected; writing to %s%s", total, args.out, " on Ray" if distributor.spreads else "")
+        with DownloadLock(args.out):
+            return run_download(items, args.out, config, distributor, total, progress, distribute.shard_photos), bad
+    finally:
+        distributor.close()
+
+
+def _items(args, bad, progress: bool):
+    """`(count, items)`: the photos to fetch, counted first for the progress bar, then streamed."""
+    from app.badrows import BadRows
+    from app.downloader.reader import (OidSelection, find_image_files, manifest_download_items, oid_items,
+                                       tagged_flickr_ids, yfcc_split_items)
+
+    if args.manifest is not None:
+        return sum(1 for _ in manifest_download_items(args.manifest)), manifest_download_items(args.manifest)
+    if args.yfcc_split is not None:
+        return yfcc_split_items(args.oid_dir, args.yfcc, args.yfcc_split, bad, progress)
     files = find_image_files(args.oid_dir, tuple(args.split))
     log.info("image lists: %s", ", ".join(f"{split} {path.name}" for split, path in files.items()))
     tagged = tagged_flickr_ids(files, args.yfcc, args.extra_tags, bad, progress) if args.only_tagged else None
     if tagged is not None:
         log.info("%d photos have user tags", len(tagged))
-    selection = OidSelection(files, args.source, args.shard, tagged)
+    selection = OidSelection(files, args.source, tagged)
     log.info("counting the selected photos (one pass over the image lists, for the progress bar)")
-    total = sum(1 for _ in oid_items(selection, BadRows()))
-    log.info("%d photos selected (source %s, shard %s); writing to %s", total, args.source,
-             "all" if args.shard is None else "%d/%d" % args.shard, args.out)
-    return download(oid_items(selection, bad), args.out, config, progress=progress, total=total)
+    return sum(1 for _ in oid_items(selection, BadRows())), oid_items(selection, bad)
+
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,6 @@ from PIL import Image
 
 from app import download as download_cli
 from app.downloader.download import DownloadConfig, DownloadItem, download
-from app.downloader.reader import in_shard
 from app.downloader.fetch import FetchConfig
 from app.downloader.images import md5_base64, verify_image
 from app.downloader.manifest import FAILED, OK, ManifestError, ManifestRow, ManifestWriter, read_manifest
@@ -109,13 +108,6 @@ def test_manifest_survives_a_torn_last_line_and_is_locked(tmp_path):
         list(read_manifest(path))
 
 
-def test_shards_split_the_photos_into_disjoint_balanced_parts():
-    ids = [f"{i:016x}" for i in range(0, 10**6, 997)]
-    shards = [{i for i in ids if in_shard(i, (k, 3))} for k in range(3)]
-    assert set().union(*shards) == set(ids) and sum(map(len, shards)) == len(ids)
-    assert all(len(s) > len(ids) / 4 for s in shards)
-
-
 def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_result(tmp_path, world):
     shutil.copytree(world.oid.classes.parent, tmp_path / "oid")
     photos = serve_world(tmp_path / "oid", world.images, lambda image_id: "404" if image_id[-1] in "012" else "ok")
@@ -163,7 +155,7 @@ def test_cli_help_and_argument_errors(capsys):
     with pytest.raises(SystemExit) as exit_:
         download_cli.parse_args(["--help"])
     assert exit_.value.code == 0 and "--max-side" in capsys.readouterr().out
-    for argv, message in ((["--shard", "2/2"], "expected i/N"), (["--only-tagged"], "go together"),
+    for argv, message in ((["--shard-photos", "x"], "invalid int"), (["--only-tagged"], "go together"),
                           (["--workers", "0"], "at least 1")):
         with pytest.raises(SystemExit) as exit_:
             download_cli.parse_args(["--oid-dir", "x", "--out", "y", *argv])

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from app.downloader import images
-from app.downloader.download import DownloadFailure, encode_photo, quarter_turns, target_size
+from app.downloader.images import DownloadFailure, encode_photo, quarter_turns, target_size
 
 
 def _photo(width=120, height=80, fmt="JPEG", **save) -> bytes:

@@ -59,10 +59,9 @@ def test_prepare_keeps_every_photo_downloaded_in_shards_and_counts_those_without
     photos = serve_world(oid_dir, world.images, lambda image_id: gone.get(image_id[-1], "ok"))
     images = tmp_path / "images"
     with PhotoServer(photos) as server:
-        for shard in ("0/2", "1/2"):
-            download_cli.main(["--oid-dir", str(oid_dir), "--out", str(images), "--max-side", "48", "--only-tagged",
-                               "--yfcc", str(world.yfcc), "--extra-tags", str(world.extra_tags), "--shard", shard,
-                               "--proxy", server.url, "--no-progress", "--retries", "0"])
+        download_cli.main(["--oid-dir", str(oid_dir), "--out", str(images), "--max-side", "48", "--only-tagged",
+                           "--yfcc", str(world.yfcc), "--extra-tags", str(world.extra_tags), "--shard-photos", "5",
+                           "--proxy", server.url, "--no-progress", "--retries", "0"])
     rows = {r.image_id: r for m in sorted(images.glob("manifest-*.csv")) for _, r in read_manifest(m)}
     oid_rows = {r.image_id: r for split in oid.SPLITS for r in oid.read_images(oid_dir / _name(oid_dir, split), _Bad())}
     tagged = {i for i, r in oid_rows.items() if r.flickr_id in _tagged_flickr_ids(world)}

@@ -1,24 +1,26 @@
-"""The photo download core: fetch, verify, rotate/resize/re-encode, write atomically, record.
+"""The photo download: a shard of `DownloadItem`s fetched, checked, converted, written and recorded.
 
-It takes any iterable of `DownloadItem`s (an Open Images CSV today; YFCC100M download URLs,
-which have no MD5, later). Each photo is, in a worker thread:
+The stages, one module each: reading what to fetch (`app.downloader.reader`), fetching with retries
+(`app.downloader.fetch`), checking and resizing (`app.downloader.images`), writing the files and the
+manifest (`app.downloader.manifest`); `app.distributor` decides where shards run. Each photo is, in
+a worker thread:
 
-1. fetched with retries (`app.downloader.fetch`); a redirect to Flickr's placeholder is `unavailable`;
+1. fetched with retries; a redirect to Flickr's placeholder is `unavailable`;
 2. checked against its expected MD5 (base64 of the digest, as `OriginalMD5`) **before** anything
    else touches the bytes;
-3. decoded in full, after its header (format, declared size within `MAX_IMAGE_PIXELS`) and its
-   end marker are checked (`app.downloader.images`);
-4. turned upright by its Open Images `Rotation` (counter-clockwise degrees, applied to the pixel
-   matrix as stored; EXIF orientation is not applied and is not written back), shrunk so that
-   its longer side is at most `max_side` (never enlarged), and re-encoded as baseline JPEG at
-   `quality` (90 by default, 4:2:0, no EXIF or ICC profile). A JPEG that needs neither rotation
-   nor shrinking is stored byte for byte as downloaded (its MD5 still matches);
-5. written atomically as `IMAGES_DIR/ab/ImageID.jpg` (`ab` = the first two characters of the id),
-   through a temporary file in `IMAGES_DIR/.partial/`, emptied when the next run starts.
+3. decoded in full, after its header and its end marker are checked; turned upright, shrunk and
+   re-encoded (a JPEG that needs neither is stored byte for byte: its MD5 still matches);
+4. written atomically as `IMAGES_DIR/ab/ImageID.jpg`.
 
-The main thread then appends the result to the manifest (`app.downloader.manifest`), so an `ok` row
-always names a complete file. A re-run skips `ok` images whose file exists and permanent
-failures (404, 410, unavailable, no URL), unless `retry_permanent`; it retries the rest.
+The main thread then appends the result to the manifest, so an `ok` row always names a complete
+file. A re-run skips `ok` images whose file exists and permanent failures (404, 410, unavailable, no
+URL), unless `retry_permanent`; it retries the rest.
+
+In this process (the default) the whole stream is one shard with `manifest.csv`. On Ray
+(`run_download` with a `RayDistributor`), the stream is cut into shards of `shard_photos` photos in
+input order, each a task with its own `manifest-NNNNN.csv`; a shard whose photos are all `ok` or gone
+gets a completion marker (`IMAGES_DIR/.shards/download/NNNNN.json`, with its counts), and a re-run
+skips it without reading its manifest.
 """
 
 from __future__ import annotations
@@ -27,48 +29,29 @@ import collections
 import concurrent.futures as futures
 import contextlib
 import dataclasses
-import io
+import hashlib
+import itertools
 import logging
-import math
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
-from PIL import Image
 from tqdm import tqdm
 
-from app.downloader import images
 from app.badrows import BadRows, Refused
+from app.distributor import Distributor, Shard, ShardJob, ShardMarkers
+from app.downloader import images
 from app.downloader.fetch import FetchConfig, Fetcher
-from app.downloader.manifest import FAILED, OK, ManifestRow, ManifestWriter, read_manifest
-from app.fileio import atomic_write_bytes
+from app.downloader.images import JPEG_QUALITY
+from app.downloader.manifest import (FAILED, OK, PERMANENT, ManifestRow, ManifestWriter, manifest_name,
+                                     previous_results, relative_path, store_photo)
+from app.downloader.reader import DownloadItem
 
 log = logging.getLogger(__name__)
-
-PERMANENT = frozenset({"http_404", "http_410", "unavailable", "no_url", "bad_url", "bad_key"})
-JPEG_QUALITY = 90
-KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
-_TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
-
-
-@dataclass(frozen=True)
-class DownloadItem:
-    """One photo to download.
-
-    Args:
-        image_id: the key and file name (Open Images ImageID).
-        url: where to fetch it (empty: recorded as `no_url`).
-        md5: base64 MD5 digest the body must have, or None to skip the check.
-        rotation: counter-clockwise degrees (0, 90, 180, 270; NaN counts as 0).
-    """
-
-    image_id: str
-    url: str
-    md5: Optional[str] = None
-    rotation: float = 0.0
+MARKERS = Path(".shards") / "download"
+SHARD_PHOTOS = 2000  # photos per shard on Ray: about 2 minutes of a 16-thread task at 20 photos/s
 
 
 @dataclass(frozen=True)
@@ -78,7 +61,7 @@ class DownloadConfig:
     Args:
         max_side: longer side of stored photos in pixels; 0 keeps the original size.
         quality: JPEG quality of re-encoded photos.
-        workers: concurrent downloads.
+        workers: concurrent downloads (per shard task).
         manifest: manifest file name in the images folder (one per shard).
         retry_permanent: also retry 404, 410 and unavailable photos of earlier runs.
         fetch: HTTP settings.
@@ -94,7 +77,11 @@ class DownloadConfig:
 
 @dataclass
 class DownloadSummary:
-    """What a run did; `failures` holds counts and `manifest:line` examples by reason."""
+    """What a run did; `failures` holds counts and `manifest:line` examples by reason.
+
+    On Ray, `shards` counts the shards `done`, `skipped` (complete in an earlier run) and `failed`
+    (every attempt); `failed_shards` names the last ones.
+    """
 
     ok: int = 0
     failed: int = 0
@@ -104,9 +91,40 @@ class DownloadSummary:
     seconds: float = 0.0
     failures: BadRows = field(default_factory=BadRows)
     cpu_seconds: collections.Counter = field(default_factory=collections.Counter)
+    shards: collections.Counter = field(default_factory=collections.Counter)
+    failed_shards: list = field(default_factory=list)
+
+    @property
+    def retryable(self) -> int:
+        """Failures that a re-run tries again."""
+        return sum(n for reason, n in self.failures.counts.items() if reason not in PERMANENT)
+
+    def to_dict(self) -> dict:
+        """The counts as JSON (a shard's result and marker)."""
+        return {"ok": self.ok, "failed": self.failed, "skipped_ok": self.skipped_ok,
+                "skipped_permanent": self.skipped_permanent, "bytes": self.bytes, "seconds": self.seconds,
+                "failures": {"counts": dict(self.failures.counts), "examples": self.failures.examples},
+                "cpu_seconds": dict(self.cpu_seconds), "retryable": self.retryable}
+
+    def merge(self, shard: dict, skipped: bool = False) -> None:
+        """Adds a shard's `to_dict()`; a skipped shard's photos count as skipped (ok, or gone)."""
+        if skipped:
+            self.skipped_ok += shard["ok"] + shard["skipped_ok"]
+            self.skipped_permanent += shard["failed"] + shard["skipped_permanent"]
+            return
+        for name in ("ok", "failed", "skipped_ok", "skipped_permanent", "bytes"):
+            setattr(self, name, getattr(self, name) + shard[name])
+        self.failures.merge_counts(shard["failures"]["counts"], shard["failures"]["examples"])
+        self.cpu_seconds.update(shard["cpu_seconds"])
+
+    def add_failed_shard(self, shard: Shard, error: str) -> None:
+        """Counts a shard that failed every attempt: its photos fail as `shard_error`."""
+        self.failed += shard.size
+        self.failures.merge_counts({"shard_error": shard.size}, {"shard_error": [f"shard {shard.name}: {error}"]})
+        self.failed_shards.append(shard.name)
 
     def report(self) -> str:
-        """A multi-line summary: counts, failures by reason with examples, CPU time by stage."""
+        """A multi-line summary: counts, failures by reason with examples, CPU time by stage, shards."""
         rate = (self.ok + self.failed) / self.seconds if self.seconds else 0.0
         lines = [f"{self.ok} ok, {self.failed} failed in {self.seconds:.1f}s ({rate:.1f} photos/s, "
                  f"{self.bytes / 1e6:.1f} MB downloaded); skipped: {self.skipped_ok} already ok, "
@@ -116,94 +134,11 @@ class DownloadSummary:
             lines.extend(f"    e.g. {example}" for example in self.failures.examples.get(reason, [])[:3])
         if self.cpu_seconds:
             lines.append("  CPU seconds by stage: " + ", ".join(f"{k} {v:.1f}" for k, v in self.cpu_seconds.items()))
+        if self.shards:
+            lines.append("  shards: " + ", ".join(f"{n} {k}" for k, n in sorted(self.shards.items())))
+        if self.failed_shards:
+            lines.append(f"  shards that failed every attempt: {', '.join(self.failed_shards)}")
         return "\n".join(lines)
-
-
-class DownloadFailure(Refused):
-    """A photo refused after download (MD5, rotation, key), with its manifest reason."""
-
-
-def relative_path(image_id: str) -> str:
-    """`ab/ImageID.jpg`: 256 sub-folders keep folders small at 1.9M photos; a YFCC100M photo outside
-    Open Images goes to `yfcc-NN/yfcc-ID.jpg` (NN: the id's last two digits, 100 folders)."""
-    if not KEY_RE.match(image_id):
-        raise DownloadFailure("bad_key", f"image id {image_id!r} is not 1-64 letters, digits, '_' or '-'")
-    if image_id.startswith("yfcc-"):
-        return f"yfcc-{image_id[-2:]}/{image_id}.jpg"
-    return f"{image_id[:2].lower()}/{image_id}.jpg"
-
-
-def quarter_turns(rotation: float) -> int:
-    """Counter-clockwise quarter turns for an Open Images `Rotation` (NaN, i.e. unknown, is 0)."""
-    if math.isnan(rotation):
-        return 0
-    turns, rest = divmod(rotation, 90.0)
-    if rest:
-        raise DownloadFailure("bad_rotation", f"Rotation {rotation!r} is not a multiple of 90")
-    return int(turns) % 4
-
-
-def target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """The size with the longer side at most `max_side` (0: no limit), never larger than given."""
-    longest = max(width, height)
-    if max_side <= 0 or longest <= max_side:
-        return width, height
-    scale = max_side / longest
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def encode_photo(data: bytes, turns: int, max_side: int, quality: int = JPEG_QUALITY) -> tuple[bytes, int, int]:
-    """Decodes a downloaded photo in full, turns it, shrinks it and re-encodes it as JPEG.
-
-    Args:
-        data: the downloaded bytes (already MD5-checked).
-        turns: counter-clockwise quarter turns.
-        max_side: longer side limit (0: none).
-        quality: JPEG quality.
-
-    Returns:
-        `(jpeg, width, height)`; a JPEG needing no change is returned as given.
-
-    Raises:
-        images.BadImage: the bytes are not a complete, decodable image within the pixel limit.
-    """
-    image = images.open_image(data)
-    size = target_size(*image.size, max_side)
-    if image.format == "JPEG" and turns == 0 and size == image.size:
-        images.load_image(image, data, draft_size=(1, 1))  # reads every byte; pixels not needed
-        return data, *size
-    image = _flatten(images.load_image(image, data, draft_size=size))
-    if image.size != size:
-        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    if turns:
-        image = image.transpose(_TURNS[turns])
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue(), *image.size
-
-
-def _flatten(image: Image.Image) -> Image.Image:
-    """RGB or greyscale; transparency is composed over white."""
-    if image.mode in ("RGB", "L"):
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def check_md5(item: DownloadItem, body: bytes) -> bool:
-    """Whether the body was verified against the item's MD5 (False when it has none).
-
-    Raises:
-        DownloadFailure: `md5_mismatch`.
-    """
-    if not item.md5:
-        return False
-    digest = images.md5_base64(body)
-    if digest != item.md5:
-        raise DownloadFailure("md5_mismatch", f"MD5 {digest} != expected {item.md5} ({len(body)} bytes)")
-    return True
 
 
 @contextlib.contextmanager
@@ -226,18 +161,18 @@ def fetch_and_store(item: DownloadItem, fetcher: Fetcher, out_dir: Path, tmp_dir
     url, size = item.url, 0
     try:
         rel = relative_path(item.image_id)
-        turns = quarter_turns(item.rotation)
+        turns = images.quarter_turns(item.rotation)
         if not url:
-            raise DownloadFailure("no_url", "no URL for this photo")
+            raise images.DownloadFailure("no_url", "no URL for this photo")
         with _cpu(cpu, "fetch"):
             fetched = fetcher.get(url)
         url, size = fetched.url, len(fetched.body)
         with _cpu(cpu, "md5"):
-            verified = check_md5(item, fetched.body)
+            verified = images.check_md5(item.md5, fetched.body)
         with _cpu(cpu, "decode_resize_encode"):
-            data, width, height = encode_photo(fetched.body, turns, config.max_side, config.quality)
+            data, width, height = images.encode_photo(fetched.body, turns, config.max_side, config.quality)
         with _cpu(cpu, "write"):
-            atomic_write_bytes(out_dir / rel, data, tmp_dir=tmp_dir)
+            store_photo(out_dir, rel, data, tmp_dir)
         return ManifestRow(item.image_id, OK, "", rel, url, size, verified, width, height,
                            f"{fetched.attempts} attempt(s), {len(data)} bytes stored"), cpu
     except Refused as err:
@@ -247,25 +182,6 @@ def fetch_and_store(item: DownloadItem, fetcher: Fetcher, out_dir: Path, tmp_dir
     except Exception as err:  # a bug must not stop 1.9M downloads; it is counted and shown
         log.exception("unexpected error on %s", item.image_id)
         return ManifestRow(item.image_id, FAILED, "error", url=url, bytes=size, detail=repr(err)), cpu
-
-
-def previous_results(path: Path, retry_permanent: bool) -> dict:
-    """From a manifest: image id -> relative path of an `ok` photo, or None for a permanent failure."""
-    if not path.exists():
-        return {}
-    bad_lines = []
-    last: dict = {}
-    for _, row in read_manifest(path, on_bad_line=lambda n, text: bad_lines.append(n)):
-        if row.status == OK:
-            last[row.image_id] = row.path
-        elif row.reason in PERMANENT and not retry_permanent:
-            last[row.image_id] = None
-        else:
-            last.pop(row.image_id, None)
-    if bad_lines:
-        log.warning("%s: %d unreadable lines ignored (e.g. line %d); their photos are tried again",
-                    path, len(bad_lines), bad_lines[0])
-    return last
 
 
 def download(items: Iterable[DownloadItem], out_dir: str | Path, config: DownloadConfig = DownloadConfig(),
@@ -370,3 +286,77 @@ class _Run:
         if force or time.monotonic() - self._shown > 1.0:
             self._shown = time.monotonic()
             self.bar.set_postfix(ok=self.summary.ok, failed=self.summary.failed, refresh=force)
+
+
+@dataclass(frozen=True)
+class DownloadShard:
+    """A download task's payload: its photos (a list on Ray; the whole stream in process), where
+    they go, and how (`config.manifest` is the shard's)."""
+
+    items: Iterable[DownloadItem]
+    out_dir: str
+    config: DownloadConfig
+    progress: bool = False
+    total: Optional[int] = None
+
+
+def download_shard(shard: DownloadShard) -> dict:
+    """A shard task: downloads the shard's photos; returns its summary as JSON (`to_dict`)."""
+    return download(shard.items, shard.out_dir, shard.config, progress=shard.progress, total=shard.total).to_dict()
+
+
+def item_shards(items: Iterable[DownloadItem], out_dir: Path, config: DownloadConfig,
+                photos: int) -> Iterator[Shard]:
+    """Cuts the items into shards of `photos` in input order, each keyed by a digest of its items and
+    with its own manifest (`manifest-NNNNN.csv`)."""
+    items = iter(items)
+    for number in itertools.count():
+        chunk = list(itertools.islice(items, photos))
+        if not chunk:
+            return
+        name = f"{number:05d}"
+        digest = hashlib.sha256()
+        for item in chunk:
+            digest.update(f"{item.image_id}\t{item.url}\t{item.md5}\t{item.rotation!r}\n".encode())
+        shard_config = dataclasses.replace(config, manifest=manifest_name(name))
+        yield Shard(name, len(chunk), DownloadShard(chunk, str(out_dir), shard_config), digest.hexdigest())
+
+
+def run_download(items: Iterable[DownloadItem], out_dir: Path, config: DownloadConfig, distributor: Distributor,
+                 total: Optional[int] = None, progress: bool = True,
+                 shard_photos: Optional[int] = None) -> DownloadSummary:
+    """Downloads the items with the distributor and gathers the shards' summaries.
+
+    Args:
+        items: the photos, streamed.
+        out_dir: the images folder.
+        config: sizes, workers, retries.
+        distributor: where shards run.
+        total: number of items, for the progress bar, if known.
+        progress: show one progress bar.
+        shard_photos: photos per shard (own manifest and marker); default: `SHARD_PHOTOS` on Ray,
+            else the whole stream is one shard with `manifest.csv`.
+
+    Returns:
+        The run's summary; `failed_shards` names the shards that failed every attempt.
+    """
+    started = time.time()
+    summary = DownloadSummary()
+    shard_photos = shard_photos or (SHARD_PHOTOS if distributor.spreads else None)
+    if shard_photos:
+        markers = ShardMarkers(Path(out_dir) / MARKERS, accept=lambda result: (
+            result["retryable"] == 0 and not (config.retry_permanent and result["failed"])))
+        shards = item_shards(items, out_dir, config, shard_photos)
+        bar = progress
+    else:
+        markers, bar = None, False  # download() shows the photos' bar
+        shards = [Shard("all", total or 0, DownloadShard(items, str(out_dir), config, progress, total))]
+    for outcome in distributor.run(ShardJob(download_shard), shards, markers, bar, "download", total):
+        if outcome.error:
+            summary.add_failed_shard(outcome.shard, outcome.error)
+        else:
+            summary.merge(outcome.result, outcome.skipped)
+        if markers is not None:
+            summary.shards["failed" if outcome.error else "skipped" if outcome.skipped else "done"] += 1
+    summary.seconds = time.time() - started
+    return summary

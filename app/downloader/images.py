@@ -1,8 +1,15 @@
-"""Image limits and checks shared by prepare, download, serving and predict.
+"""Checking and resizing photos: the image limits and checks shared by prepare, download, serving and
+predict, and the downloader's turning, shrinking and re-encoding.
 
 A photo is accepted only if its header declares a known format and a size within
 `MAX_IMAGE_PIXELS` (checked before any pixel is decoded), its data ends properly (a JPEG's
 end-of-image marker after its scan data, a PNG's `IEND`), and it really decodes.
+
+A downloaded photo is checked against its MD5 first (`check_md5`), then turned upright by its Open
+Images `Rotation` (counter-clockwise degrees, applied to the pixel matrix as stored; EXIF
+orientation is not applied and is not written back), shrunk so that its longer side is at most
+`max_side` (never enlarged), and re-encoded as baseline JPEG at `quality` (90 by default, 4:2:0, no
+EXIF or ICC profile); a JPEG that needs neither is kept byte for byte (`encode_photo`).
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -26,6 +34,8 @@ SHARD_FORMATS = ("JPEG", "PNG")
 # What Flickr serves as originals; the downloader re-encodes anything else as JPEG.
 SOURCE_FORMATS = ("JPEG", "PNG", "GIF")
 
+JPEG_QUALITY = 90
+_TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
 _JPEG_EOI = b"\xff\xd9"
 _JPEG_SOS = 0xDA
 
@@ -33,6 +43,10 @@ _JPEG_SOS = 0xDA
 class BadImage(Refused):
     """A refused image; `reason` is `not_an_image`, `unsupported_format`, `too_many_pixels`,
     `truncated` or `undecodable`."""
+
+
+class DownloadFailure(Refused):
+    """A photo refused after download (MD5, rotation, key), with its manifest reason."""
 
 
 @dataclass(frozen=True)
@@ -157,3 +171,76 @@ def _describe(data: bytes) -> str:
     if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
         return f"HTML/XML document of {len(data)} bytes"
     return f"{len(data)} bytes starting {data[:8]!r}"
+
+
+def check_md5(expected: Optional[str], body: bytes) -> bool:
+    """Whether the body was verified against the expected base64 MD5 (False when there is none).
+
+    Raises:
+        DownloadFailure: `md5_mismatch`.
+    """
+    if not expected:
+        return False
+    digest = md5_base64(body)
+    if digest != expected:
+        raise DownloadFailure("md5_mismatch", f"MD5 {digest} != expected {expected} ({len(body)} bytes)")
+    return True
+
+
+def quarter_turns(rotation: float) -> int:
+    """Counter-clockwise quarter turns for an Open Images `Rotation` (NaN, i.e. unknown, is 0)."""
+    if math.isnan(rotation):
+        return 0
+    turns, rest = divmod(rotation, 90.0)
+    if rest:
+        raise DownloadFailure("bad_rotation", f"Rotation {rotation!r} is not a multiple of 90")
+    return int(turns) % 4
+
+
+def target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The size with the longer side at most `max_side` (0: no limit), never larger than given."""
+    longest = max(width, height)
+    if max_side <= 0 or longest <= max_side:
+        return width, height
+    scale = max_side / longest
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def encode_photo(data: bytes, turns: int, max_side: int, quality: int = JPEG_QUALITY) -> tuple[bytes, int, int]:
+    """Decodes a downloaded photo in full, turns it, shrinks it and re-encodes it as JPEG.
+
+    Args:
+        data: the downloaded bytes (already MD5-checked).
+        turns: counter-clockwise quarter turns.
+        max_side: longer side limit (0: none).
+        quality: JPEG quality.
+
+    Returns:
+        `(jpeg, width, height)`; a JPEG needing no change is returned as given.
+
+    Raises:
+        BadImage: the bytes are not a complete, decodable image within the pixel limit.
+    """
+    image = open_image(data)
+    size = target_size(*image.size, max_side)
+    if image.format == "JPEG" and turns == 0 and size == image.size:
+        load_image(image, data, draft_size=(1, 1))  # reads every byte; pixels not needed
+        return data, *size
+    image = _flatten(load_image(image, data, draft_size=size))
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if turns:
+        image = image.transpose(_TURNS[turns])
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue(), *image.size
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """RGB or greyscale; transparency is composed over white."""
+    if image.mode in ("RGB", "L"):
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    return image.convert("RGB")

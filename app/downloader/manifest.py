@@ -1,6 +1,10 @@
-"""The download manifest: one CSV row per download attempt, appended and flushed row by row.
+"""Writing downloaded photos: their files, and the manifest of one CSV row per download attempt.
 
-`IMAGES_DIR/manifest.csv` (or `manifest-{i}-of-{N}.csv` for shard i of N) has the columns
+A photo is written atomically as `IMAGES_DIR/ab/ImageID.jpg` (`relative_path`), through a temporary
+file in `IMAGES_DIR/.partial/`, emptied when the next run starts; then its row is appended to the
+manifest, so an `ok` row always names a complete file.
+
+`IMAGES_DIR/manifest.csv` (or `manifest-{NNNNN}.csv` for shard NNNNN of a download on Ray) has the columns
 `ImageID,status,reason,path,url,bytes,md5_verified,width,height,detail`. `status` is `ok` or
 `failed`; a re-run appends rows, and the last row of an image wins. A `kill -9` can leave a
 last line without its newline: readers ignore it and the next writer cuts it off, so the image is
@@ -12,14 +16,24 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
+import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from app.downloader.images import DownloadFailure
+from app.fileio import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
 COLUMNS = ("ImageID", "status", "reason", "path", "url", "bytes", "md5_verified", "width", "height", "detail")
 HEADER = ",".join(COLUMNS) + "\n"
 OK, FAILED = "ok", "failed"
+# Failures that a re-run does not retry (unless asked to): the photo is gone, or its row cannot work.
+PERMANENT = frozenset({"http_404", "http_410", "unavailable", "no_url", "bad_url", "bad_key"})
+KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 
 class ManifestError(ValueError):
@@ -47,9 +61,28 @@ class ManifestRow:
                 int(self.md5_verified), self.width, self.height, detail]
 
 
-def manifest_name(shard: Optional[tuple[int, int]] = None) -> str:
-    """`manifest.csv`, or `manifest-{i}-of-{N}.csv` for shard i of N."""
-    return "manifest.csv" if shard is None else f"manifest-{shard[0]:05d}-of-{shard[1]:05d}.csv"
+def relative_path(image_id: str) -> str:
+    """`ab/ImageID.jpg`: 256 sub-folders keep folders small at 1.9M photos; a YFCC100M photo outside
+    Open Images goes to `yfcc-NN/yfcc-ID.jpg` (NN: the id's last two digits, 100 folders).
+
+    Raises:
+        DownloadFailure: `bad_key`, an id that is not a safe file name.
+    """
+    if not KEY_RE.match(image_id):
+        raise DownloadFailure("bad_key", f"image id {image_id!r} is not 1-64 letters, digits, '_' or '-'")
+    if image_id.startswith("yfcc-"):
+        return f"yfcc-{image_id[-2:]}/{image_id}.jpg"
+    return f"{image_id[:2].lower()}/{image_id}.jpg"
+
+
+def store_photo(out_dir: Path, rel: str, data: bytes, tmp_dir: Path) -> None:
+    """Writes a photo's bytes to `out_dir/rel` atomically, through a temporary file in `tmp_dir`."""
+    atomic_write_bytes(out_dir / rel, data, tmp_dir=tmp_dir)
+
+
+def manifest_name(shard: Optional[str] = None) -> str:
+    """`manifest.csv`, or `manifest-{shard}.csv` for a shard of a download on Ray."""
+    return "manifest.csv" if shard is None else f"manifest-{shard}.csv"
 
 
 def manifest_files(folder: str | Path) -> list[Path]:
@@ -123,6 +156,38 @@ class ManifestWriter:
         self.close()
 
 
+class DownloadLock:
+    """Holds `IMAGES_DIR/.download.lock` while a download writes into the folder (in this process or
+    on Ray), so that two jobs never write one folder.
+
+    Raises:
+        ManifestError: another download holds it.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / ".download.lock"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            self._handle.seek(0)
+            holder = self._handle.read().strip() or "?"
+            self._handle.close()
+            raise ManifestError(f"{folder}: in use by another download (pid {holder}); wait for it to end, "
+                                f"or write elsewhere") from err
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(str(os.getpid()))
+        self._handle.flush()
+
+    def __enter__(self) -> "DownloadLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
+
+
 def read_manifest(path: str | Path, on_bad_line=None) -> Iterator[tuple[int, ManifestRow]]:
     """Streams `(line_no, row)` from a manifest, skipping a torn last line.
 
@@ -159,3 +224,22 @@ def _parse(line: str) -> Optional[ManifestRow]:
         return None
     return ManifestRow(fields[0], fields[1], fields[2], fields[3], fields[4], numbers[0], fields[6] == "1",
                        numbers[1], numbers[2], fields[9])
+
+
+def previous_results(path: Path, retry_permanent: bool) -> dict:
+    """From a manifest: image id -> relative path of an `ok` photo, or None for a permanent failure."""
+    if not path.exists():
+        return {}
+    bad_lines = []
+    last: dict = {}
+    for _, row in read_manifest(path, on_bad_line=lambda n, text: bad_lines.append(n)):
+        if row.status == OK:
+            last[row.image_id] = row.path
+        elif row.reason in PERMANENT and not retry_permanent:
+            last[row.image_id] = None
+        else:
+            last.pop(row.image_id, None)
+    if bad_lines:
+        log.warning("%s: %d unreadable lines ignored (e.g. line %d); their photos are tried again",
+                    path, len(bad_lines), bad_lines[0])
+    return last

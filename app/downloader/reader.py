@@ -1,29 +1,52 @@
-"""What to download: Open Images image-CSV rows as `DownloadItem`s, filtered by shard and by tags.
+"""What to download, as `DownloadItem`s: Open Images image-CSV rows, the `yfcc` split's photos, and
+the URL photos of a photo manifest.
 
-`--shard i/N` keeps the photos whose CRC-32 of the ImageID is i modulo N: the same split on every
-machine and Python version, and about the same size per shard.
-`--only-tagged` keeps the photos with user tags (after cleaning, as prepare counts them) in
-YFCC100M, or, for photos missing from YFCC100M, in the extra-tags file: the study's dataset.
+`--only-tagged` keeps the Open Images photos with user tags (after cleaning, as prepare counts them)
+in YFCC100M, or, for photos missing from YFCC100M, in the extra-tags file: the study's dataset.
+
+A photo manifest's URL photos (`download.py --manifest photos.csv`) are fetched with the same checks,
+retries and `manifest.csv` (no MD5 exists, so none is checked); `prepare.py --manifest photos.csv
+--images IMAGES_DIR` then finds each one there by its key. A key is the photo id when it is 1-64
+letters, digits, `_` or `-` (a file name as is), else `h-` and 32 hex digits of the id's BLAKE2b hash.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
 from tqdm import tqdm
 
-from app.sources import oid
-from app.sources import yfcc
 from app.badrows import BadRows
-from app.downloader.download import DownloadItem
-from app.text.tags import clean_tags
+from app.downloader.manifest import KEY_RE
+from app.sources import oid, yfcc
+from app.sources.classes import ClassList
+from app.sources.manifest import ManifestReader
 from app.sources.yfcc_split import BottomK, yfcc_key
+from app.text.tags import clean_tags
 
 SOURCES = ("original", "thumbnail")
+URL_PREFIXES = ("http://", "https://")
+
+
+@dataclass(frozen=True)
+class DownloadItem:
+    """One photo to download.
+
+    Args:
+        image_id: the key and file name (Open Images ImageID).
+        url: where to fetch it (empty: recorded as `no_url`).
+        md5: base64 MD5 digest the body must have, or None to skip the check.
+        rotation: counter-clockwise degrees (0, 90, 180, 270; NaN counts as 0).
+    """
+
+    image_id: str
+    url: str
+    md5: Optional[str] = None
+    rotation: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -34,13 +57,11 @@ class OidSelection:
         files: split -> image-metadata CSV.
         source: `original` (OriginalURL, MD5-checked, Rotation applied) or `thumbnail`
             (Thumbnail300KURL: no MD5 exists for it; Flickr renders it upright, so Rotation is not applied).
-        shard: `(i, n)`, or None for all photos.
         tagged: Flickr ids to keep, or None for all photos.
     """
 
     files: dict
     source: str = "original"
-    shard: Optional[tuple[int, int]] = None
     tagged: Optional[frozenset] = None
 
 
@@ -58,11 +79,6 @@ def find_image_files(oid_dir: str | Path, splits: tuple) -> dict:
     return files
 
 
-def in_shard(image_id: str, shard: Optional[tuple[int, int]]) -> bool:
-    """Whether an image belongs to shard `(i, n)` (always, without a shard)."""
-    return shard is None or zlib.crc32(image_id.encode()) % shard[1] == shard[0]
-
-
 def oid_items(selection: OidSelection, bad: BadRows) -> Iterator[DownloadItem]:
     """Streams the selected photos of the image CSVs as download items.
 
@@ -74,8 +90,6 @@ def oid_items(selection: OidSelection, bad: BadRows) -> Iterator[DownloadItem]:
         for row in oid.read_images(path, bad):
             if selection.tagged is not None and row.flickr_id not in selection.tagged:
                 continue
-            if not in_shard(row.image_id, selection.shard):
-                continue
             if selection.source == "thumbnail":
                 yield DownloadItem(row.image_id, row.thumbnail_url, None, 0.0)
             else:
@@ -83,7 +97,6 @@ def oid_items(selection: OidSelection, bad: BadRows) -> Iterator[DownloadItem]:
 
 
 def yfcc_split_items(oid_dir: str | Path, dataset: Path, size: int, bad: BadRows,
-                     shard: Optional[tuple[int, int]] = None,
                      progress: bool = True) -> tuple[int, Iterator[DownloadItem]]:
     """The photos of the weakly labelled `yfcc` split, chosen exactly as prepare chooses them
     (`app.sources.yfcc_split`: the YFCC100M photos outside every Open Images image list of `oid_dir`,
@@ -91,7 +104,7 @@ def yfcc_split_items(oid_dir: str | Path, dataset: Path, size: int, bad: BadRows
     no checksum of the photo's bytes, so the other checks alone apply.
 
     Returns:
-        `(photos, items)`: how many photos (of the shard) the split holds, found by a first scan of
+        `(photos, items)`: how many photos the split holds, found by a first scan of
         the YFCC100M file, and the download items, streamed by a second scan (for the URLs).
     """
     lists = [oid.find_first(oid_dir, oid.IMAGE_FILES, split) for split in oid.SPLITS]
@@ -107,15 +120,12 @@ def yfcc_split_items(oid_dir: str | Path, dataset: Path, size: int, bad: BadRows
         for _ in yfcc.scan_dataset(dataset, oid_ids, bad, progress=bar.update, outside=selection.offer):
             pass
     selected = selection.selected()
-    count = sum(in_shard(yfcc_key(photo), shard) for photo in selected.tolist())
 
     def items() -> Iterator[DownloadItem]:
         for photo in yfcc.scan_dataset(dataset, selected, BadRows()):
-            key = yfcc_key(photo.photo_id)
-            if in_shard(key, shard):
-                yield DownloadItem(key, photo.download_url, None, 0.0)
+            yield DownloadItem(yfcc_key(photo.photo_id), photo.download_url, None, 0.0)
 
-    return count, items()
+    return len(selected), items()
 
 
 def tagged_flickr_ids(files: dict, dataset: Path, extra_tags: Optional[Path], bad: BadRows,
@@ -143,3 +153,24 @@ def tagged_flickr_ids(files: dict, dataset: Path, extra_tags: Optional[Path], ba
             if clean_tags(tags):
                 tagged.add(photo_id)
     return frozenset(tagged)
+
+
+def is_url(image: str) -> bool:
+    """Whether a manifest's image value is an http(s) URL."""
+    return image.lower().startswith(URL_PREFIXES)
+
+
+def download_key(image_id: str) -> str:
+    """The key (file name and download-manifest id) of a photo id."""
+    if KEY_RE.match(image_id):
+        return image_id
+    return "h-" + hashlib.blake2b(image_id.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def manifest_download_items(path: str | Path) -> Iterator[DownloadItem]:
+    """The URL photos of a photo manifest as download items (labels are not read)."""
+    reader = ManifestReader(path, ClassList([], []))
+    for _, row in reader.rows():
+        image, image_id = str(row.get("image") or "").strip(), str(row.get("id") or "").strip()
+        if image_id and is_url(image):
+            yield DownloadItem(download_key(image_id), image)

@@ -23,14 +23,13 @@ from app.badrows import BadRows
 from app.sources.classes import ClassList
 from app.records.ledger import IdLedger
 from app.sources.photo import ALL_SPLITS, UNLABELLED, CollectionPhoto, HashSplit
-from app.downloader.urls import download_key, is_url
+from app.downloader.reader import download_key, is_url
 from app.records.dataset import DatasetWriter
-from app.downloader.download import relative_path
 from app.sources.hierarchy import Hierarchy
 from app.records.image_folder import ImageFolder
 from app.records.join import _Tally as _JoinTally  # one owner of the per-split counts
 from app.records.join import photo_tags
-from app.downloader.manifest import manifest_files
+from app.downloader.manifest import manifest_files, relative_path
 from app.records.schema import iter_language_tags
 from app.text.stemming import build_normalized_vocabulary
 from app.text.tags import vocabulary_from_counts

@@ -24,8 +24,8 @@ from typing import Iterable, Iterator, NamedTuple, Optional
 
 from app.downloader import images
 from app.badrows import BadRows
-from app.downloader.download import DownloadFailure, relative_path
-from app.downloader.manifest import OK, manifest_files, read_manifest
+from app.downloader.images import DownloadFailure
+from app.downloader.manifest import OK, manifest_files, read_manifest, relative_path
 from app.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 class ManifestEntry(NamedTuple):
     """A manifest row as prepare uses it: `reason` is empty for an `ok` photo, and `path` is None
-    when the photo is at its default place (`app.downloader.download.relative_path`)."""
+    when the photo is at its default place (`app.downloader.manifest.relative_path`)."""
 
     image_id: str
     manifest: int
