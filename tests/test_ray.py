@@ -1,0 +1,146 @@
+"""Download, prepare and pseudo-label on a real Ray cluster on 127.0.0.1 (a head and 2 worker nodes of
+1 CPU each, `tests/ray_cluster.py`), each against the in-process result; a worker node killed with
+`kill -9` mid-job; an address that does not answer; a re-run; two jobs on one folder."""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from app import download as download_cli
+from app.downloader.manifest import OK, DownloadLock, read_manifest
+from app.downloader.images import verify_image
+from photo_server import PhotoServer, serve_world
+from ray_cluster import LocalCluster, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+DOWNLOAD = ["--max-side", "48", "--workers", "2", "--retries", "1", "--timeout", "5", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """The cluster, and its token in this process's environment for the drivers run here."""
+    nodes = LocalCluster(tmp_path_factory.mktemp("ray"), workers=2, cpus=1)
+    saved = {key: os.environ.get(key) for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_USAGE_STATS_ENABLED")}
+    os.environ.update({key: nodes.env[key] for key in saved})
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from app.demo.world import WorldConfig, write_world
+
+    return write_world(tmp_path_factory.mktemp("ray-world") / "raw",
+                       WorldConfig(train_size=24, validation_size=6, test_size=6, extra_yfcc=30, image_size=48, seed=4))
+
+
+@pytest.fixture(scope="module")
+def served(world, tmp_path_factory):
+    """An Open Images folder whose URLs point at the photo server (photos ending in 0 or 1: 404), the
+    photos to serve, and the in-process download of them."""
+    oid_dir = tmp_path_factory.mktemp("ray-oid") / "oid"
+    shutil.copytree(world.oid.classes.parent, oid_dir)
+    photos = serve_world(oid_dir, world.images, lambda image_id: "404" if image_id[-1] in "01" else "ok")
+    reference = oid_dir.parent / "reference"
+    with PhotoServer(photos) as server:
+        download_cli.main(["--oid-dir", str(oid_dir), "--out", str(reference), "--proxy", server.url, *DOWNLOAD])
+    return oid_dir, photos, reference
+
+
+def _jpegs(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*.jpg")}
+
+
+def _final_rows(folder: Path) -> dict:
+    """`{image id: (status, reason)}` of every manifest, and every image's `ok` rows."""
+    final, oks = {}, collections.Counter()
+    for manifest in sorted(folder.glob("manifest*.csv")):
+        for _, row in read_manifest(manifest):
+            final[row.image_id] = (row.status, row.reason)
+            oks[row.image_id] += row.status == OK
+    return final, oks
+
+
+def test_download_on_the_cluster_equals_in_process_and_a_rerun_skips_every_shard(cluster, served, tmp_path):
+    oid_dir, photos, reference = served
+    out = tmp_path / "images"
+    argv = ["--oid-dir", str(oid_dir), "--out", str(out), "--ray", cluster.address, "--shard-photos", "4", *DOWNLOAD]
+    with PhotoServer(photos) as server:
+        summary = download_cli.main(argv + ["--proxy", server.url])
+        requests = sum(server.counts.values())
+        again = download_cli.main(argv + ["--proxy", server.url])
+        assert sum(server.counts.values()) == requests  # nothing requested again
+    shards = -(-len(photos) // 4)
+    assert summary.shards == {"done": shards} and again.shards == {"skipped": shards}
+    assert (again.skipped_ok, again.skipped_permanent) == (summary.ok, summary.failed) and again.ok == again.failed == 0
+    assert _jpegs(out) == _jpegs(reference) and summary.ok == len(_jpegs(reference))
+    final, oks = _final_rows(out)
+    assert final == _final_rows(reference)[0] and set(oks.values()) <= {0, 1}
+    assert sorted(p.name for p in out.glob("manifest-*.csv")) == [f"manifest-{i:05d}.csv" for i in range(shards)]
+
+
+def test_an_address_that_does_not_answer_is_one_line_and_writes_nothing(tmp_path):
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "app/download.py", "--manifest", str(tmp_path / "none.csv"), "--out",
+                             str(tmp_path / "out"), "--ray", f"127.0.0.1:{free_port()}", "--connect-timeout", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and time.monotonic() - started < 30
+    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]
+    assert result.stderr.startswith("error: ray cluster at 127.0.0.1:") and "does not answer" in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_two_jobs_writing_one_folder_are_refused(served, tmp_path, capsys):
+    oid_dir, _, _ = served
+    with DownloadLock(tmp_path / "images"):
+        with pytest.raises(SystemExit) as stop:
+            download_cli.main(["--oid-dir", str(oid_dir), "--out", str(tmp_path / "images"), *DOWNLOAD])
+    assert stop.value.code == 2
+    assert f"error: {tmp_path / 'images'}: in use by another download (pid {os.getpid()})" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "images") == [".download.lock"]
+
+
+def test_kill_9_of_a_worker_node_mid_download(cluster, served, tmp_path):
+    oid_dir, photos, reference = served
+    out = tmp_path / "images"
+    with PhotoServer(photos, delay=0.4) as server:
+        driver = subprocess.Popen([sys.executable, "app/download.py", "--oid-dir", str(oid_dir), "--out", str(out),
+                                   "--ray", cluster.address, "--shard-photos", "3", "--proxy", server.url, *DOWNLOAD,
+                                   "--workers", "1"], cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        try:
+            _wait_for(lambda: any(",ok," in p.read_text() for p in out.glob("manifest-*.csv")), driver, 90)
+            cluster.kill_worker(0)
+            output, _ = driver.communicate(timeout=120)
+        finally:
+            driver.kill()
+    assert driver.returncode == 0, output
+    final, oks = _final_rows(out)
+    assert final == _final_rows(reference)[0] and set(oks.values()) <= {0, 1}
+    assert _jpegs(out) == _jpegs(reference)
+    for data in _jpegs(out).values():
+        verify_image(data)
+    assert len(list((out / ".shards" / "download").glob("*.json"))) == -(-len(photos) // 3)
+
+
+def _wait_for(condition, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"the job ended first: {process.stdout.read()}")
+        time.sleep(0.05)
+    raise AssertionError(f"not reached in {timeout}s")
