@@ -2,7 +2,7 @@
 
 A command cuts its work into `Shard`s (a name, a size in photos for the progress bar, a payload and
 a key: a digest of what the shard reads) and gives a `ShardJob`: a task function
-`run(payload) -> dict` (the shard's result, JSON-able), or, with `setup`, `run(state, payload)`
+`run(payload) -> dict` (the shard's result; JSON-able where markers keep it), or, with `setup`, `run(state, payload)`
 where `state = setup()` is made once per worker (a teacher model loaded once by each Ray actor).
 `Distributor.run` yields each shard's `ShardOutcome` as it completes:
 
@@ -325,12 +325,13 @@ def check_answers(address: str, timeout: float) -> None:
             time.sleep(0.5)
 
 
-def add_distribute_flags(parser: argparse.ArgumentParser) -> None:
-    """`--ray [ADDRESS]`, `--shard-retries` (and, for callers that name it, `--shard-photos`)."""
+def add_distribute_flags(parser: argparse.ArgumentParser, shard_photos: bool = False) -> None:
+    """`--ray [ADDRESS]`, `--shard-retries`, `--connect-timeout` (and `--shard-photos`)."""
     from app.cli import add_config_flags
 
     group = parser.add_argument_group("spreading the work (docs/scale.md)")
     help_text = DistributeConfig.__dataclass_fields__["ray"].metadata["help"]
     group.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", dest="distribute.ray",
                        help=f"{help_text}; --ray alone: RAY_ADDRESS if set, else a local Ray")
-    add_config_flags(group, DistributeConfig, "distribute", ["shard_retries", "shard_photos", "connect_timeout"])
+    names = ["shard_retries", "connect_timeout"] + (["shard_photos"] if shard_photos else [])
+    add_config_flags(group, DistributeConfig, "distribute", names)

@@ -74,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="also retry photos that earlier runs found gone (404, 410, unavailable)")
     parser.add_argument("--proxy", metavar="URL", help="HTTP proxy URL for every request")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    add_distribute_flags(parser)
+    add_distribute_flags(parser, shard_photos=True)
     args = parser.parse_args(argv)
     if (args.oid_dir is None) == (args.manifest is None):
         parser.error("give --oid-dir or --manifest")

@@ -7,7 +7,8 @@ The teacher (any finished run) scores every photo of the dataset's `yfcc` split.
 folder OUT holds the dataset's Open Images train photos plus the selected yfcc photos, with the
 teacher's scores as soft targets, and the same validation and test photos (shards are hard-linked,
 not copied). Selection: each class's top K photos (Yalniz et al.), or a minimum score. See
-app/training/teacher.py.
+app/training/teacher.py. With --ray, Ray actors (one per GPU, or per CPU) score the shards, each
+loading the teacher once (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ if __package__ in (None, ""):  # `python app/pseudo_label.py`: make the reposito
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from app.cli import add_common_flags, add_config_flags, config_overrides, guarded, setup_logging  # noqa: E402
-from app.config import PseudoLabelConfig  # noqa: E402
+from app.config import DistributeConfig, PseudoLabelConfig  # noqa: E402
+from app.distributor import add_distribute_flags, make_distributor  # noqa: E402
 
 
 @guarded
@@ -32,16 +34,22 @@ def main(argv=None) -> dict:
                    help="the dataset with the yfcc split to label [default: the one the teacher was trained on]")
     p.add_argument("--out", type=Path, required=True, help="(required) the new dataset folder")
     add_config_flags(p, PseudoLabelConfig, "pseudo")
+    add_distribute_flags(p)
     add_common_flags(p)
     args = p.parse_args(argv)
     config = PseudoLabelConfig(**config_overrides(args, "pseudo"))
+    distribute = DistributeConfig(**config_overrides(args, "distribute"))
     setup_logging(args.verbose)
     from app.runs.rundir import RunDir
     from app.training.teacher import pseudo_label
 
     data = args.data or RunDir(args.teacher).require_complete().data_dir
-    stats = pseudo_label(args.teacher, data, args.out, config,
-                         progress=not args.no_progress and sys.stderr.isatty())
+    distributor = make_distributor(distribute)
+    try:
+        stats = pseudo_label(args.teacher, data, args.out, config, progress=not args.no_progress and sys.stderr.isatty(),
+                             distributor=distributor)
+    finally:
+        distributor.close()
     print(f"wrote {args.out}/: {stats['kept']} of {stats['scored']} yfcc photos pseudo-labelled by {args.teacher} "
           f"({stats['teacher_model']} model); train it with: python app/train.py --data {args.out} --model image")
     return stats

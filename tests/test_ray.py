@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from app import download as download_cli
+from app import prepare, pseudo_label, train
 from app.downloader.manifest import OK, DownloadLock, read_manifest
 from app.downloader.images import verify_image
 from photo_server import PhotoServer, serve_world
@@ -59,6 +60,26 @@ def served(world, tmp_path_factory):
     return oid_dir, photos, reference
 
 
+@pytest.fixture(scope="module")
+def prepared(world, tmp_path_factory):
+    """The world prepared in process (2 shards per split), and a small tags teacher trained on it."""
+    root = tmp_path_factory.mktemp("ray-prepared")
+    prepare.main(_prepare_argv(world, root / "data"))
+    train.main(["--data", str(root / "data"), "--model", "tags", "--out", str(root / "teacher"), "--epochs", "1",
+                "--embedding-dim", "8", "--hidden-units", "16", "--no-progress"])
+    return root / "data", root / "teacher"
+
+
+def _prepare_argv(world, out: Path) -> list:
+    return ["--oid-dir", str(world.oid.classes.parent), "--yfcc", str(world.yfcc), "--autotags", str(world.autotags),
+            "--extra-tags", str(world.extra_tags), "--images", str(world.images), "--out", str(out),
+            "--records-per-shard", "16", "--tag-threshold", "1", "--bucket-photos", "8", "--no-progress"]
+
+
+def _files(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
 def _jpegs(folder: Path) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*.jpg")}
 
@@ -89,6 +110,15 @@ def test_download_on_the_cluster_equals_in_process_and_a_rerun_skips_every_shard
     final, oks = _final_rows(out)
     assert final == _final_rows(reference)[0] and set(oks.values()) <= {0, 1}
     assert sorted(p.name for p in out.glob("manifest-*.csv")) == [f"manifest-{i:05d}.csv" for i in range(shards)]
+
+
+def test_pseudo_label_on_the_cluster_equals_in_process(cluster, prepared, tmp_path):
+    data, teacher = prepared
+    argv = ["--teacher", str(teacher), "--data", str(data), "--top-k", "1", "--no-progress"]
+    here = pseudo_label.main(argv + ["--out", str(tmp_path / "here")])
+    spread = pseudo_label.main(argv + ["--out", str(tmp_path / "spread"), "--ray", cluster.address])
+    assert spread == here and 0 < here["kept"] <= here["scored"] == 30
+    assert _files(tmp_path / "spread") == _files(tmp_path / "here")
 
 
 def test_an_address_that_does_not_answer_is_one_line_and_writes_nothing(tmp_path):

@@ -56,12 +56,13 @@ class TrainedModel(TrainedRun):
         return pairs.result()
 
     def score_batches(self, info: DatasetInfo, split: str, batch_size: int = 256,
-                      withhold: tuple = ()) -> Iterator[np.ndarray]:
-        """Streams a split's scores `[batch, classes]` (float32), in shard order (see `score`)."""
+                      withhold: tuple = (), files: Optional[list] = None) -> Iterator[np.ndarray]:
+        """Streams a split's scores `[batch, classes]` (float32), in shard order (see `score`); with
+        `files`, those shards' only."""
         self.check_dataset(info)
         p = self.preprocessor
         withhold = tuple(w for w in withhold if (p.uses_image if w == "image" else p.uses_tags))
-        ds = make_dataset(info, split, p, batch_size=batch_size, withhold=withhold)
+        ds = make_dataset(info, split, p, batch_size=batch_size, withhold=withhold, files=files)
         for x, _, _ in ds:
             yield self._predict({k: v for k, v in x.items() if k in self.model.input}).numpy()
 

@@ -36,6 +36,7 @@ def make_dataset(
     repeat: bool = False,
     feature_files: Optional[list] = None,
     withhold: tuple = (),
+    files: Optional[list] = None,
 ) -> tf.data.Dataset:
     """Batches of `(inputs, targets, loss_mask)` from a split's shards.
 
@@ -57,11 +58,12 @@ def make_dataset(
             then the image presence (1.0 or 0.0).
         withhold: `"image"` and/or `"tags"`: score the photos as if they came without them (no
             image bytes, no tags), as serving would.
+        files: read only these shards of the split, in this order (a shard task's share).
 
     Returns:
         A dataset of `(inputs dict, targets [b, C], loss_mask [b, C] or [b, 1])`.
     """
-    files = info.shard_files(split)
+    files = info.shard_files(split) if files is None else [str(f) for f in files]
     ds = _records(files, feature_files, split, input_context)
     if training:
         ds = ds.shuffle(len(files), seed=seed)

@@ -20,7 +20,12 @@ and no verified labels; its image, tags and autotags are kept.
 
 Memory is flat in the number of photos: the scores go to a float16 file in the output's temporary
 folder (1 KB a photo), the per-class cut is found with a running `[K, classes]` top-K, and records
-are streamed twice (scoring, then writing). The new folder's `stats.json` records the teacher (its
+are streamed twice (scoring, then writing).
+
+**Scoring is one task per shard** of the `yfcc` split (`app.distributor`): in this process, or on
+Ray, where each actor loads the teacher once (with a GPU when the cluster has one) and scores shards
+(`--ray`). Each shard is scored in batches of its own, so the scores, and the new folder, are the
+same byte for byte wherever its shards ran. The new folder's `stats.json` records the teacher (its
 run fingerprint), the source dataset's fingerprint and the selection, so a student's run
 fingerprint (the dataset's) changes with any of them.
 """
@@ -29,14 +34,16 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
 from app.config import PseudoLabelConfig
+from app.distributor import Distributor, LocalDistributor, Shard, ShardJob
 from app.records import schema
 from app.records.dataset import DatasetInfo, DatasetWriter
 from app.records.schema import shard_name
@@ -49,7 +56,7 @@ SOURCE_SPLIT = "yfcc"
 
 
 def pseudo_label(teacher_dir: str | Path, data_dir: str | Path, out_dir: str | Path, config: PseudoLabelConfig,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, distributor: Optional[Distributor] = None) -> dict:
     """Writes the pseudo-labelled dataset folder `out_dir` (swapped in whole when complete).
 
     Args:
@@ -58,6 +65,7 @@ def pseudo_label(teacher_dir: str | Path, data_dir: str | Path, out_dir: str | P
         out_dir: the new dataset folder (not `data_dir`).
         config: the selection.
         progress: show a progress bar.
+        distributor: where the shards are scored (default: in this process).
 
     Returns:
         The new folder's `pseudo_labels` stats, with its `fingerprint`.
@@ -77,7 +85,8 @@ def pseudo_label(teacher_dir: str | Path, data_dir: str | Path, out_dir: str | P
     teacher.check_dataset(info)
     with DatasetWriter(out_dir) as writer:
         scores_path = writer.path / ".teacher-scores.f16"
-        cuts = _score(teacher, info, config, scores_path, progress)
+        cuts = _score(TeacherLoader(teacher_dir, teacher), info, config, scores_path,
+                      distributor or LocalDistributor(), progress)
         scores = np.memmap(scores_path, np.float16, "r", shape=(info.split_sizes[SOURCE_SPLIT], info.num_classes))
         keep = _selected(scores, cuts, config)
         if not len(keep):
@@ -99,22 +108,60 @@ def pseudo_label(teacher_dir: str | Path, data_dir: str | Path, out_dir: str | P
     return {**stats["pseudo_labels"], "fingerprint": fingerprint}
 
 
-def _score(teacher: TrainedModel, info: DatasetInfo, config: PseudoLabelConfig, path: Path, progress: bool):
-    """Scores the split into `path` (float16 rows, shard order); returns each class's top-K cut."""
-    total = info.split_sizes[SOURCE_SPLIT]
+class TeacherLoader:
+    """The scoring job's setup: the teacher, loaded once per worker. The one already loaded in this
+    process is used here, and never pickled (a Ray actor loads its own from `teacher_dir`)."""
+
+    def __init__(self, teacher_dir: str | Path, loaded: Optional[TrainedModel] = None):
+        self.teacher_dir, self.loaded = str(teacher_dir), loaded
+
+    def __call__(self) -> TrainedModel:
+        return self.loaded or TrainedModel(self.teacher_dir)
+
+    def __getstate__(self) -> dict:
+        return {"teacher_dir": self.teacher_dir, "loaded": None}
+
+
+@dataclass(frozen=True)
+class ScoreShard:
+    """A scoring task's payload: one shard of the `yfcc` split."""
+
+    data_dir: str
+    file: str
+    batch_size: int
+
+
+def score_shard(teacher: TrainedModel, shard: ScoreShard) -> dict:
+    """A shard task: the teacher's float16 scores `[records, classes]` of one shard, in record order."""
+    info = DatasetInfo.load(shard.data_dir)
+    parts = [s.astype(np.float16) for s in teacher.score_batches(info, SOURCE_SPLIT, shard.batch_size, files=[shard.file])]
+    return {"scores": np.concatenate(parts) if parts else np.zeros((0, info.num_classes), np.float16)}
+
+
+def _score(loader: TeacherLoader, info: DatasetInfo, config: PseudoLabelConfig, path: Path, distributor: Distributor,
+           progress: bool):
+    """Scores the split into `path` (float16 rows, shard order), shard by shard with the distributor;
+    returns each class's top-K cut."""
+    files = info.shard_files(SOURCE_SPLIT)
+    rows = [info.shard_records(f) for f in files]
+    starts = np.cumsum([0] + rows).tolist()
+    shards = [Shard(f"{i:05d}", rows[i], ScoreShard(str(info.data_dir), str(f), config.batch_size))
+              for i, f in enumerate(files)]
     best = np.zeros((0, info.num_classes), np.float32)
-    with open(path, "wb") as out, tqdm(total=total, unit="photo", desc="teacher", disable=not progress) as bar:
-        for scores in teacher.score_batches(info, SOURCE_SPLIT, config.batch_size):
-            scores = scores.astype(np.float16)  # the cut is taken on the stored values
-            out.write(scores.tobytes())
+    with open(path, "wb") as out:
+        for outcome in distributor.run(ShardJob(score_shard, setup=loader), shards, progress=progress, desc="teacher",
+                                       total=starts[-1]):
+            i = int(outcome.shard.name)
+            scores = outcome.result["scores"] if not outcome.error else None
+            if scores is None or len(scores) != rows[i]:
+                raise InputError(f"{files[i]}: " + (f"its scoring failed every attempt: {outcome.error}" if outcome.error
+                                                    else "the shard holds another number of records than its stats"))
+            out.seek(starts[i] * info.num_classes * 2)
+            out.write(scores.tobytes())  # the cut is taken on the stored values
             if config.top_k:
                 best = np.concatenate([best, scores.astype(np.float32)])
                 if len(best) > config.top_k:
                     best = np.partition(best, len(best) - config.top_k, axis=0)[-config.top_k:]
-            bar.update(len(scores))
-            total -= len(scores)
-    if total:
-        raise InputError(f"{info.data_dir}: the {SOURCE_SPLIT} shards hold another number of records than its stats")
     if not config.top_k:
         return None
     # Fewer photos than K: every photo is in every class's top K.
