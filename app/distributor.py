@@ -64,17 +64,24 @@ class Shard:
 
 @dataclass(frozen=True)
 class ShardJob:
-    """What to run on each shard: `run(payload)`, or `run(setup(), payload)` with `setup`.
+    """What to run on each shard: `run(payload)`; `run(setup(), payload)` with `setup`; or
+    `run(shared, payload)` with `shared`.
 
     Args:
         run: the task function (module level, so that Ray workers import it).
-        setup: made once per worker: its result is `run`'s first argument.
+        setup: made once per worker (a Ray actor): its result is `run`'s first argument.
+        shared: what every task reads (the Open Images side of a join): sent to the cluster once.
         num_gpus: GPUs per Ray worker of a `setup` job, when the cluster has any.
     """
 
     run: Callable
     setup: Optional[Callable] = None
+    shared: Any = None
     num_gpus: float = 1.0
+
+    def args(self, first, payload) -> tuple:
+        """`run`'s arguments: the payload, after the worker's state or the shared value if any."""
+        return (payload,) if self.setup is None and self.shared is None else (first, payload)
 
 
 @dataclass
@@ -123,25 +130,29 @@ class ShardMarkers:
 class Distributor:
     """Runs shard tasks and yields their outcomes (see the module docstring).
 
-    `spreads`: whether shards run in other processes (then a command cuts its work into many).
+    `spreads`: whether shards run in other processes (then a command cuts its work into many);
+    `slots`: how many run at once.
     """
 
     spreads = True
+    slots = 1
 
     def run(self, job: ShardJob, shards: Iterable[Shard], markers: Optional[ShardMarkers] = None,
-            progress: bool = False, desc: str = "shards", total: Optional[int] = None) -> Iterator[ShardOutcome]:
+            progress: bool = False, desc: str = "shards", total: Optional[int] = None,
+            unit: str = "photo") -> Iterator[ShardOutcome]:
         """Runs every shard not complete already; yields each outcome as it comes.
 
         Args:
             job: the task.
             shards: the shards, streamed (read only as slots free up).
             markers: skip complete shards, and mark the others as they complete.
-            progress: one progress bar over all shards, in photos.
+            progress: one progress bar over all shards, in photos (shard sizes).
             desc: the progress bar's label.
             total: photos in all shards, if known.
+            unit: what a shard's size counts.
         """
         todo = (markers.complete_outcome(shard) or shard if markers is not None else shard for shard in shards)
-        with tqdm(total=total, unit="photo", desc=desc, disable=not progress, smoothing=0.05) as bar:
+        with tqdm(total=total, unit=unit, desc=desc, disable=not progress, smoothing=0.05) as bar:
             for outcome in self._outcomes(job, todo):
                 if markers is not None and outcome.result is not None and not outcome.skipped:
                     markers.mark(outcome.shard, outcome.result)
@@ -171,7 +182,7 @@ class LocalDistributor(Distributor):
                 continue
             if job.setup is not None and state is None:
                 state = job.setup()
-            yield ShardOutcome(item, job.run(state, item.payload) if job.setup else job.run(item.payload))
+            yield ShardOutcome(item, job.run(*job.args(state if job.setup else job.shared, item.payload)))
 
 
 class _ShardWorker:
@@ -211,6 +222,7 @@ class RayDistributor(Distributor):
         self.startup_s = time.monotonic() - started
         resources = ray.cluster_resources()
         self.cpus, self.gpus = max(1, int(resources.get("CPU", 1))), int(resources.get("GPU", 0))
+        self.slots = self.cpus
         log.info("ray: %s, %d CPUs, %d GPUs, connected in %.1fs", target or "a local Ray", self.cpus, self.gpus,
                  self.startup_s)
 
@@ -219,12 +231,13 @@ class RayDistributor(Distributor):
 
     def _with_tasks(self, job: ShardJob, todo: Iterator) -> Iterator[ShardOutcome]:
         remote = self.ray.remote(job.run).options(num_cpus=1, max_retries=self.retries, retry_exceptions=True)
+        shared = self.ray.put(job.shared) if job.shared is not None else None
         pending: dict = {}
         for item in todo:
             if isinstance(item, ShardOutcome):
                 yield item
                 continue
-            pending[remote.remote(item.payload)] = item
+            pending[remote.remote(*job.args(shared, item.payload))] = item
             if len(pending) >= 2 * self.cpus:
                 yield self._next(pending)
         while pending:

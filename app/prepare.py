@@ -7,7 +7,9 @@
                           [--hierarchy tree.json] [--labels exhaustive|partial] --out tfrecords/NAME
     python app/prepare.py --nuswide DIR | --coco DIR --out tfrecords/NAME
 
-The dataset is written into a temporary folder beside --out and swapped in only when complete.
+The dataset is written into a temporary folder beside --out and swapped in only when complete. With
+--ray (Open Images + YFCC100M, or --demo), the YFCC100M scan and the join run as Ray tasks
+(docs/scale.md).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ if __package__ in (None, ""):  # `python app/prepare.py`: make the repository ro
 
 from app.cli import (add_common_flags, add_config_flags, config_overrides, guarded, setup_logging,  # noqa: E402
                      writing_to)
-from app.config import PrepareConfig  # noqa: E402
+from app.config import DistributeConfig, PrepareConfig  # noqa: E402
+from app.distributor import add_distribute_flags, make_distributor  # noqa: E402
 from app.records.collection_flags import add_collection_flags, collection_error, wants_collection  # noqa: E402
 from app.demo.world import WorldConfig  # noqa: E402
 from app.fileio import refuse_output_over_inputs  # noqa: E402
@@ -53,10 +56,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_collection_flags(parser, demo)
     parser.add_argument("--out", type=Path, required=True, help="(required) output dataset folder, e.g. tfrecords/demo")
     add_config_flags(parser.add_argument_group("dataset"), PrepareConfig, "prepare")
+    add_distribute_flags(parser)
     add_common_flags(parser)
     args = parser.parse_args(argv)
     if collection_error(args):
         parser.error(collection_error(args))
+    if wants_collection(args) and getattr(args, "distribute.ray") is not None:
+        parser.error("--ray prepares Open Images + YFCC100M (--oid-dir, --yfcc) or --demo; a collection is prepared "
+                     "in this process")
     if not args.demo and not wants_collection(args) and (args.oid_dir is None or args.yfcc is None):
         parser.error("give --oid-dir and --yfcc, --manifest, --nuswide, --coco, or --demo")
     if args.demo and args.demo_size < 1:
@@ -70,7 +77,8 @@ def main(argv=None) -> dict:
     setup_logging(args.verbose)
     config = PrepareConfig(**config_overrides(args, "prepare"))
     from app.sources import oid
-    from app.records.join import prepare_dataset
+    from app.records.join import JoinHooks, prepare_dataset
+    from app.records.spread import spread_hooks
     from app.sources.oid_yfcc import Sources
     from app.records.summary import summary
     from app.demo.dataset import prepare_demo
@@ -82,17 +90,23 @@ def main(argv=None) -> dict:
                               "never")
     started = time.time()
     progress = not args.no_progress and sys.stderr.isatty()
+    distributor = make_distributor(DistributeConfig(**config_overrides(args, "distribute")))
+    hooks = spread_hooks(distributor, progress) if distributor.spreads else JoinHooks()
     with writing_to(args.out):
-        if wants_collection(args):
-            from app.records.builder import prepare_collection_dataset
+        try:
+            if wants_collection(args):
+                from app.records.builder import prepare_collection_dataset
 
-            stats = prepare_collection_dataset(args, config)
-        elif args.demo:
-            stats = prepare_demo(args.out, args.demo_size, args.seed, config, progress)
-        else:
-            stats = prepare_dataset(lambda _: Sources(
-                oid=oid.OidPaths.find(args.oid_dir, classes=args.classes, hierarchy=args.hierarchy), yfcc=args.yfcc,
-                autotags=args.autotags, extra_tags=args.extra_tags, images=args.images), args.out, config, progress)
+                stats = prepare_collection_dataset(args, config)
+            elif args.demo:
+                stats = prepare_demo(args.out, args.demo_size, args.seed, config, progress, hooks)
+            else:
+                stats = prepare_dataset(lambda _: Sources(
+                    oid=oid.OidPaths.find(args.oid_dir, classes=args.classes, hierarchy=args.hierarchy),
+                    yfcc=args.yfcc, autotags=args.autotags, extra_tags=args.extra_tags, images=args.images),
+                    args.out, config, progress, hooks)
+        finally:
+            distributor.close()
     print(summary(stats, args.out, time.time() - started))
     return stats
 

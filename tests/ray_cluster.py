@@ -1,6 +1,7 @@
 """A real Ray cluster on 127.0.0.1 for the tests: a head and worker nodes, each a `ray start` of its own.
 
-Every node runs in a process group of its own, so that `kill_worker` can `kill -9` one node (its
+Every node runs in a process group of its own; its processes are that group and their descendants
+(Ray's worker processes make groups of their own), so that `kill_worker` can `kill -9` one node (its
 raylet and its workers) and `stop` ends exactly the processes started here (never `ray stop`, which
 would end every Ray node of the machine). Ports are chosen free; no dashboard, no usage stats; a
 token of its own authenticates the nodes and the drivers (`env`).
@@ -75,25 +76,63 @@ class LocalCluster:
             log = (self.root / f"{name}.log").read_text()[-3000:]
             raise RuntimeError(f"ray start of {name} ended with {code}:\n{log}")
 
+    def runs(self, index: int, functions: tuple) -> bool:
+        """Whether a process of worker node `index` is running one of these task functions (Ray
+        names a worker process `ray::FUNCTION` while it runs one)."""
+        titles = {f"ray::{name}" for name in functions}
+        return any(_title(pid) in titles for pid in _node_processes(self.groups[f"worker{index}"]))
+
     def kill_worker(self, index: int) -> None:
         """`kill -9` of every process of worker node `index`."""
-        _kill_group(self.groups.pop(f"worker{index}"))
+        _kill_node(self.groups.pop(f"worker{index}"))
 
     def stop(self) -> None:
-        """Ends every node started here (their process groups), head last."""
+        """Ends every node started here, head last."""
         for name in sorted(self.groups, key=lambda n: n == "head"):
-            _kill_group(self.groups.pop(name))
+            _kill_node(self.groups.pop(name))
 
 
-def _kill_group(pgid: int) -> None:
+def _processes() -> dict:
+    """`{pid: (parent pid, process group)}` of every process."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(stat.parent.name)] = (int(fields[1]), int(fields[2]))
+    return out
+
+
+def _node_processes(group: int) -> set:
+    """A node's processes: its `ray start`'s process group, and their descendants (Ray's worker
+    processes have process groups of their own)."""
+    table = _processes()
+    node = {pid for pid, (_, pgid) in table.items() if pgid == group}
+    while True:
+        children = {pid for pid, (parent, _) in table.items() if parent in node} - node
+        if not children:
+            return node
+        node |= children
+
+
+def _title(pid: int) -> str:
     try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _kill_node(group: int) -> None:
+    """SIGKILL to every process of a node, then waits (10 s at most) until they are gone."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        alive = [pid for pid in _node_processes(group) if _title(pid)]  # zombies have no command line
+        if not alive:
             return
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         time.sleep(0.05)

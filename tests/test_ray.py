@@ -87,7 +87,7 @@ def _jpegs(folder: Path) -> dict:
 def _final_rows(folder: Path) -> dict:
     """`{image id: (status, reason)}` of every manifest, and every image's `ok` rows."""
     final, oks = {}, collections.Counter()
-    for manifest in sorted(folder.glob("manifest*.csv")):
+    for manifest in sorted(p for p in folder.glob("manifest*.csv") if p.is_file()):
         for _, row in read_manifest(manifest):
             final[row.image_id] = (row.status, row.reason)
             oks[row.image_id] += row.status == OK
@@ -121,14 +121,43 @@ def test_pseudo_label_on_the_cluster_equals_in_process(cluster, prepared, tmp_pa
     assert _files(tmp_path / "spread") == _files(tmp_path / "here")
 
 
-def test_an_address_that_does_not_answer_is_one_line_and_writes_nothing(tmp_path):
+def _dataset(folder: Path) -> dict:
+    """A dataset's records as a multiset per split, and its other files byte for byte."""
+    import tensorflow as tf
+
+    records = collections.defaultdict(list)
+    for shard in folder.glob("*.tfrecord"):
+        records[shard.name.split("-")[0]] += [bytes(r) for r in tf.data.TFRecordDataset(str(shard)).as_numpy_iterator()]
+    files = {name: (folder / name).read_bytes() for name in ("vocab.tsv", "classes.csv", "hierarchy.json", "stats.json")}
+    return {"records": {split: sorted(split_records) for split, split_records in records.items()}, **files}
+
+
+def test_a_shard_that_fails_every_attempt_is_named_and_the_exit_status_says_so(cluster, served, tmp_path, capsys):
+    oid_dir, photos, reference = served
+    out = tmp_path / "images"
+    (out / "manifest-00001.csv").mkdir(parents=True)  # shard 00001 cannot write its manifest
+    with PhotoServer(photos) as server:
+        with pytest.raises(SystemExit) as stop:
+            download_cli.main(["--oid-dir", str(oid_dir), "--out", str(out), "--ray", cluster.address,
+                               "--shard-photos", "12", "--shard-retries", "1", "--proxy", server.url, *DOWNLOAD])
+    assert stop.value.code == 1
+    captured = capsys.readouterr()
+    assert "shards: 2 done, 1 failed" in captured.out and "failed, shard_error: 12" in captured.out
+    assert "e.g. shard 00001: IsADirectoryError" in captured.out
+    assert captured.err.strip() == ("error: 1 shards failed every attempt (00001); run the same command again to "
+                                    "retry them")
+    final, _ = _final_rows(out)
+    assert len(final) == len(photos) - 12 and not list((out / ".shards" / "download").glob("00001.json"))
+
+
+def test_an_address_that_does_not_answer_is_one_line_and_writes_nothing(tmp_path, capsys):
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "app/download.py", "--manifest", str(tmp_path / "none.csv"), "--out",
-                             str(tmp_path / "out"), "--ray", f"127.0.0.1:{free_port()}", "--connect-timeout", "1"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and time.monotonic() - started < 30
-    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]
-    assert result.stderr.startswith("error: ray cluster at 127.0.0.1:") and "does not answer" in result.stderr
+    with pytest.raises(SystemExit) as stop:
+        download_cli.main(["--manifest", str(tmp_path / "none.csv"), "--out", str(tmp_path / "out"),
+                           "--ray", f"127.0.0.1:{free_port()}", "--connect-timeout", "1"])
+    assert stop.value.code == 2 and time.monotonic() - started < 10
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ray cluster at 127.0.0.1:") and "does not answer" in err[0]
     assert os.listdir(tmp_path) == []
 
 
@@ -151,7 +180,7 @@ def test_kill_9_of_a_worker_node_mid_download(cluster, served, tmp_path):
                                    "--workers", "1"], cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
         try:
-            _wait_for(lambda: any(",ok," in p.read_text() for p in out.glob("manifest-*.csv")), driver, 90)
+            _wait_for(lambda: cluster.runs(0, ("download_shard",)), driver, 90)
             cluster.kill_worker(0)
             output, _ = driver.communicate(timeout=120)
         finally:
@@ -174,3 +203,20 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float) -> None:
             raise AssertionError(f"the job ended first: {process.stdout.read()}")
         time.sleep(0.05)
     raise AssertionError(f"not reached in {timeout}s")
+
+
+def test_prepare_on_the_cluster_equals_in_process_despite_a_worker_node_killed_mid_job(cluster, world, prepared,
+                                                                                         tmp_path):
+    data, _ = prepared
+    driver = subprocess.Popen([sys.executable, "app/prepare.py", *_prepare_argv(world, tmp_path / "spread"),
+                               "--ray", cluster.address], cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: cluster.runs(1, ("count_span", "scan_span", "join_buckets")), driver, 120)
+        cluster.kill_worker(1)
+        output, _ = driver.communicate(timeout=180)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, output
+    assert _dataset(tmp_path / "spread") == _dataset(data)
+    assert len(list((tmp_path / "spread").glob("yfcc-*.tfrecord"))) > 2  # written by several tasks

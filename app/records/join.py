@@ -27,7 +27,7 @@ from app.sources import oid
 from app.records import schema
 from app.sources import yfcc
 from app.badrows import BadRows
-from app.sources.buckets import first_occurrences, mix64
+from app.sources.buckets import BucketFiles, first_occurrences, mix64
 from app.records.dataset import JOIN_TEMP, DatasetWriter
 from app.sources.hierarchy import Hierarchy
 from app.records.image_folder import ImageFolder, ManifestEntry
@@ -167,8 +167,18 @@ def _label_lists(scores: dict, verified: dict, machine: dict, index: dict) -> di
     }
 
 
+@dataclass(frozen=True)
+class JoinHooks:
+    """Where the two heavy steps of a prepare run: the YFCC100M scan (`partition_yfcc`'s arguments)
+    and the join that writes the splits (`_write_splits`'s). None: in this process;
+    `app.records.spread.spread_hooks` runs them as shard tasks (on Ray)."""
+
+    scan_yfcc: Optional[Callable] = None
+    write_splits: Optional[Callable] = None
+
+
 def prepare_dataset(sources: Sources | Callable[[Path], Sources], out_dir: str | Path, config: PrepareConfig,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, hooks: JoinHooks = JoinHooks()) -> dict:
     """Joins the sources into a new dataset folder, swapped into place when complete.
 
     Args:
@@ -177,6 +187,7 @@ def prepare_dataset(sources: Sources | Callable[[Path], Sources], out_dir: str |
         out_dir: the dataset folder.
         config: vocabulary, shard layout, targets, the `yfcc` split's size, buckets.
         progress: show progress bars.
+        hooks: where the YFCC100M scan and the join run.
 
     Returns:
         The stats (also in `stats.json`), plus the dataset's `fingerprint`.
@@ -186,11 +197,12 @@ def prepare_dataset(sources: Sources | Callable[[Path], Sources], out_dir: str |
         for split, path in sources.oid.human_labels.items():
             subset = " (the boxable subset: no full file found)" if path and path.stem.endswith("-boxable") else ""
             prepare_log.info("%s: human-verified labels from %s%s", split, path, subset)
-        stats = prepare(sources, writer, config, progress)
+        stats = prepare(sources, writer, config, progress, hooks)
         return {**stats, "fingerprint": writer.commit()}
 
 
-def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, progress: bool = True) -> dict:
+def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, progress: bool = True,
+            hooks: JoinHooks = JoinHooks()) -> dict:
     """Reads every source, joins them, and writes shards plus metadata into the writer's folder.
 
     Args:
@@ -198,6 +210,7 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
         writer: the dataset being written (the caller commits it).
         config: vocabulary, shard layout, targets, the `yfcc` split's size, buckets.
         progress: show progress bars.
+        hooks: where the YFCC100M scan and the join run.
 
     Returns:
         The stats dictionary that is also written to `stats.json`.
@@ -208,9 +221,9 @@ def prepare(sources: Sources, writer: DatasetWriter, config: PrepareConfig, prog
     folder = ImageFolder(sources.images, bad, index=False) if sources.images else None
     label_mids = {"human": context.hierarchy.known_mids(), "machine": [mid for mid, _ in context.classes]}
     parts = partition(sources, label_mids, folder, out_dir / JOIN_TEMP, config.yfcc_split_size, config.bucket_photos,
-                      bad, progress)
+                      bad, progress, hooks.scan_yfcc)
     try:
-        tally = _write_splits(parts, sources, context, folder, writer, config, bad, progress)
+        tally = (hooks.write_splits or _write_splits)(parts, sources, context, folder, writer, config, bad, progress)
     finally:
         parts.remove()
         shutil.rmtree(out_dir / JOIN_TEMP, ignore_errors=True)
@@ -294,20 +307,9 @@ def _write_splits(parts: Partitioned, sources: Sources, context: RecordContext, 
     try:
         work = [(parts.oid, b) for b in range(parts.oid.count)] + [(parts.yfcc, b) for b in range(parts.yfcc.count)]
         for files, bucket in tqdm(work, desc="join", unit="bucket", disable=not progress):
-            if files is parts.oid:
-                photos = oid_photos(parts, bucket, sources.oid, context, bad)
-            else:
-                photos = yfcc_photos(parts, bucket, sources.yfcc, bad)
-            if folder is not None:
-                folder.use_entries(_manifest_entries(files.read("manifest", bucket)))
-                photos, ahead = itertools.tee(photos)  # tee holds only iter_load's look-ahead
-                loaded = folder.iter_load(ahead, bad)
-            else:
-                loaded = itertools.repeat(b"")
-            for photo, image in zip(photos, loaded):
-                record = build_record(photo, context, image)
-                shards[photo.split].write(record)
-                tally.add(photo.split, record)
+            for record, split in bucket_records(parts, files, bucket, sources, context, folder, bad):
+                shards[split].write(record)
+                tally.add(split, record)
         for split, shard_writer in shards.items():
             writer.add_shards(shard_writer.close())
     except BaseException:
@@ -315,6 +317,23 @@ def _write_splits(parts: Partitioned, sources: Sources, context: RecordContext, 
             shard_writer.abort()
         raise
     return tally
+
+
+def bucket_records(parts: Partitioned, files: BucketFiles, bucket: int, sources: Sources, context: RecordContext,
+                   folder: Optional[ImageFolder], bad: BadRows) -> Iterator[tuple[schema.PhotoRecord, str]]:
+    """`(record, split)` of one bucket's photos (of `parts.oid` or `parts.yfcc`), in order."""
+    if files is parts.oid:
+        photos = oid_photos(parts, bucket, sources.oid, context, bad)
+    else:
+        photos = yfcc_photos(parts, bucket, sources.yfcc, bad)
+    if folder is not None:
+        folder.use_entries(_manifest_entries(files.read("manifest", bucket)))
+        photos, ahead = itertools.tee(photos)  # tee holds only iter_load's look-ahead
+        loaded = folder.iter_load(ahead, bad)
+    else:
+        loaded = itertools.repeat(b"")
+    for photo, image in zip(photos, loaded):
+        yield build_record(photo, context, image), photo.split
 
 
 def _manifest_entries(rows: dict) -> list:

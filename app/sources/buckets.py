@@ -111,6 +111,14 @@ class BucketFiles:
         self._buffers.clear()
         self._buffered = 0
 
+    def append_files(self, folder: str | Path, stream: str) -> None:
+        """Appends the bucket files of another `BucketFiles`' stream (`folder`: its stream folder, with
+        as many buckets) after this one's rows, bucket by bucket."""
+        self.flush()
+        for path in sorted(Path(folder).glob("*.pickle")):
+            with open(path, "rb") as source, open(self.root / stream / path.name, "ab") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+
     def iter_chunks(self, stream: str, bucket: int,
                     keep: Optional[Callable[[dict], np.ndarray]] = None) -> Iterator[dict]:
         """A bucket's chunks of one stream, in the order added (flush first).

@@ -19,7 +19,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -113,7 +113,7 @@ class Partitioned:
 
 
 def partition(sources: Sources, label_mids: dict, folder: Optional[ImageFolder], tmp_dir: Path, yfcc_size: int,
-              bucket_photos: int, bad: BadRows, progress: bool) -> Partitioned:
+              bucket_photos: int, bad: BadRows, progress: bool, scan_yfcc: Optional[Callable] = None) -> Partitioned:
     """Reads every source once into bucket files under `tmp_dir`.
 
     Args:
@@ -125,6 +125,8 @@ def partition(sources: Sources, label_mids: dict, folder: Optional[ImageFolder],
         bucket_photos: photos per bucket.
         bad: receives every bad row and warning.
         progress: show progress bars.
+        scan_yfcc: what scans YFCC100M, with `partition_yfcc`'s arguments (`partition_yfcc`, in this
+            process, by default; `app.records.spread` scans its byte spans as shard tasks).
     """
     paths = sources.oid
     label_paths = [p for kind in (paths.human_labels, paths.machine_labels) for p in kind.values() if p]
@@ -135,7 +137,7 @@ def partition(sources: Sources, label_mids: dict, folder: Optional[ImageFolder],
     sizes, flickr = partition_images(paths.images, oid_files, bad)
     found = np.zeros(len(flickr.wanted), dtype=bool)
     selection = BottomK(yfcc_size)
-    partition_yfcc(sources.yfcc, flickr, found, selection.offer, oid_files, yfcc_files, bad, progress)
+    (scan_yfcc or partition_yfcc)(sources.yfcc, flickr, found, selection, oid_files, yfcc_files, bad, progress)
     selected = selection.selected()
     if sources.extra_tags:
         extra = yfcc.read_extra_tags(sources.extra_tags, flickr.wanted[~found], bad)
@@ -265,16 +267,23 @@ def add_tags(files: BucketFiles, flickr: FlickrMap, ids: list, tags: list, sourc
                                 "source": np.full(len(rows), source, np.int8), "tags": [tags[i] for i in rows]})
 
 
-def partition_yfcc(path: Path, flickr: FlickrMap, found: np.ndarray, offer, oid_files: BucketFiles,
-                   yfcc_files: BucketFiles, bad: BadRows, progress: bool) -> None:
-    """Scans YFCC100M once: user tags of Open Images photos, and of the `yfcc` split's candidates."""
-    with tqdm(total=os.path.getsize(path), desc="scan YFCC100M", unit="B", unit_scale=True,
-              disable=not progress) as bar:
-        photos = yfcc.scan_dataset(path, flickr.wanted, bad, progress=bar.update, found=found, outside=offer)
+def partition_yfcc(path: Path, flickr: FlickrMap, found: np.ndarray, selection: BottomK, oid_files: BucketFiles,
+                   yfcc_files: BucketFiles, bad: BadRows, progress: bool, span: Optional[tuple[int, int]] = None,
+                   first_line: int = 0, lines: Optional[np.ndarray] = None) -> None:
+    """Scans YFCC100M once (or the lines of a byte span of it, after `first_line` lines): user tags of
+    Open Images photos (their lines into `lines`, aligned with `flickr.wanted`, if given), and of the
+    `yfcc` split's candidates (offered to `selection`)."""
+    size = os.path.getsize(path) if span is None else span[1] - span[0]
+    with tqdm(total=size, desc="scan YFCC100M", unit="B", unit_scale=True, disable=not progress) as bar:
+        photos = yfcc.scan_dataset(path, flickr.wanted, bad, progress=bar.update, found=found, outside=selection.offer,
+                                   span=span, first_line=first_line)
         for batch in batches(photos):
             wanted = [p for p in batch if p.wanted]
             add_tags(oid_files, flickr, [p.photo_id for p in wanted], [p.user_tags for p in wanted],
                      TAG_SOURCES.index("yfcc"))
+            if lines is not None and wanted:
+                at = np.searchsorted(flickr.wanted, np.array([p.photo_id for p in wanted], dtype=np.uint64))
+                lines[at] = [p.line_no for p in wanted]
             others = [p for p in batch if not p.wanted]
             ids = np.array([p.photo_id for p in others], dtype=np.uint64)
             yfcc_files.add("tags", bucket_of(order_keys(ids), yfcc_files.count),

@@ -85,6 +85,8 @@ def scan_dataset(
     progress: Optional[Callable[[int], None]] = None,
     found: Optional[np.ndarray] = None,
     outside: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+    span: Optional[tuple[int, int]] = None,
+    first_line: int = 0,
 ) -> Iterator[YfccPhoto]:
     """Streams the YFCC100M dataset file, yielding the photos whose id is in `wanted`.
 
@@ -98,6 +100,9 @@ def scan_dataset(
         outside: called with the ids of the photos (not videos: the last field, the photo/video
             marker, is `0`) that are not wanted, block by block; returns a mask of those to yield too
             (with `wanted=False`; a repeated id among them is not checked here).
+        span: read only the lines that start in this byte span (`app.sources.textfiles.line_spans`),
+            a task's share of a plain file; a wanted id is then checked for repeats in the span only.
+        first_line: the lines of the file before the span (line numbers count from there).
 
     Yields:
         One `YfccPhoto` per wanted id (the first line wins if an id repeats), in file order.
@@ -109,8 +114,8 @@ def scan_dataset(
     found = np.zeros(len(wanted), dtype=bool) if found is None else found
     # One match per line whose field count may be right: the id field of each line.
     id_pattern = re.compile(rb"\n" + rb"[^\t\n]*\t" * layout["id"] + rb"([^\t\n]*)\t")
-    name, line_no = str(path), 0
-    for view in iter_line_blocks(path, CHUNK_BYTES, progress):
+    name, line_no = str(path), first_line
+    for view in iter_line_blocks(path, CHUNK_BYTES, progress, span):
         block = bytes(view)
         lines = _block_lines(block, fields - 1, layout["id"], id_pattern, name, line_no, bad)
         hit, positions = contains(wanted, lines.ids)

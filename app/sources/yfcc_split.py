@@ -72,6 +72,12 @@ class BottomK:
             self._compact()
         return keep
 
+    def merge(self, ids: np.ndarray, offered: int) -> None:
+        """Adds the selection of another `BottomK` of the same size, made from `offered` ids (a span
+        of the file): the bottom K of the union of bottom Ks is the bottom K of every id."""
+        self.offer(ids)
+        self.offered += offered - len(ids)
+
     def _compact(self) -> None:
         hashes = np.concatenate([self._hashes, *(h for h, _ in self._pending)])
         ids = np.concatenate([self._ids, *(i for _, i in self._pending)])
