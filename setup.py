@@ -23,6 +23,9 @@ setup(
         "matplotlib>=3.8,<4",
         "tqdm>=4.66,<5",
         "urllib3>=2,<3",
+        # --ray: download, prepare and pseudo-label as shard tasks on a Ray cluster (docs/scale.md); imported
+        # only with --ray, so the in-process default does not pay for it
+        "ray[data]>=2.60,<3",
     ],
     extras_require={
         # tfds.as_dataframe's HTML view needs jinja2; TFDS's `tfds build` CLI also needs apache-beam, which

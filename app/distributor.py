@@ -199,7 +199,8 @@ class RayDistributor(Distributor):
     """Runs the shards on a Ray cluster (connected on creation).
 
     Args:
-        address: `--ray`'s value (see `cluster_address`).
+        address: `--ray`'s value (see `cluster_address`); unused when this process is connected
+            to Ray already (that connection is used, and left open).
         retries: attempts after a shard failed (it raised, or its worker, actor or node was lost).
         connect_timeout: seconds for the cluster's address to answer.
 
@@ -214,11 +215,13 @@ class RayDistributor(Distributor):
             raise InputError("--ray needs the ray package: pip install 'ray[data]>=2.60,<3'") from err
         self.ray, self.retries = ray, retries
         target = cluster_address(address)
-        if target is not None:
-            check_answers(target, connect_timeout)
+        self.owned = not ray.is_initialized()  # a connection made by the caller stays the caller's
         started = time.monotonic()
-        ray.init(address=target or LOCAL, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        if self.owned:
+            if target is not None:
+                check_answers(target, connect_timeout)
+            ray.init(address=target or LOCAL, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
         self.startup_s = time.monotonic() - started
         resources = ray.cluster_resources()
         self.cpus, self.gpus = max(1, int(resources.get("CPU", 1))), int(resources.get("GPU", 0))
@@ -281,7 +284,8 @@ class RayDistributor(Distributor):
         return outcome
 
     def close(self) -> None:
-        self.ray.shutdown()
+        if self.owned:
+            self.ray.shutdown()
 
 
 def _one_line(err: BaseException) -> str:

@@ -3,7 +3,7 @@ import gzip
 
 import pytest
 
-from app.sources import yfcc
+from app.sources import textfiles, yfcc
 from app.badrows import BadRows
 from app.errors import InputError
 from conftest import DATA
@@ -109,3 +109,22 @@ def test_no_valid_line_is_a_clear_error(tmp_path):
     path.write_text("a\tb\n")
     with pytest.raises(InputError, match="25 .* or 23"):
         scan(path, [1])
+
+
+@pytest.mark.parametrize("parts", [1, 3, 7, 40])
+def test_byte_spans_read_every_line_once_with_its_number(tmp_path, parts):
+    """A line belongs to the span where it starts: the spans, scanned one by one after their
+    counted lines, give the whole scan's photos, line numbers and bad rows."""
+    rows = [line(i, f"tag{i}").encode() for i in range(100, 130)]
+    rows[4], rows[11], rows[20] = b"only\tthree\tfields", b"", line(7, "caf\xe9").encode("latin-1")
+    path = tmp_path / "yfcc100m_dataset"
+    path.write_bytes(b"\n".join(rows))  # no final newline
+    wanted = yfcc.id_array([7] + list(range(100, 130, 3)))
+    whole_bad, span_bad = BadRows(), BadRows()
+    whole = list(yfcc.scan_dataset(path, wanted, whole_bad))
+    spans, first, spread = textfiles.line_spans(path, parts), 0, []
+    for span in spans:
+        spread += yfcc.scan_dataset(path, wanted, span_bad, span=span, first_line=first)
+        first += textfiles.count_lines(path, span)
+    assert spread == whole and first == len(rows) and len(spans) == parts
+    assert span_bad.to_dict() == whole_bad.to_dict() and whole_bad.total == 3
