@@ -108,20 +108,15 @@ class ShardMarkers:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.accept = accept
 
-    def complete(self, shard: Shard) -> Optional[dict]:
-        """The result of an earlier run of this very shard, or None."""
+    def earlier(self, shard: Shard) -> Optional[ShardOutcome]:
+        """A `skipped` outcome with the result of an earlier run of this very shard, or None."""
         try:
             marker = json.loads((self.folder / f"{shard.name}.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         if not isinstance(marker, dict) or marker.get("key") != shard.key or not isinstance(marker.get("result"), dict):
             return None
-        return marker["result"] if self.accept(marker["result"]) else None
-
-    def complete_outcome(self, shard: Shard) -> Optional[ShardOutcome]:
-        """A `skipped` outcome for a shard complete in an earlier run, or None."""
-        earlier = self.complete(shard)
-        return None if earlier is None else ShardOutcome(shard, earlier, skipped=True)
+        return ShardOutcome(shard, marker["result"], skipped=True) if self.accept(marker["result"]) else None
 
     def mark(self, shard: Shard, result: dict) -> None:
         atomic_write_json(self.folder / f"{shard.name}.json", {"key": shard.key, "result": result})
@@ -151,7 +146,7 @@ class Distributor:
             total: photos in all shards, if known.
             unit: what a shard's size counts.
         """
-        todo = (markers.complete_outcome(shard) or shard if markers is not None else shard for shard in shards)
+        todo = (markers.earlier(shard) or shard if markers is not None else shard for shard in shards)
         with tqdm(total=total, unit=unit, desc=desc, disable=not progress, smoothing=0.05) as bar:
             for outcome in self._outcomes(job, todo):
                 if markers is not None and outcome.result is not None and not outcome.skipped:
@@ -260,7 +255,7 @@ class RayDistributor(Distributor):
             if not idle and len(busy) >= most:
                 yield self._next(pending, busy, idle)
             actor = idle.pop() if idle else kind.remote(job.setup)
-            ref = actor.run.remote(job.run, item.payload)
+            ref = actor.run.options(retry_exceptions=True).remote(job.run, item.payload)
             pending[ref], busy[ref] = item, actor
         for actor in idle:  # free their CPUs for an actor being restarted elsewhere
             self.ray.kill(actor)

@@ -119,21 +119,20 @@ def world(photos: int, folder: Path) -> None:
     train = max(4, photos * 2 // 9)  # train + validation + test (a quarter each) + 3x yfcc-only photos
     code = ("from app.demo.world import WorldConfig, write_world; "
             f"write_world({str(folder)!r}, WorldConfig(train_size={train}, validation_size={train // 4}, "
-            f"test_size={train // 4}, extra_yfcc={3 * train}))")
+            f"test_size={train // 4}, extra_yfcc={3 * train}, image_size=16))")  # prepare reads no image here
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def prepare_once(raw: Path, out: Path, bucket_photos: int, ray: bool) -> dict:
-    """One prepare run in a fresh process: wall seconds, CPU of its process tree, Ray workers' peak RSS."""
+def prepare_once(raw: Path, out: Path, bucket_photos: int, ray: str | None, env: dict) -> dict:
+    """One prepare run in a fresh process (`ray`: None, `local`, or a running cluster's address): wall
+    seconds, CPU seconds of the run's process tree and of the Ray workers, their peak RSS."""
     argv = [sys.executable, "app/prepare.py", "--oid-dir", str(raw / "oid"), "--yfcc", str(raw / "yfcc100m_dataset"),
             "--autotags", str(raw / "yfcc100m_autotags"), "--extra-tags", str(raw / "extra_tags.tsv"),
-            "--out", str(out), "--bucket-photos", str(bucket_photos), "--no-progress"] + (["--ray", "local"] if ray else [])
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            "--out", str(out), "--bucket-photos", str(bucket_photos), "--no-progress"] + (["--ray", ray] if ray else [])
+    before, baseline = resource.getrusage(resource.RUSAGE_CHILDREN), ray_workers()
+    seen = dict(baseline)  # Ray worker pid -> (CPU seconds, peak RSS kB), sampled while they live
     started = time.time()
-    seen: dict = {}  # Ray worker pid -> (CPU seconds, peak RSS kB), sampled while they live
-    process = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
-                                                    "RAY_USAGE_STATS_ENABLED": "0"},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     while process.poll() is None:
         seen.update(ray_workers())
         time.sleep(0.5)
@@ -142,30 +141,33 @@ def prepare_once(raw: Path, out: Path, bucket_photos: int, ray: bool) -> dict:
         raise SystemExit(output[-3000:])
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"seconds": round(time.time() - started, 1), "cpu_s": round(cpu, 1),
-            "ray_worker_cpu_s": round(sum(c for c, _ in seen.values()), 1) if ray else None,
+    workers = sum(c - baseline.get(pid, (0, 0))[0] for pid, (c, _) in seen.items())
+    return {"ray": ray and ("a running cluster" if ray != "local" else "local, started by the run"),
+            "seconds": round(time.time() - started, 1), "driver_tree_cpu_s": round(cpu, 1),
+            "ray_worker_cpu_s": round(workers, 1) if ray else None,
             "ray_worker_peak_MB": round(max([p for _, p in seen.values()] or [0]) / 1024, 1) if ray else None,
             "load": load()}
 
 
-def prepare_part(photos: int, work: Path, buckets: list) -> dict:
-    raw = work / "raw"
+def prepare_part(photos: int, work: Path, buckets: list, modes: list) -> dict:
+    """In process, on a Ray started by the run, and on a running Ray of 2 CPUs, at each bucket size."""
+    from ray_cluster import LocalCluster
+
+    raw = work / f"raw-{photos}"
     if not (raw / "yfcc100m_dataset").exists():
         world(photos, raw)
     result = {"photos": photos, "yfcc_bytes": (raw / "yfcc100m_dataset").stat().st_size, "runs": []}
-    for bucket_photos in buckets:
-        for ray in (False, True):
-            run = prepare_once(raw, work / f"out-{bucket_photos}-{ray}", bucket_photos, ray)
-            result["runs"].append({"bucket_photos": bucket_photos, "ray": ray, **run})
-    here = {r["bucket_photos"]: r for r in result["runs"] if not r["ray"]}
-    spread = {r["bucket_photos"]: r for r in result["runs"] if r["ray"]}
-    first = buckets[0]
-    result["ray_over_in_process_wall"] = round(spread[first]["seconds"] / here[first]["seconds"], 3)
-    result["ray_over_in_process_cpu"] = round(spread[first]["cpu_s"] / here[first]["cpu_s"], 3)
-    if len(buckets) > 1:
-        low, high = buckets[0], buckets[-1]
-        growth = spread[high]["ray_worker_peak_MB"] - spread[low]["ray_worker_peak_MB"]
-        result["task_kB_per_photo"] = round(growth * 1024 / (high - low), 2)
+    cluster = LocalCluster(work / "cluster", workers=0, cpus=2)
+    try:
+        for bucket_photos in buckets:
+            for ray in [{"here": None, "local": "local", "cluster": cluster.address}[mode] for mode in modes]:
+                env = {**(cluster.env if ray else os.environ), "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+                out = work / f"out-{bucket_photos}-{len(result['runs'])}"
+                result["runs"].append({"bucket_photos": bucket_photos,
+                                       **prepare_once(raw, out, bucket_photos, ray, env)})
+                shutil.rmtree(out, ignore_errors=True)
+    finally:
+        cluster.stop()
     return result
 
 
@@ -191,6 +193,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="download threads per shard task")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ray-scale"))
     parser.add_argument("--parts", nargs="+", default=["startup", "download", "prepare"])
+    parser.add_argument("--modes", nargs="+", default=["here", "local", "cluster"],
+                        help="prepare in process, on a Ray it starts, on a running Ray")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -202,7 +206,7 @@ def main() -> None:
         shutil.rmtree(args.work / "download-2", ignore_errors=True)
         results["download"] = download_part(args.download, args.delay, args.threads, args.work)
     if "prepare" in args.parts:
-        results["prepare"] = prepare_part(args.photos, args.work, args.buckets)
+        results["prepare"] = prepare_part(args.photos, args.work, args.buckets, args.modes)
     results["load_after"] = load()
     print(json.dumps(results, indent=2))
 

@@ -1,6 +1,7 @@
 """Download, prepare and pseudo-label on a real Ray cluster on 127.0.0.1 (a head and 2 worker nodes of
 1 CPU each, `tests/ray_cluster.py`), each against the in-process result; a worker node killed with
-`kill -9` mid-job; an address that does not answer; a re-run; two jobs on one folder."""
+`kill -9` mid-job; a shard that fails every attempt; an address that does not answer; a re-run; two
+jobs on one folder. One cluster for the module (about 30 s to start on 2 idle cores), tiny inputs."""
 
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def cluster(tmp_path_factory):
     finally:
         nodes.stop()
         for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

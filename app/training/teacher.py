@@ -40,7 +40,6 @@ from typing import Iterator, Optional
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from app.config import PseudoLabelConfig
 from app.distributor import Distributor, LocalDistributor, Shard, ShardJob
