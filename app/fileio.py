@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -96,14 +97,18 @@ def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def remove_stale_temps(folder: str | Path) -> int:
-    """Deletes temporary files that a killed writer left in `folder` (call it while holding the
-    folder's lock, so that no live writer owns them). Returns how many were removed."""
-    removed = 0
+def remove_stale_temps(folder: str | Path, older_than: float = 0.0) -> int:
+    """Deletes temporary files that a killed writer left in `folder`: call it while holding the
+    folder's lock, so that no live writer owns them, or give `older_than` (seconds untouched) where
+    no lock is held. Returns how many were removed."""
+    removed, now = 0, time.time()
     for stale in Path(folder).glob(f".*{TEMP_MARK}*"):
-        if stale.is_file():
-            stale.unlink(missing_ok=True)
-            removed += 1
+        try:
+            if stale.is_file() and now - stale.stat().st_mtime >= older_than:
+                stale.unlink()
+                removed += 1
+        except FileNotFoundError:  # removed meanwhile by another process
+            pass
     return removed
 
 

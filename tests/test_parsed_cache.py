@@ -10,6 +10,7 @@ import pytest
 
 from app import resources
 from app.config import ModelConfig
+from app.fileio import TEMP_MARK
 from app.model.preprocess import TagLookup
 from app.model.preprocessor import ContextualPreprocessor
 from app.records import parsed_cache, schema
@@ -145,7 +146,7 @@ def test_partial_files_and_foreign_folders_are_never_read(tmp_path):
     first, second = sorted(row_files(cache))[:2]
     with open(first, "r+b") as handle:  # a row file cut short
         handle.truncate(first.stat().st_size - 4)
-    killed = second.with_name(f".{second.stem}.12345.abc{parsed_cache.TEMP_MARK}{parsed_cache.SUFFIX}")
+    killed = second.with_name(f".{second.stem}.12345.abc{TEMP_MARK}{parsed_cache.SUFFIX}")
     killed.write_bytes(b"\0" * 100)  # a killed build's temporary file, hours old
     os.utime(killed, (time.time() - 2 * parsed_cache.STALE_SECONDS,) * 2)
     second.unlink()

@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional
@@ -38,7 +37,7 @@ from typing import Iterable, Optional
 import numpy as np
 import tensorflow as tf
 
-from app.fileio import TEMP_MARK, atomic_output, atomic_write_json
+from app.fileio import atomic_output, atomic_write_json, remove_stale_temps
 
 LAYOUT = "parsed-v1"
 PREFIX = "parsed-"
@@ -48,7 +47,6 @@ SUFFIX = ".i32"
 KEPT = 4  # caches per root (e.g. a search's trials of several tag limits)
 STALE_SECONDS = 3600  # a temporary file untouched this long belongs to a killed build
 WORD = 4  # bytes per row word
-WORD_DTYPES = {"int32": tf.int32, "float32": tf.float32}
 
 
 @dataclass(frozen=True)
@@ -187,7 +185,7 @@ class ParsedCache:
 
     def write(self, target: str, rows: Iterable[np.ndarray], expected: int, layout: RowLayout) -> None:
         """Writes one shard's rows (int32 arrays) atomically; refuses a wrong count."""
-        _remove_stale_temps(Path(target).parent)
+        remove_stale_temps(Path(target).parent, older_than=STALE_SECONDS)
         with atomic_output(Path(target)) as tmp:
             with open(tmp, "wb") as out:
                 for block in rows:
@@ -210,13 +208,3 @@ def _evict(root: Path, kept: int) -> None:
     for old in caches[kept:]:
         shutil.rmtree(old, ignore_errors=True)
 
-
-def _remove_stale_temps(folder: Path) -> None:
-    """Deletes temporary row files that a killed build left (untouched for `STALE_SECONDS`)."""
-    now = time.time()
-    for temp in folder.glob(f".*{TEMP_MARK}*"):
-        try:
-            if now - temp.stat().st_mtime > STALE_SECONDS:
-                temp.unlink()
-        except FileNotFoundError:
-            pass

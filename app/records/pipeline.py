@@ -144,13 +144,14 @@ class _Source:
 def _records(files: list, feature_files: Optional[list], split: str,
              input_context: Optional[tf.distribute.InputContext]) -> tf.data.Dataset:
     """The shard file names (paired with their feature files), this input pipeline's share only."""
-    ds = tf.data.Dataset.from_tensor_slices((files,) if feature_files is None else (files, feature_files))
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        if len(files) < input_context.num_input_pipelines:
-            raise ValueError(f"{split} has {len(files)} shards for {input_context.num_input_pipelines} workers; "
-                             f"prepare with more shards (--min-shards)")
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    return ds
+    pipelines = input_context.num_input_pipelines if input_context is not None else 1
+    if pipelines > 1 and len(files) < pipelines:
+        raise ValueError(f"{split} has {len(files)} shards for {pipelines} workers; "
+                         f"prepare with more shards (--min-shards)")
+    mine = _my_shards(len(files), input_context)
+    files = [files[i] for i in mine]
+    return tf.data.Dataset.from_tensor_slices(
+        (files,) if feature_files is None else (files, [feature_files[i] for i in mine]))
 
 
 def _my_shards(count: int, input_context: Optional[tf.distribute.InputContext]) -> list:

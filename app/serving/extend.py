@@ -109,21 +109,21 @@ def extend_run(run: TrainedRun, words: Sequence[str], encoder_spec: Optional[str
     encoder = run_encoder(run, encoder_spec)
     vocabularies = embedded_vocabularies(run.preprocessor)
     candidates, skipped = _clean_words(words, any(v.lowercase for v in vocabularies.values()))
-    new_words = [w for w in candidates if not all(w in v.tokens for v in vocabularies.values())]
+    known = {prefix: set(vocab.tokens) for prefix, vocab in vocabularies.items()}
+    new_words = [w for w in candidates if not all(w in tokens for tokens in known.values())]
     encoded = encode_words(encoder, new_words, progress=False)
     skipped.update(encoded.skipped)
     usable = {w: v for w, v in zip(new_words, encoded.vectors) if w not in encoded.skipped}
     head = _head(run)
     tables, vocabs, extension = {}, {}, Extension(run, skipped=skipped, encoder=encoder.key, neighbours=neighbours)
     for prefix, vocab in vocabularies.items():
-        known = set(vocab.tokens)
-        added = [w for w in usable if w not in known]
+        added = [w for w in usable if w not in known[prefix]]
         trained = head.get_layer(f"{prefix}_embedding").get_weights()[0]
         rows = (place_words(np.stack([usable[w] for w in added]), vocabulary_rows(encoder, vocab, cache, False),
                             trained, run.config.model.uses_vectors, neighbours) if added else trained[:0])
         tables[prefix], vocabs[prefix] = np.concatenate([trained, rows]), _extended(vocab, added)
         extension.added[prefix] = added
-        extension.known[prefix] = sum(w in known for w in candidates)
+        extension.known[prefix] = sum(w in known[prefix] for w in candidates)
     extension.run = _rebuilt(run, head, vocabs, tables)
     return extension
 

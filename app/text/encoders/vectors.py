@@ -12,6 +12,7 @@ training step: training reads the vectors once, before the model is built.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import json
@@ -69,10 +70,7 @@ class WordVectors:
 
     def skip_counts(self) -> dict:
         """`{reason: count}` of the skipped words."""
-        counts: dict = {}
-        for reason in self.skipped.values():
-            counts[reason] = counts.get(reason, 0) + 1
-        return counts
+        return dict(collections.Counter(self.skipped.values()))
 
     def save(self, path: str | Path) -> None:
         """Writes the vectors and their key into one `.npz` file, atomically."""
