@@ -5,8 +5,8 @@
     python app/predict.py --model saved_models/contextual/serving/1 --input photos.csv --output predictions.jsonl
 
 Batch input is CSV (header `image_path,tags`, optionally `image_id` and `text`, or `caption`) or JSONL
-(`{"image_path": ..., "tags": ...}`, optionally `"text"` or `"caption"`), with tags comma-separated as a user writes
-them (`|`-separated, as a manifest writes them, when there is no comma; or a JSON list); `text` is free text such as a caption, read by models trained with
+(`{"image_path": ..., "tags": ...}`, optionally `"text"` or `"caption"`), with tags separated by `,` or `|`
+(the one tag-list rule of app/text/normalize.py, as in a manifest; or a JSON list); `text` is free text such as a caption, read by models trained with
 `--text-input text|both` (ignored by the others). Output is one JSON
 line per photo with `classes`: the most specific confident classes (a class's score reaches its
 threshold, tuned on validation; a confident class implies its ancestors, which are not listed),
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="run folder or SavedModel version folder")
     p.add_argument("--image", help="one photo (JPEG/PNG)")
-    p.add_argument("--tags", default="", help='its tags, comma-separated: "dog,hund,2009" (or "dog|hund" as a manifest writes them)')
+    p.add_argument("--tags", default="", help='its tags, separated by "," or "|" as in a manifest: "dog,hund,2009" or "dog|hund"')
     p.add_argument("--text", default="",
                    help='its free text (a caption), for models that read text: "A dog on the beach."')
     p.add_argument("--input", type=Path, help="batch mode: CSV or JSONL with image_path and tags (and image_id)")

@@ -274,6 +274,16 @@ def test_coco_images_and_categories_without_an_id_are_one_error_line(tmp_path, c
     assert err.startswith("error: ") and message in err
 
 
+def test_coco_image_ids_follow_the_text_rule(tmp_path, capsys):
+    _coco(tmp_path / "coco")
+    path = tmp_path / "coco" / "annotations" / "instances_val2017.json"
+    document = json.loads(path.read_text())
+    document["images"].append({"id": "11\u200b", "file_name": "x.jpg", "flickr_url": ""})  # train's 11
+    path.write_text(json.dumps(document))
+    err = fails(["--coco", str(tmp_path / "coco"), "--out", str(tmp_path / "out")], capsys)  # was two photos
+    assert err.startswith("error: ") and "id '11' is in two splits" in err
+
+
 def test_coco_element_nested_5000_deep_is_one_error_line(tmp_path, capsys):
     _coco(tmp_path / "coco")
     path = tmp_path / "coco" / "annotations" / "instances_train2017.json"

@@ -97,3 +97,21 @@ def test_a_bad_split_file_is_one_error_line(tmp_path, capsys, lines, message):
     err = fails(["--mirflickr", str(SAMPLE), "--split-file", str(tmp_path / "split.csv"),
                  "--out", str(tmp_path / "out")], capsys)
     assert err.startswith("error: ") and message in err
+
+
+def test_ids_and_tags_follow_the_text_and_tag_list_rules_and_a_bom_is_no_content(tmp_path, capsys):
+    root = sample_copy(tmp_path)
+    for name in ("all_imgs.txt", "all_labels.txt"):  # a byte-order mark was part of the first id or label
+        (root / name).write_bytes(b"\xef\xbb\xbf" + (root / name).read_bytes())
+    tags = (root / "all_tags.txt").read_bytes().split(b"\r\n")
+    tags[1] = "sky|sea,\u200b\u200d".encode()  # `|` separates tags; a tag of only invisible characters is counted
+    (root / "all_tags.txt").write_bytes(b"\r\n".join(tags))
+    stats = run_prepare(["--mirflickr", str(root), "--out", str(tmp_path / "out")])
+    got = records(tmp_path / "out")
+    assert got["im61"]["pos"] == {"structures"} and got["im62"]["tags"] == ["sky", "sea"]
+    assert stats["bad_rows"]["by_reason"] == {"tag_only_invisible": 1}
+    imgs = (root / "all_imgs.txt").read_bytes().split(b"\r\n")
+    imgs[2] = imgs[0].replace(b"\xef\xbb\xbf", b"").replace(b".jpg", "\u200b.jpg".encode())  # im61 again
+    (root / "all_imgs.txt").write_bytes(b"\r\n".join(imgs))
+    err = fails(["--mirflickr", str(root), "--out", str(tmp_path / "again")], capsys)
+    assert "all_imgs.txt:3: duplicate id 'im61' (first at" in err  # were two photos

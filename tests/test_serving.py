@@ -254,6 +254,23 @@ def test_predict_keeps_every_csv_row_and_says_what_is_wrong(exported, tmp_path):
     assert [r["image_ok"] for r in rows] == [True] + [False] * 8 + [True]
 
 
+def test_predict_csv_rows_with_more_fields_are_errors_and_an_unclosed_quote_stops(exported, tmp_path, capsys):
+    _, target = exported
+    (tmp_path / "a.jpg").write_bytes(jpeg(120))
+    (tmp_path / "in.csv").write_text("image_path,tags\na.jpg,dog\na.jpg,dog,hund\na.jpg,cat\n")
+    predict.main(["--model", str(target), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "o.jsonl")])
+    rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    where = str(tmp_path / "in.csv")
+    assert [r.get("error", "").replace(where, "in.csv") for r in rows] == [  # "hund" was dropped silently
+        "", "in.csv:3: 3 fields, the header names 2 (quote a value that holds a comma)", ""]
+    (tmp_path / "q.csv").write_text('image_path,tags\na.jpg,dog\na.jpg,"dog,x\na.jpg,cat\n')  # swallowed a row
+    with pytest.raises(SystemExit) as stop:
+        predict.main(["--model", str(target), "--input", str(tmp_path / "q.csv"), "--output", str(tmp_path / "q.jsonl")])
+    assert stop.value.code == 2 and not (tmp_path / "q.jsonl").exists()
+    assert capsys.readouterr().err.strip().endswith(f"{tmp_path / 'q.csv'}:3: not valid CSV: a quoted field opened "
+                                                    f"here is never closed")
+
+
 def test_predict_jsonl_rows_with_bad_values_get_their_own_error(exported, tmp_path):
     _, target = exported
     (tmp_path / "a.jpg").write_bytes(jpeg(120))

@@ -109,6 +109,15 @@ def test_contextual_export_extended_with_the_runs_own_encoder(contextual_export,
     assert np.abs(out[1] - out[0]).sum() < np.abs(out[2] - out[0]).sum()  # now it reads close to dog
 
 
+def test_a_missing_user_encoder_is_refused_before_the_run_folder_is_written(tiny_world, tmp_path, capsys):
+    _, data_dir = tiny_world
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main(["--data", str(data_dir), "--out", str(tmp_path / "run"), "--model", "tags", "--epochs", "1",
+                        "--tag-threshold", "2", "--text-encoder", f"savedmodel:{tmp_path / 'absent'}"])
+    assert exit_info.value.code == 2 and "absent: no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # was written, then refused the corrected command
+
+
 def test_a_run_refuses_words_placed_by_another_encoder(tiny_world, tiny_spec, tmp_path, capsys):
     _, data_dir = tiny_world
     run = tmp_path / "run"

@@ -170,7 +170,8 @@ def main(argv=None) -> Optional[dict]:
           f"  best val mAP {best['mean_map']:.4f} (± {best['std_map']:.4f} over {best['runs']} runs): "
           f"limit {best['tag_limit']}, threshold {best['tag_threshold']}, units {best['units']}, {best['pooling']} "
           f"pooling, batch {best['batch_size']}, dropout {best['dropout']}, lr {best['learning_rate']:.2g}, "
-          f"l2 {best['l2']:.2g}\n  train it: python app/train.py --config {out}/{BEST_CONFIG} --name best")
+          f"l2 {best['l2']:.2g}\n"
+          f"  train it: python app/train.py --data {args.data} --config {out}/{BEST_CONFIG} --name best")
     return best
 
 

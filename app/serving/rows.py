@@ -92,7 +92,7 @@ def _jsonl_rows(handle, path: Path) -> Iterator[Row]:
 
 
 def _csv_rows(handle, path: Path) -> Iterator[Row]:
-    reader = csv.DictReader(handle)
+    reader = csv.DictReader(handle, strict=True)
     if not reader.fieldnames or any(c not in reader.fieldnames for c in COLUMNS):
         raise ValueError(f"{path}:1: expected a header with {','.join(COLUMNS)}; got {_clip(repr(reader.fieldnames))}")
     repeated = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
@@ -103,16 +103,22 @@ def _csv_rows(handle, path: Path) -> Iterator[Row]:
                          f"give one")
     text = next((name for name in TEXT_NAMES if name in reader.fieldnames), None)
     while True:
+        start = reader.reader.line_num + 1  # the line this row starts on
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as err:  # e.g. a field over csv.field_size_limit(); the reader goes on after it
-            where = f"{path}:{reader.reader.line_num}"  # DictReader's own line_num counts good rows only
-            yield Row.bad(where, f"not valid CSV: {err}")
+            if "end of data" in str(err):  # an unclosed quote took every line after it: nothing to go on with
+                raise InputError(f"{path}:{start}: not valid CSV: a quoted field opened here is never closed") from None
+            yield Row.bad(f"{path}:{reader.reader.line_num}", f"not valid CSV: {err}")
             continue
-        yield make_row(f"{path}:{reader.line_num}", row["image_path"] or "", row["tags"], row.get("image_id"),
-                       row[text] if text else None)
+        where = f"{path}:{start}"
+        if None in row:  # more fields than the header names (an unquoted comma in a caption?)
+            yield Row.bad(where, f"{len(reader.fieldnames) + len(row[None])} fields, the header names "
+                                 f"{len(reader.fieldnames)} (quote a value that holds a comma)")
+            continue
+        yield make_row(where, row["image_path"] or "", row["tags"], row.get("image_id"), row[text] if text else None)
 
 
 def make_row(where: str, image_path: object, tags: object, image_id: object = None, text: object = None) -> Row:

@@ -29,7 +29,7 @@ from app.sources.json_stream import check_object, iter_array
 from app.sources.photo import CollectionPhoto, unit_hash
 from app.sources.oid import flickr_id_from_url
 from app.errors import InputError
-from app.text.normalize import normalize_text
+from app.text.normalize import normalize_name, normalize_text
 
 PARTS = (("train2017", "train"), ("val2017", "test"))
 KEY = (int, str)  # an image id as COCO writes it (an int), or a string
@@ -98,7 +98,7 @@ class Coco:
                 labels[note["image_id"]].add(self.classes.index[category])
             captions = self._captions(part)
             for _, position, image in _array(path, "images", "image", IMAGE):
-                image_id = str(image["id"])
+                image_id = normalize_name(str(image["id"]), "image id", f"{path}:{position}")
                 text = captions.pop(image["id"], "")
                 if not text:
                     bad.add("empty_text", str(path), position, image_id)

@@ -26,6 +26,7 @@ from app.errors import InputError
 from app.sources.classes import ClassList
 from app.sources.photo import SPLITS, CollectionPhoto
 from app.sources.textfiles import NumberedLines
+from app.text.normalize import normalize_name, normalize_tags, split_tag_list
 
 IMAGES, TAGS, LABEL_FILE = "all_imgs.txt", "all_tags.txt", "all_labels.txt"
 LABELS = ("animals", "baby", "bird", "car", "clouds", "dog", "female", "flower", "food", "indoor", "lake", "male",
@@ -35,9 +36,14 @@ PHOTOS = "mirflickr"  # the photos' folder under the root, as all_imgs.txt names
 _lines = functools.partial(NumberedLines, layout="MIRFLICKR-25K")
 
 
-def photo_id(entry: str) -> str:
-    """`im<N>` of an all_imgs.txt entry (`mirflickr/im<N>.jpg`) or of an id already in that form."""
-    return entry.strip().replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+def photo_id(entry: str, where: str) -> str:
+    """`im<N>` of an all_imgs.txt entry (`mirflickr/im<N>.jpg`) or of an id already in that form, by
+    the text rule (`app.text.normalize`).
+
+    Raises:
+        InputError: `where: empty id` (an empty line, or only invisible characters).
+    """
+    return normalize_name(entry.strip().replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0], "id", where)
 
 
 def count_lines(path: Path) -> int:
@@ -66,7 +72,7 @@ def read_split_file(path: Path) -> dict:
                 raise InputError(f"{lines.where}: expected `id,split`, got {line!r:.80}")
             if fields[1] not in SPLITS:
                 raise InputError(f"{lines.where}: split {fields[1]!r} is not one of {', '.join(SPLITS)}")
-            key = photo_id(fields[0])
+            key = photo_id(fields[0], lines.where)
             if key in splits:
                 raise InputError(f"{lines.where}: {key} repeats (first on line {splits[key][1]})")
             splits[key] = (fields[1], lines.line_no)
@@ -114,17 +120,22 @@ class MirFlickr:
         with contextlib.ExitStack() as stack:
             images, tags, labels = (_lines(self.root / name, stack) for name in (IMAGES, TAGS, LABEL_FILE))
             while (entry := images.next()) is not None:
-                image_id = photo_id(entry)
-                if not image_id:
-                    raise InputError(f"{images.where}: an empty line (expected mirflickr/im<N>.jpg)")
+                image_id = photo_id(entry, images.where)
                 tag_line, label_line = tags.next(), labels.next()
                 listed.add(image_id)
                 yield CollectionPhoto(image_id, images.where, entry.strip().replace("\\", "/"),
-                                      [t.strip() for t in tag_line.split(",") if t.strip()],
-                                      labels=_positives(label_line, labels.where),
+                                      self._tags(tag_line, tags, bad), labels=_positives(label_line, labels.where),
                                       split=self._split_of(image_id, images.where))
         if self.splits is not None:
             self._check_split_file_ids(listed)
+
+    @staticmethod
+    def _tags(line: str, tags: NumberedLines, bad: BadRows) -> list:
+        """A line's tags by the tag-list and text rules; a tag of only invisible characters is counted."""
+        kept, invisible = normalize_tags(split_tag_list(line))
+        for tag in invisible:
+            bad.add("tag_only_invisible", str(tags.path), tags.line_no, tag)
+        return kept
 
     def _split_of(self, image_id: str, where: str) -> Optional[str]:
         if self.splits is None:

@@ -118,7 +118,7 @@ class NumberedLines:
             return None
         self.line_no += 1
         try:
-            return raw.decode("utf-8").strip("\r\n")
+            return raw.decode("utf-8-sig" if self.line_no == 1 else "utf-8").strip("\r\n")  # a BOM is no content
         except UnicodeDecodeError as err:
             raise InputError(f"{self.path}:{self.line_no}: not UTF-8 ({err.reason})") from None
 

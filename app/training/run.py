@@ -28,7 +28,7 @@ from app.evaluation.reliability import small_split_warning, tuned_thresholds
 from app.evaluation.truth import PairScores, SplitTruth, load_truth
 from app.model.classifier import (attach_backbone, build_backbone, build_head, resolve_image_weights,
                                   transfer_pretrained)
-from app.text.encoders import encoder_from_spec
+from app.text.encoders import check_encoder_available, encoder_from_spec
 from app.runs.rundir import COMPLETE, NEW, Fingerprint, RunDir, RunError
 from app.training.callbacks import (BestModel, Checkpoint, EarlyStopping, History, Progress, TimeBudget,
                                     read_history)
@@ -150,6 +150,8 @@ def _check_request(info: DatasetInfo, config: RunConfig) -> Optional[RunDir]:
     """Checks what can be checked before anything is written; returns the pretrained run, if any."""
     m, t = config.model, config.train
     _check_splits(info, config)
+    if m.uses_vectors:
+        check_encoder_available(m.text_encoder)  # a user's model path, before the run folder is written
     if m.uses_image:
         resolve_image_weights(m.image_weights)  # fails before anything is written
     if t.pretrained and not m.uses_tags:

@@ -17,7 +17,21 @@ from app.text.encoders.vectors import VectorCache, WordVectors, encode_words, ve
 DEFAULT_ENCODER = "use"
 
 __all__ = ["DEFAULT_ENCODER", "ENCODER_HELP", "MAX_TEXT_CHARS", "TextEncoder", "VectorCache", "WordVectors",
-           "encode_words", "encoder_from_spec", "text_problem", "vectors_key"]
+           "check_encoder_available", "encode_words", "encoder_from_spec", "text_problem", "vectors_key"]
+
+
+def check_encoder_available(spec: str) -> None:
+    """Refuses a spec whose model is not there (checked before a run writes anything; nothing is loaded).
+
+    Raises:
+        InputError: a bad spec, or `kind:PATH: no such folder` (or file).
+    """
+    check_encoder_spec(spec)
+    kind, _, path = spec.partition(":")
+    if kind != "use":
+        from app.text.encoders.user_models import check_model_path
+
+        check_model_path(kind, path)
 
 
 def encoder_from_spec(spec: str = DEFAULT_ENCODER) -> TextEncoder:

@@ -32,15 +32,25 @@ def files_hash(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def check_model_path(kind: str, path: str | Path) -> Path:
+    """The resolved path of a user's model (`kind` savedmodel or keras).
+
+    Raises:
+        InputError: `kind:PATH: no such folder` (or file).
+    """
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.exists():
+        raise InputError(f"{kind}:{path}: no such {'folder' if kind == 'savedmodel' else 'file'}")
+    return resolved
+
+
 class _UserModel(TextEncoder):
     """Shared by the adapters: the version from the files, the dimension from one probe text."""
 
     kind = ""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path).expanduser().resolve()
-        if not self.path.exists():
-            raise InputError(f"{self.kind}:{path}: no such {'folder' if self.kind == 'savedmodel' else 'file'}")
+        self.path = check_model_path(self.kind, path)
         self.name = f"{self.kind}:{self.path}"
         self.version = f"sha256:{files_hash(self.path)}"
         self._call = self._load()
