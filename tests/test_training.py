@@ -97,7 +97,7 @@ def test_train_writes_a_complete_run_folder(tiny_world, tmp_path):
 def test_frozen_backbone_features_live_on_disk_per_shard_and_resume(tiny_world, tmp_path):
     from app.records.dataset import DatasetInfo
     from app.errors import InputError
-    from app.training.features import FeatureStore, default_cache_root
+    from app.training.features import FeatureStore, default_cache_root, weights_digest
 
     _, data_dir = tiny_world
     config = tiny_run_config(model="contextual", tag_dropout=0.2)
@@ -126,6 +126,13 @@ def test_frozen_backbone_features_live_on_disk_per_shard_and_resume(tiny_world, 
     image.train.epochs = 1
     train(data_dir, tmp_path / "image", image, QUIET)
     assert {f: f.stat().st_mtime_ns for f in files} == stamps  # an image model reuses the contextual run's features
+    backbones = [keras.saving.load_model(tmp_path / name / "model.keras").get_layer("image_backbone")
+                 for name in ("run", "image")]
+    digests = {weights_digest(b) for b in backbones}  # runs of other kinds and seeds: one random backbone,
+    assert digests == {json.loads((store.dir / "features.json").read_text())["backbone_weights"]}  # the cache's
+    keras.utils.set_random_seed(7)
+    with pytest.raises(InputError, match="backbone_weights"):  # features of another backbone are not reused
+        FeatureStore(store.dir.parent, info, 32, "none", build_backbone(32))
     assert not list(tmp_path.glob("*/cache/features-*"))  # features beside the dataset, not in the runs' cache/
     record = json.loads((store.dir / "features.json").read_text())
     (store.dir / "features.json").write_text(json.dumps({**record, "dataset": "another"}))

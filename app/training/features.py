@@ -9,7 +9,9 @@ Training zips each shard with its feature file in tf.data, so rows stay aligned 
 tags, targets and masks, which stream from the shards; nothing per photo is held in memory.
 KEY is the dataset fingerprint, the image size and the weights, and `v2` the record layout (v1
 files held the features alone), so a cache is never reused for other inputs; the folder's
-`features.json` records them in full, and a folder whose record differs is refused. A file is
+`features.json` records them in full, with a digest of the backbone's weights, and a folder whose
+record differs is refused: with random weights (`none`) every run seeds its backbone alike
+(`app.training.run`), so the features are one function of the images for all of them. A file is
 written under a temporary name and renamed when complete, so a killed extraction resumes from its
 last complete shard, and runs extracting the same shards at once never see a half file.
 """
@@ -22,7 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 import keras
 import numpy as np
@@ -61,6 +63,14 @@ def weights_key(weights: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in path.stem)[:40] + "-" + digest
 
 
+def weights_digest(model: keras.Model) -> str:
+    """sha256 of a model's weights (their values, in order): which function the backbone is."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]
+
+
 class FeatureStore:
     """The feature files of one dataset, image size and backbone weights.
 
@@ -69,15 +79,22 @@ class FeatureStore:
         info: the dataset.
         image_size: the backbone's input size.
         weights: the backbone weights setting (see `ModelConfig.image_weights`).
+        backbone: the backbone that computes the features, recorded by its weights' digest (a cache
+            made by another backbone is refused); None only to read a cache's files.
     """
 
-    def __init__(self, cache_root: Path, info: DatasetInfo, image_size: int, weights: str):
+    def __init__(self, cache_root: Path, info: DatasetInfo, image_size: int, weights: str,
+                 backbone: Optional[keras.Model] = None):
         self.info, self.image_size = info, image_size
         key = weights_key(weights)
         self.dir = Path(cache_root) / f"features-{LAYOUT}-{info.fingerprint[:16]}-{image_size}-{key}"
         self.record = {"layout": LAYOUT, "dataset": info.fingerprint, "image_size": image_size, "weights": key,
                        "backbone": BACKBONE, "floats_per_record": RECORD_FLOATS}
+        if backbone is not None:  # the backbone's own weights: a random one differs from run to run unless seeded
+            self.record["backbone_weights"] = weights_digest(backbone)
         recorded = read_json(self.dir / RECORD) if (self.dir / RECORD).is_file() else self.record
+        if backbone is None:  # reading what a run wrote, with no backbone at hand to compare
+            recorded = {k: v for k, v in recorded.items() if k != "backbone_weights"}
         if recorded != self.record:
             differ = ", ".join(f"{k} {recorded.get(k)!r} (wanted {v!r})" for k, v in self.record.items()
                                if recorded.get(k) != v)

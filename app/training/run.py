@@ -41,6 +41,7 @@ from app.wording import plural
 
 log = logging.getLogger("app.training")
 STATES = {NEW: 0, "resume": 1, COMPLETE: 2}
+BACKBONE_SEED = 1234  # see _fit
 REFUSED = 9
 
 
@@ -220,17 +221,20 @@ def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions,
          preprocessor: ContextualPreprocessor, pretrained: Optional[RunDir], started: float,
          warnings: list) -> RunResult:
     m, t = config.model, config.train
-    keras.utils.set_random_seed(t.seed)
     if m.uses_vectors and chief:
         run.save_text_encoder(encoder_from_spec(m.text_encoder).key)
     with strategy.scope():
+        image_size = preprocessor.image_size
+        # One seed for the backbone, whatever the run's: with random weights it is then the same function
+        # in every run, as features cached per dataset (and shared by its runs) assume.
+        keras.utils.set_random_seed(BACKBONE_SEED)
+        backbone = build_backbone(image_size, m.image_weights, m.train_backbone) if image_size else None
+        keras.utils.set_random_seed(t.seed)
         head = options.head or build_head(m, info.num_classes, preprocessor, seed=t.seed)
         if pretrained is not None:
             moved = transfer_pretrained(pretrained.load_model(), head, t.freeze_embedding)
             log.info("initialised from %s: %s%s", pretrained.path, ", ".join(moved),
                      " (embedding frozen)" if t.freeze_embedding else "")
-        image_size = preprocessor.image_size
-        backbone = build_backbone(image_size, m.image_weights, m.train_backbone) if image_size else None
         full = attach_backbone(head, backbone)
         frozen = image_size is not None and not m.train_backbone
         trained = head if frozen else full
@@ -240,7 +244,8 @@ def _fit(info: DatasetInfo, run: RunDir, config: RunConfig, options: RunOptions,
         optimizer.build(trained.trainable_variables)
     features = None
     if frozen:
-        features = FeatureStore(options.cache_dir or default_cache_root(info, run.cache_dir), info, image_size, m.image_weights)
+        features = FeatureStore(options.cache_dir or default_cache_root(info, run.cache_dir), info, image_size,
+                                m.image_weights, backbone)
         features.extract(backbone, _feature_jobs(info, features, strategy, config.data.train_split), strategy,
                          options.progress)
     inputs = RunInputs(info, config, preprocessor, features, options.cache_dir or run.cache_dir)
