@@ -302,6 +302,23 @@ def test_predict_jsonl_rows_with_bad_values_get_their_own_error(exported, tmp_pa
     assert rows[8]["tags"] == ["ok", "\ud800"] and rows[9]["tags"] == ["dog", "cat"]
 
 
+def test_predict_says_which_keys_and_columns_it_did_not_read(exported, tmp_path):
+    """A misspelt `Caption` or an extra `url` column is scored without them, and the row says so."""
+    _, target = exported
+    (tmp_path / "in.jsonl").write_text('{"image_path": "", "tags": "dog", "Caption": "a dog"}\n'
+                                       '{"image_path": "", "tags": "dog", "text": "a dog"}\n')
+    (tmp_path / "in.csv").write_text("image_path,tags,url\n,dog,http://x/1.jpg\n")
+    for name in ("in.jsonl", "in.csv"):
+        predict.main(["--model", str(target), "--input", str(tmp_path / name), "--output", str(tmp_path / "out.jsonl"),
+                      "--no-progress"])
+        rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+        unread = [[w for w in r.get("warnings", []) if w.startswith("not read")] for r in rows]
+        known = "not read (the inputs are image_path, tags, image_id, text, caption): "
+        assert unread == ([[known + "'Caption' (did you mean 'caption'?)"], []] if name == "in.jsonl" else
+                          [[known + "'url'"]])
+        assert all(r["top_k"] for r in rows)  # scored all the same
+
+
 @pytest.mark.parametrize("args, message", [
     (["--batch-size", "0"], "argument --batch-size: expected a whole number of at least 1, got '0'"),
     (["--input", "{tmp}/no-tags.csv"], "error: {tmp}/no-tags.csv:1: expected a header with image_path,tags; "

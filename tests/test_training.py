@@ -188,6 +188,8 @@ def test_more_epochs_continue_a_finished_run_to_the_uninterrupted_weights(tiny_w
     resumed = train(data_dir, tmp_path / "resumed", config, QUIET)
     assert resumed.status == "trained"
     assert [round(h["loss"], 6) for h in resumed.history] == [round(h["loss"], 6) for h in whole.history]
+    epochs = [line.split(",")[0] for line in (tmp_path / "resumed" / "history.csv").read_text().splitlines()]
+    assert epochs == [line.split(",")[0] for line in (tmp_path / "whole" / "history.csv").read_text().splitlines()]
     a = keras.saving.load_model(tmp_path / "whole" / "model.keras").get_weights()
     b = keras.saving.load_model(tmp_path / "resumed" / "model.keras").get_weights()
     for x, y in zip(a, b):

@@ -19,6 +19,7 @@ from app.text.normalize import normalize_tags, normalize_text, split_tag_list
 
 COLUMNS = ("image_path", "tags")
 TEXT_NAMES = ("text", "caption")  # one input under two names, as in a manifest
+KNOWN = (*COLUMNS, "image_id", *TEXT_NAMES)  # what a row may hold; other keys or columns are reported as not read
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Row:
         image: the image bytes, or b"".
         image_id: the photo's id for `--format oid-csv` (an `image_id` column), or "".
         text: the photo's free text (a `text` column, such as a caption), or "".
+        unread: the row's keys (columns) that are not inputs, such as `Caption` or `url`: the output warns.
     """
 
     where: str
@@ -46,6 +48,7 @@ class Row:
     image: bytes = b""
     image_id: str = ""
     text: str = ""
+    unread: tuple = ()
 
     @classmethod
     def bad(cls, where: str, problem: str, image_path: object = None, tags: object = None) -> Row:
@@ -88,7 +91,7 @@ def _jsonl_rows(handle, path: Path) -> Iterator[Row]:
             yield Row.bad(where, "keys 'text' and 'caption' are one input (caption is another name for text): give one")
         else:
             text = value.get("text", value.get("caption"))
-            yield make_row(where, value["image_path"], value["tags"], value.get("image_id"), text)
+            yield _with_unread(make_row(where, value["image_path"], value["tags"], value.get("image_id"), text), value)
 
 
 def _csv_rows(handle, path: Path) -> Iterator[Row]:
@@ -118,7 +121,23 @@ def _csv_rows(handle, path: Path) -> Iterator[Row]:
             yield Row.bad(where, f"{len(reader.fieldnames) + len(row[None])} fields, the header names "
                                  f"{len(reader.fieldnames)} (quote a value that holds a comma)")
             continue
-        yield make_row(where, row["image_path"] or "", row["tags"], row.get("image_id"), row[text] if text else None)
+        yield _with_unread(make_row(where, row["image_path"] or "", row["tags"], row.get("image_id"),
+                                    row[text] if text else None), row)
+
+
+def _with_unread(row: Row, keys) -> Row:
+    """`row` with the keys it was given that are not inputs (a misspelt `Caption` would otherwise go unseen)."""
+    row.unread = tuple(k for k in keys if k not in KNOWN)
+    return row
+
+
+def unread_warning(unread: tuple) -> str:
+    """The output's warning about a row's keys that are not inputs, with the input a key may have meant."""
+    named = []
+    for key in unread:
+        meant = next((k for k in KNOWN if k == str(key).strip().lower()), None)
+        named.append(f"{key!r}" + (f" (did you mean {meant!r}?)" if meant else ""))
+    return f"not read (the inputs are {', '.join(KNOWN)}): {', '.join(named)}"
 
 
 def make_row(where: str, image_path: object, tags: object, image_id: object = None, text: object = None) -> Row:

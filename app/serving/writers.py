@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Iterator
 
+from app.serving.rows import unread_warning
+
 
 def records(outputs: dict | None, rows: list, predictor=None) -> Iterator[dict]:
     """Output records, one per row and in order, each with its row's error, note and warnings.
@@ -44,7 +46,7 @@ def records(outputs: dict | None, rows: list, predictor=None) -> Iterator[dict]:
 
 def _unused_inputs(row, outputs: dict, i: int, reads: frozenset | None) -> list[str]:
     """What the model could not use of a row: tags out of its vocabulary, inputs it does not read."""
-    warnings = []
+    warnings = [unread_warning(row.unread)] if row.unread else []
     unknown = [t.decode() for t in outputs.get("unknown_tags", [[]] * (i + 1))[i] if t]
     if unknown and reads is not None and "tags" not in reads:
         warnings.append(f"the model reads no tags: {', '.join(unknown)} not used")

@@ -169,8 +169,14 @@ def read_history(path: Path) -> list:
     if not Path(path).exists():
         return []
     with open(path, newline="") as handle:
-        return [{k: (v == "True" if k == "best" else float(v)) for k, v in row.items() if v != ""}  # "": not logged then
+        return [{k: _history_value(k, v) for k, v in row.items() if v != ""}  # "": not logged then
                 for row in csv.DictReader(handle)]
+
+
+def _history_value(key: str, text: str):
+    """A `history.csv` cell as the epoch's row held it: `best` a bool, `epoch` an int (so a resumed run
+    writes its earlier rows as they were), the rest floats."""
+    return text == "True" if key == "best" else int(text) if key == "epoch" else float(text)
 
 
 class TimeBudget(Callback):
