@@ -159,6 +159,10 @@ class ModelConfig:
     l2: float = option(1e-5, "L2 factor on the Dense kernels")
     tag_dropout: float = option(0.5, "contextual model: drop all of a photo's tags with this probability in training",
                                 needs="contextual")
+    branch_scores: bool = option(False, "each branch (tags, caption words, image) also scores the classes on its "
+                                        "own, linearly, and its scores are added to the fused head's before the "
+                                        "sigmoid (a late fusion learned with the model); with one branch it does "
+                                        "nothing")
     image_size: int = option(64, "square image side in pixels", needs="image")
     image_weights: str = option("none", "ResNet50 weights: none, imagenet (Keras cache only) or a file path",
                                 needs="image")

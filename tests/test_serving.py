@@ -11,6 +11,7 @@ import tensorflow as tf
 from app import predict
 from app.downloader.images import MAX_IMAGE_PIXELS
 from app.model.preprocess import decode_images
+from app.model.preprocessor import ContextualPreprocessor
 from app.text.tags import OOV_ID, clean_tags
 from app.runs.trained import TrainedRun
 from app.serving.signatures import directory_size, export
@@ -39,6 +40,9 @@ def test_export_layout_and_versioning(exported):
     shutil.rmtree(again)
     weights = sum(w.numpy().nbytes for w in TrainedRun(run_dir).model.weights)
     assert directory_size(target) < 1.5 * weights  # each variable stored once, not twice
+    inputs = ContextualPreprocessor.load(target / "assets.extra")  # the inputs, with the vocabulary they name
+    assert inputs.get_config() == TrainedRun(run_dir).preprocessor.get_config()
+    assert inputs.tags.vocab == TrainedRun(run_dir).preprocessor.tags.vocab
 
 
 def test_signature_matches_the_python_model(exported):

@@ -54,6 +54,28 @@ def test_each_variant_learns_on_a_tiny_batch(kind, train_backbone):
     assert all(not w.trainable for w in frozen)
 
 
+def test_branch_scores_add_each_branchs_own_linear_scores(tmp_path):
+    """--branch-scores: sigmoid(fused + tags' + image's logits); with one branch it changes nothing."""
+    config = ModelConfig(model="contextual", embedding_dim=8, hidden_units=16, word_vectors="scratch",
+                         branch_scores=True)
+    head = build_head(config, 6, ContextualPreprocessor.for_model(config, tiny_lookup(vocab_size=20, limit=4)))
+    rng = np.random.default_rng(0)
+    inputs = {"tag_ids": rng.integers(0, 20, (5, 4)).astype("int32"),
+              "image_features": rng.normal(size=(5, 2048)).astype("float32")}
+    for name in ("fused_logits", "image_logits"):  # leave the tags' own scores alone
+        layer = head.get_layer(name)
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    pooled = keras.Model(head.inputs, head.get_layer("tag_max_pool").output)(inputs)
+    own = keras.ops.sigmoid(head.get_layer("tag_logits")(pooled))
+    np.testing.assert_allclose(head(inputs), own, rtol=1e-5, atol=1e-6)
+    head.save(tmp_path / "head.keras")
+    np.testing.assert_allclose(keras.saving.load_model(tmp_path / "head.keras")(inputs), head(inputs), rtol=1e-6)
+    tags = ModelConfig(model="tags", embedding_dim=8, hidden_units=16, word_vectors="scratch", branch_scores=True)
+    names = [layer.name for layer in build_head(tags, 6, ContextualPreprocessor.for_model(
+        tags, tiny_lookup(vocab_size=20, limit=4))).layers]
+    assert "scores" in names and not [n for n in names if n.endswith("_logits")]
+
+
 def test_lazy_adam_touches_only_the_rows_used():
     table = keras.Variable(np.ones((6, 3), "float32"))
     optimizer = LazyAdam(learning_rate=0.1)

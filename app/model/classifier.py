@@ -60,7 +60,7 @@ def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPr
     regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
     inputs = {name: keras.Input(spec.shape, dtype=spec.dtype, name=name)
               for name, spec in preprocessor.model_inputs(features=True).items()}
-    branches, kept_tags = [], None
+    branches, kept_tags = {}, None
     if word_vectors is None:
         word_vectors = starting_vectors(config, preprocessor)
 
@@ -73,27 +73,40 @@ def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPr
             ids = list(dropped) if len(ids) > 1 else [dropped]
         kept_tags = ids[0] if len(ids) == 1 else keras.layers.Concatenate(name="text_side_ids")(ids)
         if preprocessor.uses_text and not preprocessor.shared_text:  # tags, then words: a branch each
-            branches.append(_token_branch(config, preprocessor.tags.vocab_size, ids[0], "tag", word_vectors))
-            branches.append(_token_branch(config, preprocessor.text.vocab_size, ids[1], "text", word_vectors))
+            branches["tag"] = _token_branch(config, preprocessor.tags.vocab_size, ids[0], "tag", word_vectors)
+            branches["text"] = _token_branch(config, preprocessor.text.vocab_size, ids[1], "text", word_vectors)
         else:  # one vocabulary: tags and words pooled together
             lookup = preprocessor.tags or preprocessor.text
-            branches.append(_token_branch(config, lookup.vocab_size, kept_tags, "tag", word_vectors))
+            branches["tag"] = _token_branch(config, lookup.vocab_size, kept_tags, "tag", word_vectors)
 
     if "image_features" in inputs:
-        branches.append(_image_branch(config, inputs, kept_tags, seed))
+        branches["image"] = _image_branch(config, inputs, kept_tags, seed)
 
     # === Head ===
-    x = keras.layers.Concatenate(name="fuse")(branches) if len(branches) > 1 else branches[0]
+    x = keras.layers.Concatenate(name="fuse")(list(branches.values())) if len(branches) > 1 else [*branches.values()][0]
     for i in range(config.hidden_layers):
         x = keras.layers.Dropout(config.dropout, seed=seed + i, name=f"dropout_{i}")(x)
         x = keras.layers.Dense(config.hidden_units, activation="relu", kernel_regularizer=regularizer,
                                name=f"hidden_{i}")(x)
     x = keras.layers.Dropout(config.dropout, seed=seed + 99, name="dropout_out")(x)
-    scores = keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32", name="scores")(x)
+    if config.branch_scores and len(branches) > 1:
+        scores = _with_branch_scores(x, branches, num_classes, regularizer)
+    else:
+        scores = keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32", name="scores")(x)
     model = keras.Model(inputs, scores, name=f"{config.model}_head")
     for prefix, rows in word_vectors.items():
         model.get_layer(f"{prefix}_embedding").set_weights([np.asarray(rows, np.float32)])
     return model
+
+
+def _with_branch_scores(fused, branches: dict, num_classes: int, regularizer):
+    """Scores from the fused features plus each branch's own linear scores (logits added, then the
+    sigmoid): the fused head learns what the branches add together, and each branch keeps a direct path
+    to the classes, as late fusion has, in one model trained end to end."""
+    logits = [keras.layers.Dense(num_classes, name="fused_logits")(fused)]
+    logits += [keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name=f"{name}_logits")(x)
+               for name, x in branches.items()]
+    return keras.layers.Activation("sigmoid", dtype="float32", name="scores")(keras.layers.Add(name="logits")(logits))
 
 
 def _token_branch(config: ModelConfig, vocab_size: int, ids, prefix: str, word_vectors: dict):

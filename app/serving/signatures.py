@@ -183,7 +183,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, version: int | No
                                                                   "serve_yfcc": module.serve_yfcc})
                 (tmp / CLASSES_ASSET).parent.mkdir()
                 run.run.copy_classes(tmp / CLASSES_ASSET)
-                atomic_write_json(tmp / INPUTS_ASSET, served.preprocessor.get_config())
+                served.preprocessor.save((tmp / INPUTS_ASSET).parent)  # with the vocabularies it names
                 if extension:
                     atomic_write_json(tmp / EXTENSION_ASSET, extension.record())
         except BaseException:
