@@ -64,11 +64,16 @@ BAD_UTF8_AT_500 = ("id,labels\n" + "".join(f"p{i},cat\n" for i in range(2, 500))
     # No value wins silently.
     ("photos.jsonl", '{"ID": "p1", "id": "p2"}\n', "photos.jsonl:1: the keys 'ID' and 'id' both give the id"),
     ("photos.jsonl", '{"id": "p1", "image_id": "p2"}\n', "photos.jsonl:1: the keys 'id' and 'image_id' both give"),
+    # A JSON escape naming a lone surrogate: was a traceback-free crash with no file or line.
+    ("photos.jsonl", '{"id": "a", "tags": "cat"}\n{"id": "b", "tags": ["dog", "\\ud800"]}\n',
+     "photos.jsonl:2: value 2 of tags is not valid Unicode: lone surrogate U+D800 at character 1"),
+    ("photos.jsonl", '{"id": "a", "text": "x\\udfff"}\n', "photos.jsonl:1: text is not valid Unicode: lone surrogate "
+                                                          "U+DFFF at character 2"),
     # Errors at the true line: a bad byte on line 500, a quote opened on line 3.
     ("photos.csv", BAD_UTF8_AT_500, "photos.csv:500: not UTF-8 (byte 0xff in field 1)"),
     ("photos.csv", 'id,labels\na,cat\n"b,cat\nc,cat\nd,cat\n', "photos.csv:3: cannot parse CSV"),
 ], ids=["zero-width-repeat", "nfc-nfd-leak", "invisible-id", "text-list", "tags-object", "tags-bool-float",
-        "id-float", "label-null", "deep", "key-case", "key-alias", "utf8-line-500", "unclosed-quote"])
+        "id-float", "label-null", "deep", "key-case", "key-alias", "surrogate-tag", "surrogate-text", "utf8-line-500", "unclosed-quote"])
 def test_bad_manifest_values_are_one_error_line_at_the_true_line(folder, capsys, name, content, message):
     data = content if isinstance(content, bytes) else content.encode("utf-8")
     (folder / name).write_bytes(data)

@@ -15,7 +15,7 @@ from typing import Iterator
 
 from app.errors import InputError
 from app.fileio import RepeatedKeyError, json_loads_unique
-from app.text.normalize import normalize_tags, normalize_text, split_tag_list
+from app.text.normalize import normalize_tags, normalize_text, split_tag_list, unicode_problem
 
 COLUMNS = ("image_path", "tags")
 TEXT_NAMES = ("text", "caption")  # one input under two names, as in a manifest
@@ -160,7 +160,7 @@ def make_row(where: str, image_path: object, tags: object, image_id: object = No
         tag_list = split_tags(tags)
         texts = [("image_path", image_path), ("text", text or "")]
         texts += [(f"tag {i}", t) for i, t in enumerate(tag_list, start=1)]
-        problem = next(filter(None, (_not_utf8(what, text) for what, text in texts)), None)
+        problem = next(filter(None, (unicode_problem(what, text) for what, text in texts)), None)
         if problem:
             raise ValueError(problem)
     except (TypeError, ValueError) as err:
@@ -215,22 +215,6 @@ def read_image(row: Row, base: Path) -> Row:
     except OSError as err:
         row.error = f"{row.where}: cannot read image {row.image_path}: {err.strerror or err}"
     return row
-
-
-def _not_utf8(what: str, text: str) -> str | None:
-    """Says where `text` cannot be written as UTF-8, or None if it can.
-
-    A byte that was not UTF-8 in the file (read with surrogateescape) is named as the byte; a lone
-    surrogate from a JSON escape such as `"\\ud800"` as the code point.
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        code = ord(text[err.start])
-        if 0xDC80 <= code <= 0xDCFF:
-            return f"{what} is not UTF-8: byte 0x{code - 0xDC00:02x} at character {err.start + 1}"
-        return f"{what} is not valid Unicode: lone surrogate U+{code:04X} at character {err.start + 1}"
-    return None
 
 
 def _typed(value: object) -> str:

@@ -36,7 +36,7 @@ from app.sources.photo import UNLABELLED, CollectionPhoto
 from app.sources.textfiles import open_text
 from app.errors import InputError
 from app.fileio import json_loads_unique
-from app.text.normalize import normalize_name, normalize_tags, normalize_text, split_tag_list
+from app.text.normalize import normalize_name, normalize_tags, normalize_text, split_tag_list, unicode_problem
 
 ALIASES = {"id": "id", "imageid": "id", "image_id": "id", "image": "image", "path": "image", "url": "image",
            "tags": "tags", "text": "text", "caption": "text", "labels": "labels", "label": "labels",
@@ -185,7 +185,16 @@ class ManifestReader:
                     raise InputError(f"{self.path}:{line_no}: not a manifest row: JSON nested too deeply") from None
                 if not isinstance(row, dict):
                     raise InputError(f"{self.path}:{line_no}: not a JSON object: {line[:80]!r}")
+                if b"\\u" in line:  # a JSON escape may name a lone surrogate, which no text can hold
+                    self._check_unicode(row, line_no)
                 yield line_no, self._keys(row, line_no)
+
+    def _check_unicode(self, row: dict, line_no: int) -> None:
+        for key, value in row.items():
+            for i, text in enumerate(value if isinstance(value, list) else [value]):
+                problem = isinstance(text, str) and unicode_problem(key if isinstance(value, str) else f"value {i + 1} of {key}", text)
+                if problem:
+                    raise InputError(f"{self.path}:{line_no}: {problem}")
 
     def _keys(self, row: dict, line_no: int) -> dict:
         """A JSONL row by canonical names, refusing a key given twice under two spellings (`ID`, `id`)."""

@@ -68,6 +68,22 @@ def normalize_text(text: str) -> str:
     return unicodedata.normalize("NFC", _INVISIBLE.sub("", text)).strip()
 
 
+def unicode_problem(what: str, text: str) -> str | None:
+    """Says where `text` cannot be written as UTF-8, or None if it can.
+
+    A byte that was not UTF-8 in the file (read with surrogateescape) is named as the byte; a lone
+    surrogate from a JSON escape such as `"\\ud800"` as the code point.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        code = ord(text[err.start])
+        if 0xDC80 <= code <= 0xDCFF:
+            return f"{what} is not UTF-8: byte 0x{code - 0xDC00:02x} at character {err.start + 1}"
+        return f"{what} is not valid Unicode: lone surrogate U+{code:04X} at character {err.start + 1}"
+    return None
+
+
 def normalize_name(value: str, what: str, where: str) -> str:
     """An id or class name by the text rule.
 
