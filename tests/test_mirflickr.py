@@ -70,6 +70,11 @@ def _replace(root, name, old, new):
     path.write_bytes(path.read_bytes().replace(old, new, 1))
 
 
+def _old_mac_line_ends(root):
+    for path in root.glob("*.txt"):
+        path.write_bytes(path.read_bytes().replace(b"\r\n", b"\r"))
+
+
 @pytest.mark.parametrize("edit,message", [
     ((_drop_last_line, "all_tags.txt"), "the files disagree in line count (all_imgs.txt 30, all_tags.txt 29, "
                                         "all_labels.txt 30)"),
@@ -77,6 +82,7 @@ def _replace(root, name, old, new):
      "all_labels.txt:1: 23 label values, expected 24"),
     ((_replace, "all_labels.txt", b"0 1 0 0 0 0\r\n", b"0 2 0 0 0 0\r\n"),
      "all_labels.txt:1: label 'structures' (column 20) is '2', not 0 or 1"),
+    ((_old_mac_line_ends,), "all_imgs.txt:1: a line break that is a lone CR"),  # was '720 label values' on line 1
 ])
 def test_a_bad_mirflickr_folder_is_one_error_line(tmp_path, capsys, edit, message):
     root = sample_copy(tmp_path)

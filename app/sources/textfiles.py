@@ -118,9 +118,13 @@ class NumberedLines:
             return None
         self.line_no += 1
         try:
-            return raw.decode("utf-8-sig" if self.line_no == 1 else "utf-8").strip("\r\n")  # a BOM is no content
+            line = raw.decode("utf-8-sig" if self.line_no == 1 else "utf-8").strip("\r\n")  # a BOM is no content
         except UnicodeDecodeError as err:
             raise InputError(f"{self.path}:{self.line_no}: not UTF-8 ({err.reason})") from None
+        if "\r" in line:  # old Mac line ends: the whole file would read as one line
+            raise InputError(f"{self.path}:{self.line_no}: a line break that is a lone CR (\\r); this layout's "
+                             f"lines end in LF or CRLF: convert the file (e.g. tr '\\r' '\\n')")
+        return line
 
     @property
     def where(self) -> str:
