@@ -83,6 +83,9 @@ def _old_mac_line_ends(root):
     ((_replace, "all_labels.txt", b"0 1 0 0 0 0\r\n", b"0 2 0 0 0 0\r\n"),
      "all_labels.txt:1: label 'structures' (column 20) is '2', not 0 or 1"),
     ((_old_mac_line_ends,), "all_imgs.txt:1: a line break that is a lone CR"),  # was '720 label values' on line 1
+    ((_replace, "all_tags.txt", b"\r\n", b"\r"),  # one file's lone CR: its line count differs, and why is said
+     "all_tags.txt 29, all_labels.txt 30); line i of each must be the same photo (all_tags.txt: line breaks that are "
+     "a lone CR, convert"),
 ])
 def test_a_bad_mirflickr_folder_is_one_error_line(tmp_path, capsys, edit, message):
     root = sample_copy(tmp_path)

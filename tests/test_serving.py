@@ -310,7 +310,12 @@ def test_predict_says_which_keys_and_columns_it_did_not_read(exported, tmp_path)
     """A misspelt `Caption` or an extra `url` column is scored without them, and the row says so."""
     _, target = exported
     (tmp_path / "in.jsonl").write_text('{"image_path": "", "tags": "dog", "Caption": "a dog"}\n'
-                                       '{"image_path": "", "tags": "dog", "text": "a dog"}\n')
+                                       '{"image_path": "", "tags": "dog", "text": "a dog"}\n'
+                                       '{"image_path": "", "Tags": "dog"}\n'
+                                       '{"image_path": "", "tags": "dog", "\\uff54\\uff45\\uff58\\uff54": "a dog"}\n'
+                                       '{"image_path": "", "tags": "dog", "image_id": "x\\ud800"}\n'
+                                       '{"image_path": "", "tags": "dog", ' + ", ".join(f'"k{i}": 1' for i in range(30))
+                                       + '}\n')
     (tmp_path / "in.csv").write_text("image_path,tags,url\n,dog,http://x/1.jpg\n")
     for name in ("in.jsonl", "in.csv"):
         predict.main(["--model", str(target), "--input", str(tmp_path / name), "--output", str(tmp_path / "out.jsonl"),
@@ -318,9 +323,16 @@ def test_predict_says_which_keys_and_columns_it_did_not_read(exported, tmp_path)
         rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
         unread = [[w for w in r.get("warnings", []) if w.startswith("not read")] for r in rows]
         known = "not read (the inputs are image_path, tags, image_id, text, caption): "
-        assert unread == ([[known + "'Caption' (did you mean 'caption'?)"], []] if name == "in.jsonl" else
-                          [[known + "'url'"]])
-        assert all(r["top_k"] for r in rows)  # scored all the same
+        if name == "in.csv":
+            assert unread == [[known + "'url'"]] and rows[0]["top_k"]  # scored all the same
+            continue
+        many = known + ", ".join(f"'k{i}'" for i in range(10)) + " and 20 more"  # not 30 names on every row
+        assert unread == [[known + "'Caption' (did you mean 'caption'?)"], [], [],
+                          [known + "'\uff54\uff45\uff58\uff54' (did you mean 'text'?)"], [], [many]]
+        assert [bool(r["top_k"]) for r in rows] == [True, True, False, True, False, True]
+        assert rows[2]["error"].endswith("expected keys ['image_path', 'tags'], got ['Tags', 'image_path'] "
+                                         "('Tags' may be 'tags')")
+        assert rows[4]["error"].endswith(":5: image_id is not valid Unicode: lone surrogate U+D800 at character 2")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -328,11 +340,17 @@ def test_predict_says_which_keys_and_columns_it_did_not_read(exported, tmp_path)
     (["--input", "{tmp}/no-tags.csv"], "error: {tmp}/no-tags.csv:1: expected a header with image_path,tags; "
                                        "got ['image_path']"),
     (["--input", "{tmp}/missing.csv"], "error: {tmp}/missing.csv: No such file or directory"),
+    (["--input", "{tmp}/TAGS.csv"], "error: {tmp}/TAGS.csv:1: expected a header with image_path,tags; got "
+                                    "['image_path', 'TAGS'] ('TAGS' may be 'tags')"),
+    (["--input", "{tmp}/huge-header.csv"], "error: {tmp}/huge-header.csv:1: not a valid CSV header: field larger "
+                                           "than field limit"),
     (["--model", "{tmp}/no-model", "--input", "{tmp}/no-tags.csv"], "error: {tmp}/no-model: no such model folder"),
 ])
 def test_predict_whole_input_problems_stop_with_one_line(exported, tmp_path, capsys, args, message):
     _, target = exported
     (tmp_path / "no-tags.csv").write_text("image_path\na.jpg\n")
+    (tmp_path / "TAGS.csv").write_text("image_path,TAGS\na.jpg,dog\n")
+    (tmp_path / "huge-header.csv").write_text("image_path,tags," + "x" * 200_000 + "\na.jpg,dog,1\n")
     flags = {"--model": str(target), "--input": str(tmp_path / "in.csv"), "--output": str(tmp_path / "out.jsonl")}
     given = [a.format(tmp=tmp_path) for a in args]
     flags.update(zip(given[::2], given[1::2]))  # a flag given twice is refused

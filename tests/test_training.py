@@ -161,6 +161,9 @@ def test_frozen_backbone_features_live_on_disk_per_shard_and_resume(tiny_world, 
     try:
         with pytest.raises(InputError, match="features.json: a feature cache of other inputs \\(dataset 'another'"):
             FeatureStore(store.dir.parent, info, 32, "none")
+        (store.dir / "features.json").write_text("[]")  # not a record at all
+        with pytest.raises(InputError, match="features.json: a feature cache of other inputs \\(layout None"):
+            FeatureStore(store.dir.parent, info, 32, "none")
     finally:
         (store.dir / "features.json").write_text(json.dumps(record))
 
@@ -210,8 +213,13 @@ def test_more_epochs_continue_a_finished_run_to_the_uninterrupted_weights(tiny_w
     resumed = train(data_dir, tmp_path / "resumed", config, QUIET)
     assert resumed.status == "trained"
     assert [round(h["loss"], 6) for h in resumed.history] == [round(h["loss"], 6) for h in whole.history]
+    from app.training.callbacks import read_history
+
     epochs = [line.split(",")[0] for line in (tmp_path / "resumed" / "history.csv").read_text().splitlines()]
     assert epochs == [line.split(",")[0] for line in (tmp_path / "whole" / "history.csv").read_text().splitlines()]
+    older = tmp_path / "older-history.csv"  # as a resume before 2026-12-05 wrote it
+    older.write_text("epoch,loss,best\n1.0,0.5,True\n2,0.4,False\n")
+    assert [(row["epoch"], type(row["epoch"])) for row in read_history(older)] == [(1, int), (2, int)]
     a = keras.saving.load_model(tmp_path / "whole" / "model.keras").get_weights()
     b = keras.saving.load_model(tmp_path / "resumed" / "model.keras").get_weights()
     for x, y in zip(a, b):

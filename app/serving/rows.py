@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -62,7 +63,7 @@ def read_rows(path: Path) -> Iterator[Row]:
 
     Raises:
         OSError: the file cannot be opened.
-        ValueError: a CSV file whose header lacks `image_path` or `tags`, or repeats a column.
+        InputError: a CSV file whose header is not CSV, lacks `image_path` or `tags`, or repeats a column.
     """
     # utf-8-sig: a byte-order mark is read as nothing; surrogateescape: a line that is not UTF-8 is reported on its
     # own instead of ending the file
@@ -86,7 +87,7 @@ def _jsonl_rows(handle, path: Path) -> Iterator[Row]:
         if not isinstance(value, dict):
             yield Row.bad(where, f"expected a JSON object, got {_typed(value)}")
         elif any(k not in value for k in COLUMNS):
-            yield Row.bad(where, f"expected keys {list(COLUMNS)}, got {sorted(value)}")
+            yield Row.bad(where, f"expected keys {list(COLUMNS)}, got {_clip(repr(sorted(value)))}{_meant(value)}")
         elif all(k in value for k in TEXT_NAMES):
             yield Row.bad(where, "keys 'text' and 'caption' are one input (caption is another name for text): give one")
         else:
@@ -96,11 +97,16 @@ def _jsonl_rows(handle, path: Path) -> Iterator[Row]:
 
 def _csv_rows(handle, path: Path) -> Iterator[Row]:
     reader = csv.DictReader(handle, strict=True)
-    if not reader.fieldnames or any(c not in reader.fieldnames for c in COLUMNS):
-        raise ValueError(f"{path}:1: expected a header with {','.join(COLUMNS)}; got {_clip(repr(reader.fieldnames))}")
+    try:
+        header = reader.fieldnames
+    except csv.Error as err:  # e.g. a column name over csv.field_size_limit()
+        raise InputError(f"{path}:1: not a valid CSV header: {err}") from None
+    if not header or any(c not in header for c in COLUMNS):
+        raise InputError(f"{path}:1: expected a header with {','.join(COLUMNS)}; got {_clip(repr(header))}"
+                         f"{_meant(header or [])}")
     repeated = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
     if repeated:
-        raise ValueError(f"{path}:1: the column {repeated[0]!r} repeats (which one holds the photo's value?)")
+        raise InputError(f"{path}:1: the column {repeated[0]!r} repeats (which one holds the photo's value?)")
     if all(name in reader.fieldnames for name in TEXT_NAMES):
         raise InputError(f"{path}:1: columns text and caption are one input (caption is another name for text): "
                          f"give one")
@@ -131,13 +137,29 @@ def _with_unread(row: Row, keys) -> Row:
     return row
 
 
-def unread_warning(unread: tuple) -> str:
-    """The output's warning about a row's keys that are not inputs, with the input a key may have meant."""
+def unread_warning(unread: tuple, most: int = 10) -> str:
+    """The output's warning about a row's keys that are not inputs, with the input a key may have meant
+    (the first `most` keys, each clipped)."""
     named = []
-    for key in unread:
-        meant = next((k for k in KNOWN if k == str(key).strip().lower()), None)
-        named.append(f"{key!r}" + (f" (did you mean {meant!r}?)" if meant else ""))
-    return f"not read (the inputs are {', '.join(KNOWN)}): {', '.join(named)}"
+    for key in unread[:most]:
+        meant = meant_input(key)
+        named.append(_clip(repr(key), 60) + (f" (did you mean {meant!r}?)" if meant else ""))
+    more = f" and {len(unread) - most} more" if len(unread) > most else ""
+    return f"not read (the inputs are {', '.join(KNOWN)}): {', '.join(named)}{more}"
+
+
+def meant_input(key: object) -> str | None:
+    """The input a key names in another case, form or with invisible characters (`Caption`, `ｔｅｘｔ`), or None."""
+    if not isinstance(key, str) or unicode_problem("key", key):
+        return None
+    folded = unicodedata.normalize("NFKC", normalize_text(key)).casefold()
+    return next((k for k in KNOWN if k == folded and k != key), None)
+
+
+def _meant(keys) -> str:
+    """`: 'Tags' may be 'tags'`-style hints for the required inputs that are missing."""
+    hints = [f"{k!r} may be {meant!r}" for k in keys if (meant := meant_input(k)) in COLUMNS and meant not in keys]
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 def make_row(where: str, image_path: object, tags: object, image_id: object = None, text: object = None) -> Row:
@@ -158,7 +180,7 @@ def make_row(where: str, image_path: object, tags: object, image_id: object = No
         if text is not None and not isinstance(text, str):
             raise TypeError(f"text must be a string, got {_typed(text)}")
         tag_list = split_tags(tags)
-        texts = [("image_path", image_path), ("text", text or "")]
+        texts = [("image_path", image_path), ("image_id", image_id or ""), ("text", text or "")]
         texts += [(f"tag {i}", t) for i, t in enumerate(tag_list, start=1)]
         problem = next(filter(None, (unicode_problem(what, text) for what, text in texts)), None)
         if problem:

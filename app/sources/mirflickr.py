@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -25,7 +26,7 @@ from app.badrows import BadRows
 from app.errors import InputError
 from app.sources.classes import ClassList
 from app.sources.photo import SPLITS, CollectionPhoto
-from app.sources.textfiles import NumberedLines
+from app.sources.textfiles import CR_HINT, NumberedLines
 from app.text.normalize import normalize_name, normalize_tags, split_tag_list
 
 IMAGES, TAGS, LABEL_FILE = "all_imgs.txt", "all_tags.txt", "all_labels.txt"
@@ -46,13 +47,14 @@ def photo_id(entry: str, where: str) -> str:
     return normalize_name(entry.strip().replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0], "id", where)
 
 
-def count_lines(path: Path) -> int:
-    """The lines of a file (a last line without a line break counts), streamed."""
-    count, last = 0, b"\n"
+def count_lines(path: Path) -> tuple[int, bool]:
+    """`(the lines of a file, whether a CR ends a line alone)`, streamed; a last line without a line break counts."""
+    count, last, lone_cr = 0, b"\n", False
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
+            lone_cr = lone_cr or (last == b"\r" and block[:1] != b"\n") or re.search(rb"\r(?!\n|$)", block) is not None
             count, last = count + block.count(b"\n"), block[-1:]
-    return count + (last != b"\n")
+    return count + (last != b"\n"), lone_cr or last == b"\r"
 
 
 def read_split_file(path: Path) -> dict:
@@ -98,11 +100,14 @@ class MirFlickr:
         for path in files:
             if not path.is_file():
                 raise InputError(f"{path}: missing (MIRFLICKR-25K layout: see docs/your-own-photos.md)")
-        counts = {path.name: count_lines(path) for path in files}
+        counted = {path.name: count_lines(path) for path in files}
+        counts = {name: n for name, (n, _) in counted.items()}
         if len(set(counts.values())) > 1:
+            lone_cr = [name for name, (_, cr) in counted.items() if cr]
             raise InputError(f"{self.root}: the files disagree in line count ("
                              + ", ".join(f"{name} {n:,}" for name, n in counts.items())
-                             + "); line i of each must be the same photo")
+                             + "); line i of each must be the same photo"
+                             + (f" ({', '.join(lone_cr)}: line breaks that are a lone CR, {CR_HINT})" if lone_cr else ""))
         self.splits = read_split_file(self.split_file) if self.split_file else None
 
     @property

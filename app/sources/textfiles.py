@@ -96,6 +96,9 @@ def iter_line_blocks(path: str | Path, block_bytes: int,
             filled = len(rest)
 
 
+CR_HINT = "convert the file's line ends to LF (mac2unix, or tr '\\r' '\\n' where no line ends in CRLF)"
+
+
 class NumberedLines:
     """A UTF-8 text file read one line at a time (its CRLF or LF line break stripped), knowing its line number.
 
@@ -123,7 +126,7 @@ class NumberedLines:
             raise InputError(f"{self.path}:{self.line_no}: not UTF-8 ({err.reason})") from None
         if "\r" in line:  # old Mac line ends: the whole file would read as one line
             raise InputError(f"{self.path}:{self.line_no}: a line break that is a lone CR (\\r); this layout's "
-                             f"lines end in LF or CRLF: convert the file (e.g. tr '\\r' '\\n')")
+                             f"lines end in LF or CRLF: {CR_HINT}")
         return line
 
     @property

@@ -176,7 +176,7 @@ def read_history(path: Path) -> list:
 def _history_value(key: str, text: str):
     """A `history.csv` cell as the epoch's row held it: `best` a bool, `epoch` an int (so a resumed run
     writes its earlier rows as they were), the rest floats."""
-    return text == "True" if key == "best" else int(text) if key == "epoch" else float(text)
+    return text == "True" if key == "best" else int(float(text)) if key == "epoch" else float(text)
 
 
 class TimeBudget(Callback):

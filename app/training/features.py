@@ -93,6 +93,8 @@ class FeatureStore:
         if backbone is not None:  # the backbone's own weights: a random one differs from run to run unless seeded
             self.record["backbone_weights"] = weights_digest(backbone)
         recorded = read_json(self.dir / RECORD) if (self.dir / RECORD).is_file() else self.record
+        if not isinstance(recorded, dict):  # a file someone else wrote: no record of inputs at all
+            recorded = {}
         if backbone is None:  # reading what a run wrote, with no backbone at hand to compare
             recorded = {k: v for k, v in recorded.items() if k != "backbone_weights"}
         if recorded != self.record:
