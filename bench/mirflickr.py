@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # `python bench/mirflickr.py`: make the repositor
 from app.cli import guarded, setup_logging  # noqa: E402
 from app.errors import InputError  # noqa: E402
 from app.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-from tuning.compare import Arm, _labelled, train_arm  # noqa: E402
+from tuning.compare import Arm, _labelled, flag_values, train_arm  # noqa: E402
 from tuning.paired import PairedDifference, mean_std  # noqa: E402
 
 log = logging.getLogger("bench.mirflickr")
@@ -50,11 +50,13 @@ ARMS = (
     # tuning/results/2026-12-04-text-encoder.md).
     Arm("tags, defaults (encoder vectors, frozen)", ("--model", "tags")),
     Arm("tags, learned from scratch", ("--model", "tags", "--word-vectors", "scratch")),
-    # Chosen on split seed 0's validation mAP among 23 settings learned from scratch (tuning/results/mirflickr-2026-12-04.md).
+    # Chosen on split seed 0's validation mAP among 23 settings learned from scratch (tuning/results/mirflickr-2026-12-05.md).
     Arm("tags, from scratch, best on validation", ("--model", "tags", "--word-vectors", "scratch", "--embedding-dim", "256")),
+    # Chosen on split seed 0's validation mAP among 21 settings with the encoder's frozen vectors
+    # (tuning/results/mirflickr-2026-12-05.md).
+    Arm("tags, encoder vectors, best on validation", ("--model", "tags", "--dropout", "0.3")),
 )
 CONTEXTUAL = Arm("contextual", ("--model", "contextual"))  # only where the photos are there
-BEST = "tags, defaults (encoder vectors, frozen)"  # the arm the goals are about
 LR, PRIOR = "logistic regression (tag bag of words)", "label prior"
 C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 START, END = "<!-- bench/mirflickr.py: generated from here -->", "<!-- bench/mirflickr.py: generated up to here -->"
@@ -72,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--report", type=Path, help="the results page [default: tuning/results/mirflickr-TODAY.md]")
     p.add_argument("--arm", action="append", default=[], help="another arm: 'label: app/train.py flags'")
     p.add_argument("--verbose", action="store_true")
-    args = p.parse_args(argv)
+    args = p.parse_args(flag_values(sys.argv[1:] if argv is None else list(argv), ("--arm",)))
     if args.mirflickr is None:
         p.error("give the MIRFLICKR-25K folder, e.g. python bench/mirflickr.py ../shared/reference/mirflickr25k")
     return args
@@ -221,19 +223,27 @@ def training_lines(results: list, arms: list) -> list[str]:
     return lines
 
 
-def goal_lines(results: list) -> list[str]:
-    """The issue's goals for the best arm: class mAP ≥ LR + 0.02, photo mAP ≥ LR, training ≤ 60 s."""
-    if not all(BEST in r["systems"] for r in results):
+def best_arm(results: list, arms: list) -> str:
+    """The model arm with the highest mean validation class mAP over the seeds (the goals are about it)."""
+    return max((a.label for a in arms), key=lambda label: np.mean(
+        [r["systems"][label]["validation"]["class_map"] for r in results]))
+
+
+def goal_lines(results: list, arms: list) -> list[str]:
+    """The issue's goals for the best arm on validation: class mAP ≥ LR + 0.02, photo mAP ≥ LR, training ≤ 60 s."""
+    if not arms or not all(a.label in r["systems"] for a in arms for r in results):
         return []
+    best = best_arm(results, arms)
 
     def diff(metric: str) -> PairedDifference:
         f = METRICS[metric]
-        return PairedDifference.of([f(r["systems"][BEST]["test"]) for r in results],
+        return PairedDifference.of([f(r["systems"][best]["test"]) for r in results],
                                    [f(r["systems"][LR]["test"]) for r in results])
 
-    seconds = max(r["training"][BEST]["seconds"] for r in results)
+    seconds = max(r["training"][best]["seconds"] for r in results)
     class_gap, photo_gap = diff("class mAP"), diff("photo mAP")
-    return [f"- class mAP ≥ LR + 0.02: {class_gap.mean:+.4f} over LR → {'met' if class_gap.mean >= 0.02 else 'NOT met'}",
+    return [f"The best model arm on validation (mean class mAP over the seeds): {best}.", "",
+            f"- class mAP ≥ LR + 0.02: {class_gap.mean:+.4f} over LR → {'met' if class_gap.mean >= 0.02 else 'NOT met'}",
             f"- photo mAP ≥ LR: {photo_gap.mean:+.4f} ({photo_gap}) → {'met' if photo_gap.mean >= 0 else 'NOT met'}",
             f"- training with early stopping ≤ 60 s: at most {seconds:.0f} s of wall time → "
             f"{'met' if seconds <= 60 else 'NOT met'} as measured (a shared 2-core machine: see the load averages "
@@ -252,7 +262,8 @@ def report(root: Path, results: list, arms: list, contextual: bool) -> str:
              "Contextual (image + tags): " + ("trained, in the table." if contextual else
                                                "n/a: the folder has no photos (no `mirflickr/`), so the image branch "
                                                "would only see missing images."),
-             "", "## Goals (test)", "", *goal_lines(results), "", "## Training", "", *training_lines(results, arms),
+             "", "## Goals (test)", "", *goal_lines(results, [a for a in arms if a is not CONTEXTUAL]), "",
+             "## Training", "", *training_lines(results, arms),
              "", "## Validation split (where choices are made)", "", *table(results, "validation", systems), ""]
     return "\n".join(lines)
 

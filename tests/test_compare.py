@@ -31,6 +31,11 @@ def test_arms_are_checked():
                                                    references="tags: --model tags; --model image"))
     assert [a.label for a in arms] == ["control", "method", "tags", "model-image"]
     assert [a.slug for a in arms] == ["defaults", "image-presence-image-dropout-0.5", "model-tags", "model-image"]
+    args = compare.parse_args(["--name", "x", "--method", "--branch-scores", "--references", "--model image"])
+    assert (vars(args)["compare.method"], vars(args)["compare.references"]) == ("--branch-scores", "--model image")
+    assert compare._labelled("tags, best on validation: --model tags --dropout 0.3") == (
+        "tags, best on validation", ("--model", "tags", "--dropout", "0.3"))
+    assert compare._labelled("--text-encoder savedmodel:/x") == ("", ("--text-encoder", "savedmodel:/x"))
 
 
 def test_compare_trains_each_arm_on_the_same_seeds_and_pairs_them(tiny_world, tmp_path, capsys):

@@ -82,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="comparisons folder; runs go to OUT/runs/ [default: %(default)s]")
     add_config_flags(p, CompareConfig, "compare")
     add_common_flags(p)
-    return p.parse_args(argv)
+    return p.parse_args(flag_values(sys.argv[1:] if argv is None else list(argv), ("--control", "--method", "--references")))
 
 
 def make_arms(config: CompareConfig) -> list[Arm]:
@@ -108,9 +108,24 @@ def make_arms(config: CompareConfig) -> list[Arm]:
     return arms
 
 
+def flag_values(argv: list, names: tuple) -> list:
+    """`argv` with each of the flags `names` joined to its value (`--method=--image-presence`), so that a
+    value of train.py flags, which starts with `-`, is read as the value and not as another flag."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in names and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def _labelled(text: str) -> tuple[str, tuple]:
-    """`"tags: --model tags"` -> `("tags", ("--model", "tags"))`; without a label, `("", flags)`."""
-    match = re.match(r"\s*([A-Za-z][\w.-]*):\s", text)
+    """`"tags: --model tags"` -> `("tags", ("--model", "tags"))` (a label may hold spaces and commas);
+    without a label, `("", flags)`."""
+    match = re.match(r"\s*([^\s-][^:]*?):\s", text)
     return (match.group(1), tuple(shlex.split(text[match.end():]))) if match else ("", tuple(shlex.split(text)))
 
 
