@@ -192,3 +192,16 @@ def test_an_edited_run_folder_is_refused_by_train_export_predict_and_evaluate(wo
                 f"error: {run / name}: edited since the run wrote it (its size or SHA-256 is not the one run.json "
                 f"records); restore it, or retrain the run (python app/train.py ... --overwrite)"), (command, err)
         assert not (run / "serving").exists()
+
+
+def test_a_setting_newer_than_a_run_is_no_difference_at_its_default():
+    """A run recorded before a setting existed computed what its default computes: it resumes, not refused."""
+    from app.runs.rundir import Fingerprint
+
+    config = RunConfig(model=ModelConfig(model="contextual")).fingerprint()
+    older = {section: dict(fields) for section, fields in config.items()}
+    del older["model"]["branch_scores"]
+    assert Fingerprint("d", older, "1").differences(Fingerprint("d", config, "1")) == []
+    config["model"]["branch_scores"] = True  # but asking for it is another run
+    assert Fingerprint("d", older, "1").differences(Fingerprint("d", config, "1")) == [
+        "model.branch_scores None -> True"]

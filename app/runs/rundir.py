@@ -89,16 +89,18 @@ class Fingerprint:
         return cls(dataset.fingerprint, fields, __version__)
 
     def differences(self, other: "Fingerprint") -> list[str]:
-        """Human-readable differences, e.g. `model.hidden_units 128 -> 64`."""
-        out = []
+        """Human-readable differences, e.g. `model.hidden_units 128 -> 64`. A setting this fingerprint
+        does not record (its run is older than the setting) at its default is no difference: the older
+        run computed what the default computes."""
+        out, defaults = [], RunConfig().to_dict()
         if self.dataset != other.dataset:
             out.append(f"dataset {self.dataset[:12]} -> {other.dataset[:12]}")
         if self.code != other.code:
             out.append(f"code version {self.code} -> {other.code}")
         for section in sorted(set(self.config) | set(other.config)):
-            old, new = self.config.get(section, {}), other.config.get(section, {})
+            old, new, default = self.config.get(section, {}), other.config.get(section, {}), defaults.get(section, {})
             out += [f"{section}.{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                    if old.get(k) != new.get(k)]
+                    if old.get(k) != new.get(k) and not (k not in old and k in default and new.get(k) == default[k])]
         return out
 
 
