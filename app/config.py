@@ -163,6 +163,9 @@ class ModelConfig:
                                         "own, linearly, and its scores are added to the fused head's before the "
                                         "sigmoid (a late fusion learned with the model); with one branch it does "
                                         "nothing")
+    wide_tags: bool = option(False, "a linear path from each tag straight to the class scores (a learned tag x "
+                                    "class table averaged over a photo's tags, added to the head's scores)",
+                             needs="tags")
     image_size: int = option(64, "square image side in pixels", needs="image")
     image_weights: str = option("none", "ResNet50 weights: none, imagenet (Keras cache only) or a file path",
                                 needs="image")

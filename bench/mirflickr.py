@@ -55,6 +55,9 @@ ARMS = (
     # Chosen on split seed 0's validation mAP among 21 settings with the encoder's frozen vectors
     # (tuning/results/mirflickr-2026-12-05.md).
     Arm("tags, encoder vectors, best on validation", ("--model", "tags", "--dropout", "0.3")),
+    Arm("tags, encoder vectors, dropout 0.3, 256 hidden units", ("--model", "tags", "--dropout", "0.3", "--hidden-units", "256")),
+    # A linear tag x class path beside the deep one (wide and deep), measured after the search above.
+    Arm("tags, encoder vectors, wide tag path, dropout 0.3", ("--model", "tags", "--wide-tags", "--dropout", "0.3")),
 )
 CONTEXTUAL = Arm("contextual", ("--model", "contextual"))  # only where the photos are there
 LR, PRIOR = "logistic regression (tag bag of words)", "label prior"

@@ -94,6 +94,30 @@ def test_export_with_an_extended_vocabulary_reads_unseen_tags(tiny_world, tiny_s
     np.testing.assert_allclose(plain[1], plain[2], rtol=1e-6)  # without the extension doggo is out of vocabulary
 
 
+def test_a_wide_tag_path_gets_zero_rows_for_words_added_after_training(tiny_world, tiny_spec, tmp_path):
+    """--wide-tags: the linear tag x class table is averaged over a photo's tags and added to the logits;
+    a word added at export has only its encoder vector (the deep path), not a learned row of its own."""
+    from app.runs.trained import TrainedRun
+    from app.serving.extend import extend_run
+
+    _, data_dir = tiny_world
+    run = tmp_path / "run"
+    train_cli.main(["--data", str(data_dir), "--out", str(run), "--model", "tags", "--epochs", "2", "--tag-threshold",
+                    "2", "--tag-limit", "10", "--embedding-dim", "8", "--hidden-units", "16", "--wide-tags",
+                    "--text-encoder", tiny_spec])
+    trained = TrainedRun(run)
+    table = trained.model.get_layer("tag_wide").get_weights()[0]
+    assert np.abs(table).max() > 0  # it learned
+    ids = np.zeros((1, 10), "int32")
+    ids[0, :2] = [2, 3]
+    pooled = keras.Model(trained.model.inputs, trained.model.get_layer("tag_wide_pool").output)({"tag_ids": ids})
+    np.testing.assert_allclose(pooled[0], table[[2, 3]].mean(axis=0), rtol=1e-5)  # the mean of the photo's rows
+    extended = extend_run(trained, ["doggo", "automobil"], tiny_spec).run
+    grown = extended.model.get_layer("tag_wide").get_weights()[0]
+    np.testing.assert_array_equal(grown[: len(table)], table)
+    assert grown.shape[0] == len(table) + 2 and not grown[len(table):].any()
+
+
 def test_contextual_export_extended_with_the_runs_own_encoder(contextual_export, tmp_path):
     from app.serving.signatures import export
     from photos import jpeg

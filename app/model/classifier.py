@@ -60,7 +60,7 @@ def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPr
     regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
     inputs = {name: keras.Input(spec.shape, dtype=spec.dtype, name=name)
               for name, spec in preprocessor.model_inputs(features=True).items()}
-    branches, kept_tags = {}, None
+    branches, kept_tags, extra_logits = {}, None, []
     if word_vectors is None:
         word_vectors = starting_vectors(config, preprocessor)
 
@@ -72,12 +72,14 @@ def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPr
             dropped = TagDropout(config.tag_dropout, seed=seed, name="tag_dropout")(ids if len(ids) > 1 else ids[0])
             ids = list(dropped) if len(ids) > 1 else [dropped]
         kept_tags = ids[0] if len(ids) == 1 else keras.layers.Concatenate(name="text_side_ids")(ids)
-        if preprocessor.uses_text and not preprocessor.shared_text:  # tags, then words: a branch each
-            branches["tag"] = _token_branch(config, preprocessor.tags.vocab_size, ids[0], "tag", word_vectors)
+        separate = preprocessor.uses_text and not preprocessor.shared_text  # tags, then words: a branch each
+        tag_ids, tag_vocab = (ids[0], preprocessor.tags.vocab_size) if separate else (
+            kept_tags, (preprocessor.tags or preprocessor.text).vocab_size)  # one vocabulary: pooled together
+        branches["tag"] = _token_branch(config, tag_vocab, tag_ids, "tag", word_vectors)
+        if separate:
             branches["text"] = _token_branch(config, preprocessor.text.vocab_size, ids[1], "text", word_vectors)
-        else:  # one vocabulary: tags and words pooled together
-            lookup = preprocessor.tags or preprocessor.text
-            branches["tag"] = _token_branch(config, lookup.vocab_size, kept_tags, "tag", word_vectors)
+        if config.wide_tags:
+            extra_logits.append(_wide_tags(tag_ids, tag_vocab, num_classes))
 
     if "image_features" in inputs:
         branches["image"] = _image_branch(config, inputs, kept_tags, seed)
@@ -89,24 +91,30 @@ def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPr
         x = keras.layers.Dense(config.hidden_units, activation="relu", kernel_regularizer=regularizer,
                                name=f"hidden_{i}")(x)
     x = keras.layers.Dropout(config.dropout, seed=seed + 99, name="dropout_out")(x)
-    if config.branch_scores and len(branches) > 1:
-        scores = _with_branch_scores(x, branches, num_classes, regularizer)
-    else:
-        scores = keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32", name="scores")(x)
-    model = keras.Model(inputs, scores, name=f"{config.model}_head")
+    if config.branch_scores and len(branches) > 1:  # each branch's own linear scores
+        extra_logits += [keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name=f"{name}_logits")(y)
+                         for name, y in branches.items()]
+    model = keras.Model(inputs, _scores(x, extra_logits, num_classes), name=f"{config.model}_head")
     for prefix, rows in word_vectors.items():
         model.get_layer(f"{prefix}_embedding").set_weights([np.asarray(rows, np.float32)])
     return model
 
 
-def _with_branch_scores(fused, branches: dict, num_classes: int, regularizer):
-    """Scores from the fused features plus each branch's own linear scores (logits added, then the
-    sigmoid): the fused head learns what the branches add together, and each branch keeps a direct path
-    to the classes, as late fusion has, in one model trained end to end."""
-    logits = [keras.layers.Dense(num_classes, name="fused_logits")(fused)]
-    logits += [keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name=f"{name}_logits")(x)
-               for name, x in branches.items()]
+def _scores(fused, extra_logits: list, num_classes: int):
+    """The class scores: a sigmoid Dense on the fused features, or, with more terms (each branch's own
+    linear scores, the wide tag path), the sum of their logits and the fused head's, then the sigmoid:
+    each keeps a direct path to the classes, as late fusion or a linear model has, in one model."""
+    if not extra_logits:
+        return keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32", name="scores")(fused)
+    logits = [keras.layers.Dense(num_classes, name="fused_logits")(fused), *extra_logits]
     return keras.layers.Activation("sigmoid", dtype="float32", name="scores")(keras.layers.Add(name="logits")(logits))
+
+
+def _wide_tags(ids, vocab_size: int, num_classes: int):
+    """A learned tag x class table averaged over a photo's tags: a linear model on the bag of tags."""
+    x = SparseReadEmbedding(vocab_size, num_classes, mask_zero=True, embeddings_initializer="zeros",
+                            name="tag_wide")(ids)
+    return MaskedGlobalAveragePooling1D(name="tag_wide_pool")(x)
 
 
 def _token_branch(config: ModelConfig, vocab_size: int, ids, prefix: str, word_vectors: dict):

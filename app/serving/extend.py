@@ -169,7 +169,11 @@ def _rebuilt(run: TrainedRun, head, vocabs: dict, tables: dict) -> TrainedRun:
                           word_vectors=tables)
     for layer in new_head.layers:
         if layer.weights and layer.name not in {f"{p}_embedding" for p in tables}:
-            layer.set_weights(head.get_layer(layer.name).get_weights())
+            # A table with a row per word (the wide tag path) gets zero rows for the added words: a
+            # word added after training carries no learned evidence of its own there.
+            layer.set_weights([np.concatenate([old, np.zeros((new.shape[0] - old.shape[0], *old.shape[1:]), old.dtype)])
+                               if old.shape != new.shape else old
+                               for old, new in zip(head.get_layer(layer.name).get_weights(), layer.get_weights())])
     backbone = run.model.get_layer(BACKBONE) if head is not run.model else None
     extended = copy.copy(run)
     extended.preprocessor, extended.model = preprocessor, attach_backbone(new_head, backbone)
