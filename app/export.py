@@ -29,7 +29,8 @@ def main(argv=None) -> Path:
     p.add_argument("--version", type=int, help="version number (default: the next free one)")
     p.add_argument("--top-k", type=int, default=5, help="classes returned in the top_k_* and classes_* outputs [default: 5]")
     p.add_argument("--review-margin", type=float, default=0.05,
-                   help="needs_review when a class score is this close to its threshold [default: 0.05]")
+                   help="needs_review when a class score is this close to its threshold (a probability at 0.5, "
+                        "the same distance in logits elsewhere) [default: 0.05]")
     p.add_argument("--extend-vocabulary", type=Path, metavar="WORDS",
                    help="a word list (one a line, any of the text encoder's languages): each word not in the "
                         "vocabulary is added, placed by its text-encoder vector, so the served model reads it")

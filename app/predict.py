@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tags", default="", help='its tags, separated by "," or "|" as in a manifest: "dog,hund,2009" or "dog|hund"')
     p.add_argument("--text", default="",
                    help='its free text (a caption), for models that read text: "A dog on the beach."')
-    p.add_argument("--input", type=Path, help="batch mode: CSV or JSONL with image_path and tags (and image_id)")
+    p.add_argument("--input", type=Path, help="batch mode: CSV or JSONL with image_path and tags (and image_id, "
+                                              "text); a relative image_path is read from the input file's folder")
     p.add_argument("--output", type=Path, help="batch mode: the output file [default: stdout]")
     p.add_argument("--format", choices=("jsonl", "oid-csv"), default="jsonl",
                    help="batch mode: JSON lines, or ImageID,LabelName,Score rows for evaluate.py [default: jsonl]")
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=_positive, default=64, help="[default: 64]")
     p.add_argument("--review-margin", type=float,
                    help="a run folder without an export: needs_review when a class score is this close to its "
-                        "threshold [default: 0.05; an export keeps the margin it was exported with]")
+                        "threshold (a probability at 0.5, the same distance in logits elsewhere) [default: 0.05; "
+                        "an export keeps the margin it was exported with]")
     add_common_flags(p)
     args = p.parse_args(argv)
     if (args.image is None) == (args.input is None) and not (args.input is None and (args.tags or args.text)):

@@ -246,7 +246,7 @@ def test_predict_keeps_every_csv_row_and_says_what_is_wrong(exported, tmp_path):
         f"in.csv:4: image bomb.png not used (declares 20000x20000 pixels, over the limit of {MAX_IMAGE_PIXELS} "
         "(MAX_IMAGE_PIXELS)): scored without an image",
         "",
-        "in.csv:6: cannot read image folder: not a regular file",
+        f"in.csv:6: cannot read image folder (as {tmp_path / 'folder'}): not a regular file",  # relative to in.csv
         "in.csv:7: cannot read image /dev/zero: not a regular file",
         "in.csv:8: image empty.jpg not used (no image bytes): scored without an image",
         "in.csv:9: tag 1 is not UTF-8: byte 0xe9 at character 4",
@@ -377,6 +377,10 @@ def test_most_specific_confident_classes_by_hand():
     assert out["indices"].numpy().tolist() == [[1, 3], [0, -1], [-1, -1], [1, -1]]
     assert out["count"].numpy().tolist() == [2, 1, 0, 1]
     assert out["needs_review"].numpy().tolist() == [False, False, True, True]
+    rare = specific_classes(tf.constant([[6.6e-5, 0.9], [0.0011, 0.9], [0.5, 0.9]]), tf.constant([0.0012, 0.5]),
+                            tf.zeros((2, 2)), k=1, margin=0.05)  # a tuned threshold far under 0.5
+    assert rare["needs_review"].numpy().tolist() == [False, True, False]  # 18x under it is no borderline case
+    assert rare["review_indices"].numpy().tolist() == [[-1], [0], [-1]]
 
 
 def test_predict_oid_csv_then_evaluate_scores_like_run_mode(exported, tiny_world, tmp_path):

@@ -231,7 +231,8 @@ def read_image(row: Row, base: Path) -> Row:
     try:
         if not file.is_file():  # a directory, a device such as /dev/zero, a FIFO, or nothing
             reason = "not a regular file" if file.exists() else "No such file or directory"
-            row.error = f"{row.where}: cannot read image {row.image_path}: {reason}"
+            shown = row.image_path if file == Path(row.image_path) else f"{row.image_path} (as {file})"
+            row.error = f"{row.where}: cannot read image {shown}: {reason}"
         else:
             row.image = file.read_bytes()
     except OSError as err:

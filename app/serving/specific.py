@@ -4,7 +4,10 @@ A class is confident when its score reaches its threshold (tuned for F1 on valid
 training). A confident class implies its ancestors (a Dog is an Animal), so a confident class is
 shown only when no confident class below it is: "Dog", not "Dog, Carnivore, Mammal, Animal". A
 photo needs review when no class is confident, or when some class's score lies within the review
-margin of its threshold (the model is unsure about it: those classes are returned too). Graph ops only: it runs in TF Serving.
+margin of its threshold (the model is unsure about it: those classes are returned too). The margin
+is a probability at 0.5 and the same distance in logits elsewhere (margin m: |logit(score) -
+logit(threshold)| < 4m), so a class with a threshold of 0.001 is near only for scores of about
+0.0008 to 0.0012, not for every score under 0.05. Graph ops only: it runs in TF Serving.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ def specific_classes(scores: tf.Tensor, thresholds: tf.Tensor, ancestors: tf.Ten
         thresholds: `[C]` per-class thresholds.
         ancestors: `[C, C]` from `ancestor_matrix`.
         k: how many to return per photo (padded with index -1 and score 0).
-        margin: a score this close to its threshold makes the photo need review.
+        margin: a score this close to its threshold makes the photo need review (a probability at 0.5,
+            the same distance in logits elsewhere).
 
     Returns:
         `indices`, `scores` `[batch, k]`, `count` `[batch]` (specific confident classes, even
@@ -48,12 +52,18 @@ def specific_classes(scores: tf.Tensor, thresholds: tf.Tensor, ancestors: tf.Ten
     top = tf.math.top_k(tf.where(specific, scores, -1.0), k=k)
     valid = top.values >= 0
     count = tf.reduce_sum(tf.cast(specific, tf.int32), axis=1)
-    gap = tf.abs(scores - thresholds)
+    gap = tf.abs(_logit(scores) - _logit(thresholds)) / 4.0  # the margin as a probability at 0.5, as logits elsewhere
     unsure = gap < margin
-    closest = tf.math.top_k(tf.where(unsure, -gap, -2.0), k=k)  # (scores and thresholds lie in [0, 1])
+    closest = tf.math.top_k(tf.where(unsure, -gap, -1e9), k=k)
     return {"indices": tf.where(valid, top.indices, -1), "scores": tf.where(valid, top.values, 0.0),
             "count": count, "needs_review": tf.equal(count, 0) | tf.reduce_any(unsure, axis=1),
-            "review_indices": tf.where(closest.values > -2.0, closest.indices, -1)}
+            "review_indices": tf.where(closest.values > -1e9, closest.indices, -1)}
+
+
+def _logit(p: tf.Tensor) -> tf.Tensor:
+    """log(p / (1 - p)), finite for 0 and 1."""
+    p = tf.clip_by_value(tf.cast(p, tf.float32), 1e-7, 1.0 - 1e-7)
+    return tf.math.log(p) - tf.math.log1p(-p)
 
 
 def at_indices(table: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:

@@ -265,13 +265,14 @@ def _callbacks(run: RunDir, config: RunConfig, options: RunOptions, strategy, ch
     t = config.train
     best = BestModel(strategy, (lambda: run.save_model(full)) if chief else None)
     callbacks = [Checkpoint(run.backup_dir, chief, {"best": best.best, "best_epoch": best.best_epoch}), best]
-    if t.early_stopping_patience:
-        callbacks.append(EarlyStopping(best, t.early_stopping_patience))
     if chief:
         callbacks.append(History(run.history_path, run.logs_dir, options.hparams))
+    callbacks.append(Progress(t.epochs, steps, bar=options.progress and chief))  # the epoch's line, then why it stops
+    if t.early_stopping_patience:
+        callbacks.append(EarlyStopping(best, t.early_stopping_patience))
     if t.time_budget_hours is not None:
         callbacks.append(TimeBudget(t.time_budget_hours * 3600))
-    return callbacks + [Progress(t.epochs, steps, bar=options.progress and chief)]
+    return callbacks
 
 
 def _feature_jobs(info: DatasetInfo, features: FeatureStore, strategy, train_split: str) -> list:
