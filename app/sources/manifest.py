@@ -192,7 +192,8 @@ class ManifestReader:
     def _check_unicode(self, row: dict, line_no: int) -> None:
         for key, value in row.items():
             for i, text in enumerate(value if isinstance(value, list) else [value]):
-                problem = isinstance(text, str) and unicode_problem(key if isinstance(value, str) else f"value {i + 1} of {key}", text)
+                what = key if isinstance(value, str) else f"value {i + 1} of {key}"
+                problem = isinstance(text, str) and unicode_problem(what, text)
                 if problem:
                     raise InputError(f"{self.path}:{line_no}: {problem}")
 

@@ -107,7 +107,8 @@ class MirFlickr:
             raise InputError(f"{self.root}: the files disagree in line count ("
                              + ", ".join(f"{name} {n:,}" for name, n in counts.items())
                              + "); line i of each must be the same photo"
-                             + (f" ({', '.join(lone_cr)}: line breaks that are a lone CR, {CR_HINT})" if lone_cr else ""))
+                             + (f" ({', '.join(lone_cr)}: line breaks that are a lone CR, {CR_HINT})"
+                                if lone_cr else ""))
         self.splits = read_split_file(self.split_file) if self.split_file else None
 
     @property
