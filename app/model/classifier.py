@@ -85,8 +85,7 @@ def build_head(config: ModelConfig, num_classes: int, preprocessor: ContextualPr
         branches["image"] = _image_branch(config, inputs, kept_tags, seed)
 
     # === Head ===
-    parts = list(branches.values())
-    x = keras.layers.Concatenate(name="fuse")(parts) if len(parts) > 1 else parts[0]
+    x = parts[0] if len(parts := list(branches.values())) == 1 else keras.layers.Concatenate(name="fuse")(parts)
     for i in range(config.hidden_layers):
         x = keras.layers.Dropout(config.dropout, seed=seed + i, name=f"dropout_{i}")(x)
         x = keras.layers.Dense(config.hidden_units, activation="relu", kernel_regularizer=regularizer,
