@@ -38,10 +38,12 @@ def test_small_search_resumes_and_its_best_config_trains(tiny_world, tmp_path, c
     out = tmp_path / "search"
     args = ["--data", str(data_dir), "--max-trials", "2", "--epochs", "2", "--out", str(out)]
     search.main(args)
+    assert "one run, no spread" in capsys.readouterr().out  # not "± 0.0000 over 1 runs"
     trials = sorted(p.name for p in out.glob("trial_*"))
     assert len(trials) == 2
     stamps = {p.name: (p / "trial.json").stat().st_mtime_ns for p in out.glob("trial_*")}
     best = search.main(args[:2] + ["--max-trials", "3"] + args[4:] + ["--repeat-top", "1", "--seeds", "2"])
+    assert " over 2 runs): " in capsys.readouterr().out  # the best of each cell, re-run with 2 seeds
     assert sorted(p.name for p in out.glob("trial_*")) == trials + ["trial_2"]
     assert all((out / name / "trial.json").stat().st_mtime_ns == stamps[name] for name in trials)  # not redone
     rows = (out / "summary.csv").read_text().splitlines()

@@ -154,3 +154,8 @@ class SearchTuner(kt.RandomSearch):
         log.info("trial %s: val mAP %.4f | limit %s threshold %s units %s %s batch %s dropout %s lr %.2g l2 %.2g",
                  trial.trial_id, score, hp["tag_limit"], hp["tag_threshold"], hp["units"], hp["pooling"],
                  hp["batch_size"], hp["dropout"], hp["learning_rate"], hp["l2"])
+
+
+if __name__ == "__main__":
+    raise SystemExit("tuning/hypermodel.py is a library module (the search's hypermodel): "
+                     "run python tuning/search.py --help or python tuning/compare.py --help")

@@ -62,3 +62,8 @@ class PairedDifference:
         if self.low is None:
             return f"{self.mean:+.4f}"
         return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}] {self.verdict}"
+
+
+if __name__ == "__main__":
+    raise SystemExit("tuning/paired.py is a library module (paired differences and their intervals): "
+                     "run python tuning/search.py --help or python tuning/compare.py --help")

@@ -17,7 +17,7 @@ def heatmap(out: Path, table: list, stat: str) -> None:
     counts = np.zeros(grid.shape, int)
     for row in sorted(table, key=lambda r: r["mean_map"]):  # the best configuration per cell comes last
         i, j = TAG_LIMITS.index(row["tag_limit"]), TAG_THRESHOLDS.index(row["tag_threshold"])
-        grid[i, j] = row[f"{stat}_map"]
+        grid[i, j] = row[f"{stat}_map"] if stat == "mean" or row["runs"] > 1 else np.nan  # one run: no std
         counts[i, j] += 1
     fig, ax = plt.subplots(figsize=(6.5, 5))
     cmap = plt.get_cmap("viridis")
@@ -36,7 +36,8 @@ def heatmap(out: Path, table: list, stat: str) -> None:
     what = "mean over seeds" if stat == "mean" else "std over seeds"
     ax.set(xticks=range(len(TAG_THRESHOLDS)), xticklabels=TAG_THRESHOLDS, yticks=range(len(TAG_LIMITS)),
            yticklabels=TAG_LIMITS, xlabel="tag threshold", ylabel="tag limit",
-           title=f"validation mAP ({what}) of the best configuration per cell\n(n = configurations tried; blank = none)")
+           title=f"validation mAP ({what}) of the best configuration per cell\n(n = configurations tried; blank = "
+                 f"{'none' if stat == 'mean' else 'none, or one run'})")
     fig.colorbar(image, label=f"validation mAP ({stat})")
     _save(fig, out / f"heatmap_{stat}.png")
 
@@ -63,3 +64,8 @@ def write_plots(out: Path, table: list) -> list:
         heatmap(out, table, stat)
     pooling(out, table)
     return ["heatmap_mean.png", "heatmap_std.png", "pooling.png"]
+
+
+if __name__ == "__main__":
+    raise SystemExit("tuning/plots.py is a library module (the search's plots): "
+                     "run python tuning/search.py --help or python tuning/compare.py --help")

@@ -167,12 +167,20 @@ def main(argv=None) -> Optional[dict]:
         raise ValueError(f"{out}: no trial finished with a score; see the trial folders' messages")
     best = write_summary(out, rows, hypermodel)
     print(f"search finished in {time.time() - started:.0f}s: {len(rows)} trials in {out}/\n"
-          f"  best val mAP {best['mean_map']:.4f} (± {best['std_map']:.4f} over {best['runs']} runs): "
+          f"  best val mAP {best['mean_map']:.4f} ({_spread(best)}): "
           f"limit {best['tag_limit']}, threshold {best['tag_threshold']}, units {best['units']}, {best['pooling']} "
           f"pooling, batch {best['batch_size']}, dropout {best['dropout']}, lr {best['learning_rate']:.2g}, "
           f"l2 {best['l2']:.2g}\n"
           f"  train it: python app/train.py --data {args.data} --config {out}/{BEST_CONFIG} --name best")
     return best
+
+
+
+def _spread(row: dict) -> str:
+    """`± std over N runs`, or that one run has no spread (and how to get one)."""
+    if row["runs"] > 1:
+        return f"± {row['std_map']:.4f} over {row['runs']} runs"
+    return "one run, no spread: --repeat-top K --seeds N re-runs the best with more seeds"
 
 
 if __name__ == "__main__":
