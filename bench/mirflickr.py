@@ -77,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--report", type=Path, help="the results page [default: tuning/results/mirflickr-TODAY.md]")
     p.add_argument("--arm", action="append", default=[], help="another arm: 'label: app/train.py flags'")
     p.add_argument("--verbose", action="store_true")
-    args = p.parse_args(flag_values(sys.argv[1:] if argv is None else list(argv), ("--arm",)))
+    args = p.parse_args(flag_values(argv, ("--arm",)))
     if args.mirflickr is None:
         p.error("give the MIRFLICKR-25K folder, e.g. python bench/mirflickr.py ../shared/reference/mirflickr25k")
     return args

@@ -28,6 +28,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 if __package__ in (None, ""):  # `python tuning/compare.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
@@ -82,7 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="comparisons folder; runs go to OUT/runs/ [default: %(default)s]")
     add_config_flags(p, CompareConfig, "compare")
     add_common_flags(p)
-    return p.parse_args(flag_values(sys.argv[1:] if argv is None else list(argv), ("--control", "--method", "--references")))
+    return p.parse_args(flag_values(argv, ("--control", "--method", "--references")))
 
 
 def make_arms(config: CompareConfig) -> list[Arm]:
@@ -108,10 +109,11 @@ def make_arms(config: CompareConfig) -> list[Arm]:
     return arms
 
 
-def flag_values(argv: list, names: tuple) -> list:
-    """`argv` with each of the flags `names` joined to its value (`--method=--image-presence`), so that a
-    value of train.py flags, which starts with `-`, is read as the value and not as another flag."""
-    out, i = [], 0
+def flag_values(argv: Optional[list], names: tuple) -> list:
+    """`argv` (None: the command line's) with each of the flags `names` joined to its value
+    (`--method=--image-presence`), so that a value of train.py flags, which starts with `-`, is read as
+    the value and not as another flag."""
+    argv, out, i = sys.argv[1:] if argv is None else list(argv), [], 0
     while i < len(argv):
         if argv[i] in names and i + 1 < len(argv):
             out.append(f"{argv[i]}={argv[i + 1]}")

@@ -175,7 +175,6 @@ def main(argv=None) -> Optional[dict]:
     return best
 
 
-
 def _spread(row: dict) -> str:
     """`± std over N runs`, or that one run has no spread (and how to get one)."""
     if row["runs"] > 1:
