@@ -316,7 +316,7 @@ def test_predict_says_which_keys_and_columns_it_did_not_read(exported, tmp_path)
                                        '{"image_path": "", "tags": "dog", "image_id": "x\\ud800"}\n'
                                        '{"image_path": "", "tags": "dog", ' + ", ".join(f'"k{i}": 1' for i in range(30))
                                        + '}\n')
-    (tmp_path / "in.csv").write_text("image_path,tags,url\n,dog,http://x/1.jpg\n")
+    (tmp_path / "in.csv").write_text("image_path,tags,url\n,dog,http://127.0.0.1:9/1.jpg\n")
     for name in ("in.jsonl", "in.csv"):
         predict.main(["--model", str(target), "--input", str(tmp_path / name), "--output", str(tmp_path / "out.jsonl"),
                       "--no-progress"])
