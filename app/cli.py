@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import os
 import re
 import signal
@@ -90,6 +91,20 @@ class StoreOnce(argparse._StoreAction):
             parser.error(f"{option_string or self.dest} given twice: give it once (which value was meant?)")
         given.add(self.dest)
         super().__call__(parser, namespace, values, option_string)
+
+
+def at_least(low: float, kind: type = int) -> Callable[[str], Any]:
+    """An argparse `type`: a finite number of `kind` (int or float) of at least `low` (NaN and inf refused)."""
+    def parse(text: str):
+        wanted = f"expected {'a whole number' if kind is int else 'a finite number'} of at least {low}, got {text!r}"
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(wanted) from None
+        if not (math.isfinite(value) and value >= low):
+            raise argparse.ArgumentTypeError(wanted)
+        return value
+    return parse
 
 
 def flag_name(name: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,8 +76,8 @@ def check_encoder_spec(spec: str) -> None:
 def _check_at_least(config, minimum: float, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
-        if value is not None and not value >= minimum:  # NaN too
-            raise InputError(f"{name} must be >= {minimum}. Received: {name}={value!r}")
+        if value is not None and not (math.isfinite(value) and value >= minimum):  # NaN and inf too
+            raise InputError(f"{name} must be a finite number >= {minimum}. Received: {name}={value!r}")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/export.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import add_common_flags, guarded, setup_logging  # noqa: E402
+from app.cli import add_common_flags, at_least, guarded, setup_logging  # noqa: E402
 from app.fileio import refuse_output_over_inputs  # noqa: E402
 from app.model.word_vectors import NEIGHBOURS  # noqa: E402
 
@@ -26,9 +26,9 @@ def main(argv=None) -> Path:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="run folder, e.g. saved_models/contextual")
     p.add_argument("--out", type=Path, help="serving base folder (default: MODEL/serving)")
-    p.add_argument("--version", type=int, help="version number (default: the next free one)")
-    p.add_argument("--top-k", type=int, default=5, help="classes returned in the top_k_* and classes_* outputs [default: 5]")
-    p.add_argument("--review-margin", type=float, default=0.05,
+    p.add_argument("--version", type=at_least(1), help="version number (default: the next free one)")
+    p.add_argument("--top-k", type=at_least(1), default=5, help="classes returned in the top_k_* and classes_* outputs [default: 5]")
+    p.add_argument("--review-margin", type=at_least(0.0, float), default=0.05,
                    help="needs_review when a class score is this close to its threshold (a probability at 0.5, "
                         "the same distance in logits elsewhere) [default: 0.05]")
     p.add_argument("--extend-vocabulary", type=Path, metavar="WORDS",
@@ -37,15 +37,11 @@ def main(argv=None) -> Path:
     p.add_argument("--text-encoder", help="with --extend-vocabulary, for a run learned from scratch: the encoder "
                                           "that places the words (use, savedmodel:PATH, keras:PATH) [default: use]; "
                                           "a run started from encoder vectors uses its own")
-    p.add_argument("--neighbours", type=int, default=NEIGHBOURS,
+    p.add_argument("--neighbours", type=at_least(1), default=NEIGHBOURS,
                    help=f"with --extend-vocabulary: the nearest vocabulary words (by encoder cosine) a new word's row "
                         f"is drawn from, for a run learned from scratch or fine-tuned [default: {NEIGHBOURS}]")
     add_common_flags(p)
     args = p.parse_args(argv)
-    if args.neighbours < 1:
-        p.error(f"--neighbours must be >= 1. Received: {args.neighbours}")
-    if args.top_k < 1 or args.version is not None and args.version < 1:
-        p.error("--top-k and --version must be >= 1")
     setup_logging(args.verbose)
     refuse_output_over_inputs(args.out, {"--model": args.model}, "any")
     from app.runs.trained import TrainedRun

@@ -35,17 +35,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/predict.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import add_common_flags, guarded, setup_logging  # noqa: E402
+from app.cli import add_common_flags, at_least, guarded, setup_logging  # noqa: E402
 from app.fileio import atomic_output, refuse_output_over_inputs  # noqa: E402
 from app.serving.predictor import load_predictor  # noqa: E402
 from app.serving.rows import make_row, read_image, read_rows  # noqa: E402
 from app.serving.writers import JsonlWriter, OidCsvWriter, batches, json_line, records, write_batch  # noqa: E402
-
-
-def _positive(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(text)
 
 
 @guarded
@@ -53,24 +47,28 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="run folder or SavedModel version folder")
     p.add_argument("--image", help="one photo (JPEG/PNG)")
-    p.add_argument("--tags", default="", help='its tags, separated by "," or "|" as in a manifest: "dog,hund,2009" or "dog|hund"')
-    p.add_argument("--text", default="",
+    p.add_argument("--tags", help='its tags, separated by "," or "|" as in a manifest: "dog,hund,2009" or "dog|hund"')
+    p.add_argument("--text",
                    help='its free text (a caption), for models that read text: "A dog on the beach."')
     p.add_argument("--input", type=Path, help="batch mode: CSV or JSONL with image_path and tags (and image_id, "
                                               "text); a relative image_path is read from the input file's folder")
     p.add_argument("--output", type=Path, help="batch mode: the output file [default: stdout]")
     p.add_argument("--format", choices=("jsonl", "oid-csv"), default="jsonl",
                    help="batch mode: JSON lines, or ImageID,LabelName,Score rows for evaluate.py [default: jsonl]")
-    p.add_argument("--min-score", type=float, default=0.001,
+    p.add_argument("--min-score", type=at_least(0.0, float), default=0.001,
                    help="oid-csv: write the classes scoring at least this (0 writes all) [default: 0.001]")
-    p.add_argument("--batch-size", type=_positive, default=64, help="[default: 64]")
-    p.add_argument("--review-margin", type=float,
+    p.add_argument("--batch-size", type=at_least(1), default=64, help="[default: 64]")
+    p.add_argument("--review-margin", type=at_least(0.0, float),
                    help="a run folder without an export: needs_review when a class score is this close to its "
                         "threshold (a probability at 0.5, the same distance in logits elsewhere) [default: 0.05; "
                         "an export keeps the margin it was exported with]")
     add_common_flags(p)
     args = p.parse_args(argv)
-    if (args.image is None) == (args.input is None) and not (args.input is None and (args.tags or args.text)):
+    one_photo = [flag for flag, value in (("--image", args.image), ("--tags", args.tags), ("--text", args.text))
+                 if value is not None]
+    if args.input is not None and one_photo:
+        p.error(f"{', '.join(one_photo)}: for one photo; a batch (--input) gives each photo's in its rows")
+    if args.input is None and not one_photo:
         p.error("give --image (and/or --tags, --text) for one photo, or --input for a batch")
     setup_logging(args.verbose)
     refuse_output_over_inputs(args.output, {"--input": args.input, "--model": args.model, "--image": args.image})
@@ -82,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _single(predictor, args) -> None:
-    row = read_image(make_row("--image", args.image or "", args.tags, text=args.text), Path("."))
+    row = read_image(make_row("--image", args.image or "", args.tags or "", text=args.text or ""), Path("."))
     if not row.scorable or row.error:
         raise ValueError(row.error)
     for record in records(predictor([row.tags], [row.image], [row.text]), [row], predictor):

@@ -5,7 +5,8 @@ validation and test get N/4 each, YFCC100M-only photos 3N):
 
     prepare            python app/prepare.py --oid-dir ... --yfcc ... --images ... (the sources of
                        `prepare.py --demo --demo-size N`, made once and not measured)
-    train-contextual   python app/train.py --model contextual (frozen backbone: features extracted, then the head)
+    train-contextual   python app/train.py --model contextual (frozen backbone: features extracted, each
+                       time from an empty feature cache, then the head)
     train-tags         python app/train.py --model tags
     evaluate           python app/evaluate.py --model contextual --compare tags image
     search             python tuning/search.py (tags, a few trials)
@@ -98,6 +99,11 @@ class Bench:
     def data(self, size: int) -> Path:
         return self.work / f"data-{size}"
 
+    def features(self, size: int) -> Path:
+        """The dataset's backbone feature cache (`app.training.features.default_cache_root`)."""
+        data = self.data(size).resolve()
+        return data.parent / f".{data.name}.features"
+
     def run_dir(self, size: int, kind: str) -> Path:
         return self.work / f"runs-{size}" / kind
 
@@ -116,6 +122,8 @@ class Bench:
         if step.startswith("train-"):
             run = self.run_dir(size, step.split("-", 1)[1])
             shutil.rmtree(run, ignore_errors=True)
+            if step == "train-contextual":  # measured with its feature extraction, every time
+                shutil.rmtree(self.features(size), ignore_errors=True)
             return self.train_command(size, step.split("-", 1)[1], run)
         if step == "evaluate":
             runs = [str(self.run_dir(size, kind)) for kind in ("contextual", "tags", "image")]

@@ -38,6 +38,24 @@ def test_arms_are_checked():
     assert compare._labelled("--text-encoder savedmodel:/x") == ("", ("--text-encoder", "savedmodel:/x"))
 
 
+def test_every_arm_is_parsed_before_any_training_and_a_typo_names_its_arm(tiny_world, tmp_path, capsys):
+    _, data_dir = tiny_world
+    argv = ["--data", str(data_dir), "--out", str(tmp_path), "--name", "x", "--control", FLAGS]
+    for more, said in ((["--method", "--wide-tag"],  # no prefix matching: not trained as --wide-tags
+                        "error: method arm: unrecognized arguments: --wide-tag. Received: '--wide-tag'"),
+                       (["--method", "--wide-tags", "--references", "--dropout 2"], "error: dropout-2 arm: flags: model: dropout rates must be in [0, 1)")):
+        with pytest.raises(SystemExit):
+            compare.main(argv + more)
+        assert capsys.readouterr().err.startswith(said)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_one_seed_is_reported_without_a_spread():
+    text, _ = compare.report("x", "test", [7], {"mAP": {"control": [0.4], "method": [0.5]}})
+    assert "seed 7 (one seed, no spread" in text and "| mAP | 0.4000 | 0.5000 |" in text
+    assert "±" not in text and "(one seed: no interval)" in text and "| mAP | +0.1000 |" in text
+
+
 def test_compare_trains_each_arm_on_the_same_seeds_and_pairs_them(tiny_world, tmp_path, capsys):
     _, data_dir = tiny_world
     argv = ["--data", str(data_dir), "--out", str(tmp_path), "--name", "stems", "--control", FLAGS,

@@ -92,7 +92,7 @@ def test_a_changed_byte_in_a_shard_is_an_error_that_names_the_shard(tiny_world, 
 def test_bad_settings_fail_before_anything_is_written(tiny_world, tmp_path, capsys, monkeypatch):
     _, data_dir = tiny_world
     line = one_line_error(capsys, prepare.main, ["--demo", "--out", str(tmp_path / "d"), "--records-per-shard", "0"])
-    assert "records_per_shard must be >= 1. Received: records_per_shard=0" in line
+    assert "records_per_shard must be a finite number >= 1. Received: records_per_shard=0" in line
     assert not (tmp_path / "d").exists()
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"train": {"epochs": "2"}}))

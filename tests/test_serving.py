@@ -337,6 +337,10 @@ def test_predict_says_which_keys_and_columns_it_did_not_read(exported, tmp_path)
 
 @pytest.mark.parametrize("args, message", [
     (["--batch-size", "0"], "argument --batch-size: expected a whole number of at least 1, got '0'"),
+    (["--review-margin", "nan"], "argument --review-margin: expected a finite number of at least 0.0, got 'nan'"),
+    (["--input", "{tmp}/missing.csv", "--tags", "dog"], "--tags: for one photo; a batch (--input) gives each "
+                                                        "photo's in its rows"),
+    (["--review-margin", "-1"], "argument --review-margin: expected a finite number of at least 0.0, got '-1'"),
     (["--input", "{tmp}/no-tags.csv"], "error: {tmp}/no-tags.csv:1: expected a header with image_path,tags; "
                                        "got ['image_path']"),
     (["--input", "{tmp}/missing.csv"], "error: {tmp}/missing.csv: No such file or directory"),
@@ -381,6 +385,9 @@ def test_most_specific_confident_classes_by_hand():
                             tf.zeros((2, 2)), k=1, margin=0.05)  # a tuned threshold far under 0.5
     assert rare["needs_review"].numpy().tolist() == [False, True, False]  # 18x under it is no borderline case
     assert rare["review_indices"].numpy().tolist() == [[-1], [0], [-1]]
+    floor = specific_classes(tf.constant([[0.0, 0.9], [1e-9, 0.9], [1.0, 0.9]]), tf.constant([0.0, 0.5]),
+                             tf.zeros((2, 2)), k=1, margin=0.05)  # a threshold of 0: the class is always confident
+    assert floor["needs_review"].numpy().tolist() == [False, False, False]
 
 
 def test_predict_oid_csv_then_evaluate_scores_like_run_mode(exported, tiny_world, tmp_path):

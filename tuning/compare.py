@@ -20,7 +20,9 @@ validation split; claim on the test split.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import re
@@ -35,6 +37,7 @@ if __package__ in (None, ""):  # `python tuning/compare.py`: make the repository
 
 from app.cli import add_common_flags, add_config_flags, config_overrides, guarded, setup_logging  # noqa: E402
 from app.config import option  # noqa: E402
+from app.errors import InputError  # noqa: E402
 from app.fileio import atomic_write_json, atomic_write_text, refuse_output_over_inputs  # noqa: E402
 from tuning.paired import PairedDifference, mean_std  # noqa: E402
 
@@ -131,6 +134,28 @@ def _labelled(text: str) -> tuple[str, tuple]:
     return (match.group(1), tuple(shlex.split(text[match.end():]))) if match else ("", tuple(shlex.split(text)))
 
 
+def arm_args(arm: Arm, seed: int) -> argparse.Namespace:
+    """The arm's `app/train.py` flags for one seed, parsed (`{seed}` in them becomes the seed).
+
+    Raises:
+        InputError: naming the arm, for a flag train.py does not know or a value it refuses.
+    """
+    from app.training.flags import parse_args as train_args
+    from app.training.flags import run_config
+
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            args = train_args([flag.replace("{seed}", str(seed)) for flag in arm.flags] + ["--seed", str(seed)])
+        run_config(args)
+    except SystemExit:
+        why = said.getvalue().strip().splitlines()[-1].split(" error: ", 1)[-1]
+        raise InputError(f"{arm.label} arm: {why}. Received: {' '.join(arm.flags)!r}") from None
+    except ValueError as err:
+        raise InputError(f"{arm.label} arm: {err}") from None
+    return args
+
+
 def train_arm(arm: Arm, seed: int, data: Path, runs: Path, progress: bool) -> None:
     """Trains (or resumes, or finds complete) one arm with one seed, as `app/train.py` would.
 
@@ -138,14 +163,12 @@ def train_arm(arm: Arm, seed: int, data: Path, runs: Path, progress: bool) -> No
     arm's own `--data` trains it on that dataset folder (a teacher's pseudo-labelled one, say); every
     arm is scored on the splits of the comparison's `--data`.
     """
-    from app.training.flags import parse_args as train_args
     from app.training.flags import run_config
     from app.training.run import RunOptions, train
 
     run_dir = arm.run_dir(runs, seed)
-    flags = [flag.replace("{seed}", str(seed)) for flag in arm.flags]
-    args = train_args(flags + ["--seed", str(seed)])
-    own_data = any(flag.split("=")[0] == "--data" for flag in flags)
+    args = arm_args(arm, seed)
+    own_data = any(flag.split("=")[0] == "--data" for flag in arm.flags)
     if own_data:
         _check_same_scoring_splits(args.data, data)
     result = train(args.data if own_data else data, run_dir, run_config(args), RunOptions(progress=progress))
@@ -219,17 +242,20 @@ def report(name: str, split: str, seeds: list, rows: dict) -> tuple[str, dict]:
     """The markdown tables of one split, and the same as JSON."""
     systems = list(rows["mAP"])
     others = [s for s in systems if s != "method" and s not in BASELINES]
-    head = f"### {name}: {split} split, seeds {', '.join(map(str, seeds))} (mean ± std over {len(seeds)} seeds)"
+    head = (f"### {name}: {split} split, seeds {', '.join(map(str, seeds))} (mean ± std over {len(seeds)} seeds)"
+            if len(seeds) > 1 else f"### {name}: {split} split, seed {seeds[0]} (one seed, no spread: --seeds 3 gives one)")
     lines = [head, "", "| metric | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
     data: dict = {"split": split, "seeds": seeds, "metrics": {}}
     for metric, values in rows.items():
         cells = []
         for system in systems:
             v = values.get(system)
-            cells.append("-" if not v or len(v) < len(seeds) else "%.4f ± %.4f" % mean_std(v))
+            cells.append("-" if not v or len(v) < len(seeds) else
+                         "%.4f ± %.4f" % mean_std(v) if len(seeds) > 1 else f"{v[0]:.4f}")
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
         data["metrics"][metric] = {s: v for s, v in values.items()}
-    lines += ["", f"Paired difference, method − system (mean [95% t-interval over {len(seeds)} seeds]):", "",
+    spread = f"mean [95% t-interval over {len(seeds)} seeds]" if len(seeds) > 1 else "one seed: no interval"
+    lines += ["", f"Paired difference, method − system ({spread}):", "",
               "| metric | " + " | ".join(f"− {s}" for s in others) + " |", "|---" * (len(others) + 1) + "|"]
     for metric, values in rows.items():
         cells = [str(PairedDifference.of(values["method"], values[s]))
@@ -246,6 +272,8 @@ def main(argv=None) -> dict:
     refuse_output_over_inputs(args.out, {"--data": args.data}, "never")
     arms = make_arms(config)
     seeds = list(range(config.first_seed, config.first_seed + config.seeds))
+    for arm in arms:  # every arm's flags, before any training
+        arm_args(arm, seeds[0])
     runs, out = args.out / "runs", args.out / config.name
     progress = not args.no_progress and sys.stderr.isatty()
     for seed in seeds:

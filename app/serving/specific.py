@@ -7,7 +7,7 @@ photo needs review when no class is confident, or when some class's score lies w
 margin of its threshold (the model is unsure about it: those classes are returned too). The margin
 is a probability at 0.5 and the same distance in logits elsewhere (margin m: |logit(score) -
 logit(threshold)| < 4m), so a class with a threshold of 0.001 is near only for scores of about
-0.0008 to 0.0012, not for every score under 0.05. Graph ops only: it runs in TF Serving.
+0.0008 to 0.0012, not for every score under 0.05; a threshold of 0 or 1 has no near scores. Graph ops only: it runs in TF Serving.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from app.sources.hierarchy import Hierarchy
+
+CLIP = 1e-6  # scores are clipped to [CLIP, 1 - CLIP] before taking logits
 
 
 def ancestor_matrix(hierarchy: Hierarchy, mids: list) -> np.ndarray:
@@ -53,16 +55,22 @@ def specific_classes(scores: tf.Tensor, thresholds: tf.Tensor, ancestors: tf.Ten
     valid = top.values >= 0
     count = tf.reduce_sum(tf.cast(specific, tf.int32), axis=1)
     gap = tf.abs(_logit(scores) - _logit(thresholds)) / 4.0  # the margin as a probability at 0.5, as logits elsewhere
-    unsure = gap < margin
+    unsure = (gap < margin) & _decidable(thresholds)
     closest = tf.math.top_k(tf.where(unsure, -gap, -1e9), k=k)
     return {"indices": tf.where(valid, top.indices, -1), "scores": tf.where(valid, top.values, 0.0),
             "count": count, "needs_review": tf.equal(count, 0) | tf.reduce_any(unsure, axis=1),
             "review_indices": tf.where(closest.values > -1e9, closest.indices, -1)}
 
 
+def _decidable(thresholds: tf.Tensor) -> tf.Tensor:
+    """Thresholds a score can lie near: not at 0 or 1, where float32 scores cannot tell a near score from
+    a far one (a threshold of 0, tuned for a class F1 wants on every photo, makes it always confident)."""
+    return (thresholds > CLIP) & (thresholds < 1.0 - CLIP)
+
+
 def _logit(p: tf.Tensor) -> tf.Tensor:
     """log(p / (1 - p)), finite for 0 and 1."""
-    p = tf.clip_by_value(tf.cast(p, tf.float32), 1e-7, 1.0 - 1e-7)
+    p = tf.clip_by_value(tf.cast(p, tf.float32), CLIP, 1.0 - CLIP)
     return tf.math.log(p) - tf.math.log1p(-p)
 
 

@@ -18,7 +18,8 @@ DEMO_DATA = Path("tfrecords/demo")
 
 def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     """Parses `app/train.py`'s flags (`description`: its help text)."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)  # `--wide-tag` is refused, not read as `--wide-tags`
     p.add_argument("--data", type=Path, default=DEMO_DATA, help="prepared dataset folder [default: %(default)s]")
     p.add_argument("--name", help="run name under saved_models/ [default: the model kind]")
     p.add_argument("--out", type=Path, help="run folder [default: saved_models/NAME]")
