@@ -92,6 +92,19 @@ class StoreOnce(argparse._StoreAction):
         super().__call__(parser, namespace, values, option_string)
 
 
+def at_least(low: float, kind: type = int) -> Callable[[str], Any]:
+    """An argparse `type` that reads a `kind` number and refuses one under `low` (a usage error)."""
+
+    def parse(text: str):
+        value = kind(text)
+        if not value >= low:  # NaN too
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in `invalid int value: 'x'`
+    return parse
+
+
 def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -21,7 +21,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python app/download.py`: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.cli import DefaultsHelpFormatter, add_common_flags, console_script, fail, setup_logging  # noqa: E402
+from app.cli import (DefaultsHelpFormatter, add_common_flags, at_least, console_script, fail,  # noqa: E402
+                     setup_logging)
 from app.fileio import refuse_output_over_inputs  # noqa: E402
 
 log = logging.getLogger("download")
@@ -33,15 +34,6 @@ def _shard(text: str) -> tuple[int, int]:
     if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
         raise argparse.ArgumentTypeError(f"expected i/N with 0 <= i < N, got {text!r}")
     return int(index), int(count)
-
-
-def _at_least(low: float, kind=int):
-    def parse(text: str):
-        value = kind(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text!r}")
-        return value
-    return parse
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,19 +50,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--split", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to download")
     parser.add_argument("--source", choices=("original", "thumbnail"), default="original",
                         help="OriginalURL (MD5-checked) or Thumbnail300KURL (no MD5 exists)")
-    parser.add_argument("--max-side", type=_at_least(0), default=640, metavar="N",
+    parser.add_argument("--max-side", type=at_least(0), default=640, metavar="N",
                         help="longer side of stored photos in pixels, never enlarged; 0 keeps the original size")
-    parser.add_argument("--quality", type=_at_least(1), default=90, metavar="Q", help="JPEG quality of re-encoded photos")
-    parser.add_argument("--workers", type=_at_least(1), default=16, metavar="N", help="concurrent downloads (64 suits a fast link)")
-    parser.add_argument("--retries", type=_at_least(0), default=3, metavar="N", help="extra attempts on 5xx, 429 and timeouts")
-    parser.add_argument("--timeout", type=_at_least(0.001, float), default=30.0, metavar="S", help="seconds to connect and per read")
-    parser.add_argument("--backoff", type=_at_least(0.0, float), default=1.0, metavar="S",
+    parser.add_argument("--quality", type=at_least(1), default=90, metavar="Q", help="JPEG quality of re-encoded photos")
+    parser.add_argument("--workers", type=at_least(1), default=16, metavar="N", help="concurrent downloads (64 suits a fast link)")
+    parser.add_argument("--retries", type=at_least(0), default=3, metavar="N", help="extra attempts on 5xx, 429 and timeouts")
+    parser.add_argument("--timeout", type=at_least(0.001, float), default=30.0, metavar="S", help="seconds to connect and per read")
+    parser.add_argument("--backoff", type=at_least(0.0, float), default=1.0, metavar="S",
                         help="first retry delay in seconds, doubled at each retry")
     tagged = parser.add_argument_group("only photos with user tags (the study's dataset)")
     tagged.add_argument("--only-tagged", action="store_true", help="download only photos with user tags")
     tagged.add_argument("--yfcc", type=Path, metavar="FILE", help="yfcc100m_dataset file (needed by --only-tagged)")
     tagged.add_argument("--extra-tags", type=Path, metavar="FILE", help="TSV flickr_id<TAB>user_tags for photos missing in YFCC100M")
-    parser.add_argument("--yfcc-split", type=_at_least(1), metavar="N",
+    parser.add_argument("--yfcc-split", type=at_least(1), metavar="N",
                         help="download the photos of prepare's weakly labelled yfcc split instead (prepare's "
                              "--yfcc-split-size N: YFCC100M photos outside Open Images, from their YFCC100M download "
                              "URL, stored as yfcc-ID.jpg; needs --yfcc)")
