@@ -72,6 +72,28 @@ def atomic_output(path: str | Path, tmp_dir: str | Path | None = None) -> Iterat
             tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_folder(target: str | Path) -> Iterator[Path]:
+    """Yields a new empty folder beside `target` to write into; swaps it in whole when the block succeeds.
+
+    Args:
+        target: the final folder (any folder there is replaced, see `swap_in_folder`).
+
+    Yields:
+        The temporary folder (its name starts with `.` and holds `.tmp`). It is removed if the block
+        fails; one that a killed process left behind is never read as `target`.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(target)
+    tmp.mkdir()
+    try:
+        yield tmp
+        swap_in_folder(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def swap_in_folder(new: str | Path, target: str | Path) -> None:
     """Puts the finished folder `new` at `target` (a sibling), replacing any folder there; readers
     see the old folder or the new one, never a mix."""
