@@ -105,6 +105,39 @@ def swap_in_folder(new: str | Path, target: str | Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def read_folder_marker(folder: str | Path, name: str, version: int, what: str, unfinished: str, remedy: str,
+                       error: type = ValueError) -> dict:
+    """The completion marker of a folder written whole (a JSON object with its `format`, written last).
+
+    Args:
+        folder: the folder.
+        name: the marker's file name.
+        version: the format this version reads.
+        what: what the folder is, for messages (`dataset`).
+        unfinished: why a folder can lack its marker, for messages.
+        remedy: what to do about a folder that cannot be read.
+        error: the exception raised.
+
+    Raises:
+        error: `FOLDER: no WHAT folder there`, `FOLDER: incomplete WHAT (no NAME: UNFINISHED)`, `NAME: not
+            JSON`, or `FOLDER: WHAT format N, this version reads V`; each with `; REMEDY`.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise error(f"{folder}: no {what} folder there; {remedy}")
+    path = folder / name
+    if not path.is_file():
+        raise error(f"{folder}: incomplete {what} (no {name}: {unfinished}); {remedy}")
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise error(f"{path}: not a valid {name} ({err}); {remedy}") from None
+    found = marker.get("format") if isinstance(marker, dict) else None
+    if found != version:
+        raise error(f"{folder}: {what} format {found}, this version reads {version}; {remedy}")
+    return marker
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, tmp_dir: str | Path | None = None) -> None:
     """Writes `data` to `path` atomically (the temporary file in `tmp_dir` if given)."""
     with atomic_output(path, tmp_dir) as tmp:

@@ -105,7 +105,7 @@ def test_a_folder_half_written_by_kill_9_or_changed_is_never_read(tmp_path, caps
     with pytest.raises(SystemExit):
         search_cli.main(["query", "--index", str(half), "dog"])
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "not a complete index" in err and err.count("\n") == 1
+    assert err.startswith("error: ") and "incomplete search index (no index.json" in err and err.count("\n") == 1
     with open(target / "ids.jsonl", "a", encoding="utf-8") as handle:  # a file changed after its marker
         handle.write('"c"\n')
     with pytest.raises(SearchIndexError, match="changed since the index was written"):

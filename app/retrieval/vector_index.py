@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from app.errors import InputError
-from app.fileio import atomic_folder, atomic_write_json
+from app.fileio import atomic_folder, atomic_write_json, read_folder_marker
 from app.records.dataset import file_sha256
 
 MARKER = "index.json"
@@ -32,6 +32,7 @@ FORMAT = 1
 KINDS = ("exact", "hnsw")
 HNSW_LINKS = 32  # graph neighbours per vector (faiss's M)
 HNSW_EF_CONSTRUCTION = 80  # candidates kept while the graph is built
+REBUILD_IT = "make it again with `python app/search.py index --rebuild`"
 
 
 class SearchIndexError(InputError):
@@ -126,7 +127,7 @@ class VectorIndex:
         if not len(index.ids) == index.faiss_index.ntotal == marker["size"] or index.faiss_index.d != index.dim:
             raise SearchIndexError(f"{folder}: {len(index.ids)} ids and {index.faiss_index.ntotal} vectors of width "
                                    f"{index.faiss_index.d}, its {MARKER} says {marker['size']} of {index.dim}; "
-                                   f"rebuild it (search.py index --rebuild)")
+                                   f"{REBUILD_IT}")
         return index
 
 
@@ -135,27 +136,14 @@ def is_index(folder: str | Path) -> bool:
     return (Path(folder) / MARKER).is_file()
 
 
-def read_marker(folder: Path) -> dict:
+def read_marker(folder: str | Path) -> dict:
     """The marker of a finished index folder (`index.json`).
 
     Raises:
-        SearchIndexError: no folder, no marker, a marker that is not one, another format.
+        SearchIndexError: no folder, no marker (a build that did not finish), not JSON, another format.
     """
-    if not folder.is_dir():
-        raise SearchIndexError(f"{folder}: no index folder there (make one with: python app/search.py index ...)")
-    path = folder / MARKER
-    if not path.is_file():
-        raise SearchIndexError(f"{folder}: not a complete index (no {MARKER}: the build that wrote it did not "
-                               f"finish); rebuild it (search.py index --rebuild)")
-    try:
-        marker = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise SearchIndexError(f"{path}: not an index marker ({err}); rebuild it (search.py index --rebuild)") from None
-    if not isinstance(marker, dict) or marker.get("format") != FORMAT:
-        found = marker.get("format") if isinstance(marker, dict) else None
-        raise SearchIndexError(f"{path}: index format {found!r}, this version reads {FORMAT}; rebuild it "
-                               f"(search.py index --rebuild)")
-    return marker
+    return read_folder_marker(folder, MARKER, FORMAT, "search index", "the build that wrote it did not finish",
+                              REBUILD_IT, SearchIndexError)
 
 
 def _check_files(folder: Path, files: dict) -> None:
@@ -163,8 +151,7 @@ def _check_files(folder: Path, files: dict) -> None:
         path = folder / name
         if not path.is_file() or path.stat().st_size != expected["bytes"] or file_sha256(path) != expected["sha256"]:
             raise SearchIndexError(f"{path}: missing or changed since the index was written (its {MARKER} says "
-                                   f"{expected['bytes']} bytes, SHA-256 {expected['sha256'][:12]}…); rebuild it "
-                                   f"(search.py index --rebuild)")
+                                   f"{expected['bytes']} bytes, SHA-256 {expected['sha256'][:12]}…); {REBUILD_IT}")
 
 
 def _read_ids(path: Path) -> Iterator[str]:
