@@ -8,13 +8,14 @@ writers never share one), flushed, given the normal umask permissions (not the 0
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 TEMP_MARK = ".tmp"
 # What some reader of a text file takes for the end of a line (Python's str.splitlines: all of
@@ -92,6 +93,39 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
         swap_in_folder(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def folder_lock(target: str | Path, busy: Callable[[str], Exception]) -> Iterator[None]:
+    """Holds the lock of the folder `target` (the file `.NAME.lock` beside it) for one writer at a time.
+
+    Args:
+        target: the folder written.
+        busy: makes the error raised when another process holds the lock, from that process's pid.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise busy(handle.read().strip() or "?") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def remove_stale_folders(target: str | Path) -> None:
+    """Deletes the temporary folders that killed writers of `target` left beside it (`atomic_folder`,
+    `swap_in_folder`); call it while holding `folder_lock(target)`."""
+    target = Path(target)
+    for pattern in (f".{target.stem}.*{TEMP_MARK}*", f".{target.name}.old-*"):
+        for stale in target.parent.glob(pattern):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def swap_in_folder(new: str | Path, target: str | Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from app import search as search_cli
+from app.fileio import folder_lock
 from app.records.dataset import DatasetInfo, DatasetWriter
 from app.records.schema import shard_name
 from app.retrieval.vector_index import SearchIndexError, VectorIndex
@@ -108,11 +109,11 @@ def test_a_folder_half_written_by_kill_9_or_changed_is_never_read(tmp_path, caps
     assert err.startswith("error: ") and "incomplete search index (no index.json" in err and err.count("\n") == 1
     with open(target / "ids.jsonl", "a", encoding="utf-8") as handle:  # a file changed after its marker
         handle.write('"c"\n')
-    with pytest.raises(SearchIndexError, match="changed since the index was written"):
+    with pytest.raises(SearchIndexError, match="missing or changed since the index was written"):
         VectorIndex.load(target)
 
 
-def test_tag_mean_vectors_and_a_grown_dataset_added_without_rebuild(tiny_world, tiny_spec, tmp_path):
+def test_tag_mean_vectors_and_a_grown_dataset_added_without_rebuild(tiny_world, tiny_spec, tmp_path, capsys):
     _, data_dir = tiny_world
     out, tags = tmp_path / "idx", _tags_of(data_dir, "test")
     report = search_cli.main(["index", "--data", str(data_dir), "--out", str(out), "--text-encoder", tiny_spec])
@@ -123,7 +124,14 @@ def test_tag_mean_vectors_and_a_grown_dataset_added_without_rebuild(tiny_world, 
         mean = encoder.encode(tags[index.ids[row]]).mean(axis=0)
         np.testing.assert_allclose(index.faiss_index.reconstruct(row), mean / np.linalg.norm(mean), atol=1e-6)
 
+    stale = tmp_path / ".idx.999.abc.tmp"  # a killed index run's folder
+    stale.mkdir()
+    (stale / "vectors.faiss").write_bytes(b"half")
+    with folder_lock(out, lambda pid: RuntimeError(pid)), pytest.raises(SystemExit):  # another writer holds it
+        search_cli.main(["index", "--data", str(data_dir), "--out", str(out)])
+    assert f"{out}: another process (pid {os.getpid()}) is writing this index" in capsys.readouterr().err
     again = search_cli.main(["index", "--data", str(data_dir), "--out", str(out)])
+    assert not stale.exists()  # removed under the lock
     assert again.added == 0 and again.already_indexed == report.size and not again.dataset_grew
     grown = _dataset_from_shards(data_dir, tmp_path / "grown", ["test", "validation"])
     more = search_cli.main(["index", "--data", str(grown), "--out", str(out)])

@@ -16,6 +16,7 @@ from typing import Optional
 from app.badrows import BadRows
 from app.config import SearchConfig
 from app.errors import InputError
+from app.fileio import folder_lock, remove_stale_folders
 from app.records.dataset import DatasetInfo
 from app.retrieval.fingerprint import (index_fingerprint, refuse_other_dataset, refuse_other_encoder,
                                        refuse_other_spec)
@@ -62,13 +63,16 @@ def build_index(out: str | Path, info: DatasetInfo, split: str, spec: Optional[s
 
     Raises:
         SearchIndexError: the index at `out` was made with another text encoder or from another dataset.
-        InputError: `out` holds something that is not an index.
+        InputError: `out` holds something that is not an index, or another process is writing it.
     """
     out = Path(out)
     report = BuildReport()
-    index, encoder = _open_index(out, info, split, spec, config, rebuild, report)
-    _add_new_photos(index, info, split, encoder, config, report)
-    index.save(out)
+    busy = lambda pid: InputError(f"{out}: another process (pid {pid}) is writing this index; wait for it")  # noqa: E731
+    with folder_lock(out, busy):
+        remove_stale_folders(out)
+        index, encoder = _open_index(out, info, split, spec, config, rebuild, report)
+        _add_new_photos(index, info, split, encoder, config, report)
+        index.save(out)
     report.kind, report.size = index.kind, len(index)
     if index.kind == "exact" and len(index) > config.exact_limit:
         log.warning("%s: %d photos in an exact index, over --exact-limit %d: each query compares them all; "
