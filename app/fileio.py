@@ -8,13 +8,14 @@ writers never share one), flushed, given the normal umask permissions (not the 0
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 TEMP_MARK = ".tmp"
 # What some reader of a text file takes for the end of a line (Python's str.splitlines: all of
@@ -72,6 +73,61 @@ def atomic_output(path: str | Path, tmp_dir: str | Path | None = None) -> Iterat
             tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_folder(target: str | Path) -> Iterator[Path]:
+    """Yields a new empty folder beside `target` to write into; swaps it in whole when the block succeeds.
+
+    Args:
+        target: the final folder (any folder there is replaced, see `swap_in_folder`).
+
+    Yields:
+        The temporary folder (its name starts with `.` and holds `.tmp`). It is removed if the block
+        fails; one that a killed process left behind is never read as `target`.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(target)
+    tmp.mkdir()
+    try:
+        yield tmp
+        swap_in_folder(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def folder_lock(target: str | Path, busy: Callable[[str], Exception]) -> Iterator[None]:
+    """Holds the lock of the folder `target` (the file `.NAME.lock` beside it) for one writer at a time.
+
+    Args:
+        target: the folder written.
+        busy: makes the error raised when another process holds the lock, from that process's pid.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise busy(handle.read().strip() or "?") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def remove_stale_folders(target: str | Path) -> None:
+    """Deletes the temporary folders that killed writers of `target` left beside it (`atomic_folder`,
+    `swap_in_folder`); call it while holding `folder_lock(target)`."""
+    target = Path(target)
+    for pattern in (f".{target.stem}.*{TEMP_MARK}*", f".{target.name}.old-*"):
+        for stale in target.parent.glob(pattern):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+
+
 def swap_in_folder(new: str | Path, target: str | Path) -> None:
     """Puts the finished folder `new` at `target` (a sibling), replacing any folder there; readers
     see the old folder or the new one, never a mix."""
@@ -81,6 +137,39 @@ def swap_in_folder(new: str | Path, target: str | Path) -> None:
         os.replace(target, old)
     os.replace(new, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def read_folder_marker(folder: str | Path, name: str, version: int, what: str, unfinished: str, remedy: str,
+                       error: type = ValueError) -> dict:
+    """The completion marker of a folder written whole (a JSON object with its `format`, written last).
+
+    Args:
+        folder: the folder.
+        name: the marker's file name.
+        version: the format this version reads.
+        what: what the folder is, for messages (`dataset`).
+        unfinished: why a folder can lack its marker, for messages.
+        remedy: what to do about a folder that cannot be read.
+        error: the exception raised.
+
+    Raises:
+        error: `FOLDER: no WHAT folder there`, `FOLDER: incomplete WHAT (no NAME: UNFINISHED)`, `NAME: not
+            JSON`, or `FOLDER: WHAT format N, this version reads V`; each with `; REMEDY`.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise error(f"{folder}: no {what} folder there; {remedy}")
+    path = folder / name
+    if not path.is_file():
+        raise error(f"{folder}: incomplete {what} (no {name}: {unfinished}); {remedy}")
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise error(f"{path}: not a valid {name} ({err}); {remedy}") from None
+    found = marker.get("format") if isinstance(marker, dict) else None
+    if found != version:
+        raise error(f"{folder}: {what} format {found}, this version reads {version}; {remedy}")
+    return marker
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, tmp_dir: str | Path | None = None) -> None:

@@ -7,9 +7,9 @@ functions and under `TYPE_CHECKING` count too. Layers, bottom first (docs/archit
     sources   app/sources/, app/downloader/, app/text/
     records   app/records/
     model     app/model/
-    uses      app/training/, app/evaluation/, app/serving/, app/runs/
+    uses      app/training/, app/evaluation/, app/serving/, app/runs/, app/retrieval/
     demo      app/demo/ (imports the library; only the commands import it)
-    commands  app/prepare.py, train.py, ... (the CLIs), tuning/, bench/
+    commands  app/prepare.py, train.py, search.py, ... (the CLIs), tuning/, bench/
 
 A module may import its own layer and those below. (`app.registration` names the modules of
 custom Keras objects as strings, imported once Keras loads: not an import statement.)
@@ -28,10 +28,10 @@ LAYERS = (
     ("sources", ("app.sources", "app.downloader", "app.text")),
     ("records", ("app.records",)),
     ("model", ("app.model",)),
-    ("uses", ("app.training", "app.evaluation", "app.serving", "app.runs")),
+    ("uses", ("app.training", "app.evaluation", "app.serving", "app.runs", "app.retrieval")),
     ("demo", ("app.demo",)),
     ("commands", ("app.prepare", "app.train", "app.evaluate", "app.export", "app.predict", "app.download",
-                  "app.pseudo_label", "tuning", "bench")),
+                  "app.pseudo_label", "app.search", "tuning", "bench")),
 )
 # Climbs that another change removes (issue 28: the tf.data pipeline stops importing the model's
 # preprocessor). Each must still exist, so that the entry goes once it is fixed.

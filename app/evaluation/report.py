@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from app.evaluation.report_data import (Margins, at_least, best_and_worst, by_po
 from app.evaluation.run_mode import BASELINES, MACHINE, RunEvaluation
 from app.evaluation.tables import (Table, class_table, group_title, level_table, markdown, slice_table,
                                    summary_table, top_k_metrics)
-from app.fileio import atomic_write_text, swap_in_folder, temp_path
+from app.fileio import atomic_folder, atomic_write_text
 from app.wording import plural
 
 MARGIN_ROWS = 15  # rows per side in the tables of margins against the machine labels
@@ -42,15 +41,8 @@ def write_report(out_dir: str | Path, result: RunEvaluation) -> list[str]:
         The files written, `report.md` first. The folder is written beside `out_dir` and swapped in
         whole, replacing an earlier report there.
     """
-    target = Path(out_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    out = temp_path(target)
-    out.mkdir()
-    try:
+    with atomic_folder(out_dir) as out:
         files = _write_sections(out, result)
-        swap_in_folder(out, target)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
     return files
 
 

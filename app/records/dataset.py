@@ -32,7 +32,7 @@ from app.sources.oid import read_classes
 from app.text.tags import Vocabulary
 from app.cli import on_data_loss
 from app.errors import InputError
-from app.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, swap_in_folder
+from app.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_folder_marker, swap_in_folder
 
 MARKER = "dataset.json"
 STATS = "stats.json"
@@ -178,17 +178,8 @@ def is_complete_dataset(data_dir: str | Path) -> bool:
 
 
 def _read_marker(data_dir: Path) -> dict:
-    hint = "run `python app/prepare.py` to make it"
-    if not data_dir.is_dir():
-        raise DatasetError(f"{data_dir}: no dataset folder there; {hint}")
-    path = data_dir / MARKER
-    if not path.exists():
-        raise DatasetError(f"{data_dir}: incomplete dataset (no {MARKER}: the prepare run that wrote it did not "
-                           f"finish, or it predates this version); {hint}")
-    marker = json.loads(path.read_text(encoding="utf-8"))
-    if marker.get("format") != FORMAT:
-        raise DatasetError(f"{data_dir}: dataset format {marker.get('format')}, this version reads {FORMAT}; {hint}")
-    return marker
+    return read_folder_marker(data_dir, MARKER, FORMAT, "dataset", "the prepare run that wrote it did not finish, or it "
+                              "predates this version", "run `python app/prepare.py` to make it", DatasetError)
 
 
 def _check_files(data_dir: Path, files: dict) -> None:

@@ -36,10 +36,8 @@ is written into the folder before that check. Writers hold a lock beside the fol
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,7 +49,7 @@ from app.records.dataset import CLASSES, HIERARCHY, VOCAB, DatasetInfo, file_sha
 from app.sources.oid import read_classes
 from app.text.tags import Vocabulary
 from app.errors import InputError
-from app.fileio import atomic_output, atomic_write_json, atomic_write_text, remove_stale_temps
+from app.fileio import atomic_output, atomic_write_json, atomic_write_text, folder_lock, remove_stale_temps
 
 if TYPE_CHECKING:  # the preprocessor needs TensorFlow, which reading a run's record does not
     from app.model.preprocessor import ContextualPreprocessor
@@ -264,19 +262,8 @@ class RunDir:
     @contextlib.contextmanager
     def lock(self) -> Iterator["RunDir"]:
         """Holds the run's lock (a file beside the folder); a second process gets a clear error."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        path = self.path.parent / f".{self.name}.lock"
-        with open(path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                raise RunError(f"{self.path} is in use by another process (pid {handle.read().strip() or '?'}); "
-                               f"wait for it or use another --name") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
+        with folder_lock(self.path, lambda pid: RunError(f"{self.path} is in use by another process (pid {pid}); "
+                                                         f"wait for it or use another --name")):
             if self.path.exists():
                 remove_stale_temps(self.path)
             yield self

@@ -64,12 +64,15 @@ class TextEncoder:
             vector cache made with another version is refused.
         dim: the vectors' size.
         batch_size: texts per call of the underlying model.
+        scripts: the Unicode scripts of the languages it was trained on, as the first word of a
+            letter's Unicode name (`LATIN`, `CJK`, ...); None where they are not known (a user's model).
     """
 
     name: str = ""
     version: str = ""
     dim: int = 0
     batch_size: int = BATCH_SIZE
+    scripts: Optional[frozenset] = None
 
     @property
     def key(self) -> dict:
@@ -94,6 +97,14 @@ class TextEncoder:
             raise InputError(f"{self.name}: text {i} {describe_text(texts[i])} gave no usable vector "
                              f"(not finite or all zeros)")
         return vectors
+
+    def unknown_scripts(self, text: str) -> list[str]:
+        """The scripts of `text`'s letters that the encoder was not trained on (none where `scripts` is
+        not known), sorted: such a text still gets a vector, but one that may mean nothing."""
+        if self.scripts is None:
+            return []
+        named = {unicodedata.name(c, "UNKNOWN").split()[0] for c in text if c.isalpha()}
+        return sorted(named - self.scripts)
 
     def encode_unchecked(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Encodes texts already screened by `text_problem`, in batches.

