@@ -182,7 +182,7 @@ def test_bad_queries_are_one_line_errors_before_the_index_is_read(tmp_path, caps
 def test_k_must_be_a_whole_number_of_at_least_one(tmp_path, capsys):
     with pytest.raises(SystemExit):
         search_cli.main(["query", "--index", str(tmp_path), "dog", "-k", "0"])
-    assert "argument -k: must be at least 1, got '0'" in capsys.readouterr().err
+    assert "argument -k: expected a whole number of at least 1, got '0'" in capsys.readouterr().err
 
 
 def test_json_answers_across_languages_and_a_script_the_encoder_does_not_know(tiny_world, tmp_path, capsys):
