@@ -57,17 +57,19 @@ def exact_top(queries: np.ndarray, size: int, seed: int) -> np.ndarray:
     return best_rows
 
 
-def one_run(args: argparse.Namespace) -> dict:
-    """Builds, saves, loads back and queries one index; returns its figures."""
+def one_run(args: argparse.Namespace) -> list[dict]:
+    """Builds, saves, loads back and queries one index (at each `--ef-search` for hnsw); returns its figures."""
     import faiss
 
     from app.retrieval.vector_index import VectorIndex
 
     faiss.omp_set_num_threads(args.threads)
     started = time.perf_counter()
-    index = VectorIndex(DIM, args.kind, {"vectors": "bench"}, ef_search=args.ef_search)
+    index = VectorIndex(DIM, args.kind, {"vectors": "bench"}, ef_search=args.ef_search[0])
     for start, rows in photo_batches(args.size, args.seed):
         index.add([f"p{start + i}" for i in range(len(rows))], rows)
+    if args.tmp:
+        args.tmp.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         index.save(Path(tmp) / "index")
         build_s = time.perf_counter() - started
@@ -75,26 +77,34 @@ def one_run(args: argparse.Namespace) -> dict:
     queries = np.random.default_rng([args.seed, QUERY_STREAM]).standard_normal((args.queries, DIM), np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     faiss.omp_set_num_threads(1)  # one query at a time, as `search.py query` answers
-    latencies, found = [], []
-    for query in queries:
-        timer = time.perf_counter()
-        found.append(index.search(query[None], K)[0])
-        latencies.append(1000 * (time.perf_counter() - timer))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    runs = []
+    for ef in args.ef_search if args.kind == "hnsw" else [None]:
+        if ef is not None:
+            index.faiss_index.hnsw.efSearch = ef
+        latencies, found = [], []
+        for query in queries:
+            timer = time.perf_counter()
+            found.append(index.search(query[None], K)[0])
+            latencies.append(1000 * (time.perf_counter() - timer))
+        runs.append({"size": args.size, "kind": args.kind, "ef_search": ef, "build_threads": args.threads,
+                     "build_s": round(build_s, 1), "p50_ms": round(float(np.percentile(latencies, 50)), 3),
+                     "p95_ms": round(float(np.percentile(latencies, 95)), 3), "found": found})
     truth = exact_top(queries, args.size, args.seed)
-    recall = np.mean([len({f"p{r}" for r in rows} & {photo for photo, _ in hits}) / K for rows, hits in zip(truth, found)])
-    return {"size": args.size, "kind": args.kind, "ef_search": args.ef_search if args.kind == "hnsw" else None,
-            "build_threads": args.threads, "build_s": round(build_s, 1),
-            "p50_ms": round(float(np.percentile(latencies, 50)), 3),
-            "p95_ms": round(float(np.percentile(latencies, 95)), 3), "recall_at_10": round(float(recall), 4),
-            "peak_rss_mb": round(peak_mb), "load_avg_1m": round(os.getloadavg()[0], 1)}
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for run in runs:
+        found = run.pop("found")
+        run["recall_at_10"] = round(float(np.mean([len({f"p{r}" for r in rows} & {photo for photo, _ in hits}) / K
+                                                   for rows, hits in zip(truth, found)])), 4)
+        run.update(peak_rss_mb=round(peak_mb), load_avg_1m=round(os.getloadavg()[0], 1))
+    return runs
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="photos in the index")
     p.add_argument("--kinds", nargs="+", choices=("exact", "hnsw"), default=["exact", "hnsw"])
-    p.add_argument("--ef-search", type=int, default=96, help="hnsw: candidates kept while searching")
+    p.add_argument("--ef-search", type=int, nargs="+", default=[96],
+                   help="hnsw: candidates kept while searching (several: each measured on the same index)")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--threads", type=int, default=2, help="faiss threads while building")
     p.add_argument("--seed", type=int, default=0)
@@ -103,11 +113,12 @@ def main() -> None:
     p.add_argument("--kind", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.size:
-        print(json.dumps(one_run(args)), flush=True)
+        for run in one_run(args):
+            print(json.dumps(run), flush=True)
         return
     for size in args.sizes:
         for kind in args.kinds:
-            child = [sys.executable, __file__, "--size", str(size), "--kind", kind, "--ef-search", str(args.ef_search),
+            child = [sys.executable, __file__, "--size", str(size), "--kind", kind, "--ef-search", *map(str, args.ef_search),
                      "--queries", str(args.queries), "--threads", str(args.threads), "--seed", str(args.seed)]
             subprocess.run(child + (["--tmp", str(args.tmp)] if args.tmp else []), check=True)
 
