@@ -39,7 +39,7 @@ def setup_logging(verbose: bool = False, tensorflow: bool = True) -> None:
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "PIL"):
+    for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "PIL", "faiss"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose and noisy == "tensorflow" else logging.WARNING)
 
 

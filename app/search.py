@@ -8,7 +8,7 @@
 encoder vectors; a photo without tags is counted (no_tags), not indexed. Run again on the same
 dataset grown, it adds only the new photos. An index made with another text encoder or from another
 dataset is refused (--rebuild starts over). `query` encodes each text with the index's own encoder
-and prints the k nearest photos: rank, photo id, cosine score. See docs/search.md.
+and prints the k nearest photos: rank, cosine score, photo id. See docs/search.md.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def answer_queries(index: VectorIndex, queries: list[str], encoder: TextEncoder,
                     f"({', '.join(unknown).lower()}): scored, but the photos found may be unrelated"] if unknown else []
         for warning in warnings:
             log.warning(warning)
-        answers.append({"query": query, "warnings": warnings,
+        answers.append({"query": query,
                         "results": [{"rank": rank, "id": photo, "score": round(score, 6)}
-                                    for rank, (photo, score) in enumerate(hits, 1)]})
+                                    for rank, (photo, score) in enumerate(hits, 1)], "warnings": warnings})
     return answers
