@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -122,10 +123,11 @@ def remove_stale_folders(target: str | Path) -> None:
     """Deletes the temporary folders that killed writers of `target` left beside it (`atomic_folder`,
     `swap_in_folder`); call it while holding `folder_lock(target)`."""
     target = Path(target)
-    for pattern in (f".{target.stem}.*{TEMP_MARK}*", f".{target.name}.old-*"):
-        for stale in target.parent.glob(pattern):
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
+    mine = re.compile(rf"\.{re.escape(target.stem)}\.\d+\.\w+{re.escape(TEMP_MARK + target.suffix)}"  # temp_path's
+                      rf"|\.{re.escape(target.name)}\.old-\d+")  # swap_in_folder's; never another target's
+    for stale in target.parent.iterdir():
+        if mine.fullmatch(stale.name) and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def swap_in_folder(new: str | Path, target: str | Path) -> None:

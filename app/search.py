@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -69,6 +70,9 @@ def run_index(args: argparse.Namespace):
     refuse_output_over_inputs(args.out, {"--data": args.data}, "never")
     info = DatasetInfo.load(args.data)
     report = build_index(args.out, info, args.split, args.text_encoder, config, args.rebuild)
+    if report.size == 0:
+        logging.getLogger("app").warning("%s: the index holds no photos (the %s split has none with tags): every "
+                                         "query will find nothing", args.out, args.split)
     skipped = report.skipped.skipped
     print(f"{args.out}: {report.size} photos ({report.kind} index); added {report.added} of {args.data}'s "
           f"{args.split} split, already there {report.already_indexed}, skipped {sum(skipped.values())}"

@@ -111,6 +111,20 @@ def test_a_folder_half_written_by_kill_9_or_changed_is_never_read(tmp_path, caps
         handle.write('"c"\n')
     with pytest.raises(SearchIndexError, match="missing or changed since the index was written"):
         VectorIndex.load(target)
+    old.save(target)
+    marker = json.loads((target / "index.json").read_text())
+    (target / "index.json").write_text(json.dumps({**marker, "kind": "hnsw"}))  # the marker edited
+    with pytest.raises(SearchIndexError, match=r"idx: unreadable search index \(AttributeError"):
+        VectorIndex.load(target)
+    (target / "index.json").write_text(json.dumps(marker))
+    (target / "ids.jsonl").write_text('"a"\n123\n')  # the same size, a line that is not an id
+    with pytest.raises(SearchIndexError, match=r"ids.jsonl:2: not a JSON string photo id: b'123'"):
+        VectorIndex.load(target)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SearchIndexError, match="empty: not a search index"):
+        VectorIndex.load(tmp_path / "empty")
+    with pytest.raises(SearchIndexError, match="typo: no such search index; make one with"):
+        VectorIndex.load(tmp_path / "typo")
 
 
 def test_tag_mean_vectors_and_a_grown_dataset_added_without_rebuild(tiny_world, tiny_spec, tmp_path, capsys):
@@ -126,12 +140,14 @@ def test_tag_mean_vectors_and_a_grown_dataset_added_without_rebuild(tiny_world, 
 
     stale = tmp_path / ".idx.999.abc.tmp"  # a killed index run's folder
     stale.mkdir()
+    other = tmp_path / ".idx.999.abc.tmp.v2"  # a live index run's folder for `idx.v2`: not this index's
+    other.mkdir()
     (stale / "vectors.faiss").write_bytes(b"half")
     with folder_lock(out, lambda pid: RuntimeError(pid)), pytest.raises(SystemExit):  # another writer holds it
         search_cli.main(["index", "--data", str(data_dir), "--out", str(out)])
     assert f"{out}: another process (pid {os.getpid()}) is writing this index" in capsys.readouterr().err
     again = search_cli.main(["index", "--data", str(data_dir), "--out", str(out)])
-    assert not stale.exists()  # removed under the lock
+    assert not stale.exists() and other.exists()  # removed under the lock; another index's left alone
     assert again.added == 0 and again.already_indexed == report.size and not again.dataset_grew
     grown = _dataset_from_shards(data_dir, tmp_path / "grown", ["test", "validation"])
     more = search_cli.main(["index", "--data", str(grown), "--out", str(out)])

@@ -95,6 +95,9 @@ def _open_index(out: Path, info: DatasetInfo, split: str, spec: Optional[str], c
         encoder = encoder_from_spec(spec)
         refuse_other_encoder(index.fingerprint, encoder, str(out))
         report.dataset_grew = refuse_other_dataset(index.fingerprint, index.ids, info, str(out))
+        if config.index_kind not in ("auto", index.kind):
+            log.warning("%s: an %s index keeps its kind when photos are added: --index-kind %s is not used "
+                        "(--rebuild makes a new index)", out, index.kind, config.index_kind)
         splits += index.fingerprint["splits"]
     else:
         spec = spec or DEFAULT_ENCODER

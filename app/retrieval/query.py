@@ -80,6 +80,8 @@ def answer_queries(index: VectorIndex, queries: list[str], encoder: TextEncoder,
         unknown = encoder.unknown_scripts(query)
         warnings = [f"query {describe_text(query)} is written in a script the text encoder was not trained on "
                     f"({', '.join(unknown).lower()}): scored, but the photos found may be unrelated"] if unknown else []
+        if not len(index):
+            warnings.append("the index holds no photos: nothing can be found")
         for warning in warnings:
             log.warning(warning)
         answers.append({"query": query,

@@ -120,11 +120,18 @@ class VectorIndex:
 
         folder = Path(folder)
         marker = read_marker(folder)
-        _check_files(folder, marker["files"])
-        index = cls(marker["dim"], marker["kind"], marker["fingerprint"], marker["ef_search"])
-        index.faiss_index = faiss.read_index(str(folder / VECTORS))
-        if index.kind == "hnsw":
-            index.faiss_index.hnsw.efSearch = index.ef_search
+        try:
+            _check_files(folder, marker["files"])
+            index = cls(marker["dim"], marker["kind"], marker["fingerprint"], marker["ef_search"])
+            index.faiss_index = faiss.read_index(str(folder / VECTORS))
+            if index.kind == "hnsw":
+                index.faiss_index.hnsw.efSearch = index.ef_search
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            if isinstance(err, SearchIndexError):
+                raise
+            what = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+            raise SearchIndexError(f"{folder}: unreadable search index ({type(err).__name__}: {what[:200]}); "
+                                   f"{REBUILD_IT}") from None
         index.ids = list(_read_ids(folder / IDS))
         if not len(index.ids) == index.faiss_index.ntotal == marker["size"] or index.faiss_index.d != index.dim:
             raise SearchIndexError(f"{folder}: {len(index.ids)} ids and {index.faiss_index.ntotal} vectors of width "
@@ -144,6 +151,13 @@ def read_marker(folder: str | Path) -> dict:
     Raises:
         SearchIndexError: no folder, no marker (a build that did not finish), not JSON, another format.
     """
+    folder = Path(folder)
+    if not folder.exists():
+        raise SearchIndexError(f"{folder}: no such search index; make one with `python app/search.py index --data "
+                               f"DATA --out {folder}`")
+    if folder.is_dir() and not (folder / MARKER).exists() and not (folder / VECTORS).exists():
+        raise SearchIndexError(f"{folder}: not a search index (no {MARKER}); give the --out of `python app/search.py "
+                               f"index`")
     return read_folder_marker(folder, MARKER, FORMAT, "search index", "the build that wrote it did not finish",
                               REBUILD_IT, SearchIndexError)
 
@@ -159,9 +173,16 @@ def _check_files(folder: Path, files: dict) -> None:
 
 
 def _read_ids(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            yield json.loads(line)
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                photo = json.loads(line.decode("utf-8"))
+            except ValueError:  # not UTF-8, not JSON
+                photo = None
+            if not isinstance(photo, str):
+                raise SearchIndexError(f"{path}:{number}: not a JSON string photo id: {line.strip()[:80]!r}; "
+                                       f"{REBUILD_IT}")
+            yield photo
 
 
 def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
