@@ -169,10 +169,10 @@ def test_pseudo_label_refuses_bad_inputs(tiny_world, pretrained, tmp_path, capsy
         (["--out", str(pretrained / "x")], "choose another output"),
         (["--out", str(tmp_path / "notes")], "a folder that is not a dataset"),
         (["--out", str(tmp_path / "notes" / "mine.txt")], "exists and is not a folder"),
-        (["--out", str(tmp_path / "o"), "--top-k", "-1"], "top_k must be >= 0"),
+        (["--out", str(tmp_path / "o"), "--top-k", "-1"], "top_k must be a finite number >= 0"),
         (["--out", str(tmp_path / "o"), "--min-score", "2"], "scores in [0, 1)"),
-        (["--out", str(tmp_path / "o"), "--min-score", "nan"], "min_score must be >= 0"),
-        (["--out", str(tmp_path / "o"), "--target-floor", "nan"], "target_floor must be >= 0"),
+        (["--out", str(tmp_path / "o"), "--min-score", "nan"], "min_score must be a finite number >= 0"),
+        (["--out", str(tmp_path / "o"), "--target-floor", "nan"], "target_floor must be a finite number >= 0"),
         (["--out", str(tmp_path / "o"), "--top-k", "0", "--min-score", "1"], "nothing to pseudo-label"),
     ]:
         with pytest.raises(SystemExit):
