@@ -48,7 +48,8 @@ def option(default: Any, help: str, choices: tuple | None = None, execution: boo
         execution: how a run executes, not what it computes (left out of run fingerprints).
         needs: only matters for models that use `tags`, the `image`, or both (`contextual`), `text`
             (free text as words), or `vectors` (encoder vectors: `word_vectors` other than scratch); a field
-            left at its default otherwise, so older runs keep their fingerprints.
+            left at its default otherwise, so older runs keep their fingerprints; or `set`: only when it is
+            not at its default (for the same reason).
     """
     return field(default=default, metadata={"help": help, "choices": choices, "execution": execution, "needs": needs})
 
@@ -96,6 +97,10 @@ class DataConfig:
     train_split: str = option("train", "the split to train on: train (Open Images), or yfcc (YFCC100M photos outside "
                                        "Open Images, labelled by their autotags: weak pre-training); the vocabulary "
                                        "is the train split's either way", TRAIN_SPLITS)
+    unseen_classes: str = option("", "generalized zero-shot: a class file (a name or name,id a line) whose classes are "
+                                     "left out of training: their labels are neither positive nor negative, the tags "
+                                     "naming them are dropped, and validation and test mAP are over the other classes "
+                                     "(docs/open-vocabulary.md)", needs="set")
 
     def __post_init__(self):
         _check_choices(self)
@@ -267,6 +272,27 @@ class PseudoLabelConfig:
 
 
 @dataclass
+class EmbeddingConfig:
+    """How a run's embedding head is trained (`train.py --embedding-head`, app/training/embedding_head.py)."""
+
+    head_epochs: int = option(10, "embedding head: epochs (the best by validation mAP of the seen classes is kept)")
+    head_learning_rate: float = option(1e-3, "embedding head: Adam learning rate")
+    head_batch_size: int = option(128, "embedding head: batch size")
+    tag_weight: float = option(1.0, "embedding head: weight of the tag loss (a photo's own tags ranked above tags "
+                                    "drawn by frequency, as in Ni et al.'s attalos) beside the class-name loss; 0: "
+                                    "class names only")
+    positive_tags: int = option(5, "embedding head: positive tags sampled per photo for the tag loss")
+    negative_tags: int = option(10, "embedding head: negative tags sampled per photo (by tag frequency)")
+
+    def __post_init__(self):
+        _check_at_least(self, 1, "head_epochs", "head_batch_size", "positive_tags", "negative_tags")
+        _check_at_least(self, 0, "tag_weight")
+        if not (math.isfinite(self.head_learning_rate) and self.head_learning_rate > 0):
+            raise InputError(f"head_learning_rate must be a finite number > 0. Received: "
+                             f"head_learning_rate={self.head_learning_rate!r}")
+
+
+@dataclass
 class SearchConfig:
     """How `app/search.py index` builds a nearest-neighbour index of photos (`app/retrieval/`)."""
 
@@ -304,8 +330,13 @@ class RunConfig:
         m = self.model
         used = {None: True, "tags": m.uses_tags, "image": m.uses_image, "contextual": m.model == "contextual",
                 "text": m.reads_text, "vectors": m.uses_vectors}
+
+        def counts(section, f) -> bool:
+            needs = f.metadata.get("needs")
+            return getattr(section, f.name) != f.default if needs == "set" else used[needs]
+
         return {name: {f.name: getattr(getattr(self, name), f.name) for f in dataclasses.fields(kind)
-                       if not f.metadata.get("execution") and used[f.metadata.get("needs")]}
+                       if not f.metadata.get("execution") and counts(getattr(self, name), f)}
                 for name, kind in SECTIONS.items()}
 
     @classmethod

@@ -7,6 +7,10 @@ Any model's predictions, from CSV files in the Open Images formats:
 A trained run on its shards, with baselines, more metrics and a report:
     python app/evaluate.py --model saved_models/contextual [--data tfrecords/demo] [--split test]
                            [--floor 0.5] [--compare saved_models/tags saved_models/image] [--report DIR]
+
+A dataset whose class list is not the run's (a run with an embedding head, `train.py --embedding-head`)
+is scored zero-shot: each class by the calibrated cosine of the photo's vector with its name, in any
+of the text encoder's languages (docs/open-vocabulary.md).
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ def main(argv=None):
             print(f"mAP {result.map:.6f} over {plural(result.classes_scored, 'class')}, {plural(result.images, 'image')} "
                   f"({args.protocol} protocol)")
         return result
+    if _other_classes(args):
+        return _zero_shot(args)
     from app.evaluation.run_mode import evaluate_run
 
     result = evaluate_run(args.model, args.data, args.split, args.floor, args.compare, args.protocol,
@@ -88,6 +94,34 @@ def main(argv=None):
 
         files = write_report(args.report, result)
         print(f"  report: {args.report}/ ({', '.join(files)})", file=sys.stderr if args.json else sys.stdout)
+    return result
+
+
+def _other_classes(args: argparse.Namespace) -> bool:
+    """Whether `--data` holds another class list than the run was trained on."""
+    if args.data is None:
+        return False
+    from app.records.dataset import DatasetInfo
+    from app.runs.rundir import RunDir
+
+    return [m for m, _ in DatasetInfo.load(args.data).classes] != [m for m, _ in RunDir(args.model).load_classes()]
+
+
+def _zero_shot(args: argparse.Namespace) -> dict:
+    """Another class list: every class scored zero-shot by the run's embedding head."""
+    from app.evaluation.zero_shot import evaluate_zero_shot
+    from app.wording import plural
+
+    if args.compare or args.report or args.floor:
+        raise ValueError(f"{args.data} has another class list than {args.model}: it is scored zero-shot, without "
+                         f"--compare, --report or --floor")
+    result = evaluate_zero_shot(args.model, args.data, args.split, args.protocol)
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        print(f"zero-shot ({args.data} has another class list; the run's embedding head): mAP {result['map']:.4f} "
+              f"over {plural(result['classes_scored'], 'class')} ({result['new_classes']} never trained on), "
+              f"{plural(result['images'], 'image')}, {args.split} split ({args.protocol} protocol)")
     return result
 
 

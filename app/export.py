@@ -46,7 +46,7 @@ def main(argv=None) -> Path:
     refuse_output_over_inputs(args.out, {"--model": args.model}, "any")
     from app.runs.trained import TrainedRun
     from app.serving.extend import read_word_list
-    from app.serving.signatures import EXTENSION_ASSET, directory_size, export, signature_inputs
+    from app.serving.signatures import EMBEDDING_ASSET, EXTENSION_ASSET, directory_size, export, signature_inputs
 
     words = read_word_list(args.extend_vocabulary) if args.extend_vocabulary else []
     if args.extend_vocabulary and not words:
@@ -59,7 +59,7 @@ def main(argv=None) -> Path:
     weights = sum(w.numpy().nbytes for w in run.model.weights)
     size = directory_size(target)
     print(f"exported {target} ({size / 1e6:.1f} MB; weights {weights / 1e6:.1f} MB, ratio {size / weights:.2f})\n"
-          f"  signatures: {signature_inputs(run.preprocessor)}\n"
+          f"  signatures: {signature_inputs(run.preprocessor, (target / EMBEDDING_ASSET).is_file())}\n"
           f"  check: saved_model_cli show --dir {target} --all")
     return target
 

@@ -17,6 +17,14 @@ out of the model's vocabulary, inputs it does not read). Classes are `{"class_id
 rows instead, which `python app/evaluate.py --predictions` scores against Open Images labels.
 Batches stream, so memory stays flat.
 
+Open vocabulary (a run trained with `--embedding-head`, or its export): `--classes new.csv` adds
+`zero_shot` to each photo, every class of the file (`name[,id]` a line, in any of the text encoder's
+languages, trained on or not) with a calibrated score, best first; `--suggest-tags K` adds
+`suggested_tags`, the K words nearest the photo in the encoder's space (its own tags left out), from
+`--words FILE` (one a line) or by default the run's tag vocabulary and class names.
+
+    python app/predict.py --model saved_models/tags --tags "hund,strand" --classes new-classes.csv --suggest-tags 5
+
 Every input row gives one output line, in order. A row with a problem says so in `error`
 (`file:line: ...`): an image that cannot be read or used (corrupt, truncated, not JPEG/PNG, over
 `MAX_IMAGE_PIXELS`) is scored without it; a row that cannot be read (not UTF-8, not JSON, tags of
@@ -62,8 +70,23 @@ def main(argv: list[str] | None = None) -> None:
                    help="a run folder without an export: needs_review when a class score is this close to its "
                         "threshold (a probability at 0.5, the same distance in logits elsewhere) [default: 0.05; "
                         "an export keeps the margin it was exported with]")
+    vocabulary = p.add_argument_group("open vocabulary (a run with an embedding head: train.py --embedding-head)")
+    vocabulary.add_argument("--classes", type=Path,
+                            help="score these classes too (a class file, name[,id] a line, any of the text encoder's "
+                                 "languages, trained on or not): each photo gets zero_shot, every class with its "
+                                 "calibrated score")
+    vocabulary.add_argument("--suggest-tags", type=at_least(1), metavar="K",
+                            help="suggest K tags for each photo (suggested_tags: the words nearest it in the text "
+                                 "encoder's space, its own tags left out)")
+    vocabulary.add_argument("--words", type=Path,
+                            help="--suggest-tags: the candidate words, one a line [default: the run's tag vocabulary "
+                                 "and class names]")
     add_common_flags(p)
     args = p.parse_args(argv)
+    if args.words and not args.suggest_tags:
+        p.error("--words is the word list of --suggest-tags K: give both")
+    if args.format == "oid-csv" and (args.classes or args.suggest_tags):
+        p.error("--classes and --suggest-tags add to the JSON lines: not with --format oid-csv")
     one_photo = [flag for flag, value in (("--image", args.image), ("--tags", args.tags), ("--text", args.text))
                  if value is not None]
     if args.input is not None and one_photo:
@@ -73,10 +96,48 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(args.verbose)
     refuse_output_over_inputs(args.output, {"--input": args.input, "--model": args.model, "--image": args.image})
     predictor = load_predictor(args.model, args.review_margin)
+    if args.classes or args.suggest_tags:
+        predictor = _open_vocabulary(predictor, args)
     if args.input is None:
         _single(predictor, args)
     else:
         _batch(predictor, args)
+
+
+def _open_vocabulary(predictor, args):
+    """The predictor with `--classes` and `--suggest-tags` outputs."""
+    from app.badrows import BadRows
+    from app.serving.open_vocabulary import OpenVocabulary, read_word_list
+    from app.serving.predictor import with_open_vocabulary
+
+    if predictor.embed is None:
+        raise ValueError(f"{args.model}: no embedding head, so no --classes or --suggest-tags: train one with "
+                         f"python app/train.py --embedding-head (the run's flags and --out), then export it again")
+    words = None
+    if args.suggest_tags:
+        bad = BadRows()
+        words = read_word_list(args.words, bad) if args.words else default_words(args.model)
+        for reason, count in bad.to_dict()["skipped"]["by_reason"].items():
+            print(f"warning: {args.words}: {count} line(s) skipped ({reason})", file=sys.stderr)
+    vocabulary = OpenVocabulary(predictor.embedding_record, args.classes, words, args.suggest_tags or 0)
+    if vocabulary.skipped:
+        shown = ", ".join(f"{w!r} ({r})" for w, r in list(vocabulary.skipped.items())[:5])
+        print(f"warning: {len(vocabulary.skipped)} word(s) the text encoder cannot take, not suggested: {shown}",
+              file=sys.stderr)
+    return with_open_vocabulary(predictor, vocabulary)
+
+
+def default_words(model: Path) -> list:
+    """The tag vocabulary of the run at `model` (or of the run an export in `RUN/serving/N` came from),
+    then its class names."""
+    from app.runs.rundir import RunDir
+
+    run = RunDir(model.parent.parent if (model / "saved_model.pb").exists() else model)
+    vocab = run.load_vocab() if run.is_complete() else None
+    if vocab is None:
+        raise ValueError(f"{model}: no tag vocabulary at hand (an export outside its run folder, or a model without "
+                         f"tags): give --words FILE")
+    return list(dict.fromkeys(vocab.tokens + [name.replace("_", " ") for _, name in run.load_classes()]))
 
 
 def _single(predictor, args) -> None:

@@ -5,7 +5,8 @@
 
 `index` streams a prepared dataset split into a nearest-neighbour index (faiss: exact up to
 --exact-limit photos, a graph above). No training: a photo's vector is the mean of its tags' text
-encoder vectors; a photo without tags is counted (no_tags), not indexed. Run again on the same
+encoder vectors; a photo without tags is counted (no_tags), not indexed. With --model RUN (a run
+trained with --embedding-head), a photo's vector is the run's, from whatever it reads. Run again on the same
 dataset grown, it adds only the new photos. An index made with another text encoder or from another
 dataset is refused (--rebuild starts over). `query` encodes each text with the index's own encoder
 and prints the k nearest photos: rank, cosine score, photo id. See docs/search.md.
@@ -37,6 +38,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     index.add_argument("--out", type=Path, required=True, help="(required) the index folder (made, or added to)")
     index.add_argument("--split", choices=SPLITS, default="test", help="the split to index [default: test]")
     index.add_argument("--text-encoder", help=f"{ENCODER_HELP} [default: the index's own; a new index: use]")
+    index.add_argument("--model", type=Path, help="a run trained with --embedding-head: each photo's vector is the "
+                                                  "run's (from whatever it reads: tags, text, image) [default: the "
+                                                  "mean of the photo's tags' encoder vectors; an index made from a "
+                                                  "run keeps its run]")
     index.add_argument("--rebuild", action="store_true", help="start a new index even if --out holds one")
     add_config_flags(index, SearchConfig, "search")
     query = sub.add_parser("query", help="the photos that best match a text")
@@ -67,9 +72,9 @@ def run_index(args: argparse.Namespace):
     from app.records.dataset import DatasetInfo
     from app.retrieval.indexing import build_index
 
-    refuse_output_over_inputs(args.out, {"--data": args.data}, "never")
+    refuse_output_over_inputs(args.out, {"--data": args.data, "--model": args.model}, "never")
     info = DatasetInfo.load(args.data)
-    report = build_index(args.out, info, args.split, args.text_encoder, config, args.rebuild)
+    report = build_index(args.out, info, args.split, args.text_encoder, config, args.rebuild, args.model)
     if report.size == 0:
         logging.getLogger("app").warning("%s: the index holds no photos (the %s split has none with tags): every "
                                          "query will find nothing", args.out, args.split)

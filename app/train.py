@@ -27,7 +27,8 @@ if __package__ in (None, ""):  # `python app/train.py`: make the repository root
 from app.cli import exit_on_sigterm, fail, guarded, setup_logging, writing_to  # noqa: E402
 from app.config import RunConfig  # noqa: E402
 from app.fileio import refuse_output_over_inputs  # noqa: E402
-from app.training.flags import DEMO_DATA, follow_the_data, parse_args, run_config, text_input_given  # noqa: E402
+from app.training.flags import (DEMO_DATA, embedding_config, follow_the_data, parse_args, run_config,  # noqa: E402
+                                text_input_given)
 
 log = logging.getLogger("train")
 
@@ -37,6 +38,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv, __doc__)
     config = run_config(args)
+    head_config = embedding_config(args) if args.embedding_head else None
     multi_worker = config.train.strategy == "multi_worker"
     if multi_worker and not args.local_workers:
         exit_on_sigterm()  # before TensorFlow starts (setup_logging imports it): its runtime swallows SIGTERM
@@ -64,7 +66,34 @@ def main(argv=None):
         result = train(args.data, run_dir, config, RunOptions(progress=not args.no_progress, overwrite=args.overwrite),
                        strategy=strategy)
     print(report(result, config, run_dir, time.time() - started))
+    if head_config is not None and result.metrics and result.status != "worker":
+        train_embedding_head(run_dir, config, head_config)
     return result
+
+
+def train_embedding_head(run_dir: Path, config: RunConfig, head_config) -> None:
+    """Trains the finished run's embedding head (again, when the run changed) and prints its validation mAP."""
+    from app.runs.embedding_head import EmbeddingHead, has_embedding_head
+    from app.runs.rundir import RunDir
+    from app.text.encoders import encoder_from_spec
+    from app.training.embedding_head import fit_embedding_head
+
+    run = RunDir(run_dir)
+    spec = config.model.text_encoder
+    encoder = encoder_from_spec(spec)
+    if has_embedding_head(run):
+        record = EmbeddingHead.record_of(run)
+        if (record.get("run") == run.identity() and record.get("config") == head_config.__dict__
+                and record.get("encoder") == f"{encoder.name}@{encoder.version}"):
+            print(f"  embedding head: {run_dir}/embedding/ holds this head already; nothing was trained now")
+            return
+    started = time.time()
+    with writing_to(run_dir):
+        head = fit_embedding_head(run_dir, encoder, spec, head_config, config.train.seed)
+    scores = head.record["validation_map"]
+    unseen = "" if scores["unseen"] is None else f", unseen classes {scores['unseen']:.4f}"
+    print(f"  embedding head: {run_dir}/embedding/ in {time.time() - started:.0f}s (validation mAP by class-name "
+          f"cosine: seen classes {scores['seen']:.4f}{unseen}, all {scores['all']:.4f})")
 
 
 def ensure_demo_data(args: argparse.Namespace) -> None:

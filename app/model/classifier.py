@@ -248,6 +248,23 @@ def transfer_pretrained(source: keras.Model, head: keras.Model, freeze_embedding
     return names
 
 
+def silence_classes(model: keras.Model, indices: tuple) -> None:
+    """Makes the outputs of `indices` a constant ~1e-13: every term of their logit zeroed (the fused Dense,
+    each branch's linear scores, the wide tag table), the fused one's bias at -30. For classes held out of
+    training (`--unseen-classes`), whose untrained scores would otherwise read as predictions."""
+    columns = list(indices)
+    for layer in _all_layers(model):
+        if layer.name not in ("scores", "fused_logits", "tag_wide") and not layer.name.endswith("_logits"):
+            continue
+        weights = layer.get_weights()
+        if not weights:  # `scores` as the sigmoid of summed logits
+            continue
+        weights[0][..., columns] = 0.0
+        if len(weights) > 1:
+            weights[1][columns] = -30.0 if layer.name in ("scores", "fused_logits") else 0.0
+        layer.set_weights(weights)
+
+
 def _all_layers(model: keras.Model) -> list:
     out = []
     for layer in model.layers:

@@ -2,7 +2,9 @@
 
 An index's fingerprint (saved in its `index.json`):
 
-    vectors       `tags-mean`: a photo's vector is the mean of its tags' text-encoder vectors
+    vectors       `tags-mean`: a photo's vector is the mean of its tags' text-encoder vectors; or
+                  `embedding-head:IDENTITY`: a trained run's embedding head (`RunDir.identity`), with
+                  `run`, the run folder
     encoder       the text encoder's name, version and dimension (`TextEncoder.key`)
     encoder_spec  the spec that loads that encoder again (`use`, `savedmodel:/abs/path`, `keras:/abs/path`)
     dataset       the dataset folder and its fingerprint when it was last indexed
@@ -32,11 +34,35 @@ def normal_spec(spec: str) -> str:
     return f"{kind}:{Path(path).expanduser().resolve()}" if sep else spec
 
 
-def index_fingerprint(info: DatasetInfo, splits: list[str], encoder: TextEncoder, spec: str) -> dict:
-    """The fingerprint of an index of `splits` of `info`'s photos, made with `encoder` (loaded from `spec`)."""
-    return {"vectors": TAGS_MEAN, "encoder": encoder.key, "encoder_spec": normal_spec(spec),
+def index_fingerprint(info: DatasetInfo, splits: list[str], encoder: TextEncoder, spec: str,
+                      vectors: str = TAGS_MEAN, run: str | None = None) -> dict:
+    """The fingerprint of an index of `splits` of `info`'s photos, made with `encoder` (loaded from `spec`),
+    its vectors from `vectors` (`TAGS_MEAN`, or `head_vectors(run identity)` with `run` the run folder)."""
+    return {"vectors": vectors, "encoder": encoder.key, "encoder_spec": normal_spec(spec),
             "dataset": {"path": str(info.data_dir.resolve()), "fingerprint": info.fingerprint},
-            "splits": sorted(splits)}
+            "splits": sorted(splits), **({"run": run} if run else {})}
+
+
+def head_vectors(identity: str) -> str:
+    """The `vectors` of an index made by the embedding head of the run of this identity."""
+    return f"embedding-head:{identity}"
+
+
+def refuse_other_vectors(fingerprint: dict, vectors: str, where: str, remedy: str = REBUILD) -> None:
+    """Refuses adding to an index whose vectors came from elsewhere (tag means against a run's head, or
+    another state of the run).
+
+    Raises:
+        SearchIndexError: `WHERE: its vectors are A, these would be B: REMEDY`.
+    """
+    if fingerprint.get("vectors") != vectors:
+        def show(source: str) -> str:
+            return ("the mean of each photo's tag vectors" if source == TAGS_MEAN else
+                    f"the embedding head of the run {fingerprint.get('run')} ({source.partition(':')[2]})"
+                    if source == fingerprint.get("vectors") else f"an embedding head ({source.partition(':')[2]})")
+
+        raise SearchIndexError(f"{where}: its vectors are {show(fingerprint.get('vectors'))}; these would be "
+                               f"{show(vectors)}: {remedy}")
 
 
 def refuse_other_spec(fingerprint: dict, spec: str, where: str, remedy: str = REBUILD) -> None:
@@ -51,14 +77,14 @@ def refuse_other_spec(fingerprint: dict, spec: str, where: str, remedy: str = RE
 
 
 def refuse_other_encoder(fingerprint: dict, encoder: TextEncoder, where: str, remedy: str = REBUILD) -> None:
-    """Refuses an index whose vectors are not `encoder`'s tag means (another model, version or dimension).
+    """Refuses an index whose vectors are not in `encoder`'s space (another model, version or dimension).
 
     Raises:
         SearchIndexError: `WHERE: built with another text encoder (index: A; now: B): REMEDY`.
     """
-    if fingerprint.get("vectors") != TAGS_MEAN:
-        raise SearchIndexError(f"{where}: its vectors are {fingerprint.get('vectors')!r}, this version makes "
-                               f"{TAGS_MEAN!r}: {remedy}")
+    if fingerprint.get("vectors") != TAGS_MEAN and not str(fingerprint.get("vectors")).startswith("embedding-head:"):
+        raise SearchIndexError(f"{where}: its vectors are {fingerprint.get('vectors')!r}, which this version does not "
+                               f"make: {remedy}")
     recorded = fingerprint.get("encoder", {})
     if recorded != encoder.key:
         def show(key: dict) -> str:

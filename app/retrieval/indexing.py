@@ -18,9 +18,9 @@ from app.config import SearchConfig
 from app.errors import InputError
 from app.fileio import folder_lock, remove_stale_folders
 from app.records.dataset import DatasetInfo
-from app.retrieval.fingerprint import (index_fingerprint, refuse_other_dataset, refuse_other_encoder,
-                                       refuse_other_spec)
-from app.retrieval.photo_vectors import TagVectors, photo_tags
+from app.retrieval.fingerprint import (TAGS_MEAN, head_vectors, index_fingerprint, normal_spec, refuse_other_dataset,
+                                       refuse_other_encoder, refuse_other_spec, refuse_other_vectors)
+from app.retrieval.photo_vectors import TagVectors, head_photo_vectors, photo_tags
 from app.retrieval.vector_index import VectorIndex, choose_kind, is_index
 from app.text.encoders import DEFAULT_ENCODER, TextEncoder, encoder_from_spec
 
@@ -49,7 +49,8 @@ class BuildReport:
 
 
 def build_index(out: str | Path, info: DatasetInfo, split: str, spec: Optional[str] = None,
-                config: SearchConfig = SearchConfig(), rebuild: bool = False) -> BuildReport:
+                config: SearchConfig = SearchConfig(), rebuild: bool = False,
+                model: Optional[str | Path] = None) -> BuildReport:
     """Indexes a split's photos into `out`, or adds the photos it does not hold yet to the index there.
 
     Args:
@@ -60,6 +61,8 @@ def build_index(out: str | Path, info: DatasetInfo, split: str, spec: Optional[s
             `use` for a new index.
         config: the index settings (a new index's kind and search settings; batch size, tag cache).
         rebuild: start a new index even if `out` holds one.
+        model: a run folder with an embedding head: the photos' vectors are the head's (default: the mean of
+            their tags' encoder vectors; an index made from a run keeps adding from it).
 
     Raises:
         SearchIndexError: the index at `out` was made with another text encoder or from another dataset.
@@ -70,8 +73,11 @@ def build_index(out: str | Path, info: DatasetInfo, split: str, spec: Optional[s
     busy = lambda pid: InputError(f"{out}: another process (pid {pid}) is writing this index; wait for it")  # noqa: E731
     with folder_lock(out, busy):
         remove_stale_folders(out)
-        index, encoder = _open_index(out, info, split, spec, config, rebuild, report)
-        _add_new_photos(index, info, split, encoder, config, report)
+        index, encoder, head = _open_index(out, info, split, spec, config, rebuild, report, model)
+        if head is None:
+            _add_new_photos(index, info, split, encoder, config, report)
+        else:
+            _add_head_vectors(index, info, split, head, config, report)
         index.save(out)
     report.kind, report.size = index.kind, len(index)
     if index.kind == "exact" and len(index) > config.exact_limit:
@@ -81,14 +87,22 @@ def build_index(out: str | Path, info: DatasetInfo, split: str, spec: Optional[s
 
 
 def _open_index(out: Path, info: DatasetInfo, split: str, spec: Optional[str], config: SearchConfig, rebuild: bool,
-                report: BuildReport) -> tuple[VectorIndex, TextEncoder]:
-    """The index to add to (the one at `out`, checked, or a new one) and its text encoder."""
+                report: BuildReport, model: Optional[str | Path]) -> tuple[VectorIndex, TextEncoder, Optional[tuple]]:
+    """The index to add to (the one at `out`, checked, or a new one), its text encoder, and the
+    `(run, embedding head)` its vectors come from (None: tag means)."""
     splits = [split]
     if not is_index(out) and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: exists and is not a search index (no index.json), and it would be replaced whole; "
                          f"choose another --out, or remove it first")
-    if is_index(out) and not rebuild:
-        index = VectorIndex.load(out)
+    existing = VectorIndex.load(out) if is_index(out) and not rebuild else None
+    model = model or (existing.fingerprint.get("run") if existing else None)
+    head = _run_head(model, spec) if model else None
+    if head is not None:
+        spec = head[1].record["encoder_spec"]
+    vectors = head_vectors(head[0].run.identity()) if head else TAGS_MEAN
+    if existing is not None:
+        index = existing
+        refuse_other_vectors(index.fingerprint, vectors, str(out))
         if spec is not None:
             refuse_other_spec(index.fingerprint, spec, str(out))
         spec = index.fingerprint["encoder_spec"]
@@ -104,8 +118,38 @@ def _open_index(out: Path, info: DatasetInfo, split: str, spec: Optional[str], c
         encoder = encoder_from_spec(spec)
         kind = choose_kind(config.index_kind, info.split_sizes.get(split, 0), config.exact_limit)
         index = VectorIndex(encoder.dim, kind, {}, config.ef_search)
-    index.fingerprint = index_fingerprint(info, sorted(set(splits)), encoder, spec)
-    return index, encoder
+    if head is not None and head[1].encoder != f"{encoder.name}@{encoder.version}":
+        raise InputError(f"{model}: its embedding head was trained with the text encoder {head[1].encoder}; the one "
+                         f"installed is {encoder.name}@{encoder.version}: train the head again")
+    index.fingerprint = index_fingerprint(info, sorted(set(splits)), encoder, spec, vectors,
+                                          str(Path(model).resolve()) if model else None)
+    return index, encoder, head
+
+
+def _run_head(model: str | Path, spec: Optional[str]) -> tuple:
+    """`(TrainedRun, EmbeddingHead)` of a run folder (refused: no head, or `--text-encoder` beside it)."""
+    from app.runs.embedding_head import EmbeddingHead
+    from app.runs.trained import TrainedRun
+
+    run = TrainedRun(model)
+    head = EmbeddingHead.load(run.run, run.model)
+    if spec is not None and normal_spec(spec) != normal_spec(head.record["encoder_spec"]):
+        raise InputError(f"--text-encoder {spec}: the run's embedding head maps photos into the space of "
+                         f"{head.record['encoder_spec']}; leave --text-encoder out with --model")
+    return run, head
+
+
+def _add_head_vectors(index: VectorIndex, info: DatasetInfo, split: str, head: tuple, config: SearchConfig,
+                      report: BuildReport) -> None:
+    """Streams the split through the run's embedding head and adds each photo the index does not hold yet."""
+    present = set(index.ids)
+    for ids, vectors in head_photo_vectors(*head, info, split, config.batch_size):
+        new = [i for i, photo in enumerate(ids) if photo not in present]
+        report.already_indexed += len(ids) - len(new)
+        added = [ids[i] for i in new]
+        index.add(added, vectors[new])
+        present.update(added)
+        report.added += len(added)
 
 
 def _add_new_photos(index: VectorIndex, info: DatasetInfo, split: str, encoder: TextEncoder, config: SearchConfig,

@@ -1,6 +1,7 @@
 """Photo vectors in the text encoder's space, from a prepared dataset split streamed a batch at a time.
 
-No training: a photo's vector is the normalised mean of its tags' encoder vectors. A photo without
+No training: a photo's vector is the normalised mean of its tags' encoder vectors (`TagVectors`); or,
+from a run trained with `--embedding-head`, the head's vector of the photo (`head_photo_vectors`). A photo without
 tags has none (`no_tags`), nor has one whose every tag the encoder refuses (`no_tag_vector`): both
 are counted by the caller, not indexed. Memory does not grow with the photos: one batch of records,
 and the vectors of at most `capacity` tags (least recently used dropped first).
@@ -80,3 +81,23 @@ class TagVectors:
                 if norm > 1e-6:  # tags whose vectors cancel out say nothing
                     out[i], has[i] = mean / norm, True
         return out, has
+
+
+def head_photo_vectors(run, head, info: DatasetInfo, split: str,
+                       batch_size: int = BATCH) -> Iterator[tuple[list[str], np.ndarray]]:
+    """`(ids, [n, dim] unit vectors)` of a split by a trained run's embedding head (`app.runs.embedding_head`),
+    a batch at a time: whatever the run's model reads (tags, text, image), so a photo without tags has one too.
+
+    Args:
+        run: the `app.runs.trained.TrainedRun`.
+        head: its `EmbeddingHead`.
+    """
+    import tensorflow as tf
+
+    from app.records.pipeline import make_dataset
+
+    model = head.model
+    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    photos = make_dataset(info, split, run.preprocessor, batch_size=batch_size)  # shard order, as `photo_tags`
+    for (ids, _), (inputs, _, _) in zip(photo_tags(info, split, batch_size), photos):
+        yield ids, call({k: v for k, v in inputs.items() if k in model.input}).numpy()

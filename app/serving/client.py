@@ -10,7 +10,8 @@ TF Serving needs every input of a batch to have one shape, while photos have dif
 tags: `serving_default` takes `tags` as `[batch, None]`, padded with "" (the signature drops empty
 tags), so `padded_tags` pads each photo's list to the batch's longest. `serve_yfcc` takes one
 YFCC100M tag field (comma-separated, percent-encoded) per photo. Image bytes travel as
-`{"b64": ...}` in JSON; "" (no bytes) scores the photo without its image. A model whose vocabulary
+`{"b64": ...}` in JSON; "" (no bytes) scores the photo without its image. `embed` (exports of runs
+with an embedding head) takes the inputs of `serving_default` and returns each photo's `embedding`. A model whose vocabulary
 is normalised per language (`--tag-normalization snowball`) also needs each photo's `language`,
 and a model that reads free text (`--text-input text|both`) each photo's `text` ("" for none).
 """
@@ -21,7 +22,8 @@ import base64
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-SIGNATURES = ("serving_default", "serve_yfcc")
+SIGNATURES = ("serving_default", "serve_yfcc", "embed")
+LIST_TAGS = ("serving_default", "embed")  # signatures that take a padded tag list per photo
 
 
 @dataclass
@@ -53,9 +55,9 @@ def _columns(photos: Sequence[Photo], signature: str) -> dict:
         raise ValueError(f"signature must be one of {SIGNATURES}. Received: signature={signature!r}")
     if signature == "serve_yfcc" and not all(isinstance(p.tags, str) for p in photos):
         raise ValueError("serve_yfcc takes one YFCC100M tag field (a string) per photo")
-    if signature == "serving_default" and any(isinstance(p.tags, str) for p in photos):
-        raise ValueError("serving_default takes a list of tags per photo (serve_yfcc takes a tag field)")
-    columns = {"tags": padded_tags(photos) if signature == "serving_default" else [p.tags for p in photos],
+    if signature in LIST_TAGS and any(isinstance(p.tags, str) for p in photos):
+        raise ValueError(f"{signature} takes a list of tags per photo (serve_yfcc takes a tag field)")
+    columns = {"tags": padded_tags(photos) if signature in LIST_TAGS else [p.tags for p in photos],
                "image_bytes": [p.image for p in photos]}
     if any(p.text is not None for p in photos):  # a photo without text has "" (the model reads none)
         columns["text"] = [p.text or "" for p in photos]
@@ -76,7 +78,8 @@ def rest_body(photos: Sequence[Photo], signature: str = "serving_default", colum
 
     Args:
         photos: the batch.
-        signature: `serving_default` or `serve_yfcc`.
+        signature: `serving_default`, `serve_yfcc`, or `embed` (the photos' vectors in the text encoder's
+            space; exports of runs with an embedding head).
         columnar: the columnar form (`"inputs"`: one list per input) instead of the row form
             (`"instances"`: one object per photo).
 
@@ -98,7 +101,7 @@ def grpc_request(photos: Sequence[Photo], model_name: str = "contextual", signat
     Args:
         photos: the batch.
         model_name: the model's name in the server's model config.
-        signature: `serving_default` or `serve_yfcc`.
+        signature: `serving_default`, `serve_yfcc` or `embed`.
         version: a model version (default: the server's latest).
 
     Returns:
@@ -113,7 +116,7 @@ def grpc_request(photos: Sequence[Photo], model_name: str = "contextual", signat
     if version is not None:
         request.model_spec.version.value = version
     for name, values in _columns(photos, signature).items():
-        matrix = name == "tags" and signature == "serving_default"  # [batch, longest tag list]
+        matrix = name == "tags" and signature in LIST_TAGS  # [batch, longest tag list]
         shape = [len(photos), len(values[0]) if photos else 0] if matrix else [len(photos)]
         request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string, shape=shape))
     return request

@@ -18,11 +18,16 @@ class Predictor:
         class_ids: the class ids in output order (Open Images MIDs, or a collection's own ids).
         reads: the raw inputs the model reads (`tags`, `text`, `image`); None for an export from a
             version that did not record them.
+        embed: the `embed` signature the same way (`{"embedding": [photos, dim], ...}`), for a model with an
+            embedding head; else None.
+        embedding_record: the head's record (encoder, calibration), with `embed`.
     """
 
     score: Callable[..., dict]
     class_ids: list
     reads: Optional[frozenset]
+    embed: Optional[Callable[..., dict]] = None
+    embedding_record: Optional[dict] = None
 
     def __call__(self, tags: list, images: list, texts: list | None = None) -> dict:
         return self.score(tags, images, texts)
@@ -51,7 +56,7 @@ def load_predictor(path: Path, review_margin: float | None = None) -> Predictor:
 
     from app.config import read_json
     from app.sources.oid import read_classes
-    from app.serving.signatures import CLASSES_ASSET, INPUTS_ASSET, ServingModule, latest_export
+    from app.serving.signatures import CLASSES_ASSET, EMBEDDING_ASSET, INPUTS_ASSET, ServingModule, latest_export
     from app.runs.rundir import RunDir
 
     if not path.is_dir():
@@ -68,6 +73,9 @@ def load_predictor(path: Path, review_margin: float | None = None) -> Predictor:
         signature = module.signatures["serving_default"]
         class_ids = [m for m, _ in read_classes(export / CLASSES_ASSET, any_id=True)]
         config = read_json(export / INPUTS_ASSET) if (export / INPUTS_ASSET).exists() else None
+        has_head = "embed" in module.signatures and (export / EMBEDDING_ASSET).is_file()
+        embed = _scorer(module.signatures["embed"], module) if has_head else None
+        record = read_json(export / EMBEDDING_ASSET) if has_head else None
     else:  # a run folder that was never exported: the same module, in process
         from app.runs.trained import TrainedRun
 
@@ -76,8 +84,22 @@ def load_predictor(path: Path, review_margin: float | None = None) -> Predictor:
         module = ServingModule(run, review_margin=0.05 if review_margin is None else review_margin)
         signature, class_ids = module.serving_default.get_concrete_function(), [m for m, _ in run.classes]
         config = run.preprocessor.get_config()
+        embed = _scorer(module.embed.get_concrete_function(), module) if module.embed is not None else None
+        record = module.embedding_record
     reads = frozenset(MODEL_INPUTS[name] for name in config["inputs"] if name in MODEL_INPUTS) if config else None
-    return Predictor(_scorer(signature, module), class_ids, reads)
+    return Predictor(_scorer(signature, module), class_ids, reads, embed, record)
+
+
+def with_open_vocabulary(predictor: Predictor, vocabulary) -> Predictor:
+    """`predictor` whose outputs also hold `vocabulary`'s (`app.serving.open_vocabulary.OpenVocabulary`)."""
+    import dataclasses
+
+    def score(tags: list, images: list, texts: list | None = None) -> dict:
+        outputs = predictor.score(tags, images, texts)
+        outputs.update(vocabulary.outputs(predictor.embed(tags, images, texts)["embedding"], tags))
+        return outputs
+
+    return dataclasses.replace(predictor, score=score)
 
 
 def _scorer(signature, module) -> Callable[..., dict]:

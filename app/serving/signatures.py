@@ -31,6 +31,10 @@ scored without its image: with the model's `image_present` input at 0 (models tr
 `--image-presence`), or else as if it had a black image; the rest of the batch as usual. Tags and
 image_bytes with different batch sizes fail the request. A tags-only model reads no image: image_ok
 is False only where the bytes are empty.
+    embed(the inputs of serving_default), only for runs with an embedding head (`train.py --embedding-head`)
+        Outputs: embedding [batch, dim] (unit rows in the text encoder's space: score any class name,
+        tag or query by its cosine), image_ok, image_error. assets.extra/embedding.json names the
+        encoder and the calibration `sigmoid(scale * cosine + bias)` of class scores.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from app.sources.hierarchy import Hierarchy
 from app.model.preprocess import clean_tags, split_yfcc_tags
 from app.model.preprocessor import PREPROCESSOR, SERVING_TAGS, SERVING_YFCC_TAGS
 from app.fileio import atomic_output, atomic_write_json
+from app.runs.embedding_head import EmbeddingHead, has_embedding_head
 from app.runs.rundir import RunDir
 from app.runs.trained import TrainedRun
 from app.model.word_vectors import NEIGHBOURS
@@ -53,6 +58,7 @@ from app.serving.specific import ancestor_matrix, at_indices, specific_classes
 CLASSES_ASSET = "assets.extra/classes.csv"  # the output classes, beside the SavedModel (TF Serving ignores it)
 EXTENSION_ASSET = "assets.extra/extended_vocabulary.json"  # words added after training (export --extend-vocabulary)
 INPUTS_ASSET = f"assets.extra/{PREPROCESSOR}"  # the model's inputs (`ContextualPreprocessor.get_config`)
+EMBEDDING_ASSET = "assets.extra/embedding.json"  # the embed signature's encoder and calibration
 
 
 class _Untracked:
@@ -87,26 +93,34 @@ class ServingModule(tf.Module):
         self.thresholds = tf.constant(run.thresholds, tf.float32)
         self.ancestors = tf.constant(ancestor_matrix(Hierarchy.from_json(run.run.hierarchy_path, mids), mids))
         self.review_margin = review_margin
-        self.serving_default = self._signature(lambda tags: tf.RaggedTensor.from_tensor(tags, padding=""),
-                                               SERVING_TAGS)
+        padded = lambda tags: tf.RaggedTensor.from_tensor(tags, padding="")  # noqa: E731
+        self.serving_default = self._signature(padded, SERVING_TAGS)
         self.serve_yfcc = self._signature(split_yfcc_tags, SERVING_YFCC_TAGS)
+        self.embed, self.embedding_record = None, None
+        if has_embedding_head(run.run):
+            head = EmbeddingHead.load(run.run, run.model)
+            self.embedding_record = {**head.record, "calibration": vars(head.calibration)}
+            self.embedding_variables = [w.value for w in head.model.weights]
+            self._embedding = _Untracked(head.model)
+            self.embed = self._signature(padded, SERVING_TAGS, self.embed_photos)
 
-    def _signature(self, split: Callable, tags: tf.TensorSpec) -> tf.types.experimental.PolymorphicFunction:
+    def _signature(self, split: Callable, tags: tf.TensorSpec,
+                   method: Callable | None = None) -> tf.types.experimental.PolymorphicFunction:
         """A signature on the preprocessor's serving inputs: `tags` (made ragged by `split`),
-        `image_bytes`, `text` if the model reads free text, and `language` if it is needed."""
+        `image_bytes`, `text` if the model reads free text, and `language` if it is needed; `method`
+        (default `predict`) computes the outputs."""
         names = [spec.name for spec in self.preprocessor.serving_inputs(tags)]
+        method = method or self.predict
 
         def serve(*args):
             raw = dict(zip(names, args))
-            return self.predict(split(raw.pop("tags")), raw.pop("image_bytes"), **raw)
+            return method(split(raw.pop("tags")), raw.pop("image_bytes"), **raw)
 
         return tf.function(serve, input_signature=self.preprocessor.serving_inputs(tags))
 
-    def predict(self, tags: tf.RaggedTensor, image_bytes: tf.Tensor, language: tf.Tensor | None = None,
-                text: tf.Tensor | None = None) -> dict:
-        """Scores ragged raw tags and encoded images (one row of each per photo), with each photo's
-        language where the vocabulary is normalised per language, and its free text where the model
-        reads it."""
+    def _inputs(self, tags: tf.RaggedTensor, image_bytes: tf.Tensor, language: tf.Tensor | None,
+                text: tf.Tensor | None) -> tuple[dict, tf.Tensor, tf.Tensor]:
+        """The model inputs of raw photos, each photo's image error, and the checked image bytes."""
         image_bytes = _same_batch(tags.nrows(), image_bytes)
         raw = {"tags": tags, "image": image_bytes}
         if language is not None:
@@ -114,6 +128,30 @@ class ServingModule(tf.Module):
         if text is not None:
             raw["text"] = _same_batch(tags.nrows(), text, "text")
         inputs, image_error = self.preprocessor(raw)
+        return inputs, image_error, image_bytes
+
+    def embed_photos(self, tags: tf.RaggedTensor, image_bytes: tf.Tensor, language: tf.Tensor | None = None,
+                     text: tf.Tensor | None = None) -> dict:
+        """The photos' unit vectors in the text encoder's space (the run's embedding head)."""
+        inputs, image_error, image_bytes = self._inputs(tags, image_bytes, language, text)
+        model = self._embedding.model
+        dim = model.output.shape[-1]
+        if "tag_ids" in inputs and "word_vectors" in [layer.name for layer in model.layers]:
+            # words added after training (export --extend-vocabulary) are beyond the head's table: unknown
+            rows = model.get_layer("word_vectors").input_dim
+            inputs["tag_ids"] = tf.where(inputs["tag_ids"] >= rows, tf.ones_like(inputs["tag_ids"]), inputs["tag_ids"])
+        embedding = tf.cond(tf.shape(image_bytes)[0] > 0,
+                            lambda: tf.cast(model({k: v for k, v in inputs.items() if k in model.input},
+                                                  training=False), tf.float32),
+                            lambda: tf.zeros([0, dim], tf.float32))
+        return {"embedding": embedding, "image_ok": tf.equal(image_error, ""), "image_error": image_error}
+
+    def predict(self, tags: tf.RaggedTensor, image_bytes: tf.Tensor, language: tf.Tensor | None = None,
+                text: tf.Tensor | None = None) -> dict:
+        """Scores ragged raw tags and encoded images (one row of each per photo), with each photo's
+        language where the vocabulary is normalised per language, and its free text where the model
+        reads it."""
+        inputs, image_error, image_bytes = self._inputs(tags, image_bytes, language, text)
         # An empty batch skips the model: some oneDNN kernels (AVX-512 BatchNorm) reject 0 images.
         scores = tf.cond(tf.shape(image_bytes)[0] > 0,
                          lambda: tf.cast(self._keras.model(inputs, training=False), tf.float32),
@@ -179,11 +217,15 @@ def export(run_dir: str | Path, out: str | Path | None = None, version: int | No
             served = extension.run if extension else run
             module = ServingModule(served, top_k, review_margin)
             with atomic_output(target) as tmp:
-                tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default,
-                                                                  "serve_yfcc": module.serve_yfcc})
+                signatures = {"serving_default": module.serving_default, "serve_yfcc": module.serve_yfcc}
+                if module.embed is not None:
+                    signatures["embed"] = module.embed
+                tf.saved_model.save(module, str(tmp), signatures=signatures)
                 (tmp / CLASSES_ASSET).parent.mkdir()
                 run.run.copy_classes(tmp / CLASSES_ASSET)
                 served.preprocessor.save((tmp / INPUTS_ASSET).parent)  # with the vocabularies it names
+                if module.embed is not None:
+                    atomic_write_json(tmp / EMBEDDING_ASSET, module.embedding_record)
                 if extension:
                     atomic_write_json(tmp / EXTENSION_ASSET, extension.record())
         except BaseException:
@@ -200,13 +242,16 @@ def latest_export(run: RunDir) -> Path | None:
     return run.serving_dir / str(version) if version else None
 
 
-def signature_inputs(preprocessor) -> str:
-    """The signatures and their inputs, for a person: `serving_default(tags [batch, None], ...), ...`."""
+def signature_inputs(preprocessor, embed: bool = False) -> str:
+    """The signatures and their inputs, for a person: `serving_default(tags [batch, None], ...), ...`
+    (and `embed`, which takes serving_default's inputs, for an export with an embedding head)."""
     def listed(tags: tf.TensorSpec) -> str:
         return ", ".join(f"{spec.name} [{', '.join(['batch'] + ['None'] * (len(spec.shape) - 1))}]"
                          for spec in preprocessor.serving_inputs(tags))
 
-    return f"serving_default({listed(SERVING_TAGS)}), serve_yfcc({listed(SERVING_YFCC_TAGS)})"
+    return (f"serving_default({listed(SERVING_TAGS)}), serve_yfcc({listed(SERVING_YFCC_TAGS)})"
+            + (f", embed({listed(SERVING_TAGS)}) -> embedding [batch, dim]" if embed else ""))
+
 
 
 def directory_size(path: Path) -> int:

@@ -9,6 +9,8 @@ from typing import Iterator
 
 from app.serving.rows import unread_warning
 
+OPEN_VOCABULARY = ("zero_shot", "suggested_tags")  # app/serving/open_vocabulary.py: a list per photo
+
 
 def records(outputs: dict | None, rows: list, predictor=None) -> Iterator[dict]:
     """Output records, one per row and in order, each with its row's error, note and warnings.
@@ -83,7 +85,8 @@ def _scored(outputs: dict, i: int, mid_too: bool) -> dict:
                                                      outputs["review_thresholds"][i])
     return {**out, "top_k": _named(outputs["top_k_mids"][i], outputs["top_k_names"][i], outputs["top_k_scores"][i],
                                    mid_too),
-            "image_ok": bool(outputs["image_ok"][i])}
+            "image_ok": bool(outputs["image_ok"][i]),
+            **{key: outputs[key][i] for key in OPEN_VOCABULARY if key in outputs}}
 
 
 def json_line(record: dict, indent: int | None = None) -> str:

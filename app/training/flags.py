@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from app.cli import add_common_flags, add_config_flags, config_overrides
-from app.config import SECTIONS, RunConfig, build_config, read_json
+from app.config import SECTIONS, EmbeddingConfig, RunConfig, build_config, read_json
 
 log = logging.getLogger("app.training")
 
@@ -30,6 +30,12 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     add_common_flags(p)
     for section, kind in SECTIONS.items():
         add_config_flags(p.add_argument_group(section), kind, section)
+    head = p.add_argument_group("embedding head (open vocabulary: docs/open-vocabulary.md)")
+    head.add_argument("--embedding-head", action="store_true",
+                      help="after training, train the run's embedding head: photos mapped into the text encoder's "
+                           "space, for classes named at prediction time, tag suggestion and evaluation on another "
+                           "class list (written to RUN/embedding/; a run already complete gets its head now)")
+    add_config_flags(head, EmbeddingConfig, "embedding")
     args = p.parse_args(argv)
     if args.local_workers is not None and args.local_workers < 1:
         p.error(f"--local-workers must be >= 1. Received: {args.local_workers}")
@@ -39,6 +45,11 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The config file (if any), overridden by the flags given."""
     return build_config(args.config, {section: config_overrides(args, section) for section in SECTIONS})
+
+
+def embedding_config(args: argparse.Namespace) -> EmbeddingConfig:
+    """The embedding head's settings: the defaults, overridden by the flags given."""
+    return EmbeddingConfig(**config_overrides(args, "embedding"))
 
 
 def text_input_given(args: argparse.Namespace) -> bool:

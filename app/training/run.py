@@ -21,13 +21,14 @@ import tensorflow as tf
 from app.config import RunConfig
 from app.records.dataset import DatasetInfo
 from app.records.pipeline import make_dataset
+from app.records.unseen import UnseenClasses
 from app.model.preprocess import TagLookup
 from app.model.preprocessor import ContextualPreprocessor
-from app.evaluation.metrics import sparse_mean_average_precision
+from app.evaluation.metrics import sparse_average_precisions, sparse_mean_average_precision
 from app.evaluation.reliability import small_split_warning, tuned_thresholds
 from app.evaluation.truth import PairScores, SplitTruth, load_truth
 from app.model.classifier import (attach_backbone, build_backbone, build_head, resolve_image_weights,
-                                  transfer_pretrained)
+                                  silence_classes, transfer_pretrained)
 from app.text.encoders import check_encoder_available, encoder_from_spec
 from app.runs.rundir import COMPLETE, NEW, Fingerprint, RunDir, RunError
 from app.training.callbacks import (BestModel, Checkpoint, EarlyStopping, History, Progress, TimeBudget,
@@ -151,6 +152,7 @@ def _check_request(info: DatasetInfo, config: RunConfig) -> Optional[RunDir]:
     """Checks what can be checked before anything is written; returns the pretrained run, if any."""
     m, t = config.model, config.train
     _check_splits(info, config)
+    UnseenClasses.read(config.data.unseen_classes, info.classes)  # a bad class file, before anything is written
     if m.uses_vectors:
         check_encoder_available(m.text_encoder)  # a user's model path, before the run folder is written
     if m.uses_image:
@@ -299,10 +301,16 @@ def _final_metrics(run: RunDir, config: RunConfig, options: RunOptions, inputs: 
     found = _small_split_warnings(inputs.info, history, options.finish)  # (the input warnings were logged)
     if options.finish:
         best = run.load_model()
+        if inputs.unseen:  # their untrained outputs would read as scores
+            silence_classes(best, inputs.unseen.indices)
+            run.save_model(best)
         trainer.model.set_weights((best.get_layer(head.name) if frozen else best).get_weights())
         _, scores = inputs.score_split(trainer, "validation")
         thresholds, note = tuned_thresholds(inputs.truth("validation").pairs, scores,
                                             inputs.info.split_sizes["validation"])
+        if inputs.unseen:  # never confident: a held-out class is scored by the embedding head (--classes)
+            thresholds = np.array(thresholds, np.float64)
+            thresholds[list(inputs.unseen.indices)] = 1.0
         run.save_thresholds(thresholds, "validation" if note is None else None, note)
         found += [note] if note else []
         test = inputs.validation_metrics(trainer, "test")
@@ -345,6 +353,7 @@ class RunInputs:
                  features: Optional[FeatureStore], cache_root: Optional[Path] = None):
         self.info, self.config, self.preprocessor, self.features = info, config, preprocessor, features
         self.cache_root = cache_root
+        self.unseen = UnseenClasses.read(config.data.unseen_classes, info.classes)
         self._truth: dict = {}
         self._eval: dict = {}
 
@@ -356,8 +365,10 @@ class RunInputs:
 
     def train_dataset(self, epoch: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         t = self.config.train
-        return self._dataset(self.config.data.train_split, ctx.get_per_replica_batch_size(t.batch_size), training=True,
-                             seed=t.seed * 1000 + epoch, repeat=True, input_context=ctx, cache_root=self.cache_root)
+        ds = self._dataset(self.config.data.train_split, ctx.get_per_replica_batch_size(t.batch_size), training=True,
+                           seed=t.seed * 1000 + epoch, repeat=True, input_context=ctx, cache_root=self.cache_root)
+        tags = self.preprocessor.tags
+        return self.unseen.hide(ds, self.info.num_classes, self.unseen.tag_ids(tags.vocab) if tags else [])
 
     def eval_dataset(self, split: str) -> tf.data.Dataset:
         """A split in order (built once: each new pipeline's traced functions stay in memory)."""
@@ -388,6 +399,11 @@ class RunInputs:
         return total / max(count, 1), pairs.result()
 
     def validation_metrics(self, trainer: Trainer, split: str = "validation") -> dict:
-        """`val_loss` (the training loss) and `val_map` (Open Images protocol) on a split."""
+        """`val_loss` (the training loss) and `val_map` (Open Images protocol) on a split: over the seen
+        classes only, when some are unseen (`--unseen-classes`)."""
         loss, scores = self.score_split(trainer, split)
-        return {"val_loss": loss, "val_map": sparse_mean_average_precision(self.truth(split).pairs, scores)}
+        if not self.unseen:
+            return {"val_loss": loss, "val_map": sparse_mean_average_precision(self.truth(split).pairs, scores)}
+        ap = sparse_average_precisions(self.truth(split).pairs, scores)
+        ap[list(self.unseen.indices)] = np.nan
+        return {"val_loss": loss, "val_map": float(np.nanmean(ap)) if np.any(~np.isnan(ap)) else float("nan")}
