@@ -56,12 +56,25 @@ def main(argv=None) -> Path:
     if words:
         print(_extension_summary(target / EXTENSION_ASSET))
     run = TrainedRun(args.model)
-    weights = sum(w.numpy().nbytes for w in run.model.weights)
+    weights = sum(w.numpy().nbytes for w in run.model.weights) + _head_bytes(run)
     size = directory_size(target)
     print(f"exported {target} ({size / 1e6:.1f} MB; weights {weights / 1e6:.1f} MB, ratio {size / weights:.2f})\n"
           f"  signatures: {signature_inputs(run.preprocessor, (target / EMBEDDING_ASSET).is_file())}\n"
           f"  check: saved_model_cli show --dir {target} --all")
     return target
+
+
+def _head_bytes(run) -> int:
+    """The bytes of the run's embedding head's own weights (0 without a head)."""
+    import numpy as np
+
+    from app.runs.embedding_head import FOLDER, WEIGHTS
+
+    path = run.run.path / FOLDER / WEIGHTS
+    if not path.is_file():
+        return 0
+    with np.load(path) as saved:
+        return sum(saved[key].nbytes for key in saved.files)
 
 
 def _extension_summary(path: Path) -> str:

@@ -91,7 +91,9 @@ def train_embedding_head(run_dir: Path, config: RunConfig, head_config) -> None:
     with writing_to(run_dir):
         head = fit_embedding_head(run_dir, encoder, spec, head_config, config.train.seed)
     scores = head.record["validation_map"]
-    unseen = "" if scores["unseen"] is None else f", unseen classes {scores['unseen']:.4f}"
+    held_out = head.record["unseen_classes"]
+    unseen = ("" if not held_out else f", unseen classes {scores['unseen']:.4f}" if scores["unseen"] is not None
+              else ", unseen classes: none has a validation photo")
     print(f"  embedding head: {run_dir}/embedding/ in {time.time() - started:.0f}s (validation mAP by class-name "
           f"cosine: seen classes {scores['seen']:.4f}{unseen}, all {scores['all']:.4f})")
 

@@ -60,13 +60,13 @@ def fit_embedding_head(run_dir: str | Path, encoder, spec: str, config: Embeddin
     best, best_map, history = model.get_weights(), -1.0, []
     for epoch in range(config.head_epochs + 1):  # epoch 0: the untrained head
         losses = [float(step({k: v for k, v in x.items() if k in model.input}, y, m)) for x, y, m in train] \
-            if epoch else [float("nan")]
+            if epoch else []
         cosines, truth = _validation_cosines(info, run.preprocessor, embed, names)
         ap = sparse_average_precisions(truth.pairs, cosines, "study")  # (a cosine may be negative)
         score = float(np.nanmean(ap[seen > 0]))
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_map_seen": score})
-        log.info("embedding head epoch %d: loss %.4f, validation mAP (seen classes, by class-name cosine) %.4f",
-                 epoch, history[-1]["loss"], score)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else None, "val_map_seen": score})
+        log.info("embedding head epoch %d: %s, validation mAP (seen classes, by class-name cosine) %.4f", epoch,
+                 f"loss {np.mean(losses):.4f}" if losses else "untrained", score)
         if score > best_map:
             best, best_map = model.get_weights(), score
     model.set_weights(best)

@@ -37,6 +37,10 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
                            "class list (written to RUN/embedding/; a run already complete gets its head now)")
     add_config_flags(head, EmbeddingConfig, "embedding")
     args = p.parse_args(argv)
+    head_flags = sorted(config_overrides(args, "embedding"))
+    if head_flags and not args.embedding_head:
+        p.error(f"{', '.join('--' + f.replace('_', '-') for f in head_flags)}: settings of the embedding head; "
+                f"give --embedding-head too")
     if args.local_workers is not None and args.local_workers < 1:
         p.error(f"--local-workers must be >= 1. Received: {args.local_workers}")
     return args
