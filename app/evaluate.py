@@ -109,13 +109,20 @@ def _other_classes(args: argparse.Namespace) -> bool:
 
 def _zero_shot(args: argparse.Namespace) -> dict:
     """Another class list: every class scored zero-shot by the run's embedding head."""
+    from app.errors import InputError
     from app.evaluation.zero_shot import evaluate_zero_shot
     from app.wording import plural
 
     if args.compare or args.report or args.floor:
-        raise ValueError(f"{args.data} has another class list than {args.model}: it is scored zero-shot, without "
+        raise InputError(f"{args.data} has another class list than {args.model}: it is scored zero-shot, without "
                          f"--compare, --report or --floor")
     result = evaluate_zero_shot(args.model, args.data, args.split, args.protocol)
+    from app.evaluation.reliability import small_split_warning
+
+    warning = small_split_warning(args.split, result["images"])
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+        result["warnings"] = [warning]
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     else:

@@ -107,12 +107,14 @@ def main(argv: list[str] | None = None) -> None:
 def _open_vocabulary(predictor, args):
     """The predictor with `--classes` and `--suggest-tags` outputs."""
     from app.badrows import BadRows
+    from app.errors import InputError
     from app.serving.open_vocabulary import OpenVocabulary, read_word_list
     from app.serving.predictor import with_open_vocabulary
 
     if predictor.embed is None:
-        raise ValueError(f"{args.model}: no embedding head, so no --classes or --suggest-tags: train one with "
-                         f"python app/train.py --embedding-head (the run's flags and --out), then export it again")
+        again = ", then export it again" if (args.model / "saved_model.pb").exists() else ""
+        raise InputError(f"{args.model}: no embedding head, so no --classes or --suggest-tags: train one with "
+                         f"python app/train.py --embedding-head, with the run's flags and --out{again}")
     words = None
     if args.suggest_tags:
         bad = BadRows()
@@ -120,6 +122,9 @@ def _open_vocabulary(predictor, args):
         for reason, count in bad.to_dict()["skipped"]["by_reason"].items():
             print(f"warning: {args.words}: {count} line(s) skipped ({reason})", file=sys.stderr)
     vocabulary = OpenVocabulary(predictor.embedding_record, args.classes, words, args.suggest_tags or 0)
+    if args.suggest_tags and args.suggest_tags > len(vocabulary.words):
+        print(f"warning: --suggest-tags {args.suggest_tags}: the word list has {len(vocabulary.words)} usable words; "
+              f"each photo gets at most those not among its tags", file=sys.stderr)
     if vocabulary.skipped:
         shown = ", ".join(f"{w!r} ({r})" for w, r in list(vocabulary.skipped.items())[:5])
         print(f"warning: {len(vocabulary.skipped)} word(s) the text encoder cannot take, not suggested: {shown}",
@@ -137,7 +142,9 @@ def default_words(model: Path) -> list:
     if vocab is None:
         raise ValueError(f"{model}: no tag vocabulary at hand (an export outside its run folder, or a model without "
                          f"tags): give --words FILE")
-    return list(dict.fromkeys(vocab.tokens + [name.replace("_", " ") for _, name in run.load_classes()]))
+    words = vocab.tokens + [name.replace("_", " ") for _, name in run.load_classes()]
+    seen: set = set()  # one spelling a word: `dog`, not `Dog` too (the first one: the vocabulary's)
+    return [w for w in words if not (w.lower() in seen or seen.add(w.lower()))]
 
 
 def _single(predictor, args) -> None:

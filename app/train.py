@@ -73,6 +73,7 @@ def main(argv=None):
 
 def train_embedding_head(run_dir: Path, config: RunConfig, head_config) -> None:
     """Trains the finished run's embedding head (again, when the run changed) and prints its validation mAP."""
+    from app.errors import InputError
     from app.runs.embedding_head import EmbeddingHead, has_embedding_head
     from app.runs.rundir import RunDir
     from app.text.encoders import encoder_from_spec
@@ -82,11 +83,16 @@ def train_embedding_head(run_dir: Path, config: RunConfig, head_config) -> None:
     spec = config.model.text_encoder
     encoder = encoder_from_spec(spec)
     if has_embedding_head(run):
-        record = EmbeddingHead.record_of(run)
+        try:
+            record = EmbeddingHead.record_of(run)
+        except InputError:  # damaged: replaced
+            record = {}
         if (record.get("run") == run.identity() and record.get("config") == head_config.__dict__
                 and record.get("encoder") == f"{encoder.name}@{encoder.version}"):
             print(f"  embedding head: {run_dir}/embedding/ holds this head already; nothing was trained now")
             return
+        print(f"  embedding head: {run_dir}/embedding/ holds a head of other settings or of another state of the run: "
+              f"training a new one in its place")
     started = time.time()
     with writing_to(run_dir):
         head = fit_embedding_head(run_dir, encoder, spec, head_config, config.train.seed)
@@ -138,7 +144,8 @@ def report(result, config: RunConfig, run_dir: Path, seconds: float) -> str:
     if not m:  # another multi-worker process than the chief, on a finished run
         return f"worker: {run_dir}/ is already complete (the chief reports it); nothing was trained now"
     scores = (f"  best epoch {m['best_epoch']} of {m['epochs']}: validation mAP {m['val_map']:.4f} | "
-              f"test mAP {m['test_map']:.4f} (Open Images protocol)")
+              f"test mAP {m['test_map']:.4f} (Open Images protocol"
+              + (f"; the seen classes: {len(m['unseen_classes'])} held out)" if m.get("unseen_classes") else ")"))
     scores += "".join(f"\n  warning: {warning}" for warning in m.get("warnings", []))
     if result.status == "complete":
         return (f"already complete: {run_dir}/ holds this run, trained earlier ({m['model']} model, {m['epochs']} "

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from app import evaluate, predict, prepare, train
+from app.errors import InputError
 from app.model.zero_shot import Calibration
 
 
@@ -63,6 +64,7 @@ def test_a_class_absent_from_training_is_scored_zero_shot(open_run, tmp_path):
     record = json.loads((open_run["run"] / "embedding" / "embedding.json").read_text())
     assert record["unseen_classes"] == [name] and record["run"] == run.identity()
     assert run.load_thresholds()[index] == 1.0  # the sigmoid head never calls the held-out class
+    assert run.metrics()["unseen_classes"] == [name]  # by name: the head holds out these, whatever the file says later
     # every test photo, scored for the unseen class by predict.py --classes, through the export
     tags = list(iter_tags(info.shard_files("test")))
     photos = tmp_path / "photos.jsonl"
@@ -143,11 +145,13 @@ def test_a_head_of_another_state_of_the_run_is_refused(open_run, tmp_path, capsy
     shutil.copytree(open_run["run"], copy, ignore=shutil.ignore_patterns("serving"))  # the run in process
     record_path = copy / "embedding" / "embedding.json"
     record = json.loads(record_path.read_text())
-    record_path.write_text(json.dumps({**record, "run": "0" * 16}))
-    with pytest.raises(SystemExit):
-        predict.main(["--model", str(copy), "--tags", "dog", "--classes", str(open_run["root"] / "unseen.txt")])
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "trained on another state of the run" in err and "Traceback" not in err
+    for changed, message in (({"run": "0" * 16}, "trained on another state of the run"),
+                             ({"calibration": {"scale": float("nan"), "bias": 0.0}}, "two finite numbers")):
+        record_path.write_text(json.dumps({**record, **changed}))
+        with pytest.raises(SystemExit):
+            predict.main(["--model", str(copy), "--tags", "dog", "--classes", str(open_run["root"] / "unseen.txt")])
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err, err
 
 
 def test_unseen_classes_that_the_dataset_lacks_are_refused_before_anything_is_written(tiny_world, tmp_path, capsys):
@@ -166,6 +170,10 @@ def test_unseen_classes_lose_their_targets_and_the_tags_that_name_them():
 
     classes = [("/m/1", "Dog"), ("/m/2", "Sea_lion"), ("/m/3", "Cat")]
     unseen = UnseenClasses.matching([("Sea_lion", "Sea_lion")], classes, "test")
+    with pytest.raises(InputError, match="the name and the id are two classes"):
+        UnseenClasses.matching([("/m/3", "Dog")], classes, "test")  # `Dog,/m/3`: /m/3 is Cat
+    with pytest.raises(InputError, match="names match case: 'Dog'"):
+        UnseenClasses.matching([("dog", "dog")], classes, "test")
     assert unseen.indices == (1,) and {"sea lion", "sealion", "sea_lion"} <= set(unseen.words)
     vocab = Vocabulary(tokens=["dog", "sea lion", "cat", "sealion"], counts=[4, 3, 2, 1], limit=4, threshold=1)
     ids = unseen.tag_ids(vocab)
@@ -239,3 +247,23 @@ def test_search_from_a_trained_runs_vectors(open_run, tmp_path, capsys):
             search.main(["index", "--data", data, "--out", str(out), "--model", run, *flags, "--no-progress"])
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and "Traceback" not in err, err
+
+
+def test_an_index_refuses_the_vectors_of_a_head_trained_again(open_run, tmp_path, capsys):
+    import shutil
+
+    from app import search
+
+    run = tmp_path / "run"
+    shutil.copytree(open_run["run"], run, ignore=shutil.ignore_patterns("serving"))
+    data, index = str(open_run["data"]), str(tmp_path / "index")
+    search.main(["index", "--data", data, "--out", index, "--model", str(run), "--no-progress"])
+    train.main(["--data", data, "--out", str(run), "--model", "tags", "--tag-limit", "10", "--tag-threshold", "2",
+                "--embedding-dim", "16", "--hidden-units", "32", "--epochs", "2", "--batch-size", "32",
+                "--unseen-classes", str(open_run["root"] / "unseen.txt"), "--embedding-head", "--head-epochs", "1",
+                "--head-batch-size", "32", "--no-progress"])  # the same run; a head of other settings
+    assert "training a new one in its place" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        search.main(["index", "--data", data, "--out", index, "--split", "validation", "--no-progress"])
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "its vectors are the embedding head of the run" in err, err

@@ -15,6 +15,11 @@ class Calibration:
     scale: float = 10.0
     bias: float = -5.0
 
+    def __post_init__(self):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                   for v in (self.scale, self.bias)):
+            raise ValueError(f"a calibration is two finite numbers. Received: scale={self.scale!r}, bias={self.bias!r}")
+
     def __call__(self, cosines: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-np.clip(self.scale * np.asarray(cosines, np.float64) + self.bias, -50, 50)))
 

@@ -56,8 +56,13 @@ class UnseenClasses:
         indices = set()
         for cid, name in wanted:
             index = by_key.get(cid, by_key.get(name))
+            if cid != name and name in by_key and by_key[name] != index:
+                raise InputError(f"{source}: {name},{cid}: the name and the id are two classes of the dataset "
+                                 f"({classes[by_key[name]][0]} is {name!r}); give one of them")
             if index is None:
-                raise InputError(f"{source}: class {name!r} is not among the dataset's {len(classes)} classes")
+                near = [n for _, n in classes if n.lower() == name.lower()]
+                raise InputError(f"{source}: class {name!r} is not among the dataset's {len(classes)} classes"
+                                 + (f" (names match case: {near[0]!r})" if near else ""))
             indices.add(index)
         if len(indices) == len(classes):
             raise InputError(f"{source}: every class is unseen: keep at least one to train on")

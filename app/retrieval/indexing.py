@@ -99,7 +99,7 @@ def _open_index(out: Path, info: DatasetInfo, split: str, spec: Optional[str], c
     head = _run_head(model, spec) if model else None
     if head is not None:
         spec = head[1].record["encoder_spec"]
-    vectors = head_vectors(head[0].run.identity()) if head else TAGS_MEAN
+    vectors = head_vectors(f"{head[0].run.identity()} head {head[1].identity}") if head else TAGS_MEAN
     if existing is not None:
         index = existing
         refuse_other_vectors(index.fingerprint, vectors, str(out))

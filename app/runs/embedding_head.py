@@ -28,7 +28,7 @@ from app.runs.rundir import RunDir
 FOLDER = "embedding"
 WEIGHTS = "weights.npz"
 RECORD = "embedding.json"
-TRAIN_HINT = "python app/train.py --embedding-head (with the run's flags and --out)"
+TRAIN_HINT = "python app/train.py --embedding-head, with the run's flags and --out"
 
 
 @dataclass
@@ -38,6 +38,18 @@ class EmbeddingHead:
     model: keras.Model
     calibration: Calibration
     record: dict
+
+    @property
+    def identity(self) -> str:
+        """A short hash of the head's weights and calibration: a head trained again is another head."""
+        import hashlib
+
+        digest = hashlib.sha256(json.dumps(self.record.get("calibration"), sort_keys=True).encode())
+        for layer in self.model.layers:
+            if layer.name in HEAD_LAYERS:
+                for weight in layer.get_weights():
+                    digest.update(np.ascontiguousarray(weight).tobytes())
+        return digest.hexdigest()[:12]
 
     @property
     def encoder(self) -> str:
@@ -64,7 +76,7 @@ class EmbeddingHead:
         """
         folder = run.path / FOLDER
         if not (folder / RECORD).is_file():
-            raise InputError(f"{run.path}: no embedding head (train one with {TRAIN_HINT})")
+            raise InputError(f"{run.path}: no embedding head; train one with {TRAIN_HINT}")
         record = cls.record_of(run)
         if record.get("run") != run.identity():
             raise InputError(f"{folder}: trained on another state of the run ({record.get('run')}; the run is now "
@@ -93,7 +105,7 @@ class EmbeddingHead:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             Calibration(**record["calibration"])
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError) as err:  # (a calibration that is not two finite numbers too)
             raise InputError(f"{path}: not an embedding head's record ({type(err).__name__}: {err}): train it again "
                              f"with {TRAIN_HINT}") from None
         return record

@@ -65,7 +65,11 @@ class OpenVocabulary:
         if record["encoder"] != f"{encoder.name}@{encoder.version}":
             raise InputError(f"the embedding head was trained with the text encoder {record['encoder']}; the one "
                              f"installed is {encoder.name}@{encoder.version}: train the head again")
-        self.calibration = Calibration(**record["calibration"])
+        try:
+            self.calibration = Calibration(**record["calibration"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(f"the embedding head's record (embedding.json) has no usable calibration ({err}): export "
+                             f"the run again, or train its head again") from None
         self.classes = read_class_list(classes) if classes else None
         self.class_vectors = encoder.encode([n.replace("_", " ") for n in self.classes.names]) if classes else None
         self.words, self.suggest = words, suggest

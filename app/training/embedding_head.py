@@ -43,7 +43,8 @@ def fit_embedding_head(run_dir: str | Path, encoder, spec: str, config: Embeddin
     """
     run = TrainedRun(run_dir)
     info = DatasetInfo.load(run.run.data_dir)
-    unseen = UnseenClasses.read(run.config.data.unseen_classes, info.classes)
+    held_out = run.run.metrics().get("unseen_classes", [])  # as the run held them out (not the file as it is now)
+    unseen = UnseenClasses.matching([(name, name) for name in held_out], info.classes, str(run_dir))
     names = class_vectors(encoder, info.classes)
     seen = np.array(unseen.seen_mask(info.num_classes), np.float32)
     tags = run.preprocessor.tags

@@ -298,6 +298,8 @@ def _final_metrics(run: RunDir, config: RunConfig, options: RunOptions, inputs: 
                "val_map": best_epoch["val_map"], "val_loss": best_epoch["val_loss"], "data": str(inputs.info.data_dir),
                "seconds": round(time.time() - started, 1),
                "stopped_early": bool(patience) and last < config.train.epochs and last - best_epoch["epoch"] >= patience}
+    if inputs.unseen:  # what was held out, by name (the file may change later; the embedding head reads this)
+        metrics["unseen_classes"] = inputs.unseen.names(inputs.info.classes)
     found = _small_split_warnings(inputs.info, history, options.finish)  # (the input warnings were logged)
     if options.finish:
         best = run.load_model()
