@@ -22,9 +22,9 @@ from app.model.zero_shot import class_phrases, cosine_scores
 from app.records.dataset import DatasetInfo
 from app.records.pipeline import make_dataset
 from app.records.unseen import UnseenClasses
-from app.runs.embedding_head import EmbeddingHead
+from app.runs.embedding_head import EmbeddingHead, record_encoder
 from app.runs.trained import TrainedRun
-from app.text.encoders import VectorCache, encoder_from_spec
+from app.text.encoders import VectorCache
 
 
 def model_scorer(model) -> Callable[[dict], np.ndarray]:
@@ -51,31 +51,23 @@ def class_vectors(encoder, classes: list) -> np.ndarray:
     return vectors.vectors
 
 
-def head_encoder(head: EmbeddingHead):
-    """The text encoder the head was trained with (refused: another version installed now)."""
-    encoder = encoder_from_spec(head.record.get("encoder_spec", "use"))
-    if head.encoder != f"{encoder.name}@{encoder.version}":
-        raise InputError(f"the embedding head was trained with the text encoder {head.encoder}; the one at hand is "
-                         f"{encoder.name}@{encoder.version}: train the head again")
-    return encoder
-
-
 def head_scorer(head: EmbeddingHead, vectors: np.ndarray) -> Callable[[dict], np.ndarray]:
     """`inputs -> [batch, classes]` calibrated cosines of the head's photo vectors with `vectors`."""
     embed = model_scorer(head.model)
     return lambda inputs: head.calibration(cosine_scores(embed(inputs), vectors))
 
 
-def summary(ap: np.ndarray, classes: list, new: set | None = None) -> dict:
-    """mAP and per-class AP (`new`: the indices of classes the run never trained on)."""
+def masked_map(ap: np.ndarray, mask: np.ndarray) -> float | None:
+    """The mean AP of the classes in `mask` that have a positive (None: none has)."""
+    return float(np.nanmean(ap[mask])) if (mask & ~np.isnan(ap)).any() else None
+
+
+def summary(ap: np.ndarray, classes: list, new: np.ndarray) -> dict:
+    """mAP and per-class AP (`new`: `[classes]` True for a class the run never trained on)."""
     scored = ~np.isnan(ap)
-    out = {"map": float(np.nanmean(ap)) if scored.any() else float("nan"), "classes_scored": int(scored.sum()),
-           "ap": {name: (None if np.isnan(a) else round(float(a), 6)) for (_, name), a in zip(classes, ap)}}
-    if new is not None:
-        fresh = np.array([i in new for i in range(len(classes))])
-        out["new_classes"] = int(fresh.sum())
-        out["map_new"] = float(np.nanmean(ap[fresh])) if (fresh & scored).any() else None
-    return out
+    return {"map": float(np.nanmean(ap)) if scored.any() else float("nan"), "classes_scored": int(scored.sum()),
+            "ap": {name: (None if np.isnan(a) else round(float(a), 6)) for (_, name), a in zip(classes, ap)},
+            "new_classes": int(new.sum()), "map_new": masked_map(ap, new)}
 
 
 def evaluate_zero_shot(run_dir, data_dir, split: str = "test", protocol: str = "challenge") -> dict:
@@ -87,11 +79,11 @@ def evaluate_zero_shot(run_dir, data_dir, split: str = "test", protocol: str = "
     run = TrainedRun(run_dir)
     head = EmbeddingHead.load(run.run, run.model)
     info = DatasetInfo.load(data_dir)
-    vectors = class_vectors(head_encoder(head), info.classes)
+    vectors = class_vectors(record_encoder(head.record), info.classes)
     ap = split_average_precisions(info, split, run.preprocessor, head_scorer(head, vectors), protocol)
     trained = {name for _, name in run.classes}
-    result = summary(ap, info.classes, {i for i, (_, name) in enumerate(info.classes) if name not in trained})
-    return {**result, "images": load_truth(info, split).num_images, "split": split}
+    result = summary(ap, info.classes, np.array([name not in trained for _, name in info.classes]))
+    return {**result, "images": info.split_sizes.get(split, 0), "split": split}
 
 
 def generalized_zero_shot(run_dir, split: str = "test", protocol: str = "challenge") -> dict:
@@ -100,15 +92,12 @@ def generalized_zero_shot(run_dir, split: str = "test", protocol: str = "challen
     head = EmbeddingHead.load(run.run, run.model)
     info = DatasetInfo.load(run.run.data_dir)
     unseen = UnseenClasses.matching([(n, n) for n in head.record["unseen_classes"]], info.classes, str(run_dir))
-    vectors = class_vectors(head_encoder(head), info.classes)
+    vectors = class_vectors(record_encoder(head.record), info.classes)
     sigmoid, cosine = model_scorer(run.model), head_scorer(head, vectors)
     seen = np.array(unseen.seen_mask(info.num_classes)) > 0
     both = split_average_precisions(info, split, run.preprocessor,
                                     lambda x: np.where(seen, sigmoid(x), cosine(x)), protocol)
     head_only = split_average_precisions(info, split, run.preprocessor, cosine, protocol)
-
-    def mean(ap, mask):
-        return float(np.nanmean(ap[mask])) if (mask & ~np.isnan(ap)).any() else None
-
-    return {"split": split, "unseen": mean(both, ~seen), "seen": mean(both, seen), "all": mean(both, seen | ~seen),
-            "seen_by_head": mean(head_only, seen), "unseen_classes": unseen.names(info.classes)}
+    return {"split": split, "unseen": masked_map(both, ~seen), "seen": masked_map(both, seen),
+            "all": masked_map(both, seen | ~seen), "seen_by_head": masked_map(head_only, seen),
+            "unseen_classes": unseen.names(info.classes)}

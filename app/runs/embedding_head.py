@@ -111,6 +111,21 @@ class EmbeddingHead:
         return record
 
 
+def record_encoder(record: dict):
+    """The text encoder a head's record names (`encoder_spec`), refused when the installed version differs.
+
+    Raises:
+        InputError: another version of the encoder is installed now.
+    """
+    from app.text.encoders import encoder_from_spec
+
+    encoder = encoder_from_spec(record.get("encoder_spec", "use"))
+    if record["encoder"] != f"{encoder.name}@{encoder.version}":
+        raise InputError(f"the embedding head was trained with the text encoder {record['encoder']}; the one "
+                         f"installed is {encoder.name}@{encoder.version}: train the head again")
+    return encoder
+
+
 def has_embedding_head(run: RunDir) -> bool:
     """Whether the run folder holds an embedding head (of any state of the run)."""
     return (run.path / FOLDER / RECORD).is_file()

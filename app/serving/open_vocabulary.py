@@ -16,9 +16,11 @@ import numpy as np
 
 from app.badrows import BadRows
 from app.errors import InputError
-from app.model.zero_shot import Calibration, cosine_scores, top_words
+from app.model.zero_shot import Calibration, class_phrases, cosine_scores, top_words
+from app.runs.embedding_head import record_encoder
 from app.sources.classes import read_class_list
-from app.text.encoders import MAX_TEXT_CHARS, encode_words, encoder_from_spec
+from app.text.encoders import MAX_TEXT_CHARS, encode_words
+
 
 def read_word_list(path: Path, bad: BadRows) -> list[str]:
     """A UTF-8 word list, one word (or phrase) a line; blank and repeated lines are counted skips.
@@ -61,17 +63,14 @@ class OpenVocabulary:
     """
 
     def __init__(self, record: dict, classes: Optional[Path] = None, words: Optional[list] = None, suggest: int = 0):
-        encoder = encoder_from_spec(record.get("encoder_spec", "use"))
-        if record["encoder"] != f"{encoder.name}@{encoder.version}":
-            raise InputError(f"the embedding head was trained with the text encoder {record['encoder']}; the one "
-                             f"installed is {encoder.name}@{encoder.version}: train the head again")
+        encoder = record_encoder(record)
         try:
             self.calibration = Calibration(**record["calibration"])
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"the embedding head's record (embedding.json) has no usable calibration ({err}): export "
                              f"the run again, or train its head again") from None
         self.classes = read_class_list(classes) if classes else None
-        self.class_vectors = encoder.encode([n.replace("_", " ") for n in self.classes.names]) if classes else None
+        self.class_vectors = encoder.encode(class_phrases(self.classes.pairs())) if classes else None
         self.words, self.suggest = words, suggest
         self.word_vectors, self.skipped = None, {}
         if words:

@@ -21,7 +21,7 @@ import tensorflow as tf
 from app.config import EmbeddingConfig
 from app.evaluation.metrics import sparse_average_precisions
 from app.evaluation.truth import PairScores, load_truth
-from app.evaluation.zero_shot import class_vectors, model_scorer
+from app.evaluation.zero_shot import class_vectors, masked_map, model_scorer
 from app.model.embedding import build_embedding_model
 from app.model.word_vectors import vocabulary_rows
 from app.model.zero_shot import Calibration, cosine_scores
@@ -58,27 +58,27 @@ def fit_embedding_head(run_dir: str | Path, encoder, spec: str, config: Embeddin
     train = unseen.hide(make_dataset(info, run.config.data.train_split, run.preprocessor,
                                      batch_size=config.head_batch_size, training=True, seed=seed),
                         info.num_classes, hidden)
-    best, best_map, history = model.get_weights(), -1.0, []
+    truth, history, best = load_truth(info, "validation"), [], None
     for epoch in range(config.head_epochs + 1):  # epoch 0: the untrained head
         losses = [float(step({k: v for k, v in x.items() if k in model.input}, y, m)) for x, y, m in train] \
             if epoch else []
-        cosines, truth = _validation_cosines(info, run.preprocessor, embed, names)
+        cosines = _validation_cosines(info, truth, run.preprocessor, embed, names)
         ap = sparse_average_precisions(truth.pairs, cosines, "study")  # (a cosine may be negative)
         score = float(np.nanmean(ap[seen > 0]))
         history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else None, "val_map_seen": score})
         log.info("embedding head epoch %d: %s, validation mAP (seen classes, by class-name cosine) %.4f", epoch,
                  f"loss {np.mean(losses):.4f}" if losses else "untrained", score)
-        if score > best_map:
-            best, best_map = model.get_weights(), score
-    model.set_weights(best)
-    cosines, truth = _validation_cosines(info, run.preprocessor, embed, names)
-    ap = sparse_average_precisions(truth.pairs, cosines, "study")  # (a cosine may be negative)
+        if best is None or score > best[0]:
+            best = (score, model.get_weights(), cosines, ap)
+    _, weights, cosines, ap = best
+    model.set_weights(weights)
     on_seen = seen[truth.pairs.classes] > 0
     calibration = Calibration.fit(cosines[on_seen], truth.pairs.positive[on_seen])
     record = {"run": run.run.identity(), "encoder": f"{encoder.name}@{encoder.version}", "encoder_spec": spec,
               "dim": int(names.shape[1]), "seed": seed, "unseen_classes": unseen.names(info.classes),
               "config": config.__dict__, "history": history,
-              "validation_map": {"seen": _mean(ap, seen > 0), "unseen": _mean(ap, seen == 0), "all": _mean(ap, seen >= 0)}}
+              "validation_map": {"seen": masked_map(ap, seen > 0), "unseen": masked_map(ap, seen == 0),
+                                 "all": masked_map(ap, seen >= 0)}}
     head = EmbeddingHead(model, calibration, record)
     head.save(run.run)
     return head
@@ -93,17 +93,12 @@ def _sampling_logits(tags, hidden: list):
     return np.log(np.maximum(counts, 1e-9))[None].astype(np.float32)
 
 
-def _mean(ap: np.ndarray, mask: np.ndarray):
-    return float(np.nanmean(ap[mask])) if (mask & ~np.isnan(ap)).any() else None
-
-
-def _validation_cosines(info: DatasetInfo, preprocessor, embed, names: np.ndarray):
-    """The cosine at each verified pair of the validation split, and the split's truth."""
-    truth = load_truth(info, "validation")
+def _validation_cosines(info: DatasetInfo, truth, preprocessor, embed, names: np.ndarray) -> np.ndarray:
+    """The cosine at each verified pair of the validation split (`truth`)."""
     pairs = PairScores(truth)
     for inputs, _, _ in make_dataset(info, "validation", preprocessor, batch_size=256):
         pairs.add(cosine_scores(embed(inputs), names))
-    return pairs.result(), truth
+    return pairs.result()
 
 
 def _train_step(model: keras.Model, names: np.ndarray, seen: np.ndarray, words, frequency, config: EmbeddingConfig):
